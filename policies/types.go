@@ -1,0 +1,90 @@
+package policies
+
+import "time"
+
+// Actions a policy may return.
+const (
+	ActionAllow           = "allow"
+	ActionDeny            = "deny"
+	ActionRateLimit       = "rate_limit"
+	ActionRequireApproval = "require_approval"
+)
+
+// Caller is the authenticated principal, as taken from verified JWT claims.
+type Caller struct {
+	Sub       string         `json:"sub"`
+	Org       string         `json:"org"`
+	Workspace string         `json:"workspace"`
+	Roles     []string       `json:"roles"`
+	Session   string         `json:"session"`
+	Claims    map[string]any `json:"claims,omitempty"`
+}
+
+// HasRole reports whether the caller holds role r.
+func (c *Caller) HasRole(r string) bool {
+	for _, x := range c.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// ToolInfo describes the tool being called (from the route table or tool catalog).
+type ToolInfo struct {
+	Category    string         `json:"category"` // read | write | destructive | other
+	Risk        string         `json:"risk"`     // low | medium | high
+	Annotations map[string]any `json:"annotations,omitempty"`
+}
+
+// HTTPInfo is the request line as the proxy received it.
+type HTTPInfo struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+}
+
+// Input is the policy input document (input.* in Rego). Arguments must already be
+// redacted: secret values never reach policy.
+type Input struct {
+	Surface   string         `json:"surface"` // "mcp" | "rest"
+	Tool      string         `json:"tool"`
+	Arguments map[string]any `json:"arguments"`
+	HTTP      HTTPInfo       `json:"http"`
+	Caller    Caller         `json:"caller"`
+	ToolInfo  ToolInfo       `json:"tool_info"`
+	Upstream  string         `json:"upstream"`
+	// Mode is "call" for a real call and "list" when the proxy asks whether a tool should
+	// be shown in tools/list (arguments are then empty). A policy that denies in list
+	// mode hides the tool.
+	Mode string `json:"mode"`
+}
+
+// RateLimit is the rate_limit block of a decision.
+type RateLimit struct {
+	Max           int           `json:"max"`
+	Window        time.Duration `json:"window"`
+	Key           string        `json:"key,omitempty"` // empty: caller.sub + session + tool
+	RefundOnError bool          `json:"refund_on_error,omitempty"`
+}
+
+// Approval is the approval block of a decision.
+type Approval struct {
+	Approvers []string      `json:"approvers"` // e.g. "role:security"
+	TTL       time.Duration `json:"ttl"`
+}
+
+// Decision is what the engine returns for one input. It is never nil-valued in meaning:
+// on any failure Action is deny and PolicyError is set.
+type Decision struct {
+	Action    string     `json:"action"`
+	Reason    string     `json:"reason"`
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	Approval  *Approval  `json:"approval,omitempty"`
+	// Revision is the content hash of the policy set that produced the decision.
+	Revision string `json:"revision"`
+	// PolicyError is set when the decision is a deny because evaluation failed
+	// (undefined, error, timeout, panic, malformed result). Error holds the cause for logs
+	// and audit; it is never shown to callers.
+	PolicyError bool   `json:"policy_error,omitempty"`
+	Error       string `json:"error,omitempty"`
+}

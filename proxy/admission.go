@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portcullis/portcullis/proxy/authn"
+)
+
+// httpError is an error with a status and a message fit for the client. Every error a
+// handler returns is mapped to a response here and only here.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+	field  string
+	header [][2]string
+}
+
+func (e *httpError) Error() string { return e.code + ": " + e.msg }
+
+func badRequest(code, field, format string, args ...any) *httpError {
+	return &httpError{status: fiber.StatusBadRequest, code: code, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// errorHandler writes {"error":{code,message,request_id}}. It never writes err.Error() of
+// an unknown error to the client: that goes to the log with the request id.
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	rid := requestID(c)
+	var he *httpError
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &he):
+	case errors.As(err, &fe):
+		he = &httpError{status: fe.Code, code: fiberCode(fe.Code), msg: fiberMessage(fe)}
+	default:
+		s.log.Error("request failed", "request_id", rid, "err", err)
+		he = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
+	}
+	for _, h := range he.header {
+		c.Set(h[0], h[1])
+	}
+	body := fiber.Map{"code": he.code, "message": he.msg, "request_id": rid}
+	if he.field != "" {
+		body["field"] = he.field
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(he.status).JSON(fiber.Map{"error": body})
+}
+
+func fiberCode(status int) string {
+	switch status {
+	case fiber.StatusRequestEntityTooLarge:
+		return "body_too_large"
+	case fiber.StatusRequestTimeout:
+		return "request_timeout"
+	case fiber.StatusNotFound:
+		return "not_found"
+	case fiber.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		return "headers_too_large"
+	default:
+		if status >= 500 {
+			return "internal_error"
+		}
+		return "bad_request"
+	}
+}
+
+func fiberMessage(fe *fiber.Error) string {
+	switch fe.Code {
+	case fiber.StatusRequestEntityTooLarge:
+		return "request body exceeds the limit"
+	case fiber.StatusRequestTimeout:
+		return "request not received in time"
+	}
+	if fe.Code >= 500 {
+		return "internal error"
+	}
+	return fe.Message
+}
+
+// admit is the first middleware: panic containment, request id, pre-auth limit.
+func (s *Server) admit(c *fiber.Ctx) (err error) {
+	rid := s.ids.next("req_")
+	c.Locals(localRequestID, rid)
+	c.Set("X-Request-Id", rid)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler", "request_id", rid, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.metrics.panics.Inc()
+			if cl, ok := c.Locals(localCall).(*call); ok && cl != nil {
+				s.recordOutcome(cl, fiber.StatusInternalServerError, "panic", time.Since(cl.start))
+			}
+			c.Response().Reset()
+			c.Set("X-Request-Id", rid)
+			err = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
+		}
+	}()
+	if s.preAuth != nil {
+		// The key is the socket peer, never X-Forwarded-For, which a client can forge.
+		res, lerr := s.preAuth.Allow(c.UserContext(), c.Context().RemoteIP().String(), s.cfg.PreAuthRate, time.Second)
+		if lerr == nil && !res.Allowed {
+			s.metrics.preAuthRejected.Inc()
+			return &httpError{status: fiber.StatusTooManyRequests, code: "too_many_requests",
+				msg:    "too many requests from this address",
+				header: [][2]string{{"Retry-After", retryAfterSeconds(res.RetryAfter)}}}
+		}
+	}
+	return c.Next()
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	secs := int((d + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return strconv.Itoa(secs)
+}
+
+// authenticate admits only a valid Bearer JWT in the Authorization header. A token in the
+// query string is refused outright, even alongside a valid header: query strings end up in
+// logs and browser history.
+func (s *Server) authenticate(c *fiber.Ctx) error {
+	args := c.Context().QueryArgs()
+	if args.Has("access_token") || args.Has("token") || args.Has("jwt") {
+		return s.unauthorized(c, &authn.Error{Code: "invalid_request", Description: "tokens in the query string are not accepted; use the Authorization header"})
+	}
+	id, err := s.d.Auth.Authenticate(string(c.Request().Header.Peek(fiber.HeaderAuthorization)))
+	if err != nil {
+		return s.unauthorized(c, err)
+	}
+	c.Locals(localIdentity, id)
+	return c.Next()
+}
+
+func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
+	s.metrics.authFailures.Inc()
+	meta := s.cfg.PublicURL + "/.well-known/oauth-protected-resource"
+	var ae *authn.Error
+	desc := "authentication required"
+	challenge := `Bearer realm="` + s.cfg.AuthRealm + `", resource_metadata="` + meta + `"`
+	if errors.As(err, &ae) {
+		desc = ae.Description
+		challenge = ae.WWWAuthenticate(s.cfg.AuthRealm, meta)
+	} else {
+		s.log.Error("authentication error", "request_id", requestID(c), "err", err)
+	}
+	s.d.Audit.AppendAsync(s.authFailureEvent(c, desc))
+	return &httpError{status: fiber.StatusUnauthorized, code: "unauthorized", msg: desc,
+		header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}

@@ -1,0 +1,359 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/approvals"
+	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
+)
+
+// call is one action being decided: a tools/call or a mapped REST request. Everything in
+// it is owned by the proxy (copied out of the fiber.Ctx), so it may outlive the handler.
+type call struct {
+	rid, did string
+	start    time.Time
+	id       *authn.Identity
+	clientIP string
+	surface  string
+	tool     string
+	method   string
+	path     string
+	info     policies.ToolInfo
+	args     map[string]any // as parsed, secrets included: never logged, audited or shown to policy
+	input    policies.Input
+	dec      policies.Decision
+	refund   string // rate-limit key to refund if the upstream fails and policy asked for it
+	rl       *ratelimit.Result
+	window   time.Duration
+	approval *approvals.Approval
+}
+
+func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolInfo, args map[string]any) *call {
+	id := c.Locals(localIdentity).(*authn.Identity)
+	cl := &call{
+		rid:      requestID(c),
+		did:      s.ids.next("dec_"),
+		start:    time.Now(),
+		id:       id,
+		clientIP: c.Context().RemoteIP().String(),
+		surface:  surface,
+		tool:     tool,
+		method:   c.Method(),
+		path:     string(c.Request().URI().Path()),
+		info:     info,
+		args:     args,
+	}
+	redacted, _ := s.d.Redactor.Value(args).(map[string]any)
+	if redacted == nil {
+		redacted = map[string]any{}
+	}
+	cl.input = policies.Input{
+		Surface:   surface,
+		Tool:      tool,
+		Arguments: redacted,
+		HTTP:      policies.HTTPInfo{Method: cl.method, Path: cl.path},
+		Caller:    id.Caller,
+		ToolInfo:  info,
+		Upstream:  s.upstreamFor(surface).cfg.Name,
+		Mode:      "call",
+	}
+	c.Locals(localCall, cl)
+	return cl
+}
+
+func (s *Server) upstreamFor(surface string) *upstream {
+	if surface == "mcp" {
+		return s.mcpUp
+	}
+	return s.restUp
+}
+
+// refusal is why a call is not forwarded, in terms both surfaces can render.
+type refusal struct {
+	status     int    // REST status
+	code       string // policy_denied, policy_error, rate_limited, approval_pending, approval_denied, audit_unavailable, upstream_busy
+	msg        string // shown to the agent
+	retryAfter time.Duration
+	rl         *ratelimit.Result
+	approval   *approvals.Approval
+}
+
+// decide evaluates policy and applies rate limits. It does not wait for approvals: a
+// require_approval decision comes back as a refusal with code "approval_required" and the
+// caller of decide chooses how to hold (long-poll or SSE).
+func (s *Server) decide(ctx context.Context, cl *call) *refusal {
+	cl.dec = s.d.Policy.Decide(ctx, &cl.input)
+	s.metrics.decisions.WithLabelValues(cl.surface, cl.dec.Action).Inc()
+	switch cl.dec.Action {
+	case policies.ActionAllow:
+		return nil
+	case policies.ActionRateLimit:
+		return s.rateLimit(ctx, cl)
+	case policies.ActionRequireApproval:
+		return &refusal{code: "approval_required"}
+	}
+	if cl.dec.PolicyError {
+		s.log.Error("policy error: denying", "request_id", cl.rid, "tool", cl.tool, "revision", cl.dec.Revision, "err", cl.dec.Error)
+		return &refusal{status: fiber.StatusForbidden, code: "policy_error", msg: "denied: the policy could not be evaluated (request " + cl.rid + ")"}
+	}
+	return &refusal{status: fiber.StatusForbidden, code: "policy_denied", msg: cl.dec.Reason}
+}
+
+func (s *Server) rateLimit(ctx context.Context, cl *call) *refusal {
+	rl := cl.dec.RateLimit
+	key := rl.Key
+	if key == "" {
+		key = cl.id.Caller.Sub + "\x00" + cl.id.Caller.Session + "\x00" + cl.tool
+	}
+	res, err := s.limiter.Allow(ctx, key, rl.Max, rl.Window)
+	if err != nil {
+		// The limiter's store is down: fail closed, as for any policy we cannot enforce.
+		s.log.Error("rate limiter failed: denying", "request_id", cl.rid, "err", err)
+		return &refusal{status: fiber.StatusServiceUnavailable, code: "rate_limiter_unavailable", msg: "rate limiter unavailable; try again later", retryAfter: time.Second}
+	}
+	if !res.Allowed {
+		return &refusal{status: fiber.StatusTooManyRequests, code: "rate_limited", retryAfter: res.RetryAfter, rl: &res,
+			msg: "rate limit exceeded for " + cl.tool + ": at most " + strconv.Itoa(rl.Max) + " calls per " + rl.Window.String() +
+				"; retry after " + retryAfterSeconds(res.RetryAfter) + "s"}
+	}
+	cl.rl = &res
+	if rl.RefundOnError {
+		cl.refund, cl.window = key, rl.Window
+	}
+	return nil
+}
+
+// auditDecision writes the decision row and waits until it is durable. A call that is about
+// to be forwarded must not be when this fails.
+func (s *Server) auditDecision(ctx context.Context, cl *call, decision, reason string) error {
+	ev := s.event(cl, "decision")
+	ev.Decision, ev.Reason = decision, reason
+	if err := s.d.Audit.Append(ctx, ev); err != nil {
+		s.metrics.auditFailures.Inc()
+		s.log.Error("audit write failed", "request_id", cl.rid, "err", err)
+		return err
+	}
+	return nil
+}
+
+var errAuditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code: "audit_unavailable",
+	msg: "the audit trail cannot record this call, so it was not forwarded; try again later", retryAfter: time.Second}
+
+func (s *Server) event(cl *call, kind string) *audit.Event {
+	c := &cl.id.Caller
+	args, _ := json.Marshal(cl.input.Arguments)
+	ev := &audit.Event{
+		Time:       time.Now().UTC(),
+		Kind:       kind,
+		RequestID:  cl.rid,
+		DecisionID: cl.did,
+		Caller: audit.Caller{Sub: c.Sub, Org: c.Org, Workspace: c.Workspace, Roles: c.Roles,
+			Session: c.Session, ClientAddr: cl.clientIP},
+		Surface:        cl.surface,
+		Tool:           cl.tool,
+		Method:         cl.method,
+		Path:           cl.path,
+		Arguments:      args,
+		PolicyRevision: cl.dec.Revision,
+	}
+	if cl.approval != nil {
+		ev.ApprovalID, ev.Approver = cl.approval.ID, cl.approval.DecidedBy
+	}
+	return ev
+}
+
+// decisionLabel is the audit row's decision for a refusal (nil: allowed).
+func decisionLabel(cl *call, r *refusal) (string, string) {
+	if r == nil {
+		if cl.approval != nil {
+			return "approval_granted", cl.dec.Reason
+		}
+		return "allow", cl.dec.Reason
+	}
+	switch r.code {
+	case "policy_denied":
+		return "deny", r.msg
+	case "policy_error":
+		return "policy_error", cl.dec.Error
+	case "rate_limited":
+		return "rate_limited", r.msg
+	case "approval_pending":
+		return "approval_requested", cl.dec.Reason
+	case "approval_denied":
+		return "approval_denied", r.msg
+	case "approval_expired":
+		return "approval_expired", r.msg
+	}
+	return r.code, r.msg
+}
+
+// settle audits the outcome of decide (and any approval wait) and returns the refusal the
+// caller must render, or nil when the call may be forwarded.
+func (s *Server) settle(ctx context.Context, cl *call, r *refusal) *refusal {
+	decision, reason := decisionLabel(cl, r)
+	if err := s.auditDecision(ctx, cl, decision, reason); err != nil {
+		if r == nil {
+			s.refundIfAsked(cl)
+			return errAuditUnavailable
+		}
+	}
+	if r != nil {
+		s.log.Info("call refused", "request_id", cl.rid, "sub", cl.id.Caller.Sub, "tool", cl.tool, "code", r.code)
+	}
+	return r
+}
+
+func (s *Server) refundIfAsked(cl *call) {
+	if cl.refund != "" {
+		_ = s.limiter.Refund(context.Background(), cl.refund, cl.window)
+		cl.refund = ""
+	}
+}
+
+// recordOutcome writes the outcome row (status, error class, latency) without waiting.
+func (s *Server) recordOutcome(cl *call, status int, errClass string, latency time.Duration) {
+	ev := s.event(cl, "outcome")
+	ev.Decision = "outcome"
+	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, errClass, latency.Microseconds()
+	s.d.Audit.AppendAsync(ev)
+	if status >= 500 || status == fiber.StatusTooManyRequests || errClass != "" {
+		s.refundIfAsked(cl)
+	}
+	s.metrics.upstream.WithLabelValues(cl.surface, statusClass(status, errClass)).Inc()
+	s.metrics.latency.WithLabelValues(cl.surface).Observe(time.Since(cl.start).Seconds())
+}
+
+func statusClass(status int, errClass string) string {
+	if errClass != "" {
+		return errClass
+	}
+	return strconv.Itoa(status/100) + "xx"
+}
+
+func (s *Server) authFailureEvent(c *fiber.Ctx, desc string) *audit.Event {
+	return &audit.Event{
+		Time:      time.Now().UTC(),
+		Kind:      "auth_failure",
+		RequestID: requestID(c),
+		Caller:    audit.Caller{ClientAddr: c.Context().RemoteIP().String()},
+		Method:    c.Method(),
+		Path:      string(c.Request().URI().Path()),
+		Decision:  "auth_failed",
+		Reason:    desc,
+	}
+}
+
+// approvalOutcome is what came of holding a call for approval.
+type approvalOutcome int
+
+const (
+	approvalGranted approvalOutcome = iota
+	approvalStillPending
+	approvalRefused
+)
+
+// requestApproval finds an approved, unused approval for this exact request (and uses it),
+// or files (or finds) a pending one. It returns granted when the call may proceed now.
+func (s *Server) requestApproval(ctx context.Context, cl *call) (approvalOutcome, *refusal) {
+	svc := s.d.Approvals
+	if svc == nil {
+		return approvalRefused, &refusal{status: fiber.StatusForbidden, code: "policy_denied",
+			msg: "this call requires human approval, and approvals are not enabled on this gateway"}
+	}
+	raw, err := json.Marshal(cl.args)
+	if err != nil {
+		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be encoded"}
+	}
+	hash, err := approvals.CanonicalHash(cl.id.Caller, cl.tool, raw, cl.dec.Revision)
+	if err != nil {
+		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be canonicalised"}
+	}
+	if a, ok, err := svc.Consume(ctx, hash); err == nil && ok {
+		cl.approval = a
+		return approvalGranted, nil
+	} else if err != nil {
+		s.log.Error("approvals: consume failed", "request_id", cl.rid, "err", err)
+		return approvalRefused, &refusal{status: fiber.StatusServiceUnavailable, code: "approvals_unavailable", msg: "approval store unavailable; try again later", retryAfter: time.Second}
+	}
+	redacted, _ := json.Marshal(cl.input.Arguments)
+	var approvers []string
+	var ttl time.Duration
+	if cl.dec.Approval != nil {
+		approvers, ttl = cl.dec.Approval.Approvers, cl.dec.Approval.TTL
+	}
+	a, created, err := svc.Request(ctx, approvals.Request{
+		Caller: cl.id.Caller, Tool: cl.tool, Surface: cl.surface, Arguments: redacted, Hash: hash,
+		Reason: cl.dec.Reason, PolicyRevision: cl.dec.Revision, Approvers: approvers, TTL: ttl,
+	})
+	if err != nil {
+		s.log.Error("approvals: request failed", "request_id", cl.rid, "err", err)
+		return approvalRefused, &refusal{status: fiber.StatusServiceUnavailable, code: "approvals_unavailable", msg: "approval store unavailable; try again later", retryAfter: time.Second}
+	}
+	cl.approval = a
+	if a.Status == approvals.StatusDenied {
+		return approvalRefused, s.approvalDenied(a)
+	}
+	if created {
+		ev := s.event(cl, "approval")
+		ev.Decision, ev.Reason = "approval_requested", cl.dec.Reason
+		if err := s.d.Audit.Append(ctx, ev); err != nil {
+			return approvalRefused, errAuditUnavailable
+		}
+	}
+	return approvalStillPending, nil
+}
+
+// awaitApproval blocks until the approval is decided or ctx ends, then tries to use it.
+func (s *Server) awaitApproval(ctx context.Context, cl *call) (approvalOutcome, *refusal) {
+	a, err := s.d.Approvals.Wait(ctx, cl.approval.ID)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return approvalRefused, &refusal{status: fiber.StatusServiceUnavailable, code: "approvals_unavailable", msg: "approval store unavailable"}
+	}
+	if a == nil {
+		return approvalStillPending, nil
+	}
+	cl.approval = a
+	switch a.Status {
+	case approvals.StatusApproved:
+		got, ok, err := s.d.Approvals.Consume(context.Background(), a.Hash)
+		if err != nil || !ok {
+			return approvalRefused, &refusal{status: fiber.StatusConflict, code: "approval_used",
+				msg: "the approval " + a.ID + " was already used by an identical call; request a new one"}
+		}
+		cl.approval = got
+		return approvalGranted, nil
+	case approvals.StatusDenied:
+		return approvalRefused, s.approvalDenied(a)
+	case approvals.StatusExpired:
+		return approvalRefused, &refusal{status: fiber.StatusForbidden, code: "approval_expired", approval: a,
+			msg: "the approval " + a.ID + " expired before anyone approved it; call again to request a new one"}
+	}
+	return approvalStillPending, nil
+}
+
+func (s *Server) approvalDenied(a *approvals.Approval) *refusal {
+	msg := "an approver denied this call (approval " + a.ID + ")"
+	if a.Comment != "" {
+		msg += ": " + a.Comment
+	}
+	return &refusal{status: fiber.StatusForbidden, code: "approval_denied", msg: msg, approval: a}
+}
+
+func (s *Server) pendingRefusal(cl *call) *refusal {
+	a := cl.approval
+	url := s.cfg.PublicURL + "/admin/v1/approvals/" + a.ID
+	return &refusal{status: fiber.StatusAccepted, code: "approval_pending", approval: a,
+		msg: "this call needs human approval (" + strings.TrimSpace(cl.dec.Reason) + "). Approval " + a.ID +
+			" is pending; an approver can approve it at " + url + " or with `portcullis approvals approve " + a.ID +
+			"`. Call again with exactly the same arguments after it is approved; it expires at " + a.ExpiresAt.UTC().Format(time.RFC3339) + "."}
+}

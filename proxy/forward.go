@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/proxy/pacer"
+)
+
+// forwardedHeaders are the request headers passed upstream. Everything else, the caller's
+// Authorization and any identity header it sent included, stays at the proxy.
+var forwardedHeaders = []string{
+	fiber.HeaderContentType, fiber.HeaderAccept, "Mcp-Session-Id", "Mcp-Protocol-Version",
+	"Last-Event-Id", fiber.HeaderUserAgent, fiber.HeaderIfMatch, fiber.HeaderIfNoneMatch,
+}
+
+// hopHeaders are response headers that describe the upstream connection, not the response.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Te", "Trailer", "Upgrade"}
+
+// outbound is a request to send upstream, copied out of the caller's request so it can be
+// sent after the handler has returned (held approvals stream from a body writer).
+type outbound struct {
+	method  string
+	uri     string
+	headers [][2]string
+	body    []byte
+	timeout time.Duration
+}
+
+func (s *Server) outboundFrom(c *fiber.Ctx, up *upstream, uri string, timeout time.Duration, copyBody bool) *outbound {
+	o := &outbound{method: c.Method(), uri: uri, timeout: timeout, body: c.Body()}
+	if copyBody {
+		o.body = append([]byte(nil), o.body...)
+	}
+	for _, h := range forwardedHeaders {
+		if v := c.Request().Header.Peek(h); len(v) > 0 {
+			o.headers = append(o.headers, [2]string{h, string(v)})
+		}
+	}
+	return o
+}
+
+// roundTrip sends o upstream on behalf of cl and reads the response head into resp; the
+// body streams (resp.StreamBody) so server-sent events pass event by event. It returns the
+// status to report and an error class ("" on success).
+func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbound, resp *fasthttp.Response) (int, string) {
+	if up.pace != nil {
+		if err := up.pace.Wait(ctx); err != nil {
+			if errors.Is(err, pacer.ErrBusy) {
+				return fiber.StatusServiceUnavailable, "paced"
+			}
+			return fiber.StatusServiceUnavailable, "canceled"
+		}
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.SetMethod(o.method)
+	req.SetRequestURI(o.uri)
+	for _, h := range o.headers {
+		req.Header.Set(h[0], h[1])
+	}
+	for _, h := range up.headers {
+		req.Header.Set(h[0], h[1])
+	}
+	tok, err := s.d.Identity.Sign(&cl.id.Caller, cl.rid, cl.did, time.Now())
+	if err != nil {
+		s.log.Error("identity assertion failed", "request_id", cl.rid, "err", err)
+		return fiber.StatusInternalServerError, "identity"
+	}
+	req.Header.Set(IdentityHeader, tok)
+	req.Header.Set("X-Request-Id", cl.rid)
+	req.SetBodyRaw(o.body)
+	resp.StreamBody = true
+	err = s.client.DoTimeout(req, resp, o.timeout)
+	if err != nil {
+		class, status := classifyUpstreamError(err)
+		s.log.Warn("upstream call failed", "request_id", cl.rid, "upstream", up.cfg.Name, "class", class, "err", err)
+		return status, class
+	}
+	for _, h := range hopHeaders {
+		resp.Header.Del(h)
+	}
+	return resp.StatusCode(), ""
+}
+
+func classifyUpstreamError(err error) (string, int) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout), errors.As(err, &ne) && ne.Timeout():
+		return "timeout", fiber.StatusGatewayTimeout
+	case strings.Contains(err.Error(), "connection refused"):
+		return "refused", fiber.StatusBadGateway
+	default:
+		return "upstream_error", fiber.StatusBadGateway
+	}
+}
+
+// forward sends the caller's request upstream and writes the upstream's response as the
+// caller's, streaming its body.
+func (s *Server) forward(c *fiber.Ctx, cl *call, up *upstream, uri string, timeout time.Duration) error {
+	o := s.outboundFrom(c, up, uri, timeout, false)
+	status, class := s.roundTrip(c.UserContext(), cl, up, o, c.Response())
+	s.recordOutcome(cl, status, class, time.Since(cl.start))
+	c.Set("X-Request-Id", cl.rid)
+	if class != "" {
+		return upstreamError(status, class)
+	}
+	return nil
+}
+
+func upstreamError(status int, class string) error {
+	switch class {
+	case "timeout":
+		return &httpError{status: status, code: "upstream_timeout", msg: "the upstream did not answer in time"}
+	case "paced":
+		return &httpError{status: status, code: "upstream_busy", msg: "the upstream is at its configured pace; try again shortly",
+			header: [][2]string{{"Retry-After", "1"}}}
+	case "refused":
+		return &httpError{status: status, code: "upstream_unavailable", msg: "the upstream refused the connection"}
+	}
+	return &httpError{status: status, code: "upstream_error", msg: "the upstream call failed"}
+}
+
+// copyStream relays a streamed body to w, flushing after every read so each server-sent
+// event reaches the caller as soon as the upstream sends it.
+func copyStream(w *bufio.Writer, r io.Reader) error {
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if ferr := w.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

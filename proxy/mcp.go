@@ -1,0 +1,483 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/strictjson"
+)
+
+// JSON-RPC error codes.
+const (
+	rpcParseError     = -32700
+	rpcInvalidRequest = -32600
+	rpcInvalidParams  = -32602
+)
+
+// lightMethods pass with the checks every request gets (authentication, well-formed JSON)
+// and no policy decision: they read nothing and change nothing.
+var lightMethods = map[string]bool{
+	"initialize": true, "ping": true, "tools/list": true, "resources/list": true,
+	"resources/templates/list": true, "prompts/list": true, "logging/setLevel": true,
+}
+
+// rpcMessage is one parsed JSON-RPC message of a request body.
+type rpcMessage struct {
+	id       any
+	hasID    bool
+	method   string
+	params   map[string]any
+	tool     string         // for tools/call, and "mcp:<method>" for other decided methods
+	args     map[string]any // tools/call arguments
+	decide   bool
+	progress any // params._meta.progressToken
+}
+
+func rpcErrorBody(id any, code int, msg string) []byte {
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{"code": code, "message": msg}})
+	return b
+}
+
+func (s *Server) rpcError(c *fiber.Ctx, status int, id any, code int, msg string) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(status).Send(rpcErrorBody(id, code, msg))
+}
+
+// parseMessage validates one JSON-RPC message. It returns a JSON-RPC error message on failure.
+func parseMessage(v any) (*rpcMessage, int, string) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, rpcInvalidRequest, "each JSON-RPC message must be an object"
+	}
+	if m["jsonrpc"] != "2.0" {
+		return nil, rpcInvalidRequest, `field "jsonrpc" must be "2.0"`
+	}
+	msg := &rpcMessage{}
+	msg.id, msg.hasID = m["id"]
+	if msg.hasID {
+		switch msg.id.(type) {
+		case string, json.Number:
+		default:
+			return nil, rpcInvalidRequest, `field "id" must be a string or a number`
+		}
+	}
+	method, isReq := m["method"]
+	if !isReq {
+		// A response to a server request (sampling, elicitation): passes through.
+		if _, r := m["result"]; !r {
+			if _, e := m["error"]; !e {
+				return nil, rpcInvalidRequest, `message has neither "method" nor "result"/"error"`
+			}
+		}
+		return msg, 0, ""
+	}
+	if msg.method, ok = method.(string); !ok || msg.method == "" {
+		return nil, rpcInvalidRequest, `field "method" must be a non-empty string`
+	}
+	if p, present := m["params"]; present {
+		if msg.params, ok = p.(map[string]any); !ok {
+			return nil, rpcInvalidParams, `field "params" must be an object`
+		}
+		if meta, ok := msg.params["_meta"].(map[string]any); ok {
+			msg.progress = meta["progressToken"]
+		}
+	}
+	switch {
+	case msg.method == "tools/call":
+		name, ok := msg.params["name"].(string)
+		if !ok || name == "" {
+			return nil, rpcInvalidParams, `field "params.name" must be a non-empty string`
+		}
+		msg.tool, msg.decide = name, true
+		switch a := msg.params["arguments"].(type) {
+		case nil:
+			if _, present := msg.params["arguments"]; present {
+				return nil, rpcInvalidParams, `field "params.arguments" must be an object`
+			}
+			msg.args = map[string]any{}
+		case map[string]any:
+			msg.args = a
+		default:
+			return nil, rpcInvalidParams, `field "params.arguments" must be an object`
+		}
+	case strings.HasPrefix(msg.method, "notifications/"), lightMethods[msg.method]:
+	default:
+		// resources/read, prompts/get, completion/complete ...: decided by policy like a tool.
+		msg.tool, msg.decide = "mcp:"+msg.method, true
+		msg.args = msg.params
+		if msg.args == nil {
+			msg.args = map[string]any{}
+		}
+	}
+	return msg, 0, ""
+}
+
+// toolInfo is what the policy sees about a tool called over MCP: the same table the REST
+// route map uses, since the tool names are shared.
+func (s *Server) toolInfo(tool string) policies.ToolInfo {
+	for i := range s.routes.routes {
+		if s.routes.routes[i].tool == tool {
+			return s.routes.routes[i].info
+		}
+	}
+	return toolInfoFor("other", "high")
+}
+
+func (s *Server) handleMCP(c *fiber.Ctx) error {
+	body := c.Body()
+	v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
+	if err != nil {
+		return s.rpcError(c, fiber.StatusBadRequest, nil, rpcParseError, "request body: "+err.Error())
+	}
+	var msgs []*rpcMessage
+	batch := false
+	switch t := v.(type) {
+	case []any:
+		if len(t) == 0 {
+			return s.rpcError(c, fiber.StatusBadRequest, nil, rpcInvalidRequest, "empty batch")
+		}
+		batch = true
+		for _, e := range t {
+			m, code, msg := parseMessage(e)
+			if m == nil {
+				return s.rpcError(c, fiber.StatusBadRequest, nil, code, msg)
+			}
+			msgs = append(msgs, m)
+		}
+	default:
+		m, code, msg := parseMessage(v)
+		if m == nil {
+			id, _ := v.(map[string]any)["id"]
+			return s.rpcError(c, fiber.StatusBadRequest, id, code, msg)
+		}
+		msgs = []*rpcMessage{m}
+	}
+	up := s.mcpUp
+	if !batch {
+		m := msgs[0]
+		if !m.decide {
+			return s.forwardMCP(c, m, nil)
+		}
+		cl := s.newCall(c, "mcp", m.tool, s.toolInfo(m.tool), m.args)
+		r := s.decide(c.UserContext(), cl)
+		if r != nil && r.code == "approval_required" {
+			return s.holdMCP(c, cl, m, up)
+		}
+		if r = s.settle(c.UserContext(), cl, r); r != nil {
+			return s.mcpRefusal(c, m, cl, r)
+		}
+		return s.forwardMCP(c, m, cl)
+	}
+	return s.handleMCPBatch(c, msgs)
+}
+
+// handleMCPBatch decides every call in a batch; the batch is forwarded only when all are
+// allowed. Otherwise no message is forwarded and each call gets a result that says why,
+// so a batch cannot smuggle a refused call alongside allowed ones.
+func (s *Server) handleMCPBatch(c *fiber.Ctx, msgs []*rpcMessage) error {
+	var calls []*call
+	refused := map[*rpcMessage]*refusal{}
+	for _, m := range msgs {
+		if !m.decide {
+			continue
+		}
+		cl := s.newCall(c, "mcp", m.tool, s.toolInfo(m.tool), m.args)
+		r := s.decide(c.UserContext(), cl)
+		if r != nil && r.code == "approval_required" {
+			r = &refusal{status: fiber.StatusForbidden, code: "policy_denied",
+				msg: "this call requires human approval, which is not available inside a JSON-RPC batch; send it on its own"}
+		}
+		if r = s.settle(c.UserContext(), cl, r); r != nil {
+			refused[m] = r
+		}
+		calls = append(calls, cl)
+	}
+	if len(refused) == 0 {
+		var cl *call
+		if len(calls) > 0 {
+			cl = calls[0] // the assertion names the first call's decision; all were allowed
+		}
+		return s.forwardMCP(c, msgs[0], cl)
+	}
+	for _, cl := range calls {
+		s.refundIfAsked(cl)
+	}
+	var out []json.RawMessage
+	rid := requestID(c)
+	for _, m := range msgs {
+		if !m.hasID || m.method == "" {
+			continue
+		}
+		r := refused[m]
+		if r == nil {
+			r = &refusal{code: "batch_refused", msg: "not executed: another call in this batch was refused"}
+		}
+		out = append(out, toolErrorResult(m.id, r, rid))
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	if len(out) == 0 {
+		return c.SendStatus(fiber.StatusAccepted)
+	}
+	b, _ := json.Marshal(out)
+	return c.Status(fiber.StatusOK).Send(b)
+}
+
+// toolErrorResult is a tools/call result with isError set: the agent reads the reason.
+// The structured content follows the {ok, data, error} envelope of the integration tools.
+func toolErrorResult(id any, r *refusal, rid string) json.RawMessage {
+	errObj := map[string]any{"code": r.code, "message": r.msg, "request_id": rid}
+	if r.retryAfter > 0 {
+		errObj["retry_after_seconds"] = retryAfterSeconds(r.retryAfter)
+	}
+	if r.approval != nil {
+		errObj["approval_id"] = r.approval.ID
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": map[string]any{
+		"content":           []any{map[string]any{"type": "text", "text": r.msg}},
+		"isError":           true,
+		"structuredContent": map[string]any{"ok": false, "error": errObj},
+	}})
+	return b
+}
+
+func (s *Server) mcpRefusal(c *fiber.Ctx, m *rpcMessage, cl *call, r *refusal) error {
+	if r.code == "audit_unavailable" || r.code == "rate_limiter_unavailable" || r.code == "approvals_unavailable" {
+		// The gateway itself cannot serve: an HTTP error, not a tool result.
+		return &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
+	}
+	if r.rl != nil {
+		setRateLimitHeaders(c, r.rl)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(fiber.StatusOK).Send(toolErrorResult(m.id, r, cl.rid))
+}
+
+// forwardMCP forwards the request body as received. tools/list results are filtered so a
+// caller never sees a tool policy denies it outright.
+func (s *Server) forwardMCP(c *fiber.Ctx, m *rpcMessage, cl *call) error {
+	if cl == nil {
+		cl = s.lightCall(c, m.method)
+	}
+	if err := s.forward(c, cl, s.mcpUp, s.mcpUp.base, s.mcpUp.cfg.Timeout); err != nil {
+		return err
+	}
+	if m.method == "tools/list" && c.Response().StatusCode() == fiber.StatusOK {
+		s.filterToolsList(c, &cl.id.Caller)
+	}
+	return nil
+}
+
+// lightCall is the bookkeeping for a call that needs no decision; it is never audited as a
+// decision but carries the ids the identity assertion names.
+func (s *Server) lightCall(c *fiber.Ctx, method string) *call {
+	cl := s.newCall(c, "mcp", "mcp:"+method, toolInfoFor("read", "low"), nil)
+	cl.dec.Revision = s.d.Policy.Revision()
+	return cl
+}
+
+func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
+	cl := s.lightCall(c, c.Method())
+	timeout := s.mcpUp.cfg.Timeout
+	if c.Method() == fiber.MethodGet {
+		timeout = s.mcpUp.cfg.StreamTimeout
+	}
+	return s.forward(c, cl, s.mcpUp, s.mcpUp.base, timeout)
+}
+
+func (s *Server) filterToolsList(c *fiber.Ctx, caller *policies.Caller) {
+	body := c.Response().Body()
+	ct := string(c.Response().Header.ContentType())
+	var out []byte
+	if strings.HasPrefix(ct, "text/event-stream") {
+		out = filterSSE(body, func(b []byte) []byte { return s.filterToolsJSON(b, caller) })
+	} else {
+		out = s.filterToolsJSON(body, caller)
+	}
+	c.Response().SetBodyRaw(out)
+}
+
+// filterSSE applies f to the data of every event in an event stream.
+func filterSSE(body []byte, f func([]byte) []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range bytes.SplitAfter(body, []byte("\n")) {
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if data, ok := bytes.CutPrefix(trimmed, []byte("data:")); ok {
+			out.WriteString("data: ")
+			out.Write(f(bytes.TrimSpace(data)))
+			out.Write(line[len(trimmed):])
+			continue
+		}
+		out.Write(line)
+	}
+	return out.Bytes()
+}
+
+func (s *Server) filterToolsJSON(b []byte, caller *policies.Caller) []byte {
+	var msg map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if dec.Decode(&msg) != nil {
+		return b
+	}
+	res, ok := msg["result"].(map[string]any)
+	if !ok {
+		return b
+	}
+	tools, ok := res["tools"].([]any)
+	if !ok {
+		return b
+	}
+	kept := tools[:0]
+	for _, t := range tools {
+		tm, _ := t.(map[string]any)
+		name, _ := tm["name"].(string)
+		if name == "" {
+			continue
+		}
+		info := s.toolInfo(name)
+		if ann, ok := tm["annotations"].(map[string]any); ok {
+			info.Annotations = ann
+		}
+		d := s.d.Policy.Decide(context.Background(), &policies.Input{
+			Surface: "mcp", Tool: name, Arguments: map[string]any{}, HTTP: policies.HTTPInfo{Method: "POST", Path: s.cfg.MCP.Path},
+			Caller: *caller, ToolInfo: info, Upstream: s.mcpUp.cfg.Name, Mode: "list",
+		})
+		if d.Action != policies.ActionDeny {
+			kept = append(kept, t)
+		}
+	}
+	res["tools"] = kept
+	out, err := json.Marshal(msg)
+	if err != nil {
+		return b
+	}
+	return out
+}
+
+// holdMCP handles a call that needs approval. A client that accepts server-sent events is
+// held on an event stream with progress notifications; others are held on the open request.
+// Either way, past the wait budget the agent gets the approval id and how to retry.
+func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage, up *upstream) error {
+	outcome, r := s.requestApproval(c.UserContext(), cl)
+	switch outcome {
+	case approvalGranted:
+		if r = s.settle(c.UserContext(), cl, nil); r != nil {
+			return s.mcpRefusal(c, m, cl, r)
+		}
+		return s.forwardMCP(c, m, cl)
+	case approvalRefused:
+		if r = s.settle(c.UserContext(), cl, r); r != nil {
+			return s.mcpRefusal(c, m, cl, r)
+		}
+	}
+	if !strings.Contains(string(c.Request().Header.Peek(fiber.HeaderAccept)), "text/event-stream") {
+		ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.ApprovalWait)
+		outcome, r = s.awaitApproval(ctx, cl)
+		cancel()
+		switch outcome {
+		case approvalStillPending:
+			return s.mcpRefusal(c, m, cl, s.settle(context.Background(), cl, s.pendingRefusal(cl)))
+		case approvalRefused:
+			return s.mcpRefusal(c, m, cl, s.settle(context.Background(), cl, r))
+		}
+		if r = s.settle(c.UserContext(), cl, nil); r != nil {
+			return s.mcpRefusal(c, m, cl, r)
+		}
+		return s.forwardMCP(c, m, cl)
+	}
+	o := s.outboundFrom(c, up, up.base, up.cfg.Timeout, true)
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Status(fiber.StatusOK)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		s.streamHeldCall(w, cl, m, up, o)
+	})
+	return nil
+}
+
+// streamHeldCall runs after the handler returned, writing the event stream of a held call.
+func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, up *upstream, o *outbound) {
+	writeEvent := func(data []byte) bool {
+		w.WriteString("event: message\ndata: ")
+		w.Write(data)
+		w.WriteString("\n\n")
+		return w.Flush() == nil
+	}
+	deadline := time.Now().Add(s.cfg.ApprovalWait)
+	step := 0
+	for {
+		wait := min(s.cfg.ApprovalKeepAlive, time.Until(deadline))
+		ctx, cancel := context.WithTimeout(context.Background(), max(wait, time.Millisecond))
+		outcome, r := s.awaitApproval(ctx, cl)
+		cancel()
+		switch outcome {
+		case approvalRefused:
+			writeEvent(toolErrorResult(m.id, s.settle(context.Background(), cl, r), cl.rid))
+			return
+		case approvalGranted:
+			if r := s.settle(context.Background(), cl, nil); r != nil {
+				writeEvent(toolErrorResult(m.id, r, cl.rid))
+				return
+			}
+			s.relayHeld(w, cl, m, up, o)
+			return
+		}
+		if time.Now().After(deadline) {
+			writeEvent(toolErrorResult(m.id, s.settle(context.Background(), cl, s.pendingRefusal(cl)), cl.rid))
+			return
+		}
+		step++
+		if m.progress != nil {
+			note, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/progress", "params": map[string]any{
+				"progressToken": m.progress, "progress": step,
+				"message": "waiting for human approval " + cl.approval.ID,
+			}})
+			if !writeEvent(note) {
+				return
+			}
+		} else {
+			w.WriteString(": waiting for approval " + cl.approval.ID + "\n\n")
+			if w.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// relayHeld forwards an approved held call and relays the upstream's answer into the
+// caller's event stream.
+func (s *Server) relayHeld(w *bufio.Writer, cl *call, m *rpcMessage, up *upstream, o *outbound) {
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	status, class := s.roundTrip(context.Background(), cl, up, o, resp)
+	s.recordOutcome(cl, status, class, time.Since(cl.start))
+	if class != "" || status != fiber.StatusOK {
+		r := &refusal{code: "upstream_error", msg: "the upstream call failed after approval (status " + itoa(status) + ")"}
+		if class == "timeout" {
+			r.code, r.msg = "upstream_timeout", "the upstream did not answer in time after approval"
+		}
+		w.WriteString("event: message\ndata: ")
+		w.Write(toolErrorResult(m.id, r, cl.rid))
+		w.WriteString("\n\n")
+		w.Flush()
+		return
+	}
+	if strings.HasPrefix(string(resp.Header.ContentType()), "text/event-stream") {
+		if bs := resp.BodyStream(); bs != nil {
+			_ = copyStream(w, bs)
+		}
+		return
+	}
+	w.WriteString("event: message\ndata: ")
+	w.Write(bytes.TrimSpace(resp.Body()))
+	w.WriteString("\n\n")
+	w.Flush()
+}

@@ -1,0 +1,38 @@
+package proxy
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	decisions       *prometheus.CounterVec
+	upstream        *prometheus.CounterVec
+	latency         *prometheus.HistogramVec
+	authFailures    prometheus.Counter
+	auditFailures   prometheus.Counter
+	preAuthRejected prometheus.Counter
+	panics          prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_decisions_total",
+			Help: "Policy decisions by surface and action."}, []string{"surface", "action"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_upstream_responses_total",
+			Help: "Forwarded calls by surface and outcome class (2xx..5xx, timeout, refused, paced)."}, []string{"surface", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "portcullis_request_duration_seconds",
+			Help: "Time from admission to the upstream's response head.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14)}, []string{"surface"}),
+		authFailures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_total", Help: "Requests refused with 401."}),
+		auditFailures:   prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_audit_failures_total", Help: "Decision rows the audit trail could not take."}),
+		preAuthRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_preauth_rejected_total", Help: "Requests refused by the per-IP pre-auth limiter."}),
+		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_panics_total", Help: "Handler panics contained."}),
+	}
+	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}

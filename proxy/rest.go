@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portcullis/portcullis/proxy/ratelimit"
+	"github.com/portcullis/portcullis/proxy/strictjson"
+)
+
+// handleREST serves the configured REST prefixes: the route table names the tool, the
+// arguments are the path parameters, query parameters and JSON body fields together.
+func (s *Server) handleREST(c *fiber.Ctx) error {
+	path := string(c.Request().URI().Path())
+	tool, info, params := s.routes.match(c.Method(), path)
+	args := make(map[string]any, 8)
+	c.Context().QueryArgs().VisitAll(func(k, v []byte) { args[string(k)] = string(v) })
+	if body := c.Body(); len(body) > 0 {
+		ct := string(c.Request().Header.ContentType())
+		if !strings.HasPrefix(ct, fiber.MIMEApplicationJSON) && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
+			return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type",
+				msg: "request bodies must be application/json"}
+		}
+		v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
+		if err != nil {
+			return badRequest("invalid_json", "body", "request body: %v", err)
+		}
+		if obj, ok := v.(map[string]any); ok {
+			for k, x := range obj {
+				args[k] = x
+			}
+		} else {
+			args["body"] = v
+		}
+	}
+	for k, v := range params {
+		args[k] = v
+	}
+	cl := s.newCall(c, "rest", tool, info, args)
+	r := s.decide(c.UserContext(), cl)
+	if r != nil && r.code == "approval_required" {
+		r = s.holdREST(c, cl)
+	} else {
+		r = s.settle(c.UserContext(), cl, r)
+	}
+	if r != nil {
+		return s.restRefusal(c, r)
+	}
+	uri := s.restUp.base + (&url.URL{Path: path}).EscapedPath()
+	if q := c.Request().URI().QueryString(); len(q) > 0 {
+		uri += "?" + string(q)
+	}
+	err := s.forward(c, cl, s.restUp, uri, s.restUp.cfg.Timeout)
+	if cl.rl != nil {
+		setRateLimitHeaders(c, cl.rl)
+	}
+	return err
+}
+
+// holdREST keeps a call that needs approval on the open request for the wait budget.
+func (s *Server) holdREST(c *fiber.Ctx, cl *call) *refusal {
+	outcome, r := s.requestApproval(c.UserContext(), cl)
+	if outcome == approvalStillPending {
+		ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.ApprovalWait)
+		outcome, r = s.awaitApproval(ctx, cl)
+		cancel()
+	}
+	if outcome == approvalStillPending {
+		r = s.pendingRefusal(cl)
+	}
+	return s.settle(c.UserContext(), cl, r)
+}
+
+func (s *Server) restRefusal(c *fiber.Ctx, r *refusal) error {
+	var hdr [][2]string
+	if r.retryAfter > 0 {
+		hdr = append(hdr, [2]string{"Retry-After", retryAfterSeconds(r.retryAfter)})
+	}
+	if r.rl != nil {
+		setRateLimitHeaders(c, r.rl)
+	}
+	if r.code == "approval_pending" {
+		loc := "/admin/v1/approvals/" + r.approval.ID
+		c.Set(fiber.HeaderLocation, loc)
+		return c.Status(fiber.StatusAccepted).JSON(fiber.Map{
+			"status": "pending_approval", "approval_id": r.approval.ID, "approval_url": s.cfg.PublicURL + loc,
+			"expires_at": r.approval.ExpiresAt, "message": r.msg, "request_id": requestID(c),
+		})
+	}
+	he := &httpError{status: r.status, code: r.code, msg: r.msg, header: hdr}
+	if he.status == 0 {
+		he.status = fiber.StatusForbidden
+	}
+	return he
+}
+
+// setRateLimitHeaders writes the IETF RateLimit header fields.
+func setRateLimitHeaders(c *fiber.Ctx, res *ratelimit.Result) {
+	c.Set("RateLimit-Limit", strconv.Itoa(res.Limit))
+	c.Set("RateLimit-Remaining", strconv.Itoa(max(res.Remaining, 0)))
+	c.Set("RateLimit-Reset", retryAfterSeconds(res.Reset))
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,283 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/approvals"
+	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/pacer"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
+)
+
+// Authenticator verifies the Authorization header of a request.
+type Authenticator interface {
+	Authenticate(header string) (*authn.Identity, error)
+}
+
+// Decider evaluates policy. *policies.Engine implements it.
+type Decider interface {
+	Decide(ctx context.Context, in *policies.Input) policies.Decision
+	Revision() string
+}
+
+// AuditLog records decisions before the proxy acts and outcomes after. *audit.Log implements it.
+type AuditLog interface {
+	Append(ctx context.Context, ev *audit.Event) error
+	AppendAsync(ev *audit.Event)
+}
+
+// AuditQuerier serves the auditors' admin API. *audit.Log implements it.
+type AuditQuerier interface {
+	Query(ctx context.Context, f audit.Filter) (audit.Page, error)
+}
+
+// Redactor replaces secret values in decoded JSON. *audit.Redactor implements it.
+type Redactor interface {
+	Value(v any) any
+}
+
+// Deps are the collaborators the proxy needs. Logger, Auth, Policy, Audit, Redactor and
+// Identity are required.
+type Deps struct {
+	Logger    *slog.Logger
+	Auth      Authenticator
+	Policy    Decider
+	Audit     AuditLog
+	AuditQ    AuditQuerier // optional: enables GET /admin/v1/audit
+	Redactor  Redactor
+	Identity  *IdentitySigner
+	Limiter   ratelimit.Limiter     // optional: default in-memory
+	Approvals *approvals.Service    // optional: without it require_approval refuses the call
+	Registry  prometheus.Registerer // optional: default a new registry served at /metrics
+	Gatherer  prometheus.Gatherer
+	// Ready reports whether dependencies are healthy, for /readyz. Optional.
+	Ready func(ctx context.Context) error
+	// AuditorRole is the role that may read the audit trail. Default "auditor".
+	AuditorRole string
+}
+
+// Server is the proxy.
+type Server struct {
+	cfg     Config
+	d       Deps
+	log     *slog.Logger
+	app     *fiber.App
+	routes  *routeTable
+	client  *fasthttp.Client
+	mcpUp   *upstream
+	restUp  *upstream
+	preAuth ratelimit.Limiter
+	limiter ratelimit.Limiter
+	metrics *metrics
+	ids     idSource
+}
+
+type upstream struct {
+	cfg     UpstreamConfig
+	base    string // URL without trailing slash
+	headers [][2]string
+	pace    *pacer.Pacer
+}
+
+func newUpstream(cfg UpstreamConfig) *upstream {
+	u := &upstream{cfg: cfg, base: trimSlash(cfg.URL)}
+	for k, v := range cfg.Headers {
+		u.headers = append(u.headers, [2]string{k, v})
+	}
+	if cfg.RatePerSecond > 0 {
+		u.pace = pacer.New(cfg.RatePerSecond, cfg.MaxPaceWait)
+	}
+	return u
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// New builds the proxy. cfg must have had SetDefaults and Validate called.
+func New(cfg Config, d Deps) (*Server, error) {
+	if d.Logger == nil || d.Auth == nil || d.Policy == nil || d.Audit == nil || d.Redactor == nil || d.Identity == nil {
+		return nil, errors.New("proxy: Logger, Auth, Policy, Audit, Redactor and Identity are required")
+	}
+	if d.AuditorRole == "" {
+		d.AuditorRole = "auditor"
+	}
+	s := &Server{
+		cfg:    cfg,
+		d:      d,
+		log:    d.Logger,
+		routes: newRouteTable(cfg.REST.Routes),
+		mcpUp:  newUpstream(cfg.MCP.Upstream),
+		restUp: newUpstream(cfg.REST.Upstream),
+		client: &fasthttp.Client{
+			Name:                          "portcullis",
+			NoDefaultUserAgentHeader:      true,
+			MaxConnsPerHost:               1024,
+			MaxIdleConnDuration:           30 * time.Second,
+			ReadTimeout:                   cfg.REST.Upstream.StreamTimeout,
+			WriteTimeout:                  30 * time.Second,
+			DisableHeaderNamesNormalizing: false,
+			DisablePathNormalizing:        true,
+			Dial:                          (&fasthttp.TCPDialer{Concurrency: 1024}).Dial,
+		},
+		limiter: d.Limiter,
+		ids:     newIDSource(),
+	}
+	if s.limiter == nil {
+		s.limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{})
+	}
+	if cfg.PreAuthRate > 0 {
+		s.preAuth = ratelimit.NewMemory(ratelimit.MemoryConfig{MaxKeys: 100_000})
+	}
+	reg := d.Registry
+	gat := d.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, gat = r, r
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.app = s.newApp(gat)
+	return s, nil
+}
+
+func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "portcullis",
+		DisableStartupMessage: true,
+		BodyLimit:             s.cfg.BodyLimit,
+		ReadTimeout:           s.cfg.ReadTimeout,
+		WriteTimeout:          s.cfg.WriteTimeout,
+		IdleTimeout:           s.cfg.IdleTimeout,
+		ReadBufferSize:        16 << 10, // room for large JWTs in headers
+		ErrorHandler:          s.errorHandler,
+		// Never trust X-Forwarded-For for identity or limits: c.IP() is the socket peer.
+		EnableTrustedProxyCheck: true,
+		TrustedProxies:          []string{},
+		ProxyHeader:             "",
+	})
+	app.Use(s.admit)
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+	if gat != nil {
+		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gat, promhttp.HandlerOpts{})))
+	}
+	app.Get("/.well-known/oauth-protected-resource", s.resourceMetadata)
+	app.Get("/.well-known/oauth-protected-resource/*", s.resourceMetadata)
+
+	authed := app.Group("", s.authenticate)
+	authed.Post(s.cfg.MCP.Path, s.handleMCP)
+	authed.Get(s.cfg.MCP.Path, s.handleMCPPassthrough)
+	authed.Delete(s.cfg.MCP.Path, s.handleMCPPassthrough)
+	admin := authed.Group("/admin/v1")
+	if s.d.Approvals != nil {
+		s.d.Approvals.Mount(admin, callerOf)
+	}
+	admin.Get("/audit", s.handleAuditQuery)
+	for _, p := range s.cfg.REST.Prefixes {
+		authed.All(p+"*", s.handleREST)
+	}
+	app.Use(func(c *fiber.Ctx) error {
+		return &httpError{status: fiber.StatusNotFound, code: "not_found", msg: "no such route"}
+	})
+	return app
+}
+
+// App exposes the Fiber app, for tests (app.Test).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown stops accepting and waits for in-flight requests until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	if s.d.Ready != nil {
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+		defer cancel()
+		if err := s.d.Ready(ctx); err != nil {
+			s.log.Warn("not ready", "err", err)
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable"})
+		}
+	}
+	return c.JSON(fiber.Map{"status": "ready", "policy_revision": s.d.Policy.Revision()})
+}
+
+// resourceMetadata is RFC 9728 protected resource metadata.
+func (s *Server) resourceMetadata(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{
+		"resource":                 s.cfg.PublicURL + s.cfg.MCP.Path,
+		"bearer_methods_supported": []string{"header"},
+		"resource_name":            "Portcullis",
+		"resource_documentation":   s.cfg.PublicURL + "/healthz",
+	})
+}
+
+// idSource makes request and decision ids: a random per-process prefix plus a counter,
+// unique without a syscall per request.
+type idSource struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newIDSource() idSource {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return idSource{prefix: hex.EncodeToString(b[:])}
+}
+
+func (g *idSource) next(kind string) string {
+	n := g.n.Add(1)
+	buf := make([]byte, 0, len(kind)+len(g.prefix)+17)
+	buf = append(buf, kind...)
+	buf = append(buf, g.prefix...)
+	buf = append(buf, '-')
+	buf = strconv.AppendUint(buf, n, 36)
+	return string(buf)
+}
+
+func callerOf(c *fiber.Ctx) *policies.Caller {
+	if id, ok := c.Locals(localIdentity).(*authn.Identity); ok {
+		return &id.Caller
+	}
+	return nil
+}
+
+type localKey int
+
+const (
+	localIdentity localKey = iota
+	localRequestID
+	localCall
+)
+
+func requestID(c *fiber.Ctx) string {
+	rid, _ := c.Locals(localRequestID).(string)
+	return rid
+}
+
+var _ = fmt.Sprintf
