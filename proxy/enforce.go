@@ -270,7 +270,9 @@ func (s *Server) requestApproval(ctx context.Context, cl *call) (approvalOutcome
 		return approvalRefused, &refusal{status: fiber.StatusForbidden, code: "policy_denied",
 			msg: "this call requires human approval, and approvals are not enabled on this gateway"}
 	}
-	raw, err := json.Marshal(cl.args)
+	// The hash is over the redacted arguments: secrets are keyed HMACs there, so the hash
+	// still tells two secrets apart but cannot be brute-forced from the approvals table.
+	raw, err := json.Marshal(cl.input.Arguments)
 	if err != nil {
 		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be encoded"}
 	}
@@ -285,14 +287,13 @@ func (s *Server) requestApproval(ctx context.Context, cl *call) (approvalOutcome
 		s.log.Error("approvals: consume failed", "request_id", cl.rid, "err", err)
 		return approvalRefused, &refusal{status: fiber.StatusServiceUnavailable, code: "approvals_unavailable", msg: "approval store unavailable; try again later", retryAfter: time.Second}
 	}
-	redacted, _ := json.Marshal(cl.input.Arguments)
 	var approvers []string
 	var ttl time.Duration
 	if cl.dec.Approval != nil {
 		approvers, ttl = cl.dec.Approval.Approvers, cl.dec.Approval.TTL
 	}
 	a, created, err := svc.Request(ctx, approvals.Request{
-		Caller: cl.id.Caller, Tool: cl.tool, Surface: cl.surface, Arguments: redacted, Hash: hash,
+		Caller: cl.id.Caller, Tool: cl.tool, Surface: cl.surface, Arguments: raw, Hash: hash,
 		Reason: cl.dec.Reason, PolicyRevision: cl.dec.Revision, Approvers: approvers, TTL: ttl,
 	})
 	if err != nil {
@@ -356,4 +357,20 @@ func (s *Server) pendingRefusal(cl *call) *refusal {
 		msg: "this call needs human approval (" + strings.TrimSpace(cl.dec.Reason) + "). Approval " + a.ID +
 			" is pending; an approver can approve it at " + url + " or with `portcullis approvals approve " + a.ID +
 			"`. Call again with exactly the same arguments after it is approved; it expires at " + a.ExpiresAt.UTC().Format(time.RFC3339) + "."}
+}
+
+// auditApprovalDecision records an approver's decision when it is made, so a denial that is
+// never retried still has its row.
+func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) {
+	decision := "approval_granted"
+	if a.Status == approvals.StatusDenied {
+		decision = "approval_denied"
+	}
+	c := &a.Caller
+	s.d.Audit.AppendAsync(&audit.Event{
+		Time: time.Now().UTC(), Kind: "approval", Surface: a.Surface, Tool: a.Tool,
+		Caller:    audit.Caller{Sub: c.Sub, Org: c.Org, Workspace: c.Workspace, Roles: c.Roles, Session: c.Session},
+		Arguments: a.Arguments, Decision: decision, Reason: a.Comment, PolicyRevision: a.PolicyRevision,
+		ApprovalID: a.ID, Approver: a.DecidedBy,
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -160,6 +159,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if d.Approvals != nil {
+		d.Approvals.OnDecision(s.auditApprovalDecision)
+	}
 	s.app = s.newApp(gat)
 	return s, nil
 }
@@ -279,5 +281,3 @@ func requestID(c *fiber.Ctx) string {
 	rid, _ := c.Locals(localRequestID).(string)
 	return rid
 }
-
-var _ = fmt.Sprintf

@@ -1,0 +1,69 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+func benchAppend(b *testing.B, sync_ string) {
+	cfg := testConfig(b)
+	cfg.Synchronous = sync_
+	cfg.CheckpointEvery = 10000
+	l := openTest(b, cfg)
+	b.SetParallelism(64)
+	var mu sync.Mutex
+	var lat []time.Duration
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		local := make([]time.Duration, 0, 1024)
+		i := 0
+		for pb.Next() {
+			ev := sampleEvent(i)
+			i++
+			t0 := time.Now()
+			if err := l.Append(ctx, ev); err != nil {
+				b.Error(err)
+				return
+			}
+			local = append(local, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	})
+	el := time.Since(start)
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		b.ReportMetric(float64(len(lat))/el.Seconds(), "rows/s")
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+	if n := l.batches.Load(); n > 0 {
+		b.ReportMetric(float64(l.appended.Load())/float64(n), "rows/batch")
+	}
+}
+
+func BenchmarkAppendNormal(b *testing.B) { benchAppend(b, "NORMAL") }
+func BenchmarkAppendFull(b *testing.B)   { benchAppend(b, "FULL") }
+
+func BenchmarkRedactor(b *testing.B) {
+	r := NewRedactor([]byte("0123456789abcdef0123456789abcdef"))
+	var args map[string]any
+	json.Unmarshal([]byte(`{"name":"prod openai","ai_provider_id":"openai","key":"sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+		"description":"main production integration for the ml team, owned by platform",
+		"configurations":{"azure_resource_name":"res","azure_deployment_config":[{"azure_api_version":"2024-02-01","is_default":true}],
+		"aws_access_key_id":"AKIAIOSFODNN7EXAMPLE","aws_secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
+		"workspace_ids":["ws-1","ws-2"],"note":"rotate quarterly","limit":100}`), &args)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = r.Value(args)
+	}
+}

@@ -1,0 +1,135 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Modes for Config.Mode.
+const (
+	ModeFailClosed = "fail_closed"
+	ModeBestEffort = "best_effort"
+)
+
+// Config configures the audit log.
+type Config struct {
+	// Path is the SQLite database file. Default <data_dir>/audit.db.
+	Path string `yaml:"path"`
+	// Synchronous is SQLite's synchronous setting under WAL: "NORMAL" (default;
+	// a committed row survives a process crash, an OS crash may lose the last
+	// transactions) or "FULL" (also survives power loss, slower).
+	Synchronous string `yaml:"synchronous"`
+	// Linger is how long the writer waits for more rows before committing a batch.
+	// Default 1ms. Longer means larger batches and more latency per call.
+	Linger time.Duration `yaml:"linger"`
+	// MaxBatch caps rows per transaction. Default 512.
+	MaxBatch int `yaml:"max_batch"`
+	// QueueSize is how many rows may wait for the writer. Default 8192.
+	QueueSize int `yaml:"queue_size"`
+	// Mode is "fail_closed" (default: a row that cannot be stored fails the call)
+	// or "best_effort" (the call proceeds and Lost() counts the row).
+	Mode string `yaml:"mode"`
+	// SigningKeyPath is the Ed25519 checkpoint signing key (PKCS#8 PEM, mode 0600),
+	// generated with a warning if absent. Keep it off the database's disk if you
+	// can. PORTCULLIS_AUDIT_SIGNING_KEY (base64 32-byte seed) overrides the file.
+	// Default <data_dir>/audit-signing.key.
+	SigningKeyPath string `yaml:"signing_key_path"`
+	// CheckpointEvery signs a checkpoint after this many rows. Default 1000.
+	CheckpointEvery int `yaml:"checkpoint_every"`
+	// CheckpointInterval signs a checkpoint at least this often while rows arrive.
+	// Default 1m.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// HMACKeyPath is the redaction HMAC key (mode 0600, generated if absent).
+	// Default <data_dir>/audit-hmac.key.
+	HMACKeyPath string `yaml:"hmac_key_path"`
+	// MaxSizeBytes caps the database size (SQLite max_page_count); past it Append
+	// fails (fail_closed: the call gets 503). 0 means no cap.
+	MaxSizeBytes int64 `yaml:"max_size_bytes"`
+}
+
+// SetDefaults fills unset fields; dataDir holds the database and key files.
+func (c *Config) SetDefaults(dataDir string) {
+	if dataDir == "" {
+		dataDir = "data"
+	}
+	if c.Path == "" {
+		c.Path = filepath.Join(dataDir, "audit.db")
+	}
+	if c.Synchronous == "" {
+		c.Synchronous = "NORMAL"
+	}
+	c.Synchronous = strings.ToUpper(c.Synchronous)
+	if c.Linger == 0 {
+		c.Linger = time.Millisecond
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 512
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 8192
+	}
+	if c.Mode == "" {
+		c.Mode = ModeFailClosed
+	}
+	if c.SigningKeyPath == "" {
+		c.SigningKeyPath = filepath.Join(dataDir, "audit-signing.key")
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 1000
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Minute
+	}
+	if c.HMACKeyPath == "" {
+		c.HMACKeyPath = filepath.Join(dataDir, "audit-hmac.key")
+	}
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("audit.%s: "+format, append([]any{field}, args...)...))
+	}
+	if c.Path == "" {
+		bad("path", "%s", "is required")
+	}
+	switch strings.ToUpper(c.Synchronous) {
+	case "NORMAL", "FULL":
+	default:
+		bad("synchronous", "must be NORMAL or FULL, got %q", c.Synchronous)
+	}
+	if c.Linger < 0 || c.Linger > time.Second {
+		bad("linger", "must be between 0 and 1s, got %s", c.Linger)
+	}
+	if c.MaxBatch < 1 || c.MaxBatch > 10000 {
+		bad("max_batch", "must be between 1 and 10000, got %d", c.MaxBatch)
+	}
+	if c.QueueSize < 1 {
+		bad("queue_size", "must be at least 1, got %d", c.QueueSize)
+	}
+	switch c.Mode {
+	case ModeFailClosed, ModeBestEffort:
+	default:
+		bad("mode", "must be %q or %q, got %q", ModeFailClosed, ModeBestEffort, c.Mode)
+	}
+	if c.SigningKeyPath == "" {
+		bad("signing_key_path", "%s", "is required")
+	}
+	if c.HMACKeyPath == "" {
+		bad("hmac_key_path", "%s", "is required")
+	}
+	if c.CheckpointEvery < 1 {
+		bad("checkpoint_every", "must be at least 1, got %d", c.CheckpointEvery)
+	}
+	if c.CheckpointInterval < time.Millisecond {
+		bad("checkpoint_interval", "must be at least 1ms, got %s", c.CheckpointInterval)
+	}
+	if c.MaxSizeBytes < 0 || (c.MaxSizeBytes > 0 && c.MaxSizeBytes < 64*1024) {
+		bad("max_size_bytes", "must be 0 (no cap) or at least 65536, got %d", c.MaxSizeBytes)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,70 @@
+// Package audit is Portcullis's tamper-evident audit trail.
+//
+// Every request that reaches a decision is written as a row of the append-only
+// SQLite table audit_events before the proxy acts on it (Log.Append returns only
+// after the row's transaction committed; an error means "do not forward", see
+// ErrUnavailable). Rows are group-committed by a single writer goroutine: many
+// concurrent Appends share one transaction, so durability costs little per call.
+// Outcome rows (status, error class, latency) follow through AppendAsync.
+//
+// # Redaction
+//
+// Arguments reach the audit trail, policy input and logs only after Redactor.Value
+// has replaced secrets with "hmac-sha256:<16 hex>", the first 8 bytes of
+// HMAC-SHA256(key, secret). The HMAC key stays outside the database, so an auditor
+// can see that the same secret was used twice without learning it. A value is a
+// secret when its field name is secret-ish (IsSecretField) or when the value looks
+// like a credential (sk-/sk_ tokens, AKIA/ASIA access key ids, PEM private keys,
+// Slack xox?- tokens, GitHub tokens, JWTs, "Bearer ..." and passwords in URLs).
+//
+// # Hash chain
+//
+// Each row stores prev_hash (the previous row's hash; 32 zero bytes for seq 1 or
+// the head hash of the newest prune anchor) and hash = SHA-256 of the canonical
+// encoding of the row:
+//
+//	"portcullis-audit-row-v1"
+//	u64(seq) u64(ts unix nanoseconds, two's complement)
+//	str(kind) str(request_id) str(decision_id)
+//	str(caller_sub) str(caller_org) str(caller_workspace) str(caller_roles)
+//	str(caller_session) str(client_addr)
+//	str(surface) str(tool) str(method) str(path) str(args)
+//	str(decision) str(reason) str(policy_revision) str(approval_id) str(approver)
+//	u64(status) str(error_class) u64(latency_us)
+//	str(prev_hash)
+//
+// where u64 is 8 bytes big-endian and str(x) is u32 big-endian byte length followed
+// by the bytes exactly as stored (caller_roles is the stored JSON array text, args
+// the stored argument text). Every field is fixed-width or length-prefixed and in a
+// fixed order, so two different rows never share an encoding.
+//
+// # Checkpoints
+//
+// The writer signs a checkpoint every CheckpointEvery rows, every
+// CheckpointInterval, on Open (covering any unsigned tail left by a crash, after
+// re-verifying it) and on Close. A checkpoint signs, with Ed25519,
+//
+//	"portcullis-audit-checkpoint-v1" str(kind) u64(seq) str(head_hash) u64(ts)
+//
+// where kind is "periodic", "open", "close" or "prune". The private key lives in a
+// file outside the database (or PORTCULLIS_AUDIT_SIGNING_KEY), so an attacker who
+// can rewrite the database can recompute the chain but not the signatures. Each
+// checkpoint is also written to the log, a second witness outside the database.
+//
+// # Verification and pruning
+//
+// Verify walks the chain in seq order and reports the first row whose sequence,
+// link or hash is wrong, and the first checkpoint whose signature or head hash does
+// not match. Rows written after the newest checkpoint are reported as an unsigned
+// tail (a crash can leave one), not as a fault; a database with rows and no
+// checkpoint at all is a fault. Truncating rows after the newest checkpoint cannot
+// be detected from the database alone: compare with the checkpoints in the log.
+//
+// Prune archives rows older than a cut-off to a JSON-lines file, verifies the file,
+// and only then, in one transaction, records a signed "prune" checkpoint (the
+// anchor: pruned up to seq N with head hash H) and deletes rows up to N with the
+// delete trigger dropped and re-created inside that transaction. Verify starts from
+// the newest anchor.
+//
+// PostgreSQL is not implemented: the store is SQLite only.
+package audit

@@ -1,0 +1,214 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"hash"
+	"time"
+)
+
+// Event kinds.
+const (
+	KindDecision    = "decision"
+	KindOutcome     = "outcome"
+	KindApproval    = "approval"
+	KindAuthFailure = "auth_failure"
+)
+
+// Caller is who made the request, as far as it is known (an auth failure may know
+// only the client address).
+type Caller struct {
+	Sub        string   `json:"sub"`
+	Org        string   `json:"org"`
+	Workspace  string   `json:"workspace"`
+	Roles      []string `json:"roles"`
+	Session    string   `json:"session"`
+	ClientAddr string   `json:"client_addr"`
+}
+
+// Event is one audit row. Seq, PrevHash and Hash are assigned by the log; callers
+// fill the rest. Arguments must already be redacted (Redactor.Value) and valid JSON.
+type Event struct {
+	Seq        int64     `json:"seq"`
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"`
+	RequestID  string    `json:"request_id"`
+	DecisionID string    `json:"decision_id"`
+	Caller     Caller    `json:"caller"`
+
+	Surface string `json:"surface"`
+	Tool    string `json:"tool"`
+	Method  string `json:"method"`
+	Path    string `json:"path"`
+
+	Arguments json.RawMessage `json:"arguments,omitempty"`
+
+	Decision       string `json:"decision"`
+	Reason         string `json:"reason"`
+	PolicyRevision string `json:"policy_revision"`
+	ApprovalID     string `json:"approval_id,omitempty"`
+	Approver       string `json:"approver,omitempty"`
+
+	Status        int    `json:"status,omitempty"`
+	ErrorClass    string `json:"error_class,omitempty"`
+	LatencyMicros int64  `json:"latency_us,omitempty"`
+
+	// PrevHash and Hash (hex) are filled when rows are read back.
+	PrevHash string `json:"prev_hash,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+}
+
+// row is an event exactly as stored: the hash covers these bytes, so roles and
+// arguments are kept as their stored text rather than re-encoded.
+type row struct {
+	Seq            int64  `json:"seq"`
+	TS             int64  `json:"ts"`
+	Kind           string `json:"kind"`
+	RequestID      string `json:"request_id"`
+	DecisionID     string `json:"decision_id"`
+	Sub            string `json:"caller_sub"`
+	Org            string `json:"caller_org"`
+	Workspace      string `json:"caller_workspace"`
+	Roles          string `json:"caller_roles"`
+	Session        string `json:"caller_session"`
+	ClientAddr     string `json:"client_addr"`
+	Surface        string `json:"surface"`
+	Tool           string `json:"tool"`
+	Method         string `json:"method"`
+	Path           string `json:"path"`
+	Args           string `json:"args"`
+	Decision       string `json:"decision"`
+	Reason         string `json:"reason"`
+	PolicyRevision string `json:"policy_revision"`
+	ApprovalID     string `json:"approval_id"`
+	Approver       string `json:"approver"`
+	Status         int64  `json:"status"`
+	ErrorClass     string `json:"error_class"`
+	LatencyMicros  int64  `json:"latency_us"`
+	PrevHash       []byte `json:"prev_hash"`
+	Hash           []byte `json:"hash"`
+}
+
+// rowColumns lists the stored columns in canonical order; SELECTs and the INSERT
+// use it so that scan order and hash order cannot drift apart.
+const rowColumns = "seq, ts, kind, request_id, decision_id, caller_sub, caller_org, " +
+	"caller_workspace, caller_roles, caller_session, client_addr, surface, tool, method, " +
+	"path, args, decision, reason, policy_revision, approval_id, approver, status, " +
+	"error_class, latency_us, prev_hash, hash"
+
+func (r *row) scanDest() []any {
+	return []any{&r.Seq, &r.TS, &r.Kind, &r.RequestID, &r.DecisionID, &r.Sub, &r.Org,
+		&r.Workspace, &r.Roles, &r.Session, &r.ClientAddr, &r.Surface, &r.Tool, &r.Method,
+		&r.Path, &r.Args, &r.Decision, &r.Reason, &r.PolicyRevision, &r.ApprovalID,
+		&r.Approver, &r.Status, &r.ErrorClass, &r.LatencyMicros, &r.PrevHash, &r.Hash}
+}
+
+func (r *row) insertArgs(dst []any) []any {
+	return append(dst, r.Seq, r.TS, r.Kind, r.RequestID, r.DecisionID, r.Sub, r.Org,
+		r.Workspace, r.Roles, r.Session, r.ClientAddr, r.Surface, r.Tool, r.Method,
+		r.Path, r.Args, r.Decision, r.Reason, r.PolicyRevision, r.ApprovalID,
+		r.Approver, r.Status, r.ErrorClass, r.LatencyMicros, r.PrevHash, r.Hash)
+}
+
+// fromEvent fills r from ev (without seq and hashes).
+func (r *row) fromEvent(ev *Event) {
+	r.TS = ev.Time.UnixNano()
+	r.Kind = ev.Kind
+	r.RequestID = ev.RequestID
+	r.DecisionID = ev.DecisionID
+	r.Sub = ev.Caller.Sub
+	r.Org = ev.Caller.Org
+	r.Workspace = ev.Caller.Workspace
+	r.Roles = encodeRoles(ev.Caller.Roles)
+	r.Session = ev.Caller.Session
+	r.ClientAddr = ev.Caller.ClientAddr
+	r.Surface = ev.Surface
+	r.Tool = ev.Tool
+	r.Method = ev.Method
+	r.Path = ev.Path
+	r.Args = string(ev.Arguments)
+	r.Decision = ev.Decision
+	r.Reason = ev.Reason
+	r.PolicyRevision = ev.PolicyRevision
+	r.ApprovalID = ev.ApprovalID
+	r.Approver = ev.Approver
+	r.Status = int64(ev.Status)
+	r.ErrorClass = ev.ErrorClass
+	r.LatencyMicros = ev.LatencyMicros
+}
+
+// event converts a stored row back into an Event.
+func (r *row) event() Event {
+	ev := Event{
+		Seq: r.Seq, Time: time.Unix(0, r.TS).UTC(), Kind: r.Kind,
+		RequestID: r.RequestID, DecisionID: r.DecisionID,
+		Caller: Caller{Sub: r.Sub, Org: r.Org, Workspace: r.Workspace, Session: r.Session,
+			ClientAddr: r.ClientAddr},
+		Surface: r.Surface, Tool: r.Tool, Method: r.Method, Path: r.Path,
+		Decision: r.Decision, Reason: r.Reason, PolicyRevision: r.PolicyRevision,
+		ApprovalID: r.ApprovalID, Approver: r.Approver, Status: int(r.Status),
+		ErrorClass: r.ErrorClass, LatencyMicros: r.LatencyMicros,
+		PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),
+	}
+	if r.Roles != "" {
+		// Stored by encodeRoles; a tampered value is Verify's business, not ours.
+		_ = json.Unmarshal([]byte(r.Roles), &ev.Caller.Roles)
+	}
+	if r.Args != "" && json.Valid([]byte(r.Args)) {
+		ev.Arguments = json.RawMessage(r.Args)
+	}
+	return ev
+}
+
+func encodeRoles(roles []string) string {
+	if len(roles) == 0 {
+		return "[]"
+	}
+	b, err := json.Marshal(roles)
+	if err != nil { // cannot happen for []string
+		return "[]"
+	}
+	return string(b)
+}
+
+const rowDomain = "portcullis-audit-row-v1"
+
+// hasher computes row hashes, reusing its buffers (not safe for concurrent use).
+type hasher struct {
+	h   hash.Hash
+	buf []byte
+	sum []byte
+}
+
+func newHasher() *hasher { return &hasher{h: sha256.New(), buf: make([]byte, 0, 1024)} }
+
+// rowHash returns SHA-256 over the canonical encoding (see doc.go). The returned
+// slice is freshly allocated.
+func (hs *hasher) rowHash(r *row) []byte {
+	b := hs.buf[:0]
+	b = append(b, rowDomain...)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Seq))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.TS))
+	for _, s := range [...]string{r.Kind, r.RequestID, r.DecisionID, r.Sub, r.Org,
+		r.Workspace, r.Roles, r.Session, r.ClientAddr, r.Surface, r.Tool, r.Method,
+		r.Path, r.Args, r.Decision, r.Reason, r.PolicyRevision, r.ApprovalID, r.Approver} {
+		b = appendStr(b, s)
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Status))
+	b = appendStr(b, r.ErrorClass)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.LatencyMicros))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.PrevHash)))
+	b = append(b, r.PrevHash...)
+	hs.buf = b
+	hs.h.Reset()
+	hs.h.Write(b)
+	return hs.h.Sum(nil)
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+

@@ -1,0 +1,612 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrUnavailable wraps every error from Append: the row is not known to be durable,
+// so the caller must not act (the proxy answers 503).
+var ErrUnavailable = errors.New("audit: store unavailable")
+
+// ErrClosed is returned (wrapped in ErrUnavailable) after Close.
+var ErrClosed = errors.New("audit: log closed")
+
+// tailVerifyLimit bounds the rows Open re-verifies after the newest checkpoint;
+// beyond it only the last link is checked (a full check is `audit verify`).
+const tailVerifyLimit = 200_000
+
+// asyncEnqueueWait is how long AppendAsync may block on a full queue before the
+// row is counted as lost.
+const asyncEnqueueWait = time.Second
+
+type pending struct {
+	ev   *Event
+	enq  time.Time
+	done chan error // nil for AppendAsync
+}
+
+// Log is the audit trail writer. One goroutine owns the write connection and
+// group-commits queued rows; reads use a separate pool.
+type Log struct {
+	cfg      Config
+	logger   *slog.Logger
+	key      ed25519.PrivateKey
+	redactor *Redactor
+	wdb      *sql.DB
+	reader   *Reader
+
+	queue   chan *pending
+	mu      sync.RWMutex // guards closed against in-flight enqueues
+	closed  bool
+	stop    chan struct{}
+	stopped chan struct{}
+
+	// Owned by the writer goroutine after Open.
+	seq        int64
+	head       []byte
+	lastCP     int64
+	lastCPTime time.Time
+	inserts    [insertChunk + 1]*sql.Stmt // by rows per statement, prepared lazily
+	rows       []row
+	args       []any
+	hs         *hasher
+
+	lost, appended, batches, checkpoints atomic.Uint64
+	appendLatency, batchSize             prometheus.Histogram
+}
+
+// Open opens (creating if needed) the audit database, resumes the chain after
+// re-verifying the rows since the newest checkpoint, and starts the writer.
+// cfg should have had SetDefaults applied.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("audit: creating dir for %s: %w", cfg.Path, err)
+	}
+	key, err := loadOrCreateSigningKey(cfg.SigningKeyPath, logger)
+	if err != nil {
+		return nil, err
+	}
+	hkey, err := loadOrCreateHMACKey(cfg.HMACKeyPath, logger)
+	if err != nil {
+		return nil, err
+	}
+	var maxPages int64
+	if cfg.MaxSizeBytes > 0 {
+		maxPages = cfg.MaxSizeBytes / 4096 // SQLite's default page size
+	}
+	wdb, err := openDB(cfg.Path, false, cfg.Synchronous, maxPages)
+	if err != nil {
+		return nil, err
+	}
+	// One connection: the writer goroutine is the only writer of this file.
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	l := &Log{
+		cfg: cfg, logger: logger, key: key, redactor: NewRedactor(hkey), wdb: wdb,
+		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
+		stopped: make(chan struct{}), hs: newHasher(),
+		rows: make([]row, cfg.MaxBatch), args: make([]any, 0, 26*insertChunk),
+		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "portcullis_audit_append_seconds", Help: "Time from Append to its row's commit.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "portcullis_audit_batch_rows", Help: "Rows per group-commit transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+	}
+	if err := l.start(ctx); err != nil {
+		wdb.Close()
+		return nil, err
+	}
+	go l.run()
+	return l, nil
+}
+
+func (l *Log) start(ctx context.Context) error {
+	if err := l.wdb.PingContext(ctx); err != nil {
+		return fmt.Errorf("audit: opening %s: %w", l.cfg.Path, err)
+	}
+	if err := migrate(ctx, l.wdb); err != nil {
+		return err
+	}
+	seq, head, err := loadHead(ctx, l.wdb)
+	if err != nil {
+		return err
+	}
+	l.seq, l.head = seq, head
+	if err := l.checkTail(ctx); err != nil {
+		return err
+	}
+	if l.seq > l.lastCP {
+		// A crash left rows no checkpoint covers; they were just re-verified.
+		if err := l.writeCheckpoint(ctx, CheckpointOpen); err != nil {
+			return err
+		}
+	}
+	l.lastCPTime = time.Now()
+	rd, err := OpenReader(ctx, l.cfg.Path)
+	if err != nil {
+		return err
+	}
+	l.reader = rd
+	l.logger.Info("audit: log open", "path", l.cfg.Path, "seq", l.seq, "mode", l.cfg.Mode,
+		"synchronous", l.cfg.Synchronous, "key_id", KeyID(l.key.Public().(ed25519.PublicKey)))
+	return nil
+}
+
+// loadHead returns the newest row's seq and hash, or the newest prune anchor's, or
+// (0, 32 zero bytes) for an empty chain.
+func loadHead(ctx context.Context, db *sql.DB) (int64, []byte, error) {
+	var seq int64
+	var h []byte
+	err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &h)
+	if err == nil {
+		return seq, h, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, fmt.Errorf("audit: reading chain head: %w", err)
+	}
+	a, err := latestAnchor(ctx, db)
+	if err != nil {
+		return 0, nil, err
+	}
+	if a != nil {
+		return a.Seq, a.Head, nil
+	}
+	return 0, make([]byte, 32), nil
+}
+
+func latestAnchor(ctx context.Context, db *sql.DB) (*checkpoint, error) {
+	c := &checkpoint{}
+	err := db.QueryRowContext(ctx, `SELECT id, kind, seq, head_hash, ts, key_id, signature
+		FROM audit_checkpoints WHERE kind = ? ORDER BY seq DESC, id DESC LIMIT 1`, CheckpointPrune).
+		Scan(&c.ID, &c.Kind, &c.Seq, &c.Head, &c.TS, &c.KeyID, &c.Signature)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: reading prune anchor: %w", err)
+	}
+	return c, nil
+}
+
+// checkTail re-verifies the rows after the newest checkpoint so the writer never
+// extends (and signs) a chain whose tail was altered while it was down.
+func (l *Log) checkTail(ctx context.Context) error {
+	var cpSeq int64
+	var cpHead []byte
+	err := l.wdb.QueryRowContext(ctx, `SELECT seq, head_hash FROM audit_checkpoints ORDER BY seq DESC, id DESC LIMIT 1`).
+		Scan(&cpSeq, &cpHead)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("audit: reading checkpoints: %w", err)
+	}
+	l.lastCP = cpSeq
+	if l.seq == 0 {
+		return nil
+	}
+	from, prev := cpSeq+1, cpHead
+	if cpSeq == 0 {
+		prev = make([]byte, 32)
+		if a, err := latestAnchor(ctx, l.wdb); err != nil {
+			return err
+		} else if a != nil {
+			from, prev = a.Seq+1, a.Head
+		}
+	}
+	if l.seq-from > tailVerifyLimit {
+		from = l.seq - 1
+		prev = nil // unknown: check only the last row's own hash and link
+	}
+	if cpSeq > 0 && from == cpSeq+1 {
+		// The checkpointed row itself must still carry the signed hash.
+		var h []byte
+		err := l.wdb.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE seq = ?`, cpSeq).Scan(&h)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("audit: reading checkpointed row: %w", err)
+		}
+		if err == nil && !bytes.Equal(h, cpHead) {
+			return fmt.Errorf("audit: chain broken at seq %d: hash differs from its checkpoint; run `portcullis audit verify`", cpSeq)
+		}
+	}
+	rows, err := l.wdb.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_events WHERE seq >= ? ORDER BY seq`, from)
+	if err != nil {
+		return fmt.Errorf("audit: reading chain tail: %w", err)
+	}
+	defer rows.Close()
+	hs := newHasher()
+	expect := from
+	var r row
+	for rows.Next() {
+		if err := rows.Scan(r.scanDest()...); err != nil {
+			return fmt.Errorf("audit: reading chain tail: %w", err)
+		}
+		if why := checkRow(hs, &r, expect, prev); why != "" {
+			return fmt.Errorf("audit: chain broken at seq %d: %s; run `portcullis audit verify`", r.Seq, why)
+		}
+		prev, expect = r.Hash, r.Seq+1
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: reading chain tail: %w", err)
+	}
+	return nil
+}
+
+// checkRow returns why r is not the row expected at seq after prev ("" if it is).
+// A nil prev skips the link check.
+func checkRow(hs *hasher, r *row, seq int64, prev []byte) string {
+	if r.Seq != seq {
+		if r.Seq > seq {
+			return fmt.Sprintf("expected seq %d, found %d (rows missing)", seq, r.Seq)
+		}
+		return fmt.Sprintf("expected seq %d, found %d", seq, r.Seq)
+	}
+	if prev != nil && !bytes.Equal(r.PrevHash, prev) {
+		return "prev_hash does not match the previous row's hash (row deleted, reordered or altered)"
+	}
+	if !bytes.Equal(hs.rowHash(r), r.Hash) {
+		return "hash does not match the row's contents (row altered)"
+	}
+	return ""
+}
+
+// Redactor returns the redactor keyed with this log's HMAC key.
+func (l *Log) Redactor() *Redactor { return l.redactor }
+
+// Lost counts rows that could not be stored (best_effort Appends and AppendAsync).
+func (l *Log) Lost() uint64 { return l.lost.Load() }
+
+// Append stores ev and returns once its transaction has committed; ev.Seq and
+// ev.Hash are then set. Any error wraps ErrUnavailable and means the caller must
+// not act. In best_effort mode a store failure returns nil and counts a lost row.
+// A zero ev.Time is set to now. Arguments must be valid JSON (or empty).
+func (l *Log) Append(ctx context.Context, ev *Event) error {
+	err := l.append(ctx, ev)
+	if err == nil {
+		return nil
+	}
+	if l.cfg.Mode == ModeBestEffort && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+		l.lost.Add(1)
+		l.logger.Error("audit: row lost (best_effort)", "request_id", ev.RequestID, "kind", ev.Kind, "err", err)
+		return nil
+	}
+	return err
+}
+
+func (l *Log) append(ctx context.Context, ev *Event) error {
+	if err := checkEvent(ev); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	p := &pending{ev: ev, enq: time.Now(), done: make(chan error, 1)}
+	if ev.Time.IsZero() {
+		ev.Time = p.enq
+	}
+	if err := l.enqueue(ctx, p, 0); err != nil {
+		return err
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		l.appendLatency.Observe(time.Since(p.enq).Seconds())
+		return nil
+	case <-ctx.Done():
+		// The row may still commit; the caller must not act on it either way.
+		return fmt.Errorf("%w: waiting for commit: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// AppendAsync queues ev (typically an outcome row) without waiting for its commit.
+// It copies ev's top-level fields; do not modify Roles or Arguments afterwards. A
+// row that cannot be queued within a second or fails to commit is counted in Lost
+// and logged, never dropped silently.
+func (l *Log) AppendAsync(ev *Event) {
+	if err := checkEvent(ev); err != nil {
+		l.lose(ev, err)
+		return
+	}
+	cp := *ev
+	p := &pending{ev: &cp, enq: time.Now()}
+	if cp.Time.IsZero() {
+		cp.Time = p.enq
+	}
+	if err := l.enqueue(context.Background(), p, asyncEnqueueWait); err != nil {
+		l.lose(&cp, err)
+	}
+}
+
+func (l *Log) lose(ev *Event, err error) {
+	l.lost.Add(1)
+	l.logger.Error("audit: row lost", "request_id", ev.RequestID, "kind", ev.Kind, "err", err)
+}
+
+func checkEvent(ev *Event) error {
+	if ev == nil {
+		return errors.New("audit: nil event")
+	}
+	if ev.Kind == "" {
+		return errors.New("audit: event kind is required")
+	}
+	if len(ev.Arguments) > 0 && !json.Valid(ev.Arguments) {
+		return errors.New("audit: event arguments are not valid JSON")
+	}
+	return nil
+}
+
+func (l *Log) enqueue(ctx context.Context, p *pending, wait time.Duration) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	}
+	select {
+	case l.queue <- p:
+		return nil
+	default:
+	}
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case l.queue <- p:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: queue full: %w", ErrUnavailable, ctx.Err())
+	case <-timeout:
+		return fmt.Errorf("%w: queue full for %s", ErrUnavailable, wait)
+	}
+}
+
+// run is the writer goroutine.
+func (l *Log) run() {
+	defer close(l.stopped)
+	ticker := time.NewTicker(l.cfg.CheckpointInterval)
+	defer ticker.Stop()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	batch := make([]*pending, 0, l.cfg.MaxBatch)
+	for {
+		var first *pending
+		select {
+		case first = <-l.queue:
+		case <-ticker.C:
+			if l.seq > l.lastCP {
+				l.checkpointLogged(CheckpointPeriodic)
+			}
+			continue
+		case <-l.stop:
+			l.drain(batch)
+			if l.seq > l.lastCP {
+				l.checkpointLogged(CheckpointClose)
+			}
+			return
+		}
+		batch = append(batch[:0], first)
+		batch = l.fill(batch)
+		if len(batch) < l.cfg.MaxBatch && l.cfg.Linger > 0 {
+			linger.Reset(l.cfg.Linger)
+		wait:
+			for len(batch) < l.cfg.MaxBatch {
+				select {
+				case p := <-l.queue:
+					batch = append(batch, p)
+				case <-linger.C:
+					break wait
+				}
+			}
+			linger.Stop()
+		}
+		l.commit(batch)
+	}
+}
+
+// fill takes whatever is already queued, up to MaxBatch, without waiting.
+func (l *Log) fill(batch []*pending) []*pending {
+	for len(batch) < l.cfg.MaxBatch {
+		select {
+		case p := <-l.queue:
+			batch = append(batch, p)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (l *Log) drain(batch []*pending) {
+	for {
+		batch = l.fill(batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		l.commit(batch)
+	}
+}
+
+// commit writes batch in one transaction and answers every waiter.
+func (l *Log) commit(batch []*pending) {
+	err := l.writeBatch(batch)
+	if err != nil {
+		l.logger.Error("audit: batch not stored", "rows", len(batch), "err", err)
+		// The transaction rolled back, but re-read the head in case the commit
+		// itself failed after reaching the disk.
+		if seq, head, herr := loadHead(context.Background(), l.wdb); herr == nil {
+			l.seq, l.head = seq, head
+		}
+	}
+	for i, p := range batch {
+		if p.done != nil {
+			if err == nil {
+				p.ev.Seq = l.rows[i].Seq
+				p.ev.PrevHash = hex.EncodeToString(l.rows[i].PrevHash)
+				p.ev.Hash = hex.EncodeToString(l.rows[i].Hash)
+			}
+			p.done <- err
+		} else if err != nil {
+			l.lose(p.ev, err)
+		}
+		batch[i] = nil
+	}
+	if err == nil && l.seq-l.lastCP >= int64(l.cfg.CheckpointEvery) {
+		l.checkpointLogged(CheckpointPeriodic)
+	}
+}
+
+func (l *Log) writeBatch(batch []*pending) error {
+	ctx := context.Background()
+	tx, err := l.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("audit: begin: %w", err)
+	}
+	seq, prev := l.seq, l.head
+	for i, p := range batch {
+		r := &l.rows[i]
+		r.fromEvent(p.ev)
+		seq++
+		r.Seq, r.PrevHash = seq, prev
+		r.Hash = l.hs.rowHash(r)
+		prev = r.Hash
+	}
+	// Multi-row INSERTs: per-statement overhead dominates single-row inserts.
+	for i := 0; i < len(batch); i += insertChunk {
+		n := min(insertChunk, len(batch)-i)
+		stmt, err := l.insertStmt(ctx, n)
+		if err != nil {
+			tx.Rollback()
+			return err
+		}
+		l.args = l.args[:0]
+		for j := i; j < i+n; j++ {
+			l.args = l.rows[j].insertArgs(l.args)
+		}
+		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, l.args...); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("audit: inserting rows %d-%d: %w", l.rows[i].Seq, l.rows[i+n-1].Seq, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		tx.Rollback()
+		return fmt.Errorf("audit: commit: %w", err)
+	}
+	l.seq, l.head = seq, prev
+	l.appended.Add(uint64(len(batch)))
+	l.batches.Add(1)
+	l.batchSize.Observe(float64(len(batch)))
+	return nil
+}
+
+// insertStmt returns the prepared INSERT for n rows.
+func (l *Log) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
+	if st := l.inserts[n]; st != nil {
+		return st, nil
+	}
+	st, err := l.wdb.PrepareContext(ctx, insertRowsSQL(n))
+	if err != nil {
+		return nil, fmt.Errorf("audit: preparing insert: %w", err)
+	}
+	l.inserts[n] = st
+	return st, nil
+}
+
+func (l *Log) checkpointLogged(kind string) {
+	if err := l.writeCheckpoint(context.Background(), kind); err != nil {
+		l.logger.Error("audit: checkpoint not written", "seq", l.seq, "err", err)
+	}
+}
+
+// writeCheckpoint signs the current head and stores it; it also goes to the log,
+// a witness outside the database.
+func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
+	now := time.Now()
+	c := signCheckpoint(l.key, kind, l.seq, l.head, now)
+	if _, err := l.wdb.ExecContext(ctx, insertCheckpointSQL, c.Kind, c.Seq, c.Head, c.TS, c.KeyID, c.Signature); err != nil {
+		return fmt.Errorf("audit: storing checkpoint at seq %d: %w", c.Seq, err)
+	}
+	l.lastCP, l.lastCPTime = c.Seq, now
+	l.checkpoints.Add(1)
+	l.logger.Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
+		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID,
+		"signature", base64.StdEncoding.EncodeToString(c.Signature))
+	return nil
+}
+
+// Close stops accepting rows, commits what is queued, signs a final checkpoint and
+// closes the database.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.stopped
+	var errs []error
+	for _, st := range l.inserts {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if l.reader != nil {
+		errs = append(errs, l.reader.Close())
+	}
+	if err := l.wdb.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("audit: closing %s: %w", l.cfg.Path, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Query returns one page of rows matching f, newest first.
+func (l *Log) Query(ctx context.Context, f Filter) (Page, error) { return l.reader.Query(ctx, f) }
+
+// Export streams every row matching f, oldest first, as "jsonl" or "csv".
+func (l *Log) Export(ctx context.Context, w io.Writer, format string, f Filter) error {
+	return l.reader.Export(ctx, w, format, f)
+}
+
+// Collectors returns the log's Prometheus metrics for registration.
+func (l *Log) Collectors() []prometheus.Collector {
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v.Load()) })
+	}
+	return []prometheus.Collector{
+		counter("portcullis_audit_rows_appended_total", "Audit rows committed.", &l.appended),
+		counter("portcullis_audit_batches_total", "Group-commit transactions.", &l.batches),
+		counter("portcullis_audit_rows_lost_total", "Audit rows that could not be stored.", &l.lost),
+		counter("portcullis_audit_checkpoints_total", "Signed checkpoints written.", &l.checkpoints),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portcullis_audit_queue_depth",
+			Help: "Rows waiting for the writer."}, func() float64 { return float64(len(l.queue)) }),
+		l.appendLatency, l.batchSize,
+	}
+}

@@ -1,0 +1,385 @@
+package audit
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Filter selects audit rows. Empty fields match everything. Since is inclusive,
+// Until exclusive.
+type Filter struct {
+	Since, Until time.Time
+	Sub          string
+	Org          string
+	Tool         string
+	Decision     string
+	Kind         string
+	ApprovalID   string
+	RequestID    string
+	// Cursor continues a Query from a previous Page.NextCursor. Export ignores it.
+	Cursor string
+	// Limit is the page size for Query (1-1000, default 100). Export ignores it.
+	Limit int
+}
+
+// Page is one page of Query results, newest first. NextCursor is empty on the
+// last page.
+type Page struct {
+	Events     []Event `json:"events"`
+	NextCursor string  `json:"next_cursor,omitempty"`
+}
+
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+	exportChunk  = 1000
+)
+
+// ParseFilter reads a Filter from query parameters: since, until (RFC 3339), sub,
+// org, tool, decision, kind, approval_id, request_id, cursor, limit (1-1000,
+// default 100). Unknown parameters are refused. Every problem is reported, each
+// naming its parameter.
+func ParseFilter(v url.Values) (Filter, error) {
+	f := Filter{Limit: defaultLimit}
+	var errs []error
+	for k, vals := range v {
+		if len(vals) > 1 {
+			errs = append(errs, fmt.Errorf("audit: parameter %q: given %d times, want once", k, len(vals)))
+		}
+		val := ""
+		if len(vals) > 0 {
+			val = vals[0]
+		}
+		switch k {
+		case "since", "until":
+			t, err := time.Parse(time.RFC3339Nano, val)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("audit: parameter %q: want an RFC 3339 time like 2026-01-02T15:04:05Z", k))
+				continue
+			}
+			if k == "since" {
+				f.Since = t
+			} else {
+				f.Until = t
+			}
+		case "sub":
+			f.Sub = val
+		case "org":
+			f.Org = val
+		case "tool":
+			f.Tool = val
+		case "decision":
+			f.Decision = val
+		case "kind":
+			f.Kind = val
+		case "approval_id":
+			f.ApprovalID = val
+		case "request_id":
+			f.RequestID = val
+		case "cursor":
+			if _, err := decodeCursor(val); err != nil {
+				errs = append(errs, fmt.Errorf("audit: parameter %q: %w", k, err))
+				continue
+			}
+			f.Cursor = val
+		case "limit":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > maxLimit {
+				errs = append(errs, fmt.Errorf("audit: parameter %q: want an integer from 1 to %d", k, maxLimit))
+				continue
+			}
+			f.Limit = n
+		default:
+			errs = append(errs, fmt.Errorf("audit: parameter %q: unknown", k))
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		errs = append(errs, errors.New(`audit: parameter "until": must be after "since"`))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Filter{}, err
+	}
+	return f, nil
+}
+
+// The cursor is opaque to clients: the seq to continue below, base64url-encoded.
+func encodeCursor(seq int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("s" + strconv.FormatInt(seq, 10)))
+}
+
+func decodeCursor(c string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) < 2 || b[0] != 's' {
+		return 0, errors.New("malformed cursor")
+	}
+	n, err := strconv.ParseInt(string(b[1:]), 10, 64)
+	if err != nil || n < 1 {
+		return 0, errors.New("malformed cursor")
+	}
+	return n, nil
+}
+
+// where builds the WHERE clause (without seq bounds) and its arguments.
+func (f *Filter) where() (string, []any) {
+	var conds []string
+	var args []any
+	add := func(cond string, arg any) {
+		conds = append(conds, cond)
+		args = append(args, arg)
+	}
+	if !f.Since.IsZero() {
+		add("ts >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		add("ts < ?", f.Until.UnixNano())
+	}
+	for _, c := range []struct{ col, val string }{
+		{"caller_sub", f.Sub}, {"caller_org", f.Org}, {"tool", f.Tool}, {"decision", f.Decision},
+		{"kind", f.Kind}, {"approval_id", f.ApprovalID}, {"request_id", f.RequestID},
+	} {
+		if c.val != "" {
+			add(c.col+" = ?", c.val)
+		}
+	}
+	if len(conds) == 0 {
+		return "1=1", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// Reader reads an audit database without writing it; the CLI uses it while a
+// server may be appending.
+type Reader struct {
+	db   *sql.DB
+	path string
+}
+
+// OpenReader opens an existing audit database for reading.
+func OpenReader(ctx context.Context, path string) (*Reader, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+
+		"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+	}
+	return &Reader{db: db, path: path}, nil
+}
+
+// Close closes the read pool.
+func (r *Reader) Close() error { return r.db.Close() }
+
+// Query returns one page of rows matching f, newest first.
+func (r *Reader) Query(ctx context.Context, f Filter) (Page, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	if limit > maxLimit {
+		limit = maxLimit
+	}
+	cond, args := f.where()
+	if f.Cursor != "" {
+		before, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return Page{}, fmt.Errorf("audit: cursor: %w", err)
+		}
+		cond += " AND seq < ?"
+		args = append(args, before)
+	}
+	args = append(args, limit+1)
+	rows, err := r.db.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_events WHERE `+cond+
+		` ORDER BY seq DESC LIMIT ?`, args...)
+	if err != nil {
+		return Page{}, fmt.Errorf("audit: query: %w", err)
+	}
+	defer rows.Close()
+	page := Page{Events: make([]Event, 0, min(limit, 64))}
+	var rw row
+	for rows.Next() {
+		if err := rows.Scan(rw.scanDest()...); err != nil {
+			return Page{}, fmt.Errorf("audit: query: %w", err)
+		}
+		if len(page.Events) == limit {
+			page.NextCursor = encodeCursor(page.Events[limit-1].Seq)
+			break
+		}
+		page.Events = append(page.Events, rw.event())
+	}
+	if err := rows.Err(); err != nil {
+		return Page{}, fmt.Errorf("audit: query: %w", err)
+	}
+	return page, nil
+}
+
+// scan calls fn for every row matching f with seq > after, oldest first, reading in
+// chunks so no read transaction stays open for the whole export.
+func (r *Reader) scan(ctx context.Context, f Filter, after int64, fn func(*row) error) (int64, error) {
+	cond, args := f.where()
+	q := `SELECT ` + rowColumns + ` FROM audit_events WHERE ` + cond + ` AND seq > ? ORDER BY seq LIMIT ?`
+	for {
+		n := 0
+		rows, err := r.db.QueryContext(ctx, q, append(args, after, exportChunk)...)
+		if err != nil {
+			return after, fmt.Errorf("audit: export: %w", err)
+		}
+		var rw row
+		for rows.Next() {
+			if err := rows.Scan(rw.scanDest()...); err != nil {
+				rows.Close()
+				return after, fmt.Errorf("audit: export: %w", err)
+			}
+			if err := fn(&rw); err != nil {
+				rows.Close()
+				return after, err
+			}
+			after = rw.Seq
+			n++
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return after, fmt.Errorf("audit: export: %w", err)
+		}
+		if n < exportChunk {
+			return after, nil
+		}
+	}
+}
+
+// Export streams every row matching f, oldest first, as "jsonl" (one Event per
+// line) or "csv" (header row, then one row per event). Memory use does not grow
+// with the number of rows.
+func (r *Reader) Export(ctx context.Context, w io.Writer, format string, f Filter) error {
+	out, err := newEncoder(w, format)
+	if err != nil {
+		return err
+	}
+	if _, err := r.scan(ctx, f, 0, out.write); err != nil {
+		return err
+	}
+	return out.flush()
+}
+
+// Tail writes the newest n rows (oldest of them first) as JSON lines; with follow
+// it then polls every interval (bounded to 50ms-10s) for new rows until ctx ends.
+func (r *Reader) Tail(ctx context.Context, w io.Writer, n int, follow bool, interval time.Duration) error {
+	out, _ := newEncoder(w, "jsonl")
+	var after int64
+	if err := r.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&after); err != nil {
+		return fmt.Errorf("audit: tail: %w", err)
+	}
+	after = max(after-int64(n), 0)
+	interval = min(max(interval, 50*time.Millisecond), 10*time.Second)
+	for {
+		var err error
+		if after, err = r.scan(ctx, Filter{}, after, out.write); err != nil {
+			return err
+		}
+		if err := out.flush(); err != nil {
+			return err
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+var csvHeader = []string{"seq", "time", "kind", "request_id", "decision_id", "sub", "org",
+	"workspace", "roles", "session", "client_addr", "surface", "tool", "method", "path",
+	"arguments", "decision", "reason", "policy_revision", "approval_id", "approver",
+	"status", "error_class", "latency_us", "prev_hash", "hash"}
+
+type encoder struct {
+	bw     *bufio.Writer
+	json   *json.Encoder
+	csv    *csv.Writer
+	record []string
+}
+
+func newEncoder(w io.Writer, format string) (*encoder, error) {
+	e := &encoder{bw: bufio.NewWriterSize(w, 64*1024)}
+	switch format {
+	case "jsonl":
+		e.json = json.NewEncoder(e.bw)
+		e.json.SetEscapeHTML(false)
+	case "csv":
+		e.csv = csv.NewWriter(e.bw)
+		if err := e.csv.Write(csvHeader); err != nil {
+			return nil, fmt.Errorf("audit: export: %w", err)
+		}
+		e.record = make([]string, len(csvHeader))
+	default:
+		return nil, fmt.Errorf("audit: export format %q: want jsonl or csv", format)
+	}
+	return e, nil
+}
+
+func (e *encoder) write(r *row) error {
+	ev := r.event()
+	if e.json != nil {
+		if err := e.json.Encode(&ev); err != nil {
+			return fmt.Errorf("audit: export seq %d: %w", r.Seq, err)
+		}
+		return nil
+	}
+	rec := e.record[:0]
+	rec = append(rec, strconv.FormatInt(r.Seq, 10), ev.Time.Format(time.RFC3339Nano), r.Kind,
+		r.RequestID, r.DecisionID, r.Sub, r.Org, r.Workspace, r.Roles, r.Session, r.ClientAddr,
+		r.Surface, r.Tool, r.Method, r.Path, r.Args, r.Decision, r.Reason, r.PolicyRevision,
+		r.ApprovalID, r.Approver, strconv.FormatInt(r.Status, 10), r.ErrorClass,
+		strconv.FormatInt(r.LatencyMicros, 10), ev.PrevHash, ev.Hash)
+	for i, s := range rec {
+		rec[i] = csvSafe(s)
+	}
+	if err := e.csv.Write(rec); err != nil {
+		return fmt.Errorf("audit: export seq %d: %w", r.Seq, err)
+	}
+	return nil
+}
+
+// csvSafe defuses spreadsheet formulas: a cell an attacker controls (a tool name,
+// a reason) must not run when an auditor opens the export. Such cells get a
+// leading apostrophe; JSON lines carry the exact values.
+func csvSafe(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
+}
+
+func (e *encoder) flush() error {
+	if e.csv != nil {
+		e.csv.Flush()
+		if err := e.csv.Error(); err != nil {
+			return fmt.Errorf("audit: export: %w", err)
+		}
+	}
+	if err := e.bw.Flush(); err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	return nil
+}

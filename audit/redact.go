@@ -1,0 +1,350 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"hash"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// RedactedPrefix starts every redacted value.
+const RedactedPrefix = "hmac-sha256:"
+
+// redactedLen is len(RedactedPrefix) + 16 hex digits (the first 8 bytes of the MAC:
+// enough to correlate uses of one secret, too short to be worth attacking).
+const redactedLen = len(RedactedPrefix) + 16
+
+// Redactor replaces secrets in decoded JSON values with a keyed HMAC. It is safe
+// for concurrent use. The same Redactor must feed policy input, audit rows and
+// logs so a secret gets the same mark everywhere.
+type Redactor struct {
+	macs sync.Pool // of hash.Hash (HMAC-SHA256 with the key)
+}
+
+// NewRedactor returns a Redactor keyed with key (at least 16 random bytes; the
+// Log loads or generates it from Config.HMACKeyPath). The key is copied.
+func NewRedactor(key []byte) *Redactor {
+	k := bytes.Clone(key)
+	r := &Redactor{}
+	r.macs.New = func() any { return hmac.New(sha256.New, k) }
+	return r
+}
+
+// Value returns a deep copy of v, a decoded JSON value (map[string]any, []any,
+// string, float64, json.Number, bool, nil), with secrets replaced by
+// "hmac-sha256:<16 hex>". Every string and number leaf under a secret-named field
+// is replaced, at any depth; elsewhere, credential-looking substrings of strings
+// (and map keys) are replaced in place. Booleans and nulls are kept so a policy
+// can still test whether a secret is present. v is not modified. Values of other
+// Go types are round-tripped through encoding/json first, so nothing escapes
+// redaction by having an unexpected type.
+func (r *Redactor) Value(v any) any { return r.walk(v, false) }
+
+// JSON redacts a JSON document and returns it re-encoded. It is Value for callers
+// that hold raw bytes; numbers keep their exact text.
+func (r *Redactor) JSON(raw []byte) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(r.Value(v))
+}
+
+// String redacts credential-looking substrings of s (value patterns only).
+func (r *Redactor) String(s string) string { return r.scrub(s) }
+
+func (r *Redactor) walk(v any, secret bool) any {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case bool:
+		return x
+	case string:
+		if secret {
+			if x == "" || isRedacted(x) {
+				return x
+			}
+			return r.mac(x)
+		}
+		return r.scrub(x)
+	case float64:
+		if secret {
+			return r.mac(strconv.FormatFloat(x, 'g', -1, 64))
+		}
+		return x
+	case json.Number:
+		if secret {
+			return r.mac(string(x))
+		}
+		return x
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			out[r.scrub(k)] = r.walk(val, secret || r.IsSecretField(k))
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			out[i] = r.walk(val, secret)
+		}
+		return out
+	default:
+		// An unexpected Go type (map[string]string, a struct...): normalise through
+		// JSON rather than let it pass unredacted.
+		b, err := json.Marshal(x)
+		if err != nil {
+			return r.mac("unencodable")
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var generic any
+		if err := dec.Decode(&generic); err != nil {
+			return r.mac(string(b))
+		}
+		return r.walk(generic, secret)
+	}
+}
+
+func isRedacted(s string) bool {
+	if len(s) != redactedLen || !strings.HasPrefix(s, RedactedPrefix) {
+		return false
+	}
+	for i := len(RedactedPrefix); i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Redactor) mac(s string) string {
+	return string(r.appendMAC(make([]byte, 0, redactedLen), s))
+}
+
+func (r *Redactor) appendMAC(dst []byte, secret string) []byte {
+	h := r.macs.Get().(hash.Hash)
+	h.Reset()
+	h.Write([]byte(secret))
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	r.macs.Put(h)
+	dst = append(dst, RedactedPrefix...)
+	return hex.AppendEncode(dst, sum[:8])
+}
+
+// Field-name rules, applied to the normalised name (lower case; '-', '_', ' ' and
+// '.' removed). Not-secret suffixes win first: they name identifiers or masked or
+// public material (aws_access_key_id, private_key_id, masked_key, public_key);
+// an AKIA... value under aws_access_key_id is still caught by its value pattern.
+var (
+	notSecretSuffixes = []string{"keyid", "keyids", "maskedkey", "publickey", "sortkey",
+		"partitionkey", "primarykey", "foreignkey", "idempotencykey", "cachekey"}
+	secretInfixes = []string{"secret", "password", "passwd", "passphrase", "credential",
+		"privatekey", "apikey", "accesskey", "authorization", "connectionstring", "connstr",
+		"signingkey", "encryptionkey", "cookie"}
+	secretSuffixes = []string{"key", "keys", "token", "pwd", "dsn", "auth"}
+)
+
+// IsSecretField reports whether a field of this name holds a secret. The name is
+// normalised (lower case; '-', '_', ' ', '.' removed), so AWS_Secret-Access-Key and
+// secretAccessKey are the same. Secret: anything containing secret, password,
+// passwd, passphrase, credential, privatekey, apikey, accesskey, authorization,
+// connectionstring, connstr, signingkey, encryptionkey or cookie, and anything
+// ending in key, keys, token, pwd, dsn or auth. Not secret, checked first: names
+// ending in keyid(s), maskedkey, publickey, sortkey, partitionkey, primarykey,
+// foreignkey, idempotencykey or cachekey. "max_tokens" and "token_url" are not
+// secret (they do not end in "token").
+func (r *Redactor) IsSecretField(name string) bool {
+	var stack [64]byte
+	n := stack[:0]
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '-' || c == '_' || c == ' ' || c == '.':
+			continue
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		n = append(n, c)
+	}
+	for _, s := range notSecretSuffixes {
+		if bytes.HasSuffix(n, []byte(s)) {
+			return false
+		}
+	}
+	for _, s := range secretInfixes {
+		if bytes.Contains(n, []byte(s)) {
+			return true
+		}
+	}
+	for _, s := range secretSuffixes {
+		if bytes.HasSuffix(n, []byte(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+// scrub replaces credential-looking substrings of s. It allocates only when it
+// finds one.
+func (r *Redactor) scrub(s string) string {
+	var out []byte
+	last := 0
+	for i := 0; i < len(s); {
+		start, end := r.matchAt(s, i)
+		if end <= start {
+			i++
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(s)+redactedLen)
+		}
+		out = append(out, s[last:start]...)
+		out = r.appendMAC(out, s[start:end])
+		last, i = end, end
+	}
+	if out == nil {
+		return s
+	}
+	return string(append(out, s[last:]...))
+}
+
+// matchAt reports the secret span [start, end) of a pattern beginning at s[i], or
+// end <= start when none begins there.
+func (r *Redactor) matchAt(s string, i int) (start, end int) {
+	c := s[i]
+	switch c {
+	case 's': // sk-... / sk_... (OpenAI, Anthropic, Stripe)
+		if boundaryBefore(s, i) && i+3 < len(s) && s[i+1] == 'k' && (s[i+2] == '-' || s[i+2] == '_') {
+			if n := run(s, i+3, isTokenChar); n >= 12 {
+				return i, i + 3 + n
+			}
+		}
+	case 'A': // AKIA / ASIA + 16 upper alnum (AWS access key ids)
+		if boundaryBefore(s, i) && i+20 <= len(s) && (s[i+1:i+4] == "KIA" || s[i+1:i+4] == "SIA") &&
+			run(s, i+4, isUpperAlnum) == 16 && (i+20 == len(s) || !isAlnum(s[i+20])) {
+			return i, i + 20
+		}
+	case '-': // PEM private key block; an unterminated one runs to the end
+		if strings.HasPrefix(s[i:], "-----BEGIN ") {
+			rest := s[i+11:]
+			hdrEnd := strings.Index(rest, "-----")
+			if hdrEnd >= 0 && strings.Contains(rest[:hdrEnd], "PRIVATE KEY") {
+				tail := rest[hdrEnd+5:]
+				e := strings.Index(tail, "-----END ")
+				if e < 0 {
+					return i, len(s)
+				}
+				tail2 := tail[e+9:]
+				f := strings.Index(tail2, "-----")
+				if f < 0 {
+					return i, len(s)
+				}
+				return i, len(s) - len(tail2) + f + 5
+			}
+		}
+	case 'x': // Slack xoxb-/xoxp-/xoxa-/xoxr-/xoxs-
+		if boundaryBefore(s, i) && i+5 < len(s) && s[i+1] == 'o' && s[i+2] == 'x' &&
+			strings.IndexByte("bpars", s[i+3]) >= 0 && s[i+4] == '-' {
+			if n := run(s, i+5, isTokenChar); n >= 8 {
+				return i, i + 5 + n
+			}
+		}
+	case 'g': // GitHub tokens
+		if boundaryBefore(s, i) {
+			p := 0
+			if i+4 <= len(s) && s[i+1] == 'h' && strings.IndexByte("pousr", s[i+2]) >= 0 && s[i+3] == '_' {
+				p = 4
+			} else if strings.HasPrefix(s[i:], "github_pat_") {
+				p = 11
+			}
+			if p > 0 {
+				if n := run(s, i+p, isTokenChar); n >= 20 {
+					return i, i + p + n
+				}
+			}
+		}
+	case 'e': // JWT: eyJ... . ... . ...
+		if boundaryBefore(s, i) && strings.HasPrefix(s[i:], "eyJ") {
+			n1 := run(s, i, isB64URL)
+			j := i + n1
+			if n1 >= 10 && j < len(s) && s[j] == '.' {
+				n2 := run(s, j+1, isB64URL)
+				k := j + 1 + n2
+				if n2 >= 2 && k < len(s) && s[k] == '.' {
+					return i, k + 1 + run(s, k+1, isB64URL)
+				}
+			}
+		}
+	case 'B', 'b': // Bearer <token>: the token goes, the word stays
+		if boundaryBefore(s, i) && i+7 < len(s) && strings.EqualFold(s[i:i+7], "bearer ") {
+			j := i + 7
+			for j < len(s) && s[j] == ' ' {
+				j++
+			}
+			if n := run(s, j, isBearerChar); n >= 8 && !isRedacted(s[j:j+n]) {
+				return j, j + n
+			}
+		}
+	case ':': // scheme://user:password@host: the password goes
+		if i+3 < len(s) && s[i+1] == '/' && s[i+2] == '/' {
+			auth := s[i+3:]
+			if e := strings.IndexAny(auth, "/?# \t\r\n\"'<>"); e >= 0 {
+				auth = auth[:e]
+			}
+			if at := strings.LastIndexByte(auth, '@'); at > 0 {
+				if colon := strings.IndexByte(auth[:at], ':'); colon >= 0 && colon+1 < at {
+					return i + 3 + colon + 1, i + 3 + at
+				}
+			}
+		}
+	case '=': // password=..., api_key=... in query and connection strings
+		k := i
+		for k > 0 && (isAlnum(s[k-1]) || s[k-1] == '_' || s[k-1] == '-' || s[k-1] == '.') {
+			k--
+		}
+		if k < i && r.IsSecretField(s[k:i]) {
+			j := i + 1
+			n := 0
+			for j+n < len(s) && strings.IndexByte(";& \t\r\n,\"'", s[j+n]) < 0 {
+				n++
+			}
+			if n > 0 && !isRedacted(s[j:j+n]) {
+				return j, j + n
+			}
+		}
+	}
+	return 0, 0
+}
+
+func run(s string, i int, ok func(byte) bool) int {
+	n := 0
+	for i+n < len(s) && ok(s[i+n]) {
+		n++
+	}
+	return n
+}
+
+func boundaryBefore(s string, i int) bool { return i == 0 || !isAlnum(s[i-1]) }
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+func isUpperAlnum(c byte) bool { return c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+func isTokenChar(c byte) bool  { return isAlnum(c) || c == '-' || c == '_' }
+func isB64URL(c byte) bool     { return isAlnum(c) || c == '-' || c == '_' }
+func isBearerChar(c byte) bool {
+	return isAlnum(c) || strings.IndexByte("-._~+/=", c) >= 0
+}

@@ -1,0 +1,220 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// Report is the result of Verify. OK is true only when no row or checkpoint is at
+// fault; Warnings never make it false.
+type Report struct {
+	OK            bool     `json:"ok"`
+	Rows          int64    `json:"rows"`
+	FirstSeq      int64    `json:"first_seq"`
+	LastSeq       int64    `json:"last_seq"`
+	Checkpoints   int      `json:"checkpoints"`
+	PrunedThrough int64    `json:"pruned_through,omitempty"`
+	UnsignedTail  int64    `json:"unsigned_tail"` // rows after the newest checkpoint
+	BadSeq        int64    `json:"bad_seq,omitempty"`
+	BadCheckpoint int64    `json:"bad_checkpoint_id,omitempty"`
+	Problems      []string `json:"problems,omitempty"`
+	Warnings      []string `json:"warnings,omitempty"`
+}
+
+func (r *Report) String() string {
+	if r.OK {
+		s := fmt.Sprintf("OK: %d rows (seq %d-%d), %d checkpoints verified", r.Rows, r.FirstSeq, r.LastSeq, r.Checkpoints)
+		if r.PrunedThrough > 0 {
+			s += fmt.Sprintf(", pruned through seq %d", r.PrunedThrough)
+		}
+		return s
+	}
+	return "FAILED: " + strings.Join(r.Problems, "; ")
+}
+
+func (r *Report) rowFault(seq int64, why string) {
+	if r.BadSeq == 0 {
+		r.BadSeq = seq
+		r.Problems = append(r.Problems, fmt.Sprintf("row seq %d: %s", seq, why))
+	}
+}
+
+func (r *Report) checkpointFault(c *checkpoint, why string) {
+	if r.BadCheckpoint == 0 {
+		r.BadCheckpoint = c.ID
+		r.Problems = append(r.Problems, fmt.Sprintf("checkpoint id %d (%s, seq %d): %s", c.ID, c.Kind, c.Seq, why))
+	}
+}
+
+// Verify checks the audit database at dbPath against the checkpoint public key:
+// every row's sequence, link and hash from the newest prune anchor on, and every
+// checkpoint's signature and head hash. It reads one consistent snapshot, so it
+// may run while a server appends. The error is for failures to read; faults in
+// the data are in the Report.
+func Verify(ctx context.Context, dbPath string, pub ed25519.PublicKey) (Report, error) {
+	rd, err := OpenReader(ctx, dbPath)
+	if err != nil {
+		return Report{}, err
+	}
+	defer rd.Close()
+	tx, err := rd.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return Report{}, fmt.Errorf("audit: verify: %w", err)
+	}
+	defer tx.Rollback()
+	return verifyTx(ctx, tx, pub)
+}
+
+func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, error) {
+	var rep Report
+	var tables int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table'
+		AND name IN ('audit_events', 'audit_checkpoints')`).Scan(&tables); err != nil {
+		return rep, fmt.Errorf("audit: verify: %w", err)
+	}
+	if tables != 2 {
+		return rep, fmt.Errorf("audit: verify: not an audit database (tables missing)")
+	}
+	var triggers int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger'
+		AND name IN ('audit_events_no_update', 'audit_events_no_delete', 'audit_checkpoints_no_update',
+		'audit_checkpoints_no_delete')`).Scan(&triggers); err != nil {
+		return rep, fmt.Errorf("audit: verify: %w", err)
+	}
+	if triggers != 4 {
+		rep.Warnings = append(rep.Warnings, "append-only triggers are missing (someone dropped them)")
+	}
+
+	cps, err := loadCheckpoints(ctx, tx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Checkpoints = len(cps)
+	var anchor *checkpoint
+	valid := make([]bool, len(cps))
+	for i := range cps {
+		c := &cps[i]
+		if why := c.verifySig(pub); why != "" {
+			rep.checkpointFault(c, why)
+			continue
+		}
+		valid[i] = true
+		if c.Kind == CheckpointPrune && (anchor == nil || c.Seq >= anchor.Seq) {
+			anchor = c
+		}
+	}
+
+	expect, prev := int64(1), make([]byte, 32)
+	if anchor != nil {
+		expect, prev = anchor.Seq+1, anchor.Head
+		rep.PrunedThrough = anchor.Seq
+	}
+	// Checkpoints at or below the anchor cover pruned rows: only their signatures
+	// (and the anchor's own head for one at the same seq) can be checked.
+	next := 0
+	for next < len(cps) && cps[next].Seq < expect {
+		c := &cps[next]
+		if valid[next] && anchor != nil && c.Seq == anchor.Seq && !bytes.Equal(c.Head, anchor.Head) {
+			rep.checkpointFault(c, "head hash differs from the prune anchor at the same seq")
+		}
+		next++
+	}
+
+	rows, err := tx.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_events ORDER BY seq`)
+	if err != nil {
+		return rep, fmt.Errorf("audit: verify: reading rows: %w", err)
+	}
+	defer rows.Close()
+	hs := newHasher()
+	var r row
+	lastCovered := int64(0)
+	broken := false
+	for rows.Next() {
+		if err := rows.Scan(r.scanDest()...); err != nil {
+			return rep, fmt.Errorf("audit: verify: reading rows: %w", err)
+		}
+		rep.Rows++
+		if rep.FirstSeq == 0 {
+			rep.FirstSeq = r.Seq
+		}
+		rep.LastSeq = r.Seq
+		if broken {
+			continue // keep counting; the first fault is the one to report
+		}
+		if anchor != nil && r.Seq <= anchor.Seq {
+			rep.rowFault(r.Seq, fmt.Sprintf("present although pruned (anchor at seq %d)", anchor.Seq))
+			broken = true
+			continue
+		}
+		if why := checkRow(hs, &r, expect, prev); why != "" {
+			rep.rowFault(expect, why)
+			broken = true
+			continue
+		}
+		for next < len(cps) && cps[next].Seq <= r.Seq {
+			c := &cps[next]
+			if c.Seq == r.Seq && valid[next] {
+				if !bytes.Equal(c.Head, r.Hash) {
+					rep.checkpointFault(c, "head hash does not match the row at its seq (chain rewritten)")
+					rep.rowFault(r.Seq, "hash differs from the signed checkpoint")
+				} else {
+					lastCovered = r.Seq
+				}
+			}
+			next++
+		}
+		prev, expect = r.Hash, r.Seq+1
+	}
+	if err := rows.Err(); err != nil {
+		return rep, fmt.Errorf("audit: verify: reading rows: %w", err)
+	}
+	if !broken {
+		for ; next < len(cps); next++ {
+			rep.checkpointFault(&cps[next], fmt.Sprintf("covers seq %d but the chain ends at seq %d (rows removed)", cps[next].Seq, expect-1))
+		}
+		if rep.Rows > 0 {
+			if lastCovered == 0 {
+				rep.Problems = append(rep.Problems, fmt.Sprintf(
+					"no signed checkpoint covers rows %d-%d: they cannot be told from a rewritten chain "+
+						"(if the server crashed before its first checkpoint, opening the log once signs them)",
+					rep.FirstSeq, rep.LastSeq))
+			} else if rep.LastSeq > lastCovered {
+				rep.UnsignedTail = rep.LastSeq - lastCovered
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+					"%d rows after the newest checkpoint (seq %d) are chained but not yet signed",
+					rep.UnsignedTail, lastCovered))
+			}
+		}
+	}
+	rep.OK = len(rep.Problems) == 0
+	return rep, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func loadCheckpoints(ctx context.Context, q querier) ([]checkpoint, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, kind, seq, head_hash, ts, key_id, signature
+		FROM audit_checkpoints ORDER BY seq, id`)
+	if err != nil {
+		return nil, fmt.Errorf("audit: reading checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var cps []checkpoint
+	for rows.Next() {
+		var c checkpoint
+		if err := rows.Scan(&c.ID, &c.Kind, &c.Seq, &c.Head, &c.TS, &c.KeyID, &c.Signature); err != nil {
+			return nil, fmt.Errorf("audit: reading checkpoints: %w", err)
+		}
+		cps = append(cps, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: reading checkpoints: %w", err)
+	}
+	return cps, nil
+}

@@ -1,0 +1,113 @@
+package backend
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// apiError is every error a handler returns to a client: a code, a message fit for the
+// client (never a secret, never an internal error text) and the field it is about.
+type apiError struct {
+	Status  int            `json:"-"`
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Field   string         `json:"field,omitempty"`
+	Details []fieldProblem `json:"details,omitempty"`
+}
+
+type fieldProblem struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func errNotFound(what string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: what + " not found"}
+}
+
+func errInternal() *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error; see the backend log with the request id"}
+}
+
+func errField(status int, code, field, msg string) *apiError {
+	return &apiError{Status: status, Code: code, Field: field, Message: field + ": " + msg}
+}
+
+// problems collects validation failures so a client sees all of them at once.
+type problems []fieldProblem
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fieldProblem{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (p problems) err() *apiError {
+	if len(p) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(p))
+	for i, x := range p {
+		msgs[i] = x.Field + ": " + x.Message
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: "validation_error", Field: p[0].Field,
+		Message: strings.Join(msgs, "; "), Details: p}
+}
+
+const maxBody = 1 << 20
+
+// decodeStrict reads one JSON object into v: unknown fields, trailing data, wrong
+// types and bodies over 1 MiB are refused with the field named.
+func decodeStrict(r *http.Request, v any) *apiError {
+	body := http.MaxBytesReader(nil, r.Body, maxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errField(http.StatusBadRequest, "invalid_json", "body", "must hold exactly one JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) *apiError {
+	var mbe *http.MaxBytesError
+	var ute *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &mbe):
+		return errField(http.StatusRequestEntityTooLarge, "body_too_large", "body", fmt.Sprintf("must be at most %d bytes", maxBody))
+	case errors.As(err, &ute):
+		f := ute.Field
+		if f == "" {
+			f = "body"
+		}
+		return errField(http.StatusBadRequest, "validation_error", f, "must be "+jsonKind(ute.Type.Kind().String()))
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errField(http.StatusBadRequest, "invalid_json", "body", "is not valid JSON")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return errField(http.StatusBadRequest, "validation_error", f, "unknown field")
+	}
+	return errField(http.StatusBadRequest, "invalid_json", "body", "could not be decoded")
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "map", "struct":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	case "ptr", "interface":
+		return "a valid value"
+	}
+	return "a number"
+}

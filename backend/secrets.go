@@ -1,0 +1,124 @@
+package backend
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/portcullis/portcullis/backend/catalog"
+)
+
+// Mask shows a short prefix and the last 4 characters of long secrets, only the last 4
+// of medium ones, and nothing of short ones, so a mask never reveals most of a value.
+func Mask(s string) string {
+	r := []rune(s)
+	n := len(r)
+	switch {
+	case n < 12:
+		return "****"
+	case n < 20:
+		return "****" + string(r[n-4:])
+	default:
+		return string(r[:3]) + "****" + string(r[n-4:])
+	}
+}
+
+const maskedPrefix = "masked_"
+
+// escapeSeg makes a map key safe as one segment of a secret's field path.
+func escapeSeg(k string) string {
+	return strings.NewReplacer("%", "%25", ".", "%2E", "/", "%2F").Replace(k)
+}
+
+type sealedValue struct {
+	field string // path, e.g. configurations.custom_headers.x-api-key
+	value []byte
+}
+
+// extractSecrets walks a JSON value under path, replacing every secret leaf k: v by
+// masked_k: Mask(v) and collecting v for sealing. A key is secret when isSecret says so
+// at the top level, when its name reads as a secret at any depth (whatever its case or
+// separators), or when it sits under custom_headers (header values carry credentials).
+func extractSecrets(path string, v any, isSecret func(string) bool, underHeaders bool, out *[]sealedValue) any {
+	switch t := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(t))
+		for k, child := range t {
+			p := path + "." + escapeSeg(k)
+			if underHeaders || isSecret(k) || catalog.LooksSecret(k) {
+				if child == nil {
+					continue
+				}
+				raw := secretBytes(child)
+				*out = append(*out, sealedValue{field: p, value: raw})
+				m[maskedPrefix+k] = Mask(string(raw))
+				continue
+			}
+			hdr := catalog.NormalizeName(k) == "customheaders" || catalog.NormalizeName(k) == "headers"
+			m[k] = extractSecrets(p, child, catalog.LooksSecret, hdr, out)
+		}
+		return m
+	case []any:
+		a := make([]any, len(t))
+		for i, child := range t {
+			a[i] = extractSecrets(path+"."+strconv.Itoa(i), child, catalog.LooksSecret, underHeaders, out)
+		}
+		return a
+	default:
+		return v
+	}
+}
+
+func secretBytes(v any) []byte {
+	if s, ok := v.(string); ok {
+		return []byte(s)
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// reservedMasked finds keys that would be confused with our masked_ forms.
+func reservedMasked(path string, v any) string {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, c := range t {
+			if strings.HasPrefix(strings.ToLower(k), maskedPrefix) {
+				return path + "." + k
+			}
+			if p := reservedMasked(path+"."+k, c); p != "" {
+				return p
+			}
+		}
+	case []any:
+		for i, c := range t {
+			if p := reservedMasked(path+"."+strconv.Itoa(i), c); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// jsonDepth and jsonSize bound what configurations may hold.
+func jsonShape(v any, depth int) (maxDepth, nodes int) {
+	switch t := v.(type) {
+	case map[string]any:
+		maxDepth = depth
+		for _, c := range t {
+			d, n := jsonShape(c, depth+1)
+			maxDepth, nodes = max(maxDepth, d), nodes+n+1
+		}
+	case []any:
+		maxDepth = depth
+		for _, c := range t {
+			d, n := jsonShape(c, depth+1)
+			maxDepth, nodes = max(maxDepth, d), nodes+n+1
+		}
+	case string:
+		if !utf8.ValidString(t) {
+			return depth, 1 << 30
+		}
+	}
+	return maxDepth, nodes
+}

@@ -1,0 +1,73 @@
+package backend
+
+import (
+	"context"
+	"time"
+
+	"github.com/portcullis/portcullis/backend/store"
+)
+
+// integrationItem is a list item: no key fields at all.
+type integrationItem struct {
+	ID             string `json:"id"`
+	OrganisationID string `json:"organisation_id"`
+	AIProviderID   string `json:"ai_provider_id"`
+	Name           string `json:"name"`
+	Slug           string `json:"slug"`
+	Description    string `json:"description"`
+	Status         string `json:"status"`
+	WorkspaceID    string `json:"workspace_id,omitempty"`
+	AuthType       string `json:"auth_type,omitempty"`
+	CreatedAt      string `json:"created_at"`
+	LastUpdatedAt  string `json:"last_updated_at"`
+	Object         string `json:"object"`
+}
+
+// integrationDetail is GET /v1/integrations/{slug}: masked secrets only.
+type integrationDetail struct {
+	integrationItem
+	MaskedKey                     string         `json:"masked_key"`
+	Configurations                map[string]any `json:"configurations"`
+	GlobalWorkspaceAccessSettings map[string]any `json:"global_workspace_access_settings"`
+	AllowAllModels                bool           `json:"allow_all_models"`
+	WorkspaceCount                int            `json:"workspace_count"`
+}
+
+type listResp struct {
+	Object string `json:"object"`
+	Total  int    `json:"total"`
+	Data   any    `json:"data"`
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func toItem(it *store.Integration) integrationItem {
+	return integrationItem{ID: it.ID, OrganisationID: it.Org, AIProviderID: it.Provider, Name: it.Name, Slug: it.Slug,
+		Description: it.Description, Status: it.Status, WorkspaceID: it.WorkspaceID, AuthType: it.AuthType,
+		CreatedAt: rfc3339(it.CreatedAt), LastUpdatedAt: rfc3339(it.UpdatedAt), Object: "integration"}
+}
+
+func (s *Server) toDetail(ctx context.Context, it *store.Integration) integrationDetail {
+	n, err := s.store.WorkspaceCount(ctx, it.ID)
+	if err != nil {
+		s.logger.Warn("backend: workspace count", "err", err, "id", it.ID)
+	}
+	conf := it.Configurations
+	if conf == nil {
+		conf = map[string]any{}
+	}
+	gwa := it.GlobalWorkspaceAccess
+	if gwa == nil {
+		gwa = map[string]any{}
+	}
+	return integrationDetail{integrationItem: toItem(it), MaskedKey: it.MaskedKey, Configurations: conf,
+		GlobalWorkspaceAccessSettings: gwa, AllowAllModels: it.AllowAllModels, WorkspaceCount: n}
+}
+
+func toItems(its []store.Integration) []integrationItem {
+	out := make([]integrationItem, len(its))
+	for i := range its {
+		out[i] = toItem(&its[i])
+	}
+	return out
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/approvals"
+)
+
+// approvalsTestServer serves the real approvals admin API on 127.0.0.1, behind a stand-in
+// for authentication that maps fixed bearer tokens to callers.
+func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
+	t.Helper()
+	svc, err := approvals.Open(context.Background(), approvals.Config{DBPath: filepath.Join(t.TempDir(), "a.db")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	tokens := map[string]policies.Caller{
+		"tok-alice": {Sub: "alice", Org: "acme", Roles: []string{"approver"}},
+		"tok-agent": {Sub: "agent-7", Org: "acme", Roles: []string{"approver"}},
+		"tok-bob":   {Sub: "bob", Org: "acme", Roles: []string{"developer"}},
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	admin := app.Group("/admin/v1", func(c *fiber.Ctx) error {
+		cl, ok := tokens[strings.TrimPrefix(c.Get("Authorization"), "Bearer ")]
+		if !ok {
+			return c.Status(401).JSON(fiber.Map{"error": fiber.Map{"code": "unauthenticated", "message": "invalid or missing bearer token"}})
+		}
+		c.Locals("caller", &cl)
+		return c.Next()
+	})
+	svc.Mount(admin, func(c *fiber.Ctx) *policies.Caller { cl, _ := c.Locals("caller").(*policies.Caller); return cl })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Listener(ln)
+	t.Cleanup(func() { app.Shutdown() })
+	return svc, "http://" + ln.Addr().String()
+}
+
+func fileApproval(t *testing.T, svc *approvals.Service, args string) *approvals.Approval {
+	t.Helper()
+	caller := policies.Caller{Sub: "agent-7", Org: "acme", Session: "s1"}
+	h, err := approvals.CanonicalHash(caller, "delete_integration", []byte(args), "rev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := svc.Request(context.Background(), approvals.Request{Caller: caller, Tool: "delete_integration",
+		Surface: "rest", Arguments: json.RawMessage(args), Hash: h, Reason: "destructive\nchange", PolicyRevision: "rev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestApprovalsCommand(t *testing.T) {
+	svc, base := approvalsTestServer(t)
+	ctx := context.Background()
+	a1 := fileApproval(t, svc, `{"slug":"one"}`)
+	a2 := fileApproval(t, svc, `{"slug":"two"}`)
+	a3 := fileApproval(t, svc, `{"slug":"three"}`)
+
+	cases := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		wantCode   int
+		wantOut    []string
+		wantErr    []string
+		wantStatus map[string]approvals.Status
+	}{
+		{name: "list pending", args: []string{"list", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+			wantOut: []string{"ID", "STATUS", a1.ID, a2.ID, a3.ID, "delete_integration", "agent-7", "destructive change"}},
+		{name: "url and token from the environment", args: []string{"list"},
+			env: map[string]string{"PORTCULLIS_URL": base, "PORTCULLIS_TOKEN": "tok-alice"}, wantCode: 0, wantOut: []string{a1.ID}},
+		{name: "list as a non-approver", args: []string{"list", "--url", base, "--token", "tok-bob"}, wantCode: 1,
+			wantErr: []string{"not_approver", "HTTP 403"}},
+		{name: "bad token", args: []string{"list", "--url", base, "--token", "nope"}, wantCode: 1,
+			wantErr: []string{"invalid or missing bearer token", "HTTP 401"}},
+		{name: "self-approval refused", args: []string{"approve", a1.ID, "--url", base, "--token", "tok-agent"}, wantCode: 1,
+			wantErr: []string{"cannot decide", "self_approval"}, wantStatus: map[string]approvals.Status{a1.ID: approvals.StatusPending}},
+		{name: "approve, flags after the id", args: []string{"approve", a1.ID, "--url", base, "--token", "tok-alice", "--comment", "ok"}, wantCode: 0,
+			wantOut: []string{a1.ID + ": approved", "agent-7"}, wantStatus: map[string]approvals.Status{a1.ID: approvals.StatusApproved}},
+		{name: "flags before the subcommand", args: []string{"--url", base, "approve", a1.ID}, wantCode: 2, wantErr: []string{"unknown subcommand"}},
+		{name: "approve twice", args: []string{"approve", "--url", base, "--token", "tok-alice", a1.ID}, wantCode: 1,
+			wantErr: []string{"already been decided", "HTTP 409"}},
+		{name: "deny needs a comment", args: []string{"deny", a2.ID, "--url", base, "--token", "tok-alice"}, wantCode: 2,
+			wantErr: []string{"--comment is required"}, wantStatus: map[string]approvals.Status{a2.ID: approvals.StatusPending}},
+		{name: "deny", args: []string{"deny", a2.ID, "--comment", "use staging", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+			wantOut: []string{a2.ID + ": denied"}, wantStatus: map[string]approvals.Status{a2.ID: approvals.StatusDenied}},
+		{name: "unknown id", args: []string{"approve", "no-such-id", "--url", base, "--token", "tok-alice"}, wantCode: 1,
+			wantErr: []string{"no such approval", "HTTP 404"}},
+		{name: "list approved", args: []string{"list", "--status", "approved", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+			wantOut: []string{a1.ID, "approved"}},
+		{name: "list used is empty", args: []string{"list", "--status", "used", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+			wantOut: []string{"no approvals (status used)"}},
+		{name: "missing id", args: []string{"approve", "--url", base, "--token", "tok-alice"}, wantCode: 2, wantErr: []string{"approval ID is required"}},
+		{name: "missing token", args: []string{"list", "--url", base}, wantCode: 2, wantErr: []string{"--token"}},
+		{name: "bad url and limit reported together", args: []string{"list", "--url", "ftp://x", "--token", "t", "--limit", "0"}, wantCode: 2,
+			wantErr: []string{"--url", "--limit"}},
+		{name: "server down", args: []string{"list", "--url", "http://127.0.0.1:1", "--token", "tok-alice"}, wantCode: 1, wantErr: []string{"calling"}},
+		{name: "no subcommand", args: nil, wantCode: 2, wantErr: []string{"Usage"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PORTCULLIS_URL", "")
+			t.Setenv("PORTCULLIS_TOKEN", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var out, errOut bytes.Buffer
+			code := runApprovals(ctx, tc.args, &out, &errOut)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.wantCode, out.String(), errOut.String())
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errOut.String())
+				}
+			}
+			if strings.Contains(out.String()+errOut.String(), "tok-alice") {
+				t.Error("the token was printed")
+			}
+			for id, want := range tc.wantStatus {
+				a, err := svc.Get(ctx, id)
+				if err != nil || a.Status != want {
+					t.Errorf("approval %s: %v %v, want %s", id, a.Status, err, want)
+				}
+			}
+		})
+	}
+	if a, _ := svc.Get(ctx, a2.ID); a.Comment != "use staging" || a.DecidedBy != "alice" {
+		t.Fatalf("denial stored as %+v", a)
+	}
+}

@@ -1,0 +1,64 @@
+// Command portcullis is the Portcullis gateway: an authorization proxy that authenticates
+// AI agents and scripts, decides each call with Rego policy, audits it, and forwards it to
+// an admin API, with a bundled integrations backend.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `portcullis: an authorization proxy and policy gateway for admin APIs and MCP servers
+
+Usage:
+  portcullis serve      [flags]   run the proxy with the bundled backend (default: SQLite in ./data, example policy, dev keys)
+  portcullis backend    [flags]   run the bundled integrations backend alone; also: backend keys create, backend rewrap
+  portcullis token      [flags]   mint a dev JWT signed with the dev key in the data dir
+  portcullis policy     test|check|eval   run Rego tests, compile, or evaluate an input
+  portcullis audit      verify|export|tail|prune   work with the audit trail
+  portcullis approvals  list|approve|deny   act on pending approvals through the admin API
+  portcullis bench      [flags]   load benchmark: direct vs plain proxy vs Portcullis
+
+Run 'portcullis COMMAND -h' for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "backend":
+		return runBackend(ctx, rest, stdout, stderr)
+	case "token":
+		return runToken(ctx, rest, stdout, stderr)
+	case "policy":
+		return runPolicy(ctx, rest, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, stdout, stderr)
+	case "approvals":
+		return runApprovals(ctx, rest, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}

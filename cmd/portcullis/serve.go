@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis/portcullis"
+	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/backend"
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/proxy/approvals"
+	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
+)
+
+func serveFlags(fs *flag.FlagSet) *overrides {
+	o := &overrides{}
+	fs.StringVar(&o.configPath, "config", os.Getenv("PORTCULLIS_CONFIG"), "YAML config file (env PORTCULLIS_CONFIG)")
+	fs.StringVar(&o.listen, "listen", "", "proxy listen address (default 127.0.0.1:8080; env PORTCULLIS_LISTEN)")
+	fs.StringVar(&o.backendListen, "backend-listen", "", "bundled backend listen address (default 127.0.0.1:8081; env PORTCULLIS_BACKEND_LISTEN)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./data; env PORTCULLIS_DATA_DIR)")
+	fs.StringVar(&o.policy, "policy", "", "policy file or directory (default policy.example.rego, else the embedded copy; env PORTCULLIS_POLICY)")
+	fs.StringVar(&o.mcpUpstream, "mcp-upstream", "", "MCP upstream URL (streamable HTTP); default the bundled backend's /mcp")
+	fs.StringVar(&o.restUpstream, "rest-upstream", "", "REST upstream base URL; default the bundled backend")
+	return o
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := serveFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*o)
+	if err != nil {
+		fmt.Fprintf(stderr, "portcullis: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	if err := serve(ctx, cfg, log, stdout); err != nil {
+		log.Error("portcullis stopped", "err", err)
+		fmt.Fprintf(stderr, "portcullis: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// policyOptions is how serve and the policy command find policy: the configured path, or
+// the embedded example.
+func policyOptions(path string, timeout time.Duration, allowNet bool, log *slog.Logger) policies.Options {
+	o := policies.Options{Path: path, Timeout: timeout, AllowNetwork: allowNet, Logger: log}
+	if path == "" {
+		o.Modules = map[string]string{"policy.example.rego": portcullis.ExamplePolicy}
+	}
+	return o
+}
+
+// stack is everything serve starts, in start order, so it can be stopped in reverse.
+type stack struct {
+	closers []func()
+}
+
+func (s *stack) onClose(f func()) { s.closers = append(s.closers, f) }
+
+func (s *stack) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	st := &stack{}
+	defer st.close()
+
+	engine, err := policies.New(ctx, policyOptions(cfg.Policy.Path, cfg.Policy.Timeout, cfg.Policy.AllowNetwork, log))
+	if err != nil {
+		return fmt.Errorf("loading policy: %w", err)
+	}
+	policyName := cfg.Policy.Path
+	if policyName == "" {
+		policyName = "embedded policy.example.rego"
+	}
+	log.Info("policy loaded", "policy", policyName, "revision", engine.Revision())
+	if cfg.Policy.Path != "" {
+		go func() {
+			if err := engine.Watch(ctx); err != nil && ctx.Err() == nil {
+				log.Error("policy watch stopped", "err", err)
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	st.onClose(func() { signal.Stop(hup) })
+	go func() {
+		for range hup {
+			if cfg.Policy.Path == "" {
+				log.Info("SIGHUP: the embedded policy does not change; nothing to reload")
+				continue
+			}
+			if err := engine.Reload(ctx); err != nil {
+				log.Error("SIGHUP: policy refused; the last good policy keeps serving", "err", err, "revision", engine.Revision())
+			} else {
+				log.Info("SIGHUP: policy reloaded", "revision", engine.Revision())
+			}
+		}
+	}()
+
+	auditLog, err := audit.Open(ctx, cfg.Audit, log)
+	if err != nil {
+		return fmt.Errorf("opening audit trail: %w", err)
+	}
+	st.onClose(func() { _ = auditLog.Close() })
+
+	identity, err := proxy.NewIdentitySigner(cfg.Proxy.Identity)
+	if err != nil {
+		return err
+	}
+
+	if cfg.backendEnabled() {
+		bcfg := cfg.Backend.Config
+		bcfg.Identity.Secret, bcfg.Identity.PublicKey = identity.Secret(), identity.PublicKey()
+		bcfg.Identity.Audience = cfg.Proxy.Identity.Audience
+		be, err := backend.New(ctx, bcfg, log.With("component", "backend"))
+		if err != nil {
+			return fmt.Errorf("starting backend: %w", err)
+		}
+		ln, err := net.Listen("tcp", bcfg.Listen)
+		if err != nil {
+			_ = be.Close()
+			return fmt.Errorf("backend listen: %w", err)
+		}
+		go func() {
+			if err := be.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Error("backend stopped", "err", err)
+			}
+		}()
+		st.onClose(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = be.Shutdown(sctx)
+			_ = be.Close()
+		})
+		log.Info("bundled backend listening", "url", "http://"+ln.Addr().String())
+	}
+
+	var limiter ratelimit.Limiter
+	if cfg.Limits.RedisURL != "" {
+		opt, err := redis.ParseURL(cfg.Limits.RedisURL)
+		if err != nil {
+			return fmt.Errorf("rate_limit.redis_url: %w", err)
+		}
+		rc := redis.NewClient(opt)
+		st.onClose(func() { _ = rc.Close() })
+		limiter = ratelimit.NewRedis(rc, "portcullis:rl:")
+	} else {
+		limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{MaxKeys: cfg.Limits.MaxKeys})
+	}
+
+	appr, err := approvals.Open(ctx, cfg.Approval, log.With("component", "approvals"))
+	if err != nil {
+		return fmt.Errorf("opening approvals: %w", err)
+	}
+	st.onClose(func() { _ = appr.Close() })
+
+	var devKey any
+	if cfg.devMode() {
+		key, created, err := authn.LoadOrCreateDevKey(cfg.DataDir, log)
+		if err != nil {
+			return fmt.Errorf("dev signing key: %w", err)
+		}
+		devKey = key
+		if created {
+			log.Warn("generated a dev signing key; configure auth.jwks_url or auth.public_key_files for production", "path", authn.DevKeyPath(cfg.DataDir))
+		}
+	}
+	auth, err := authn.New(ctx, cfg.Auth, log.With("component", "authn"))
+	if err != nil {
+		return fmt.Errorf("authentication: %w", err)
+	}
+	st.onClose(auth.Close)
+
+	srv, err := proxy.New(cfg.Proxy, proxy.Deps{
+		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditLog,
+		Redactor: auditLog.Redactor(), Identity: identity, Limiter: limiter, Approvals: appr,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Proxy.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy listen: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("portcullis listening", "url", cfg.Proxy.PublicURL, "mcp", cfg.Proxy.PublicURL+cfg.Proxy.MCP.Path,
+		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
+	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)
+	if devKey != nil {
+		fmt.Fprintf(stdout, "Dev mode: mint a token with\n  go run ./cmd/portcullis token --data-dir %s --sub agent-1 --org acme --roles agent\n", cfg.DataDir)
+		log.Info("dev mode: mint a token with `portcullis token --sub agent-1 --org acme --roles agent`", "data_dir", cfg.DataDir)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("proxy stopped: %w", err)
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}

@@ -1,0 +1,127 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Watch reloads the policy (and the shadow policy, if any) when its files change, until
+// ctx is done. A file path is watched through its directory (editors replace files by
+// rename, which a watch on the file itself would lose); a directory is watched with its
+// subdirectories. Events are debounced, and every reload is logged as applied or
+// refused with the live revision.
+func (e *Engine) Watch(ctx context.Context) error {
+	if e.opts.Path == "" {
+		return errors.New("policies: watch: the policy has no path (embedded modules do not change)")
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("policies: watch: %w", err)
+	}
+	defer w.Close()
+
+	var roots []watchRoot
+	for _, p := range []string{e.opts.Path, e.opts.ShadowPath} {
+		if p == "" {
+			continue
+		}
+		r, err := addRoot(w, p)
+		if err != nil {
+			return err
+		}
+		roots = append(roots, r)
+	}
+	e.log.Info("watching policy for changes", "path", e.opts.Path, "shadow_path", e.opts.ShadowPath, "revision", e.Revision())
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("policies: watch: watcher closed")
+			}
+			for _, r := range roots {
+				if r.dir && ev.Has(fsnotify.Create) && strings.HasPrefix(ev.Name, r.path) {
+					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !strings.HasPrefix(fi.Name(), ".") {
+						if err := addTree(w, ev.Name); err != nil {
+							e.log.Warn("policy watch: cannot watch new directory", "path", ev.Name, "err", err)
+						}
+						timer.Reset(e.opts.debounce)
+					}
+				}
+				if ev.Op != fsnotify.Chmod && r.relevant(ev.Name) {
+					timer.Reset(e.opts.debounce)
+				}
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("policies: watch: watcher closed")
+			}
+			e.log.Warn("policy watch error", "err", err)
+		case <-timer.C:
+			// Reload logs both outcomes with the live revision; the error needs no second line.
+			_ = e.Reload(ctx)
+		}
+	}
+}
+
+// watchRoot is one watched policy path and the filter for events under it.
+type watchRoot struct {
+	path string
+	dir  bool
+}
+
+func (r watchRoot) relevant(name string) bool {
+	name = filepath.Clean(name)
+	if !r.dir {
+		return name == r.path
+	}
+	base := filepath.Base(name)
+	return strings.HasPrefix(name, r.path+string(filepath.Separator)) && !strings.HasPrefix(base, ".") &&
+		(strings.HasSuffix(base, ".rego") || isDataFile(base))
+}
+
+func addRoot(w *fsnotify.Watcher, path string) (watchRoot, error) {
+	root := filepath.Clean(path)
+	st, err := os.Stat(root)
+	if err != nil {
+		return watchRoot{}, fmt.Errorf("policies: watch: %w", err)
+	}
+	if st.IsDir() {
+		if err := addTree(w, root); err != nil {
+			return watchRoot{}, fmt.Errorf("policies: watch %s: %w", root, err)
+		}
+		return watchRoot{path: root, dir: true}, nil
+	}
+	if err := w.Add(filepath.Dir(root)); err != nil {
+		return watchRoot{}, fmt.Errorf("policies: watch %s: %w", filepath.Dir(root), err)
+	}
+	return watchRoot{path: root}, nil
+}
+
+func addTree(w *fsnotify.Watcher, root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if p != root && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		return w.Add(p)
+	})
+}

@@ -1,0 +1,639 @@
+package approvals
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	_ "modernc.org/sqlite" // driver "sqlite"
+
+	"github.com/portcullis/portcullis/policies"
+)
+
+//go:embed schema.sql
+var schema string
+
+const schemaVersion = 1
+
+// Service stores approvals and wakes the callers waiting on them.
+type Service struct {
+	cfg Config
+	db  *sql.DB
+	log *slog.Logger
+	now func() time.Time
+
+	// writeMu serialises writes in this process; SQLite has one writer anyway, and
+	// holding the lock across read-check-write keeps each transition atomic.
+	writeMu sync.Mutex
+
+	mu         sync.Mutex
+	waiters    map[string]*waiter // approval id -> callers blocked in Wait
+	closed     bool
+	onDecision func(context.Context, Approval)
+
+	hookSem chan struct{} // bounds concurrent webhook deliveries
+	hookWG  sync.WaitGroup
+	client  *http.Client
+
+	ctx       context.Context // ends background work on Close
+	cancel    context.CancelFunc
+	sweepDone chan struct{}
+	closeOnce sync.Once
+}
+
+type waiter struct {
+	ch chan struct{} // closed when the approval leaves pending
+	n  int
+}
+
+// Open opens (or creates) the approval database and starts the expiry sweeper. cfg is
+// defaulted and validated.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+	return open(ctx, cfg, logger, time.Now)
+}
+
+func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.Time) (*Service, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if dir := filepath.Dir(cfg.DBPath); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("approvals: creating %s: %w", dir, err)
+		}
+	}
+	dsn := "file:" + cfg.DBPath + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: opening %s: %w", cfg.DBPath, err)
+	}
+	db.SetMaxOpenConns(4)
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("approvals: opening %s: %w", cfg.DBPath, err)
+	}
+	// Approvals hold callers' (redacted) arguments: keep the file to its owner. Best
+	// effort: the -wal and -shm files follow the directory's umask.
+	_ = os.Chmod(cfg.DBPath, 0o600)
+	bg, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg:     cfg,
+		db:      db,
+		log:     logger,
+		now:     now,
+		waiters: make(map[string]*waiter),
+		hookSem: make(chan struct{}, 16),
+		client: &http.Client{
+			Timeout: cfg.WebhookTimeout,
+			// A redirect would send the signed body somewhere not configured.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		ctx:       bg,
+		cancel:    cancel,
+		sweepDone: make(chan struct{}),
+	}
+	go s.sweep()
+	return s, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var v int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this binary's %d", v, schemaVersion)
+	}
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("creating schema: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return fmt.Errorf("setting schema version: %w", err)
+	}
+	return nil
+}
+
+// Close stops the sweeper, waits for webhook deliveries in flight (they are cut short)
+// and closes the database.
+func (s *Service) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.cancel()
+		<-s.sweepDone
+		s.hookWG.Wait()
+		if cerr := s.db.Close(); cerr != nil {
+			err = fmt.Errorf("approvals: closing database: %w", cerr)
+		}
+	})
+	return err
+}
+
+// OnDecision registers fn to be called after each approve or deny is committed (for the
+// audit trail). fn runs synchronously on the deciding request, outside the service's
+// locks; set it before serving.
+func (s *Service) OnDecision(fn func(ctx context.Context, a Approval)) {
+	s.mu.Lock()
+	s.onDecision = fn
+	s.mu.Unlock()
+}
+
+// URL is where an approver finds approval id.
+func (s *Service) URL(id string) string {
+	return s.cfg.PublicURL + "/admin/v1/approvals/" + id
+}
+
+const columns = `id, status, hash, caller_sub, caller_org, caller_workspace, caller_session, caller_roles,
+	tool, surface, arguments, reason, policy_revision, approvers, created_at, expires_at,
+	decided_by, comment, decided_at, used_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanApproval(row scanner) (*Approval, error) {
+	var (
+		a                 Approval
+		roles, approvers  string
+		args              string
+		created, expires  int64
+		decidedAt, usedAt sql.NullInt64
+		status            string
+	)
+	err := row.Scan(&a.ID, &status, &a.Hash, &a.Caller.Sub, &a.Caller.Org, &a.Caller.Workspace, &a.Caller.Session, &roles,
+		&a.Tool, &a.Surface, &args, &a.Reason, &a.PolicyRevision, &approvers, &created, &expires,
+		&a.DecidedBy, &a.Comment, &decidedAt, &usedAt)
+	if err != nil {
+		return nil, err
+	}
+	a.Status = Status(status)
+	a.Arguments = json.RawMessage(args)
+	if err := json.Unmarshal([]byte(roles), &a.Caller.Roles); err != nil {
+		return nil, fmt.Errorf("approvals: approval %s: decoding caller_roles: %w", a.ID, err)
+	}
+	if err := json.Unmarshal([]byte(approvers), &a.Approvers); err != nil {
+		return nil, fmt.Errorf("approvals: approval %s: decoding approvers: %w", a.ID, err)
+	}
+	a.CreatedAt, a.ExpiresAt = fromMillis(created), fromMillis(expires)
+	if decidedAt.Valid {
+		t := fromMillis(decidedAt.Int64)
+		a.DecidedAt = &t
+	}
+	if usedAt.Valid {
+		t := fromMillis(usedAt.Int64)
+		a.UsedAt = &t
+	}
+	return &a, nil
+}
+
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func (s *Service) nowMillis() int64 { return s.now().UnixMilli() }
+
+// live reports whether a is pending or approved and not past its expiry at nowMs.
+func live(a *Approval, nowMs int64) bool {
+	return (a.Status == StatusPending || a.Status == StatusApproved) && a.ExpiresAt.UnixMilli() > nowMs
+}
+
+func (s *Service) getRow(ctx context.Context, id string) (*Approval, error) {
+	a, err := scanApproval(s.db.QueryRowContext(ctx, "SELECT "+columns+" FROM approvals WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approvals: reading approval: %w", err)
+	}
+	return a, nil
+}
+
+// Get returns approval id (ErrNotFound when there is none). An approval found past its
+// expiry is marked expired first. Get does not check who is asking; Mount does.
+func (s *Service) Get(ctx context.Context, id string) (*Approval, error) {
+	a, err := s.getRow(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if (a.Status == StatusPending || a.Status == StatusApproved) && !live(a, s.nowMillis()) {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+		res, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status))
+		if err != nil {
+			return nil, fmt.Errorf("approvals: expiring approval: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			// Decided or used meanwhile: report what is stored now.
+			return s.getRow(ctx, id)
+		}
+		a.Status = StatusExpired
+		s.notify(a.ID)
+	}
+	return a, nil
+}
+
+// Find returns the newest approval for hash that is pending, approved or denied and not
+// past its expiry, or nil.
+func (s *Service) Find(ctx context.Context, hash string) (*Approval, error) {
+	return s.find(ctx, s.db, hash, s.nowMillis())
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *Service) find(ctx context.Context, q querier, hash string, nowMs int64) (*Approval, error) {
+	a, err := scanApproval(q.QueryRowContext(ctx, "SELECT "+columns+` FROM approvals
+		WHERE hash = ? AND status IN ('pending', 'approved', 'denied') AND expires_at > ?
+		ORDER BY created_at DESC, rowid DESC LIMIT 1`, hash, nowMs))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approvals: finding approval: %w", err)
+	}
+	return a, nil
+}
+
+func validateRequest(r *Request) error {
+	var errs []error
+	if b, err := hex.DecodeString(r.Hash); err != nil || len(b) != 32 {
+		errs = append(errs, errors.New("approvals: request hash must be 64 hex characters (CanonicalHash)"))
+	}
+	if r.Tool == "" {
+		errs = append(errs, errors.New("approvals: request tool is required"))
+	}
+	if r.Caller.Sub == "" {
+		errs = append(errs, errors.New("approvals: request caller.sub is required"))
+	}
+	if r.TTL < 0 {
+		errs = append(errs, fmt.Errorf("approvals: request ttl must not be negative, got %s", r.TTL))
+	}
+	if len(r.Arguments) > 0 && !json.Valid(r.Arguments) {
+		errs = append(errs, errors.New("approvals: request arguments must be valid JSON"))
+	}
+	for i, a := range r.Approvers {
+		if strings.TrimSpace(a) == "" {
+			errs = append(errs, fmt.Errorf("approvals: request approvers[%d] is empty", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Request files a pending approval for r.Hash, or returns the one already there: the
+// newest pending, approved or denied approval for the same hash that has not expired
+// (created is then false). Concurrent identical requests get the same approval. A new
+// pending approval is announced to the webhook without waiting for it.
+func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, error) {
+	if err := validateRequest(&r); err != nil {
+		return nil, false, err
+	}
+	ttl := r.TTL
+	if ttl == 0 {
+		ttl = s.cfg.DefaultTTL
+	}
+	ttl = min(ttl, s.cfg.MaxTTL)
+	args := r.Arguments
+	if len(args) == 0 {
+		args = json.RawMessage("{}")
+	}
+	roles := r.Caller.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	approvers := r.Approvers
+	if approvers == nil {
+		approvers = []string{}
+	}
+	rolesJSON, _ := json.Marshal(roles)
+	approversJSON, _ := json.Marshal(approvers)
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	now := s.now()
+	nowMs := now.UnixMilli()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("approvals: beginning request: %w", err)
+	}
+	defer tx.Rollback()
+	expired, err := expireWhere(ctx, tx, "hash = ? AND", r.Hash, nowMs)
+	if err != nil {
+		return nil, false, err
+	}
+	existing, err := s.find(ctx, tx, r.Hash, nowMs)
+	if err != nil {
+		return nil, false, err
+	}
+	a := existing
+	if a == nil {
+		a = &Approval{
+			ID:     uuid.NewString(),
+			Status: StatusPending,
+			Hash:   r.Hash,
+			Caller: policies.Caller{Sub: r.Caller.Sub, Org: r.Caller.Org, Workspace: r.Caller.Workspace,
+				Roles: roles, Session: r.Caller.Session},
+			Tool: r.Tool, Surface: r.Surface, Arguments: append(json.RawMessage(nil), args...),
+			Reason: r.Reason, PolicyRevision: r.PolicyRevision, Approvers: approvers,
+			CreatedAt: fromMillis(nowMs), ExpiresAt: fromMillis(now.Add(ttl).UnixMilli()),
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO approvals (id, status, hash, caller_sub, caller_org, caller_workspace,
+			caller_session, caller_roles, tool, surface, arguments, reason, policy_revision, approvers, created_at, expires_at)
+			VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, a.Hash, a.Caller.Sub, a.Caller.Org, a.Caller.Workspace, a.Caller.Session, string(rolesJSON),
+			a.Tool, a.Surface, string(a.Arguments), a.Reason, a.PolicyRevision, string(approversJSON),
+			a.CreatedAt.UnixMilli(), a.ExpiresAt.UnixMilli())
+		if err != nil {
+			return nil, false, fmt.Errorf("approvals: storing approval: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, fmt.Errorf("approvals: committing request: %w", err)
+	}
+	for _, id := range expired {
+		s.notify(id)
+	}
+	if existing != nil {
+		return existing, false, nil
+	}
+	s.log.Info("approvals: approval requested", "approval_id", a.ID, "tool", a.Tool,
+		"caller", a.Caller.Sub, "org", a.Caller.Org, "expires_at", a.ExpiresAt)
+	s.announce(a)
+	return a, true, nil
+}
+
+type execQuerier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// expireWhere marks overdue pending and approved approvals expired, optionally narrowed
+// by cond (a SQL fragment ending in AND with one argument), and returns their ids.
+func expireWhere(ctx context.Context, q execQuerier, cond string, arg any, nowMs int64) ([]string, error) {
+	query := "UPDATE approvals SET status = 'expired' WHERE " + cond + " status IN ('pending', 'approved') AND expires_at <= ? RETURNING id"
+	var args []any
+	if cond != "" {
+		args = append(args, arg)
+	}
+	args = append(args, nowMs)
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: expiring overdue approvals: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("approvals: expiring overdue approvals: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("approvals: expiring overdue approvals: %w", err)
+	}
+	return ids, nil
+}
+
+// expireDue expires every overdue approval and wakes its waiters.
+func (s *Service) expireDue(ctx context.Context) error {
+	s.writeMu.Lock()
+	ids, err := expireWhere(ctx, s.db, "", nil, s.nowMillis())
+	s.writeMu.Unlock()
+	for _, id := range ids {
+		s.notify(id)
+	}
+	return err
+}
+
+func (s *Service) sweep() {
+	defer close(s.sweepDone)
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+			if err := s.expireDue(ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Error("approvals: sweeping expired approvals", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Consume uses the newest approved, unexpired approval for hash: it moves it to used in
+// one conditional UPDATE and returns it with true. Of any number of concurrent calls for
+// one approval exactly one gets true. It returns nil, false when there is none.
+func (s *Service) Consume(ctx context.Context, hash string) (*Approval, bool, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	nowMs := s.nowMillis()
+	a, err := scanApproval(s.db.QueryRowContext(ctx, `UPDATE approvals SET status = 'used', used_at = ?
+		WHERE id = (SELECT id FROM approvals WHERE hash = ? AND status = 'approved' AND expires_at > ?
+		            ORDER BY created_at DESC, rowid DESC LIMIT 1)
+		  AND status = 'approved'
+		RETURNING `+columns, nowMs, hash, nowMs))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("approvals: consuming approval: %w", err)
+	}
+	return a, true, nil
+}
+
+// Approve approves a pending approval. See the package doc for who may; errors are
+// ErrNotFound (also for other orgs), ErrSelfApproval, ErrNotApprover, ErrExpired,
+// ErrNotPending and ErrInvalidComment.
+func (s *Service) Approve(ctx context.Context, id string, approver policies.Caller, comment string) (*Approval, error) {
+	return s.decide(ctx, id, &approver, comment, StatusApproved)
+}
+
+// Deny denies a pending approval; comment is required and is what the agent is told.
+func (s *Service) Deny(ctx context.Context, id string, approver policies.Caller, comment string) (*Approval, error) {
+	return s.decide(ctx, id, &approver, comment, StatusDenied)
+}
+
+func (s *Service) decide(ctx context.Context, id string, approver *policies.Caller, comment string, to Status) (*Approval, error) {
+	a, err := s.decideLocked(ctx, id, approver, comment, to)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	hook := s.onDecision
+	s.mu.Unlock()
+	if hook != nil {
+		hook(ctx, *a)
+	}
+	return a, nil
+}
+
+func (s *Service) decideLocked(ctx context.Context, id string, approver *policies.Caller, comment string, to Status) (*Approval, error) {
+	comment = strings.TrimSpace(comment)
+	switch {
+	case len(comment) > maxCommentBytes:
+		return nil, fmt.Errorf("%w: comment is longer than %d bytes", ErrInvalidComment, maxCommentBytes)
+	case !utf8.ValidString(comment):
+		return nil, fmt.Errorf("%w: comment is not valid UTF-8", ErrInvalidComment)
+	case to == StatusDenied && comment == "":
+		return nil, fmt.Errorf("%w: comment is required when denying (it tells the agent why)", ErrInvalidComment)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	a, err := s.getRow(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := canDecide(a, approver, s.cfg.ApproverRole); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	nowMs := now.UnixMilli()
+	if (a.Status == StatusPending || a.Status == StatusApproved) && !live(a, nowMs) {
+		if _, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status)); err != nil {
+			return nil, fmt.Errorf("approvals: expiring approval: %w", err)
+		}
+		s.notify(a.ID)
+		return nil, ErrExpired
+	}
+	switch a.Status {
+	case StatusPending:
+	case StatusExpired:
+		return nil, ErrExpired
+	default:
+		return nil, ErrNotPending
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?
+		WHERE id = ? AND status = 'pending'`, string(to), approver.Sub, comment, nowMs, a.ID)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: recording decision: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return nil, ErrNotPending
+	}
+	decided := fromMillis(nowMs)
+	a.Status, a.DecidedBy, a.Comment, a.DecidedAt = to, approver.Sub, comment, &decided
+	s.notify(a.ID)
+	s.log.Info("approvals: approval decided", "approval_id", a.ID, "status", string(to), "by", approver.Sub, "org", a.Caller.Org)
+	return a, nil
+}
+
+// List returns approvals of one org, newest first, after expiring overdue ones.
+func (s *Service) List(ctx context.Context, f ListFilter) ([]Approval, error) {
+	if f.Status == "all" {
+		f.Status = ""
+	}
+	if f.Status != "" && !f.Status.valid() {
+		return nil, fmt.Errorf("approvals: status must be one of pending, approved, denied, expired, used or all, got %q", f.Status)
+	}
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	f.Limit = min(f.Limit, 1000)
+	if err := s.expireDue(ctx); err != nil {
+		return nil, err
+	}
+	query := "SELECT " + columns + " FROM approvals WHERE caller_org = ?"
+	args := []any{f.Org}
+	if f.Status != "" {
+		query += " AND status = ?"
+		args = append(args, string(f.Status))
+	}
+	query += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+	args = append(args, f.Limit)
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: listing approvals: %w", err)
+	}
+	defer rows.Close()
+	out := []Approval{}
+	for rows.Next() {
+		a, err := scanApproval(rows)
+		if err != nil {
+			return nil, fmt.Errorf("approvals: listing approvals: %w", err)
+		}
+		out = append(out, *a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("approvals: listing approvals: %w", err)
+	}
+	return out, nil
+}
+
+// Wait blocks until approval id leaves pending (approved, denied or expired) or ctx
+// ends, and returns its state then: still pending when ctx ended first (err is nil in
+// that case). Waiters are woken in memory; each Wait reads the database once to start
+// and once to finish.
+func (s *Service) Wait(ctx context.Context, id string) (*Approval, error) {
+	// Subscribe before reading, so a decision made in between still wakes us.
+	ch, release := s.subscribe(id)
+	defer release()
+	a, err := s.Get(ctx, id)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		return nil, err
+	case err == nil && a.Status != StatusPending:
+		return a, nil
+	case err == nil:
+		timer := time.NewTimer(max(a.ExpiresAt.Sub(s.now()), 0) + time.Millisecond)
+		defer timer.Stop()
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
+	rctx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+	}
+	return s.Get(rctx, id)
+}
+
+func (s *Service) subscribe(id string) (<-chan struct{}, func()) {
+	s.mu.Lock()
+	w := s.waiters[id]
+	if w == nil {
+		w = &waiter{ch: make(chan struct{})}
+		s.waiters[id] = w
+	}
+	w.n++
+	s.mu.Unlock()
+	return w.ch, func() {
+		s.mu.Lock()
+		if s.waiters[id] == w {
+			w.n--
+			if w.n == 0 {
+				delete(s.waiters, id)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Service) notify(id string) {
+	s.mu.Lock()
+	if w := s.waiters[id]; w != nil {
+		close(w.ch)
+		delete(s.waiters, id)
+	}
+	s.mu.Unlock()
+}

@@ -1,0 +1,281 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/proxy/approvals"
+	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
+)
+
+// testPolicy covers every decision kind and the ways evaluation can fail.
+const testPolicy = `package portcullis
+
+import rego.v1
+
+default decision := {"action": "deny", "reason": "no rule allows this tool"}
+
+decision := {"action": "allow", "reason": "ok"} if input.tool in {"echo", "get_integration", "list_integrations", "create_integration", "visible"}
+
+decision := {"action": "deny", "reason": "forbidden: ask a human operator"} if input.tool in {"forbidden", "hidden"}
+
+decision := {"action": "rate_limit", "reason": "limited", "rate_limit": {"max": 2, "window": "60s"}} if input.tool == "limited"
+
+decision := {"action": "require_approval", "reason": "deletes need a human", "approval": {"approvers": ["role:security"], "ttl": "15m"}} if input.tool in {"sensitive", "delete_integration"}
+
+decision := {"action": "allow"} if input.tool == "conflict"
+
+decision := {"action": "deny"} if input.tool == "conflict"
+
+decision := {"action": "allow"} if {
+	input.tool == "slow"
+	count([x | some x in numbers.range(1, 100000000)]) > 0
+}
+`
+
+const callerSecret = "test-caller-secret-0123456789abcdef-0123456789"
+
+// upstream records what reaches it. A test asserts both the caller's answer and what the
+// upstream saw.
+type upstream struct {
+	srv     *httptest.Server
+	hits    atomic.Int64
+	mu      sync.Mutex
+	headers []http.Header
+	bodies  [][]byte
+	handle  atomic.Pointer[func(w http.ResponseWriter, r *http.Request, body []byte)]
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.hits.Add(1)
+		u.mu.Lock()
+		u.headers = append(u.headers, r.Header.Clone())
+		u.bodies = append(u.bodies, body)
+		u.mu.Unlock()
+		if h := u.handle.Load(); h != nil {
+			(*h)(w, r, body)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(string(body), `"tools/list"`) {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"visible"},{"name":"hidden"},{"name":"forbidden"},{"name":"echo"}]}}`)
+			return
+		}
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}]}}`)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) setHandler(h func(w http.ResponseWriter, r *http.Request, body []byte)) {
+	u.handle.Store(&h)
+}
+
+func (u *upstream) last() (http.Header, []byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.headers) == 0 {
+		return nil, nil
+	}
+	return u.headers[len(u.headers)-1], u.bodies[len(u.bodies)-1]
+}
+
+type gateway struct {
+	t         *testing.T
+	url       string
+	up        *upstream
+	dir       string
+	audit     *audit.Log
+	approvals *approvals.Service
+	identity  *proxy.IdentitySigner
+	logs      *bytes.Buffer
+	logMu     *sync.Mutex
+}
+
+type gwOptions struct {
+	policy   string
+	cfg      func(*proxy.Config)
+	auditCfg func(*audit.Config)
+	decider  func(proxy.Decider) proxy.Decider
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func newGateway(t *testing.T, o gwOptions) *gateway {
+	t.Helper()
+	ctx := context.Background()
+	g := &gateway{t: t, up: newUpstream(t), dir: t.TempDir(), logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	log := slog.New(slog.NewJSONHandler(lockedWriter{g.logMu, g.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.policy == "" {
+		o.policy = testPolicy
+	}
+	engine, err := policies.New(ctx, policies.Options{Modules: map[string]string{"test.rego": o.policy}, Timeout: 50 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	acfg := audit.Config{}
+	if o.auditCfg != nil {
+		o.auditCfg(&acfg)
+	}
+	acfg.SetDefaults(g.dir)
+	if g.audit, err = audit.Open(ctx, acfg, log); err != nil {
+		t.Fatalf("audit: %v", err)
+	}
+	t.Cleanup(func() { g.audit.Close() })
+	apcfg := approvals.Config{DBPath: filepath.Join(g.dir, "approvals.db")}
+	apcfg.SetDefaults()
+	if g.approvals, err = approvals.Open(ctx, apcfg, log); err != nil {
+		t.Fatalf("approvals: %v", err)
+	}
+	t.Cleanup(func() { g.approvals.Close() })
+	authCfg := authn.Config{HS256Secret: callerSecret, Issuer: "test", Audience: "portcullis"}
+	authCfg.SetDefaults()
+	auth, err := authn.New(ctx, authCfg, log)
+	if err != nil {
+		t.Fatalf("authn: %v", err)
+	}
+	t.Cleanup(auth.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := proxy.Config{Listen: ln.Addr().String()}
+	cfg.MCP.Upstream.URL = g.up.srv.URL + "/mcp"
+	cfg.REST.Upstream.URL = g.up.srv.URL
+	cfg.ApprovalWait = 300 * time.Millisecond
+	cfg.ApprovalKeepAlive = 50 * time.Millisecond
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	cfg.SetDefaults(g.dir)
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	if g.identity, err = proxy.NewIdentitySigner(cfg.Identity); err != nil {
+		t.Fatal(err)
+	}
+	var decider proxy.Decider = engine
+	if o.decider != nil {
+		decider = o.decider(engine)
+	}
+	srv, err := proxy.New(cfg, proxy.Deps{Logger: log, Auth: auth, Policy: decider, Audit: g.audit, AuditQ: g.audit,
+		Redactor: g.audit.Redactor(), Identity: g.identity, Limiter: ratelimit.NewMemory(ratelimit.MemoryConfig{}), Approvals: g.approvals})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	g.url = "http://" + ln.Addr().String()
+	return g
+}
+
+func (g *gateway) logText() string {
+	g.logMu.Lock()
+	defer g.logMu.Unlock()
+	return g.logs.String()
+}
+
+func token(t *testing.T, sub, org string, roles ...string) string {
+	t.Helper()
+	claims := jwt.MapClaims{"sub": sub, "org": org, "roles": roles, "sid": "sess-1", "iss": "test", "aud": "portcullis",
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(callerSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (g *gateway) do(method, path, tok, contentType, body string, hdr ...string) (*http.Response, string) {
+	g.t.Helper()
+	req, err := http.NewRequest(method, g.url+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func (g *gateway) mcp(tok, body string, hdr ...string) (*http.Response, string) {
+	g.t.Helper()
+	return g.do("POST", "/mcp", tok, "application/json", body, append([]string{"Accept", "application/json"}, hdr...)...)
+}
+
+func toolCall(name, args string) string {
+	return `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"` + name + `","arguments":` + args + `}}`
+}
+
+// auditRows reads every row through the export path auditors use.
+func (g *gateway) auditRows() string {
+	g.t.Helper()
+	var buf bytes.Buffer
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		buf.Reset()
+		if err := g.audit.Export(context.Background(), &buf, "jsonl", audit.Filter{}); err != nil {
+			g.t.Fatalf("export: %v", err)
+		}
+		if buf.Len() > 0 || time.Now().After(deadline) {
+			return buf.String()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func identitySecretOf(t *testing.T, dir string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "identity.secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

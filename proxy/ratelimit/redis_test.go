@@ -1,0 +1,184 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func testRedis(t *testing.T) (redis.UniversalClient, string) {
+	t.Helper()
+	addr := os.Getenv("PORTCULLIS_TEST_REDIS")
+	if addr == "" {
+		t.Skip("PORTCULLIS_TEST_REDIS not set (e.g. 127.0.0.1:6379); skipping Redis limiter tests")
+	}
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { client.Close() })
+	if err := client.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("redis at %s: %v", addr, err)
+	}
+	prefix := fmt.Sprintf("portcullis-test:%s:%d:", t.Name(), time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := client.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			client.Del(ctx, iter.Val())
+		}
+	})
+	return client, prefix
+}
+
+func TestRedisTwoReplicasShareOneLimit(t *testing.T) {
+	client, prefix := testRedis(t)
+	ctx := context.Background()
+	a, b := NewRedis(client, prefix), NewRedis(client, prefix)
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		lim := a
+		if i%2 == 1 {
+			lim = b
+		}
+		go func() {
+			defer wg.Done()
+			res, err := lim.Allow(ctx, "agent|s|tool", 10, time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Allowed {
+				allowed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed.Load() != 10 {
+		t.Fatalf("two replicas admitted %d calls, want 10 in total", allowed.Load())
+	}
+	res, err := b.Allow(ctx, "agent|s|tool", 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Allowed || res.Remaining != 0 || res.Limit != 10 {
+		t.Fatalf("over the limit: %+v", res)
+	}
+	if res.RetryAfter <= 55*time.Second || res.RetryAfter > time.Minute+time.Minute/SubWindows {
+		t.Fatalf("RetryAfter = %s, want about one window", res.RetryAfter)
+	}
+	if ttl := client.PTTL(ctx, prefix+"agent|s|tool").Val(); ttl <= 0 || ttl > 2*time.Minute {
+		t.Fatalf("key TTL = %s, want it to expire on its own within ~1 window", ttl)
+	}
+	// Another key is independent.
+	if res, _ := a.Allow(ctx, "other", 10, time.Minute); !res.Allowed || res.Remaining != 9 {
+		t.Fatalf("other key: %+v", res)
+	}
+}
+
+func TestRedisWindowSlidesAndRefund(t *testing.T) {
+	client, prefix := testRedis(t)
+	ctx := context.Background()
+	l := NewRedis(client, prefix)
+	const window = 320 * time.Millisecond // sub-window 20ms
+	for i := 0; i < 2; i++ {
+		if res, err := l.Allow(ctx, "k", 2, window); err != nil || !res.Allowed {
+			t.Fatalf("call %d: %+v %v", i, res, err)
+		}
+	}
+	res, _ := l.Allow(ctx, "k", 2, window)
+	if res.Allowed {
+		t.Fatal("third call admitted with max 2")
+	}
+	if err := l.Refund(ctx, "k", window); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := l.Allow(ctx, "k", 2, window); !res.Allowed {
+		t.Fatal("call after refund rejected")
+	}
+	res, _ = l.Allow(ctx, "k", 2, window)
+	if res.Allowed {
+		t.Fatal("refund gave back more than one call")
+	}
+	// Refund under another window leaves the count alone.
+	l.Refund(ctx, "k", time.Hour)
+	if res, _ := l.Allow(ctx, "k", 2, window); res.Allowed {
+		t.Fatal("refund under another window freed a slot")
+	}
+	time.Sleep(res.RetryAfter + 5*time.Millisecond)
+	if res, _ := l.Allow(ctx, "k", 2, window); !res.Allowed {
+		t.Fatalf("rejected after RetryAfter: %+v", res)
+	}
+}
+
+func TestRedisNeverExceedsMaxInAnyWindow(t *testing.T) {
+	client, prefix := testRedis(t)
+	ctx := context.Background()
+	l := NewRedis(client, prefix)
+	const max, window = 5, 160 * time.Millisecond
+	var admitted []int64
+	deadline := time.Now().Add(800 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		res, err := l.Allow(ctx, "k", max, window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Allowed {
+			admitted = append(admitted, time.Now().UnixNano())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	// Local receive times lag Redis's clock by a round trip; allow 2ms of slack.
+	if got := maxInAnyWindow(admitted, int64(window-2*time.Millisecond)); got > max {
+		t.Fatalf("admitted %d within one window, max %d", got, max)
+	}
+	if len(admitted) < 4*max {
+		t.Fatalf("admitted only %d over 5 windows", len(admitted))
+	}
+}
+
+func TestRedisInvalidLimitAndErrors(t *testing.T) {
+	client, prefix := testRedis(t)
+	l := NewRedis(client, prefix)
+	if _, err := l.Allow(context.Background(), "k", 0, time.Second); !errors.Is(err, ErrInvalidLimit) {
+		t.Fatalf("max 0: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if res, err := l.Allow(ctx, "k", 1, time.Second); err == nil || res.Allowed {
+		t.Fatalf("cancelled context: %+v %v, want an error and not allowed", res, err)
+	}
+}
+
+func BenchmarkRedisAllow(b *testing.B) {
+	addr := os.Getenv("PORTCULLIS_TEST_REDIS")
+	if addr == "" {
+		b.Skip("PORTCULLIS_TEST_REDIS not set")
+	}
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	defer client.Close()
+	prefix := fmt.Sprintf("portcullis-bench:%d:", time.Now().UnixNano())
+	l := NewRedis(client, prefix)
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := l.Allow(ctx, "k"+fmt.Sprint(i%1000), 1_000_000, time.Minute); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.StopTimer()
+	iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		client.Del(ctx, iter.Val())
+	}
+}

@@ -1,0 +1,272 @@
+package proxy_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/proxy"
+)
+
+func TestToolsListIsFiltered(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	for _, accept := range []string{"json", "sse"} {
+		t.Run(accept, func(t *testing.T) {
+			if accept == "sse" {
+				g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+					w.Header().Set("Content-Type", "text/event-stream")
+					fmt.Fprint(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"visible\"},{\"name\":\"hidden\"}]}}\n\n")
+				})
+			}
+			resp, body := g.mcp(token(t, "a", "acme", "agent"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if !strings.Contains(body, `"visible"`) || strings.Contains(body, `"hidden"`) || strings.Contains(body, `"forbidden"`) {
+				t.Fatalf("tools/list not filtered: %s", body)
+			}
+		})
+	}
+}
+
+// A batch with one refused call forwards nothing, so a refused call cannot ride along.
+func TestBatchWithRefusedCallForwardsNothing(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "a", "acme", "agent")
+	batch := `[` + toolCall("echo", `{}`) + `,{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"forbidden","arguments":{}}},{"jsonrpc":"2.0","method":"notifications/initialized"}]`
+	resp, body := g.mcp(tok, batch)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var out []map[string]any
+	if err := json.Unmarshal([]byte(body), &out); err != nil || len(out) != 2 {
+		t.Fatalf("want two results, got %s (%v)", body, err)
+	}
+	if !strings.Contains(body, "forbidden: ask a human operator") || !strings.Contains(body, "another call in this batch was refused") {
+		t.Fatalf("batch results do not explain: %s", body)
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+	resp, _ = g.mcp(tok, `[`+toolCall("echo", `{}`)+`,`+toolCall("visible", `{}`)+`]`)
+	if resp.StatusCode != 200 || g.up.hits.Load() != 1 {
+		t.Fatalf("an allowed batch: status %d, hits %d", resp.StatusCode, g.up.hits.Load())
+	}
+}
+
+// Server-sent events stream through event by event: the first event reaches the caller
+// before the upstream has written the second.
+func TestSSEStreamsEventByEvent(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	second := make(chan struct{})
+	g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n")
+		w.(http.Flusher).Flush()
+		<-second
+		fmt.Fprint(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":[]}}\n\n")
+	})
+	req, _ := http.NewRequest("POST", g.url+"/mcp", strings.NewReader(toolCall("echo", `{}`)))
+	req.Header.Set("Authorization", "Bearer "+token(t, "a", "acme", "agent"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("content type %q", ct)
+	}
+	rd := bufio.NewReader(resp.Body)
+	got := make(chan string, 1)
+	go func() {
+		var sb strings.Builder
+		for {
+			line, err := rd.ReadString('\n')
+			sb.WriteString(line)
+			if err != nil || line == "\n" {
+				got <- sb.String()
+				return
+			}
+		}
+	}()
+	select {
+	case ev := <-got:
+		if !strings.Contains(ev, "notifications/progress") {
+			t.Fatalf("first event = %q", ev)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("first event did not arrive before the upstream sent the second: the stream is buffered")
+	}
+	close(second)
+}
+
+func TestRESTRoutesMapToTools(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-1", "acme", "agent")
+	resp, body := g.do("POST", "/v1/integrations?dry=1", tok, "application/json", `{"name":"prod","ai_provider_id":"openai","key":"sk-canary-0123456789abcdef"}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	h, got := g.up.last()
+	if string(got) != `{"name":"prod","ai_provider_id":"openai","key":"sk-canary-0123456789abcdef"}` || h.Get("Authorization") != "" {
+		t.Fatalf("upstream got %q / auth %q", got, h.Get("Authorization"))
+	}
+	rows := g.auditRows()
+	if !strings.Contains(rows, `"create_integration"`) {
+		t.Fatalf("REST create not audited as create_integration: %s", rows)
+	}
+	if strings.Contains(rows, "sk-canary-0123456789abcdef") || strings.Contains(g.logText(), "sk-canary-0123456789abcdef") {
+		t.Fatal("the secret reached the audit trail or the log")
+	}
+	if resp, _ := g.do("GET", "/v1/integrations/prod", tok, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("get: %d", resp.StatusCode)
+	}
+	if resp, body := g.do("POST", "/v1/integrations", tok, "text/plain", "name=x"); resp.StatusCode != 415 {
+		t.Fatalf("non-JSON body: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-1", "acme", "agent")
+	for i := 0; i < 2; i++ {
+		if resp, body := g.mcp(tok, toolCall("limited", `{}`)); resp.StatusCode != 200 || strings.Contains(body, "isError") {
+			t.Fatalf("call %d: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	start := time.Now()
+	resp, body := g.mcp(tok, toolCall("limited", `{}`), "X-Forwarded-For", "203.0.113.9")
+	if time.Since(start) > time.Second {
+		t.Fatal("a rate-limited call was held instead of refused")
+	}
+	if !strings.Contains(body, `"isError":true`) || !strings.Contains(body, "rate_limited") || !strings.Contains(body, "retry") {
+		t.Fatalf("third call: %d %s", resp.StatusCode, body)
+	}
+	if g.up.hits.Load() != 2 {
+		t.Fatalf("upstream hits %d, want 2", g.up.hits.Load())
+	}
+	// Another caller has its own budget.
+	if _, body := g.mcp(token(t, "agent-2", "acme", "agent"), toolCall("limited", `{}`)); strings.Contains(body, "isError") {
+		t.Fatalf("agent-2 limited by agent-1's calls: %s", body)
+	}
+	if rows := g.auditRows(); !strings.Contains(rows, `"rate_limited"`) {
+		t.Fatalf("no rate_limited audit row: %s", rows)
+	}
+}
+
+func TestApprovalHeldAndReleased(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 5 * time.Second }})
+	agent := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security", "approver")
+	done := make(chan struct{})
+	var status int
+	var body string
+	go func() {
+		defer close(done)
+		var resp *http.Response
+		resp, body = g.do("DELETE", "/v1/integrations/prod", agent, "", "")
+		status = resp.StatusCode
+	}()
+	id := waitPending(t, g, security)
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", agent, "application/json", `{}`); resp.StatusCode != 403 {
+		t.Fatalf("the requester approved its own call: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", security, "application/json", `{"comment":"ok"}`); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	<-done
+	if status != 200 || g.up.hits.Load() != 1 {
+		t.Fatalf("held call: %d %s, upstream hits %d", status, body, g.up.hits.Load())
+	}
+	// The approval was single-use: the same call again needs a new one.
+	resp, b := g.do("DELETE", "/v1/integrations/prod", agent, "", "")
+	if resp.StatusCode != 202 || resp.Header.Get("Location") == "" || g.up.hits.Load() != 1 {
+		t.Fatalf("replay: %d %s hits %d", resp.StatusCode, b, g.up.hits.Load())
+	}
+}
+
+func TestApprovalRetryForwardsExactlyOnce(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 100 * time.Millisecond }})
+	agent := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security")
+	resp, body := g.mcp(agent, toolCall("sensitive", `{"slug":"prod"}`))
+	if !strings.Contains(body, "approval_pending") || !strings.Contains(body, "approval_id") {
+		t.Fatalf("first call: %d %s", resp.StatusCode, body)
+	}
+	id := waitPending(t, g, security)
+	// Changed arguments are a different request: they do not use this approval.
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", security, "application/json", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	if _, b := g.mcp(agent, toolCall("sensitive", `{"slug":"other"}`)); !strings.Contains(b, "approval_pending") {
+		t.Fatalf("changed arguments used the approval: %s", b)
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, b := g.mcp(agent, toolCall("sensitive", `{"slug":"prod"}`))
+			if strings.Contains(b, `"text":"done"`) {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || g.up.hits.Load() != 1 {
+		t.Fatalf("50 retries with one approval: %d succeeded, upstream hits %d; want exactly 1", ok.Load(), g.up.hits.Load())
+	}
+}
+
+func TestApprovalDeniedCommentReachesAgent(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 5 * time.Second }})
+	agent := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security")
+	got := make(chan string, 1)
+	go func() {
+		_, b := g.do("POST", "/mcp", agent, "application/json", toolCall("sensitive", `{"slug":"x"}`), "Accept", "application/json, text/event-stream")
+		got <- b
+	}()
+	id := waitPending(t, g, security)
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/deny", security, "application/json", `{"comment":"not during the freeze"}`); resp.StatusCode != 200 {
+		t.Fatalf("deny: %d %s", resp.StatusCode, b)
+	}
+	b := <-got
+	if !strings.Contains(b, "not during the freeze") || !strings.Contains(b, `"isError":true`) || g.up.hits.Load() != 0 {
+		t.Fatalf("agent saw %s (hits %d)", b, g.up.hits.Load())
+	}
+}
+
+func waitPending(t *testing.T, g *gateway, approver string) string {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, body := g.do("GET", "/admin/v1/approvals?status=pending", approver, "", "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("list approvals: %d %s", resp.StatusCode, body)
+		}
+		var out struct {
+			Data []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil {
+			t.Fatalf("list approvals: %v: %s", err, body)
+		}
+		if len(out.Data) > 0 {
+			return out.Data[0].ID
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no pending approval appeared")
+	return ""
+}
