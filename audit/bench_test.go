@@ -3,7 +3,9 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -12,9 +14,16 @@ import (
 func benchAppend(b *testing.B, sync_ string) {
 	cfg := testConfig(b)
 	cfg.Synchronous = sync_
+	if v := os.Getenv("AUDIT_BENCH_LINGER"); v != "" {
+		cfg.Linger, _ = time.ParseDuration(v)
+	}
+	par := 64
+	if v := os.Getenv("AUDIT_BENCH_PAR"); v != "" {
+		par, _ = strconv.Atoi(v)
+	}
 	cfg.CheckpointEvery = 10000
 	l := openTest(b, cfg)
-	b.SetParallelism(64)
+	b.SetParallelism(par)
 	var mu sync.Mutex
 	var lat []time.Duration
 	ctx := context.Background()

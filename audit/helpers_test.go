@@ -3,9 +3,12 @@ package audit
 import (
 	"context"
 	"crypto/ed25519"
+	"database/sql"
+	"runtime"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -66,3 +69,49 @@ func appendN(t testing.TB, l *Log, n int) {
 }
 
 func dbPathOf(cfg Config) string { return filepath.Clean(cfg.Path) }
+
+// tamper runs statements on the raw database with the append-only triggers
+// dropped, as an attacker with file access would.
+func tamper(t testing.TB, path string, stmts ...string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	all := append([]string{
+		`DROP TRIGGER IF EXISTS audit_events_no_update`, `DROP TRIGGER IF EXISTS audit_events_no_delete`,
+		`DROP TRIGGER IF EXISTS audit_checkpoints_no_update`, `DROP TRIGGER IF EXISTS audit_checkpoints_no_delete`,
+	}, stmts...)
+	for _, s := range all {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("tamper %q: %v", s, err)
+		}
+	}
+	if _, err := db.Exec(schemaSQL); err != nil { // triggers back, as a careful attacker would
+		t.Fatal(err)
+	}
+}
+
+type runtimeMem struct{ heap uint64 }
+
+func (m *runtimeMem) read() {
+	runtime.GC()
+	var s runtime.MemStats
+	runtime.ReadMemStats(&s)
+	m.heap = s.HeapAlloc
+}
+
+func testNow() time.Time { return time.Now() }
+
+// copyDB copies a closed (checkpointed, no WAL) database file.
+func copyDB(t testing.TB, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -207,6 +207,9 @@ func (l *Log) checkTail(ctx context.Context) error {
 		return fmt.Errorf("audit: reading checkpoints: %w", err)
 	}
 	l.lastCP = cpSeq
+	if cpSeq > l.seq {
+		return fmt.Errorf("audit: chain ends at seq %d but a checkpoint covers seq %d (rows removed); run `portcullis audit verify`", l.seq, cpSeq)
+	}
 	if l.seq == 0 {
 		return nil
 	}
@@ -224,15 +227,9 @@ func (l *Log) checkTail(ctx context.Context) error {
 		prev = nil // unknown: check only the last row's own hash and link
 	}
 	if cpSeq > 0 && from == cpSeq+1 {
-		// The checkpointed row itself must still carry the signed hash.
-		var h []byte
-		err := l.wdb.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE seq = ?`, cpSeq).Scan(&h)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("audit: reading checkpointed row: %w", err)
-		}
-		if err == nil && !bytes.Equal(h, cpHead) {
-			return fmt.Errorf("audit: chain broken at seq %d: hash differs from its checkpoint; run `portcullis audit verify`", cpSeq)
-		}
+		// Start at the checkpointed row: its contents must still hash to the
+		// signed head.
+		from, prev = cpSeq, nil
 	}
 	rows, err := l.wdb.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_events WHERE seq >= ? ORDER BY seq`, from)
 	if err != nil {
@@ -246,8 +243,12 @@ func (l *Log) checkTail(ctx context.Context) error {
 		if err := rows.Scan(r.scanDest()...); err != nil {
 			return fmt.Errorf("audit: reading chain tail: %w", err)
 		}
-		if why := checkRow(hs, &r, expect, prev); why != "" {
-			return fmt.Errorf("audit: chain broken at seq %d: %s; run `portcullis audit verify`", r.Seq, why)
+		why := checkRow(hs, &r, expect, prev)
+		if why == "" && r.Seq == cpSeq && !bytes.Equal(r.Hash, cpHead) {
+			why = "hash differs from its signed checkpoint"
+		}
+		if why != "" {
+			return fmt.Errorf("audit: chain broken at seq %d: %s; run `portcullis audit verify`", expect, why)
 		}
 		prev, expect = r.Hash, r.Seq+1
 	}
@@ -483,6 +484,14 @@ func (l *Log) commit(batch []*pending) {
 
 func (l *Log) writeBatch(batch []*pending) error {
 	ctx := context.Background()
+	// Prepare before BeginTx: the transaction holds the only connection.
+	for _, n := range [2]int{min(insertChunk, len(batch)), len(batch) % insertChunk} {
+		if n > 0 {
+			if _, err := l.insertStmt(ctx, n); err != nil {
+				return err
+			}
+		}
+	}
 	tx, err := l.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("audit: begin: %w", err)
@@ -499,11 +508,7 @@ func (l *Log) writeBatch(batch []*pending) error {
 	// Multi-row INSERTs: per-statement overhead dominates single-row inserts.
 	for i := 0; i < len(batch); i += insertChunk {
 		n := min(insertChunk, len(batch)-i)
-		stmt, err := l.insertStmt(ctx, n)
-		if err != nil {
-			tx.Rollback()
-			return err
-		}
+		stmt := l.inserts[n]
 		l.args = l.args[:0]
 		for j := i; j < i+n; j++ {
 			l.args = l.rows[j].insertArgs(l.args)

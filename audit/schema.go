@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS audit_events (
 CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events(ts);
 CREATE INDEX IF NOT EXISTS audit_events_request ON audit_events(request_id);
 CREATE INDEX IF NOT EXISTS audit_events_sub ON audit_events(caller_sub);
-CREATE INDEX IF NOT EXISTS audit_events_tool ON audit_events(tool);
 CREATE INDEX IF NOT EXISTS audit_events_approval ON audit_events(approval_id) WHERE approval_id <> '';
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   id        INTEGER PRIMARY KEY,
@@ -116,6 +115,8 @@ func dsn(path string, readOnly bool, synchronous string, maxPages int64) string 
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous("+synchronous+")")
 		q.Add("_txlock", "immediate")
+		// Statement journals of multi-row INSERTs stay in memory, not temp files.
+		q.Add("_pragma", "temp_store(MEMORY)")
 		if maxPages > 0 {
 			q.Add("_pragma", "max_page_count("+strconv.FormatInt(maxPages, 10)+")")
 		}

@@ -453,3 +453,42 @@ func TestProvidersAndConfigurationMerge(t *testing.T) {
 		t.Fatalf("archive: %s", r.body)
 	}
 }
+
+// Replacing or deleting a model replaces or deletes its sealed header values, whatever
+// characters its slug holds.
+func TestModelSecretsFollowTheModel(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	id, slug := e.mustCreate(h, map[string]any{"name": "m", "ai_provider_id": "openai", "key": "k"})
+	count := func() int {
+		secs, _ := e.srv.store.Secrets(t.Context(), id)
+		n := 0
+		for _, s := range secs {
+			if strings.HasPrefix(s.Field, "models/") {
+				n++
+			}
+		}
+		return n
+	}
+	put := func(hdrs map[string]any) {
+		r := e.do("PUT", "/v1/integrations/"+slug+"/models", h, map[string]any{"models": []any{
+			map[string]any{"slug": "gpt-4.1/mini", "enabled": true, "configurations": map[string]any{"custom_headers": hdrs}}}})
+		if r.status != 200 {
+			t.Fatalf("put: %s", r.body)
+		}
+	}
+	put(map[string]any{"a": "1111111111111", "b": "2222222222222"})
+	if c := count(); c != 2 {
+		t.Fatalf("after first put: %d sealed", c)
+	}
+	put(map[string]any{"c": "3333333333333"})
+	if c := count(); c != 1 {
+		t.Fatalf("replaced model kept old header secrets: %d sealed", c)
+	}
+	if d := e.do("DELETE", "/v1/integrations/"+slug+"/models?slugs=gpt-4.1/mini", h, nil); d.json["deleted"] != float64(1) {
+		t.Fatalf("delete: %s", d.body)
+	}
+	if c := count(); c != 0 {
+		t.Fatalf("deleted model left %d sealed values", c)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/backend/catalog"
+	"github.com/portcullis/portcullis/backend/store"
 )
 
 // Mask shows a short prefix and the last 4 characters of long secrets, only the last 4
@@ -26,10 +27,7 @@ func Mask(s string) string {
 
 const maskedPrefix = "masked_"
 
-// escapeSeg makes a map key safe as one segment of a secret's field path.
-func escapeSeg(k string) string {
-	return strings.NewReplacer("%", "%25", ".", "%2E", "/", "%2F").Replace(k)
-}
+func escapeSeg(k string) string { return store.EscapeSegment(k) }
 
 type sealedValue struct {
 	field string // path, e.g. configurations.custom_headers.x-api-key

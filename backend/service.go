@@ -485,7 +485,7 @@ func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsR
 		sm := store.Model{Slug: m.Slug, Enabled: *m.Enabled, ModelName: m.ModelName, IsCustom: m.IsCustom,
 			IsFinetune: m.IsFinetune, BaseModelSlug: m.BaseModelSlug}
 		if m.Configurations != nil {
-			sm.Configurations = extractSecrets("models/"+escapeSeg(m.Slug)+"/configurations", m.Configurations,
+			sm.Configurations = extractSecrets(store.ModelSecretPrefix(m.Slug)+"configurations", m.Configurations,
 				catalog.LooksSecret, false, &vals).(map[string]any)
 		}
 		models = append(models, sm)

@@ -879,3 +879,42 @@ func TestShadowDiffers(t *testing.T) {
 		})
 	}
 }
+
+// Kubernetes mounts a ConfigMap as name -> ..data/name with ..data a symlink swapped
+// atomically on update; the policy file itself never sees an event.
+func TestWatchConfigMapSymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	v1, v2 := filepath.Join(dir, "..v1"), filepath.Join(dir, "..v2")
+	writeFile(t, filepath.Join(v1, "policy.rego"), allowPolicy)
+	writeFile(t, filepath.Join(v2, "policy.rego"), denyPolicy)
+	if err := os.Symlink("..v1", filepath.Join(dir, "..data")); err != nil {
+		t.Skipf("symlinks unavailable: %v", err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "policy.rego"), filepath.Join(dir, "policy.rego")); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(context.Background(), Options{Path: filepath.Join(dir, "policy.rego"), debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.Watch(ctx) }()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Decide(context.Background(), sampleInput()).Reason != "v2" {
+		if time.Now().After(deadline) {
+			t.Fatal("the ..data swap was not picked up")
+		}
+		// Swap as kubelet does: new symlink, renamed over ..data.
+		tmp := filepath.Join(dir, "..data_tmp")
+		_ = os.Remove(tmp)
+		if err := os.Symlink("..v2", tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+}

@@ -85,12 +85,25 @@ type watchRoot struct {
 
 func (r watchRoot) relevant(name string) bool {
 	name = filepath.Clean(name)
+	base := filepath.Base(name)
+	if strings.HasPrefix(base, "..") && filepath.Dir(name) == r.dirOf() {
+		// Kubernetes ConfigMap/Secret volumes update by swapping a "..data" symlink; the
+		// policy file's own name sees no event.
+		return true
+	}
 	if !r.dir {
 		return name == r.path
 	}
-	base := filepath.Base(name)
 	return strings.HasPrefix(name, r.path+string(filepath.Separator)) && !strings.HasPrefix(base, ".") &&
 		(strings.HasSuffix(base, ".rego") || isDataFile(base))
+}
+
+// dirOf is the directory whose entries can replace the policy.
+func (r watchRoot) dirOf() string {
+	if r.dir {
+		return r.path
+	}
+	return filepath.Dir(r.path)
 }
 
 func addRoot(w *fsnotify.Watcher, path string) (watchRoot, error) {

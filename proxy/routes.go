@@ -40,6 +40,7 @@ func (r Route) validate() error {
 // /v1/integrations API and the seed 003/004 shapes that map onto the same resource.
 var DefaultRoutes = []Route{
 	{"GET", "/v1/providers", "list_providers", "read", "low"},
+	{"GET", "/v1/providers/{key}", "list_providers", "read", "low"},
 	{"GET", "/v1/integrations", "list_integrations", "read", "low"},
 	{"POST", "/v1/integrations", "create_integration", "write", "medium"},
 	{"GET", "/v1/integrations/{slug}", "get_integration", "read", "low"},
@@ -58,6 +59,7 @@ var DefaultRoutes = []Route{
 	{"GET", "/integrations/credentials/{id}", "get_integration", "read", "low"},
 	{"PATCH", "/integrations/credentials/{id}", "update_integration", "destructive", "medium"},
 	{"DELETE", "/integrations/credentials/{id}", "delete_integration", "destructive", "high"},
+	{"POST", "/integrations/credentials/{id}/test-connection", "test_integration", "other", "low"},
 	{"POST", "/integrations/{provider}/test-connection", "test_integration", "other", "low"},
 }
 

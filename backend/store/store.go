@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // driver "sqlite"
@@ -302,6 +303,15 @@ func putSecrets(ctx context.Context, tx *txx, id string, secrets []Secret) error
 	return nil
 }
 
+// EscapeSegment makes a map key or slug safe as one segment of a secret's field path
+// ("." and "/" separate segments).
+func EscapeSegment(k string) string {
+	return strings.NewReplacer("%", "%25", ".", "%2E", "/", "%2F").Replace(k)
+}
+
+// ModelSecretPrefix starts the field path of every secret of model slug.
+func ModelSecretPrefix(slug string) string { return "models/" + EscapeSegment(slug) + "/" }
+
 // Get returns the integration whose slug (or id) is ref, within sc.
 func (s *Store) Get(ctx context.Context, sc Scope, ref string) (*Integration, error) {
 	return get(ctx, s.x, sc, ref)
@@ -574,8 +584,9 @@ func (s *Store) PutModels(ctx context.Context, id string, allowAll *bool, models
 			mustJSON(m.Configurations), ts(now)); err != nil {
 			return fmt.Errorf("store: put models: %w", err)
 		}
+		p := ModelSecretPrefix(m.Slug)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM secrets WHERE integration_id = ? AND substr(field, 1, ?) = ?`,
-			id, len("models/"+m.Slug+"/"), "models/"+m.Slug+"/"); err != nil {
+			id, len(p), p); err != nil {
 			return fmt.Errorf("store: put models: %w", err)
 		}
 	}
@@ -607,7 +618,7 @@ func (s *Store) DeleteModels(ctx context.Context, id string, slugs []string) (in
 		}
 		k, _ := res.RowsAffected()
 		n += int(k)
-		p := "models/" + sl + "/"
+		p := ModelSecretPrefix(sl)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM secrets WHERE integration_id = ? AND substr(field, 1, ?) = ?`, id, len(p), p); err != nil {
 			return 0, fmt.Errorf("store: delete models: %w", err)
 		}
