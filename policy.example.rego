@@ -47,6 +47,12 @@ tools := {
 		"roles": ["agent", "operator", "admin"],
 		"workspace_scoped": true,
 	},
+	"test_integration": {
+		"action": "rate_limit",
+		"max": 5,
+		"window": "60s",
+		"roles": ["agent", "operator", "admin"],
+	},
 	"delete_integration": {
 		"action": "require_approval",
 		"approvers": ["role:security"],

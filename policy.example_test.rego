@@ -260,3 +260,16 @@ test_every_decision_has_action_and_reason if {
 		}
 	}
 }
+
+test_test_integration_rate_limited_for_writers if {
+	every caller in [agent, operator, admin] {
+		d := decide(call("test_integration", caller, {"slug": "prod"}))
+		d.action == "rate_limit"
+		d.rate_limit == {"max": 5, "window": "60s"}
+	}
+}
+
+test_test_integration_security_denied if {
+	d := decide(call("test_integration", security, {"slug": "prod"}))
+	d.action == "deny"
+}

@@ -95,7 +95,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 	}
 	var maxPages int64
 	if cfg.MaxSizeBytes > 0 {
-		maxPages = cfg.MaxSizeBytes / 4096 // SQLite's default page size
+		maxPages = cfg.MaxSizeBytes / pageSize
 	}
 	wdb, err := openDB(cfg.Path, false, cfg.Synchronous, maxPages)
 	if err != nil {
@@ -392,8 +392,8 @@ func (l *Log) run() {
 	defer close(l.stopped)
 	ticker := time.NewTicker(l.cfg.CheckpointInterval)
 	defer ticker.Stop()
-	linger := time.NewTimer(time.Hour)
-	linger.Stop()
+	lingerTimer := time.NewTimer(time.Hour)
+	lingerTimer.Stop()
 	batch := make([]*pending, 0, l.cfg.MaxBatch)
 	for {
 		var first *pending
@@ -414,20 +414,34 @@ func (l *Log) run() {
 		batch = append(batch[:0], first)
 		batch = l.fill(batch)
 		if len(batch) < l.cfg.MaxBatch && l.cfg.Linger > 0 {
-			linger.Reset(l.cfg.Linger)
-		wait:
-			for len(batch) < l.cfg.MaxBatch {
-				select {
-				case p := <-l.queue:
-					batch = append(batch, p)
-				case <-linger.C:
-					break wait
-				}
-			}
-			linger.Stop()
+			batch = l.linger(batch, lingerTimer)
 		}
 		l.commit(batch)
 	}
+}
+
+// linger waits for more rows, up to Linger in all, but stops once no row has
+// arrived for a quarter of it: a burst is caught whole, and a lone call under light
+// load does not pay the full linger.
+func (l *Log) linger(batch []*pending, t *time.Timer) []*pending {
+	deadline := time.Now().Add(l.cfg.Linger)
+	gap := l.cfg.Linger / 4
+	for len(batch) < l.cfg.MaxBatch {
+		wait := min(gap, time.Until(deadline))
+		if wait <= 0 {
+			break
+		}
+		t.Reset(wait)
+		select {
+		case p := <-l.queue:
+			t.Stop()
+			batch = l.fill(append(batch, p))
+			continue
+		case <-t.C:
+		}
+		break
+	}
+	return batch
 }
 
 // fill takes whatever is already queued, up to MaxBatch, without waiting.

@@ -99,7 +99,8 @@ type state struct {
 	query    rego.PreparedEvalQuery
 	revision string
 	files    []string
-	use      inputUse // which open-ended input parts the policy reads
+	use      inputUse       // which open-ended input parts the policy reads
+	cache    *decisionCache // nil when the policy is not deterministic or caching is off
 }
 
 // load reads, compiles and prepares the policy named by opts.
@@ -152,7 +153,11 @@ func load(ctx context.Context, opts *Options) (*state, error) {
 			files = append(files, s.name)
 		}
 	}
-	return &state{query: pq, revision: set.revision(), files: files, use: analyzeInputUse(c.Modules)}, nil
+	st := &state{query: pq, revision: set.revision(), files: files, use: analyzeInputUse(c.Modules)}
+	if opts.CacheSize > 0 && deterministic(c.Modules) {
+		st.cache = newDecisionCache(opts.CacheSize)
+	}
+	return st, nil
 }
 
 // definesDecision reports whether some rule can produce data.portcullis.decision,

@@ -47,6 +47,10 @@ type Options struct {
 	// DecideShadow evaluates beside the live one, so a change can be watched on real
 	// traffic before it decides anything. Reload and Watch cover it too.
 	ShadowPath string
+	// CacheSize bounds the decisions remembered per revision for a deterministic policy
+	// (one that calls no time, random or network built-in). Default DefaultCacheSize;
+	// negative disables the cache.
+	CacheSize int
 
 	// Test hooks: extra built-ins, and Watch's debounce.
 	builtins []*tester.Builtin
@@ -59,6 +63,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
 	}
 	if o.debounce <= 0 {
 		o.debounce = DefaultDebounce
@@ -73,6 +80,7 @@ type Engine struct {
 	state    atomic.Pointer[state]
 	shadow   atomic.Pointer[state] // nil without Options.ShadowPath
 	reloadMu sync.Mutex            // serialises Reload so two reloads cannot publish out of order
+	evals    atomic.Uint64         // evaluations run (not served from cache), for tests
 }
 
 // New loads and compiles the policy. A policy that does not parse or compile is an
@@ -188,12 +196,30 @@ func (e *Engine) evaluate(ctx context.Context, st *state, in *Input) (d Decision
 	if in == nil {
 		return failure(st.revision, "nil input")
 	}
+	var key []byte
+	if st.cache != nil {
+		bp := keyBufs.Get().(*[]byte)
+		defer keyBufs.Put(bp)
+		var ok bool
+		if key, ok = appendKey((*bp)[:0], in, st.use); ok {
+			*bp = key
+			if d, hit := st.cache.get(key); hit {
+				return d
+			}
+		} else {
+			key = nil
+		}
+	}
+	e.evals.Add(1)
 	d, err := e.decide(ctx, st, in)
 	if err != nil {
 		e.log.Warn("policy error; denying", "tool", in.Tool, "revision", st.revision, "err", err)
 		return failure(st.revision, err.Error())
 	}
 	d.Revision = st.revision
+	if key != nil {
+		st.cache.put(key, d)
+	}
 	return d
 }
 

@@ -73,7 +73,9 @@ type Approval struct {
 	TTL       time.Duration `json:"ttl"`
 }
 
-// Decision is what the engine returns for one input. It is never nil-valued in meaning:
+// Decision is what the engine returns for one input. Decisions may be served from the
+// engine's cache and shared between calls: treat RateLimit and Approval as read-only.
+// It is never nil-valued in meaning:
 // on any failure Action is deny and PolicyError is set.
 type Decision struct {
 	Action    string     `json:"action"`

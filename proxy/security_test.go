@@ -299,7 +299,7 @@ func TestTimeouts(t *testing.T) {
 
 // SECURITY.md row 4: if the audit trail cannot take the decision row, nothing is forwarded.
 func TestAuditBeforeAction(t *testing.T) {
-	g := newGateway(t, gwOptions{auditCfg: func(c *audit.Config) { c.MaxSizeBytes = 64 << 10 }})
+	g := newGateway(t, gwOptions{auditCfg: func(c *audit.Config) { c.MaxSizeBytes = 256 << 10 }})
 	tok := token(t, "agent-1", "acme", "agent")
 	big := `{"note":"` + strings.Repeat("x", 4000) + `"}`
 	for i := 0; i < 300; i++ {

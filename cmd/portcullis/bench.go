@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -74,12 +75,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rounds := fs.Int("rounds", 3, "interleaved rounds; figures are medians over rounds")
 	conns := fs.Int("conns", 32, "concurrent connections of the load generator")
 	targetsFlag := fs.String("targets", "direct,plain,full,full-noaudit,min-allow,min-ratelimit", "targets to measure, comma-separated")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *duration <= 0 || *duration > 5*time.Minute || *rounds < 1 || *rounds > 20 || *conns < 1 || *conns > 1024 {
 		fmt.Fprintln(stderr, "bench: -duration must be in (0, 5m], -rounds in [1, 20], -conns in [1, 1024]")
 		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	env, err := newBenchEnv(ctx)
 	if err != nil {

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/audit"
+)
+
+func runAuditCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runAudit(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// auditFixture writes 40 rows (10 of them two hours old) into a fresh data dir.
+func auditFixture(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := audit.Config{CheckpointEvery: 10}
+	cfg.SetDefaults(dir)
+	l, err := audit.Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := 0; i < 40; i++ {
+		ev := &audit.Event{Kind: audit.KindDecision, RequestID: fmt.Sprintf("req-%d", i),
+			Caller: audit.Caller{Sub: "agent-1", Org: "acme"}, Surface: "rest",
+			Tool: []string{"create_integration", "list_integrations"}[i%2], Decision: "allow",
+			Time: now}
+		if i < 10 {
+			ev.Time = now.Add(-2 * time.Hour)
+		}
+		if err := l.Append(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestAuditVerifyCmd(t *testing.T) {
+	dir := auditFixture(t)
+	t.Setenv("PORTCULLIS_DATA_DIR", dir)
+	code, out, errOut := runAuditCmd(t, "verify")
+	if code != 0 || !strings.Contains(out, "OK: 40 rows") {
+		t.Fatalf("verify: code %d out %q err %q", code, out, errOut)
+	}
+	key, err := audit.LoadSigningKey(filepath.Join(dir, "audit-signing.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	if code, out, _ := runAuditCmd(t, "verify", "--pubkey", pub, "--db", filepath.Join(dir, "audit.db")); code != 0 {
+		t.Fatalf("verify --pubkey: %d %s", code, out)
+	}
+	otherPub, _, _ := ed25519.GenerateKey(nil)
+	if code, out, _ := runAuditCmd(t, "verify", "--pubkey", base64.StdEncoding.EncodeToString(otherPub)); code != 1 || !strings.Contains(out, "FAILED") {
+		t.Fatalf("verify with a foreign key: %d %s", code, out)
+	}
+	// Tamper with row 17: verify names it and exits 1.
+	db, err := sql.Open("sqlite", filepath.Join(dir, "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TRIGGER audit_events_no_update`,
+		`UPDATE audit_events SET decision = 'deny' WHERE seq = 17`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	code, out, _ = runAuditCmd(t, "verify")
+	if code != 1 || !strings.Contains(out, "row seq 17") || !strings.Contains(out, "warning: append-only triggers") {
+		t.Fatalf("tampered verify: code %d out %q", code, out)
+	}
+	if code, _, errOut := runAuditCmd(t, "verify", "--db", filepath.Join(dir, "missing.db")); code != 1 || !strings.Contains(errOut, "missing.db") {
+		t.Fatalf("missing db: %d %q", code, errOut)
+	}
+}
+
+func TestAuditExportCmd(t *testing.T) {
+	dir := auditFixture(t)
+	t.Setenv("PORTCULLIS_DATA_DIR", dir)
+	code, out, errOut := runAuditCmd(t, "export", "--format", "jsonl", "--tool", "create_integration",
+		"--since", time.Now().Add(-time.Hour).Format(time.RFC3339))
+	if code != 0 {
+		t.Fatalf("export: %d %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 15 {
+		t.Fatalf("got %d lines, want 15", len(lines))
+	}
+	var ev audit.Event
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil || ev.Seq != 11 || ev.Tool != "create_integration" || ev.Hash == "" {
+		t.Fatalf("first line %s: %v", lines[0], err)
+	}
+	outFile := filepath.Join(t.TempDir(), "export.csv")
+	if code, _, errOut := runAuditCmd(t, "export", "--format", "csv", "--out", outFile); code != 0 {
+		t.Fatalf("csv export: %s", errOut)
+	}
+	f, _ := os.Open(outFile)
+	recs, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	if err != nil || len(recs) != 41 {
+		t.Fatalf("csv: %d records %v", len(recs), err)
+	}
+	if code, _, errOut := runAuditCmd(t, "export", "--format", "csv", "--out", outFile); code != 1 || !strings.Contains(errOut, "exists") {
+		t.Fatalf("overwrote export: %d %s", code, errOut)
+	}
+	code, _, errOut = runAuditCmd(t, "export", "--format", "xml", "--since", "yesterday")
+	if code != 2 || !strings.Contains(errOut, "--format") || !strings.Contains(errOut, "--since") {
+		t.Fatalf("bad flags: %d %q", code, errOut)
+	}
+}
+
+func TestAuditTailCmd(t *testing.T) {
+	dir := auditFixture(t)
+	code, out, errOut := runAuditCmd(t, "tail", "--data-dir", dir, "-n", "3")
+	if code != 0 {
+		t.Fatalf("tail: %s", errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], `"seq":38`) || !strings.Contains(lines[2], `"seq":40`) {
+		t.Fatalf("tail -n 3: %q", out)
+	}
+	// --follow picks up a row appended while it runs, and stops with ctx.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var buf auditSyncBuffer
+	done := make(chan int)
+	go func() {
+		done <- runAudit(ctx, []string{"tail", "--data-dir", dir, "-n", "0", "--follow", "--interval", "50ms"}, &buf, &buf)
+	}()
+	cfg := audit.Config{}
+	cfg.SetDefaults(dir)
+	l, err := audit.Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(context.Background(), &audit.Event{Kind: audit.KindOutcome, RequestID: "followed"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	for !strings.Contains(buf.String(), "followed") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("follow did not print the new row: %q", buf.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("tail --follow exit %d", code)
+	}
+}
+
+func TestAuditPruneCmd(t *testing.T) {
+	dir := auditFixture(t)
+	t.Setenv("PORTCULLIS_DATA_DIR", dir)
+	archive := filepath.Join(t.TempDir(), "old.jsonl")
+	code, _, errOut := runAuditCmd(t, "prune")
+	if code != 2 || !strings.Contains(errOut, "--before") || !strings.Contains(errOut, "--archive") {
+		t.Fatalf("missing flags: %d %q", code, errOut)
+	}
+	code, out, errOut := runAuditCmd(t, "prune", "--before", time.Now().Add(-time.Hour).Format(time.RFC3339), "--archive", archive)
+	if code != 0 || !strings.Contains(out, "pruned 10 rows through seq 10") {
+		t.Fatalf("prune: %d %q %q", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "audit prune anchor") {
+		t.Fatalf("anchor not logged: %q", errOut)
+	}
+	if code, out, _ := runAuditCmd(t, "verify", "--archive", archive); code != 0 || !strings.Contains(out, "10 rows") {
+		t.Fatalf("verify archive: %d %q", code, out)
+	}
+	if code, out, _ := runAuditCmd(t, "verify"); code != 0 || !strings.Contains(out, "OK: 30 rows") || !strings.Contains(out, "pruned through seq 10") {
+		t.Fatalf("verify after prune: %d %q", code, out)
+	}
+}
+
+func TestAuditUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"none", nil, 2}, {"unknown", []string{"rewrite"}, 2}, {"help", []string{"help"}, 0},
+		{"bad flag", []string{"verify", "--nope"}, 2}, {"extra arg", []string{"tail", "x"}, 2},
+		{"negative n", []string{"tail", "-n", "-1"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, _, _ := runAuditCmd(t, tc.args...); code != tc.code {
+				t.Fatalf("exit %d, want %d", code, tc.code)
+			}
+		})
+	}
+}
+
+// auditSyncBuffer is a bytes.Buffer safe for one writer and one reader goroutine.
+type auditSyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *auditSyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *auditSyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
