@@ -22,8 +22,10 @@ type Config struct {
 	// a committed row survives a process crash, an OS crash may lose the last
 	// transactions) or "FULL" (also survives power loss, slower).
 	Synchronous string `yaml:"synchronous"`
-	// Linger is how long the writer waits for more rows before committing a batch.
-	// Default 1ms. Longer means larger batches and more latency per call.
+	// Linger is the longest the writer waits for more rows before committing a
+	// batch; it stops early once no row has arrived for a quarter of it, so a lone
+	// call waits at most Linger/4. Default 1ms. Rows that arrive while a batch
+	// commits form the next batch anyway: under load batches grow without it.
 	Linger time.Duration `yaml:"linger"`
 	// MaxBatch caps rows per transaction. Default 512.
 	MaxBatch int `yaml:"max_batch"`
@@ -128,8 +130,8 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval < time.Millisecond {
 		bad("checkpoint_interval", "must be at least 1ms, got %s", c.CheckpointInterval)
 	}
-	if c.MaxSizeBytes < 0 || (c.MaxSizeBytes > 0 && c.MaxSizeBytes < 64*1024) {
-		bad("max_size_bytes", "must be 0 (no cap) or at least 65536, got %d", c.MaxSizeBytes)
+	if c.MaxSizeBytes < 0 || (c.MaxSizeBytes > 0 && c.MaxSizeBytes < 256*1024) {
+		bad("max_size_bytes", "must be 0 (no cap) or at least 262144 (256 KiB), got %d", c.MaxSizeBytes)
 	}
 	return errors.Join(errs...)
 }

@@ -413,7 +413,10 @@ func (l *Log) run() {
 		}
 		batch = append(batch[:0], first)
 		batch = l.fill(batch)
-		if len(batch) < l.cfg.MaxBatch && l.cfg.Linger > 0 {
+		// Linger only when rows are arriving together: a lone row (an idle gateway, one
+		// caller) commits at once, and under load the rows that queue up while a commit
+		// runs form the next batch anyway.
+		if len(batch) > 1 && len(batch) < l.cfg.MaxBatch && l.cfg.Linger > 0 {
 			batch = l.linger(batch, lingerTimer)
 		}
 		l.commit(batch)

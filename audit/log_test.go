@@ -420,7 +420,9 @@ func TestStoreFull(t *testing.T) {
 			}
 			// Async rows are counted, not silently dropped.
 			lost := l.Lost()
-			l.AppendAsync(sampleEvent(1))
+			big := sampleEvent(1)
+			big.Reason = strings.Repeat("r", 64*1024) // cannot fit in any leftover page
+			l.AppendAsync(big)
 			l.Close()
 			if l.Lost() != lost+1 {
 				t.Fatalf("async loss not counted: %d -> %d", lost, l.Lost())

@@ -198,6 +198,11 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
+var (
+	_ querier = (*sql.DB)(nil)
+	_ querier = (*sql.Tx)(nil)
+)
+
 func loadCheckpoints(ctx context.Context, q querier) ([]checkpoint, error) {
 	rows, err := q.QueryContext(ctx, `SELECT id, kind, seq, head_hash, ts, key_id, signature
 		FROM audit_checkpoints ORDER BY seq, id`)

@@ -2,19 +2,22 @@ package proxy
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
+	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/policies"
 )
@@ -25,12 +28,13 @@ const IdentityHeader = "X-Portcullis-Identity"
 
 // IdentitySigner mints the short-lived identity assertion sent with every forwarded call.
 type IdentitySigner struct {
-	method   jwt.SigningMethod
+	header   string // base64url of the constant JOSE header
 	key      any
 	audience string
 	ttl      time.Duration
 	secret   []byte
 	pub      ed25519.PublicKey
+	macs     sync.Pool // of hmac.New(sha256.New, secret)
 }
 
 // NewIdentitySigner loads (or creates, mode 0600) the key named by cfg.
@@ -42,13 +46,16 @@ func NewIdentitySigner(cfg IdentityConfig) (*IdentitySigner, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.method, s.key, s.secret = jwt.SigningMethodHS256, secret, secret
+		s.key, s.secret = secret, secret
+		s.header = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+		s.macs.New = func() any { return hmac.New(sha256.New, secret) }
 	case "EdDSA":
 		key, err := loadOrCreateEd25519(cfg.KeyFile)
 		if err != nil {
 			return nil, err
 		}
-		s.method, s.key, s.pub = jwt.SigningMethodEdDSA, key, key.Public().(ed25519.PublicKey)
+		s.key, s.pub = key, key.Public().(ed25519.PublicKey)
+		s.header = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","typ":"JWT"}`))
 	default:
 		return nil, fmt.Errorf("proxy: identity: unsupported alg %q", cfg.Alg)
 	}
@@ -61,39 +68,89 @@ func (s *IdentitySigner) Secret() []byte { return s.secret }
 // PublicKey is the Ed25519 public key (nil for HS256).
 func (s *IdentitySigner) PublicKey() ed25519.PublicKey { return s.pub }
 
-type identityClaims struct {
-	Org   string   `json:"org"`
-	WS    string   `json:"ws,omitempty"`
-	Roles []string `json:"roles"`
-	RID   string   `json:"rid"`
-	DID   string   `json:"did,omitempty"`
-	jwt.RegisteredClaims
+// Sign returns the assertion for one forwarded call. It runs on every forwarded request,
+// so the JWT is assembled by hand: the header is constant, the claims are appended to a
+// pooled buffer, and the HMAC state is pooled. TestIdentityAssertionVerifies checks the
+// result with golang-jwt.
+func (s *IdentitySigner) Sign(c *policies.Caller, requestID, decisionID string, now time.Time) (string, error) {
+	bp := signBufs.Get().(*signBuf)
+	defer signBufs.Put(bp)
+	claims := bp.claims[:0]
+	claims = append(claims, `{"iss":"portcullis","sub":`...)
+	claims = appendJSONString(claims, c.Sub)
+	claims = append(claims, `,"aud":`...)
+	claims = appendJSONString(claims, s.audience)
+	claims = append(claims, `,"org":`...)
+	claims = appendJSONString(claims, c.Org)
+	if c.Workspace != "" {
+		claims = append(claims, `,"ws":`...)
+		claims = appendJSONString(claims, c.Workspace)
+	}
+	claims = append(claims, `,"roles":[`...)
+	for i, r := range c.Roles {
+		if i > 0 {
+			claims = append(claims, ',')
+		}
+		claims = appendJSONString(claims, r)
+	}
+	claims = append(claims, `],"rid":`...)
+	claims = appendJSONString(claims, requestID)
+	if decisionID != "" {
+		claims = append(claims, `,"did":`...)
+		claims = appendJSONString(claims, decisionID)
+	}
+	// The request id is unique per process (random prefix + counter), so it serves as jti.
+	claims = append(claims, `,"jti":`...)
+	claims = appendJSONString(claims, requestID)
+	claims = append(claims, `,"iat":`...)
+	claims = strconv.AppendInt(claims, now.Unix(), 10)
+	claims = append(claims, `,"exp":`...)
+	claims = strconv.AppendInt(claims, now.Add(s.ttl).Unix(), 10)
+	claims = append(claims, '}')
+	bp.claims = claims
+
+	tok := bp.token[:0]
+	tok = append(tok, s.header...)
+	tok = append(tok, '.')
+	tok = base64.RawURLEncoding.AppendEncode(tok, claims)
+	switch {
+	case s.secret != nil:
+		mac := s.macs.Get().(hash.Hash)
+		mac.Reset()
+		mac.Write(tok)
+		var sum [sha256.Size]byte
+		tok = append(tok, '.')
+		tok = base64.RawURLEncoding.AppendEncode(tok, mac.Sum(sum[:0]))
+		s.macs.Put(mac)
+	default:
+		sig := ed25519.Sign(s.key.(ed25519.PrivateKey), tok)
+		tok = append(tok, '.')
+		tok = base64.RawURLEncoding.AppendEncode(tok, sig)
+	}
+	bp.token = tok
+	return string(tok), nil
 }
 
-// Sign returns the assertion for one forwarded call.
-func (s *IdentitySigner) Sign(c *policies.Caller, requestID, decisionID string, now time.Time) (string, error) {
-	var jti [12]byte
-	_, _ = rand.Read(jti[:])
-	roles := c.Roles
-	if roles == nil {
-		roles = []string{}
+type signBuf struct{ claims, token []byte }
+
+var signBufs = sync.Pool{New: func() any { return &signBuf{claims: make([]byte, 0, 256), token: make([]byte, 0, 512)} }}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, so the
+// assertion is always valid JSON whatever a claim held.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[r>>4], hexDigits[r&0xf])
+		default:
+			b = utf8.AppendRune(b, r)
+		}
 	}
-	claims := identityClaims{
-		Org: c.Org, WS: c.Workspace, Roles: roles, RID: requestID, DID: decisionID,
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    "portcullis",
-			Subject:   c.Sub,
-			Audience:  jwt.ClaimStrings{s.audience},
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(s.ttl)),
-			ID:        hex.EncodeToString(jti[:]),
-		},
-	}
-	tok, err := jwt.NewWithClaims(s.method, claims).SignedString(s.key)
-	if err != nil {
-		return "", fmt.Errorf("proxy: signing identity assertion: %w", err)
-	}
-	return tok, nil
+	return append(b, '"')
 }
 
 // LoadOrCreateSecret reads a base64 secret file, creating a 32-byte one (0600) if absent.

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServe runs `serve` on its defaults (embedded example policy, dev key, bundled
+// backend, SQLite) in a temp data dir and returns the proxy URL, the data dir and the log.
+func startServe(t *testing.T) (string, string, *syncBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	cfg, err := loadConfig(overrides{dataDir: dir, listen: listen, backendListen: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	url := "http://" + listen
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get(url + "/healthz"); err == nil {
+			resp.Body.Close()
+			return url, dir, logs
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("serve did not come up; log:\n%s", logs.String())
+	return "", "", nil
+}
+
+func mintToken(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := runToken(context.Background(), append([]string{"--data-dir", dir}, args...), &out, &errb); code != 0 {
+		t.Fatalf("token: exit %d: %s", code, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func connect(t *testing.T, url, token string) *mcp.ClientSession {
+	t.Helper()
+	client := mcp.NewClient(&mcp.Implementation{Name: "portcullis-test", Version: "1"}, nil)
+	cs, err := client.Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: url + "/mcp", HTTPClient: &http.Client{Transport: bearer{token}},
+	}, nil)
+	if err != nil {
+		t.Fatalf("MCP connect through the proxy: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func resultText(r *mcp.CallToolResult) string {
+	var sb strings.Builder
+	for _, c := range r.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			sb.WriteString(tc.Text)
+		}
+	}
+	b, _ := json.Marshal(r.StructuredContent)
+	return sb.String() + string(b)
+}
+
+// An MCP client (the official Go SDK) pointed at the proxy: it lists only the tools it may
+// call, creates and reads an integration whose key never comes back, is told why a delete
+// is denied, and is rate-limited on its 11th create in a minute, as the example policy says.
+func TestMCPClientThroughServe(t *testing.T) {
+	url, dir, logs := startServe(t)
+	token := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent", "--session", "s1")
+	cs := connect(t, url, token)
+	ctx := context.Background()
+
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, tl := range tools.Tools {
+		names[tl.Name] = true
+	}
+	if !names["create_integration"] || !names["get_integration"] || names["delete_integration"] {
+		t.Fatalf("tools/list for an agent = %v: want create/get, never delete", names)
+	}
+
+	canary := fmt.Sprintf("sk-canary%d", time.Now().UnixNano())
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "create_integration", Arguments: map[string]any{
+		"name": "prod openai", "ai_provider_id": "openai", "key": canary}})
+	if err != nil || res.IsError {
+		t.Fatalf("create: %v %s", err, resultText(res))
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_integration", Arguments: map[string]any{"slug": "prod-openai"}})
+	if err != nil || res.IsError || !strings.Contains(resultText(res), "masked_key") || strings.Contains(resultText(res), canary) {
+		t.Fatalf("get: %v %s", err, resultText(res))
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "delete_integration", Arguments: map[string]any{"slug": "prod-openai"}})
+	if err != nil || !res.IsError || !strings.Contains(resultText(res), "agents may not delete integrations") {
+		t.Fatalf("delete as agent: %v %s", err, resultText(res))
+	}
+
+	for i := 2; i <= 11; i++ {
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "create_integration", Arguments: map[string]any{
+			"name": fmt.Sprintf("extra %d", i), "ai_provider_id": "anthropic", "key": canary}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i <= 10 && res.IsError {
+			t.Fatalf("create %d refused: %s", i, resultText(res))
+		}
+	}
+	if !res.IsError || !strings.Contains(resultText(res), "rate_limited") {
+		t.Fatalf("the 11th create in a minute was not rate-limited: %s", resultText(res))
+	}
+
+	// The same limit over REST, for another session: the 11th gets 429 with Retry-After.
+	rest := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent", "--session", "s2")
+	var last *http.Response
+	for i := 1; i <= 11; i++ {
+		req, _ := http.NewRequest("POST", url+"/v1/integrations", strings.NewReader(fmt.Sprintf(`{"name":"rest %d","ai_provider_id":"openai","key":%q}`, i, canary)))
+		req.Header.Set("Authorization", "Bearer "+rest)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if i <= 10 && resp.StatusCode != 200 {
+			t.Fatalf("REST create %d: %d %s", i, resp.StatusCode, body)
+		}
+		last = resp
+	}
+	if last.StatusCode != 429 || last.Header.Get("Retry-After") == "" || last.Header.Get("RateLimit-Limit") != "10" {
+		t.Fatalf("11th REST create: %d, Retry-After %q, RateLimit-Limit %q", last.StatusCode, last.Header.Get("Retry-After"), last.Header.Get("RateLimit-Limit"))
+	}
+
+	// The canary is in no log line and in no byte of any file in the data dir.
+	if strings.Contains(logs.String(), canary) {
+		t.Fatal("the secret reached the log")
+	}
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(canary)) {
+				t.Errorf("the secret is in clear in %s", p)
+			}
+		}
+		return nil
+	})
+}
