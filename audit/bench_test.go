@@ -76,3 +76,17 @@ func BenchmarkRedactor(b *testing.B) {
 		_ = r.Value(args)
 	}
 }
+
+// BenchmarkAppendSerial is one caller at a time: the latency a lone request pays.
+func BenchmarkAppendSerial(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.CheckpointEvery = 10000
+	l := openTest(b, cfg)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := l.Append(ctx, sampleEvent(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -23,9 +23,9 @@ type Config struct {
 	// transactions) or "FULL" (also survives power loss, slower).
 	Synchronous string `yaml:"synchronous"`
 	// Linger is the longest the writer waits for more rows before committing a
-	// batch; it stops early once no row has arrived for a quarter of it, so a lone
-	// call waits at most Linger/4. Default 1ms. Rows that arrive while a batch
-	// commits form the next batch anyway: under load batches grow without it.
+	// batch. It waits only until the batch is as large as the previous one, so a
+	// lone call under light load does not wait, and rows that arrive while a batch
+	// commits form the next batch anyway. Default 1ms.
 	Linger time.Duration `yaml:"linger"`
 	// MaxBatch caps rows per transaction. Default 512.
 	MaxBatch int `yaml:"max_batch"`

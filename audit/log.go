@@ -63,6 +63,7 @@ type Log struct {
 	head       []byte
 	lastCP     int64
 	lastCPTime time.Time
+	lastBatch  int                        // rows in the previous batch: the next one's linger target
 	inserts    [insertChunk + 1]*sql.Stmt // by rows per statement, prepared lazily
 	rows       []row
 	args       []any
@@ -419,30 +420,30 @@ func (l *Log) run() {
 		if len(batch) > 1 && len(batch) < l.cfg.MaxBatch && l.cfg.Linger > 0 {
 			batch = l.linger(batch, lingerTimer)
 		}
+		l.lastBatch = len(batch)
 		l.commit(batch)
 	}
 }
 
-// linger waits for more rows, up to Linger in all, but stops once no row has
-// arrived for a quarter of it: a burst is caught whole, and a lone call under light
-// load does not pay the full linger.
+// linger waits, at most Linger, until the batch is as large as the previous one.
+// In steady load every caller of the last batch comes back within moments, so the
+// batch closes as soon as they have (no fixed delay); a lone call under light load
+// (previous batch of one) does not wait at all; a burst that arrives during a
+// commit forms the next batch by itself.
 func (l *Log) linger(batch []*pending, t *time.Timer) []*pending {
-	deadline := time.Now().Add(l.cfg.Linger)
-	gap := l.cfg.Linger / 4
-	for len(batch) < l.cfg.MaxBatch {
-		wait := min(gap, time.Until(deadline))
-		if wait <= 0 {
-			break
-		}
-		t.Reset(wait)
+	target := min(l.lastBatch, l.cfg.MaxBatch)
+	if len(batch) >= target {
+		return batch
+	}
+	t.Reset(l.cfg.Linger)
+	defer t.Stop()
+	for len(batch) < target {
 		select {
 		case p := <-l.queue:
-			t.Stop()
 			batch = l.fill(append(batch, p))
-			continue
 		case <-t.C:
+			return batch
 		}
-		break
 	}
 	return batch
 }

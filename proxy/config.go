@@ -33,12 +33,11 @@ type Config struct {
 	// Identity is the assertion the proxy sends upstream instead of the caller's token.
 	Identity IdentityConfig `yaml:"identity"`
 	// ApprovalWait is how long a call that needs approval is held open. Default 30s.
-	ApprovalWait time.Duration `yaml:"approval_wait"`
+	// Configured as approvals.wait_budget in the config file.
+	ApprovalWait time.Duration `yaml:"-"`
 	// ApprovalKeepAlive is the interval of progress notifications (MCP over SSE) and
 	// keep-alive comments while a call is held. Default 5s.
 	ApprovalKeepAlive time.Duration `yaml:"approval_keep_alive"`
-	// PolicyTimeout is the per-evaluation deadline. Default 25ms.
-	PolicyTimeout time.Duration `yaml:"policy_timeout"`
 	// AuthRealm is the realm in WWW-Authenticate. Default "portcullis".
 	AuthRealm string `yaml:"auth_realm"`
 }
@@ -137,7 +136,6 @@ func (c *Config) SetDefaults(dataDir string) {
 	defDur(&c.Identity.TTL, 60*time.Second)
 	defDur(&c.ApprovalWait, 30*time.Second)
 	defDur(&c.ApprovalKeepAlive, 5*time.Second)
-	defDur(&c.PolicyTimeout, 25*time.Millisecond)
 	def(&c.AuthRealm, "portcullis")
 }
 
@@ -158,7 +156,7 @@ func (c *Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{"read_timeout": c.ReadTimeout, "write_timeout": c.WriteTimeout,
 		"idle_timeout": c.IdleTimeout, "approval_wait": c.ApprovalWait, "approval_keep_alive": c.ApprovalKeepAlive,
-		"policy_timeout": c.PolicyTimeout, "identity.ttl": c.Identity.TTL} {
+		"identity.ttl": c.Identity.TTL} {
 		if d < 0 {
 			bad(name, "must not be negative")
 		}

@@ -112,7 +112,7 @@ func loadConfig(o overrides) (*Config, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("env PORTCULLIS_APPROVAL_WAIT: %v", err))
 		}
-		cfg.Proxy.ApprovalWait = d
+		cfg.Approval.WaitBudget = d
 	}
 	if v := os.Getenv("PORTCULLIS_AUDIT_MODE"); v != "" {
 		cfg.Audit.Mode = v
@@ -170,6 +170,8 @@ func (c *Config) setDefaults() {
 			c.Proxy.REST.Upstream.URL = base
 		}
 	}
+	c.Approval.SetDefaults()
+	c.Proxy.ApprovalWait = c.Approval.WaitBudget
 	c.Proxy.SetDefaults(c.DataDir)
 	if c.Policy.Timeout == 0 {
 		c.Policy.Timeout = 25 * time.Millisecond
@@ -201,10 +203,6 @@ func (c *Config) setDefaults() {
 	if c.Approval.PublicURL == "" {
 		c.Approval.PublicURL = c.Proxy.PublicURL
 	}
-	if c.Approval.WaitBudget == 0 {
-		c.Approval.WaitBudget = c.Proxy.ApprovalWait
-	}
-	c.Approval.SetDefaults()
 	if c.Limits.MaxKeys == 0 {
 		c.Limits.MaxKeys = 200_000
 	}
