@@ -161,3 +161,26 @@ func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
+
+// methodOf returns the request method as a string that does not alias fasthttp's buffers
+// (c.Method() does): calls, audit events and held approvals outlive the request.
+func methodOf(c *fiber.Ctx) string {
+	switch m := c.Method(); m {
+	case fiber.MethodGet:
+		return fiber.MethodGet
+	case fiber.MethodPost:
+		return fiber.MethodPost
+	case fiber.MethodPut:
+		return fiber.MethodPut
+	case fiber.MethodPatch:
+		return fiber.MethodPatch
+	case fiber.MethodDelete:
+		return fiber.MethodDelete
+	case fiber.MethodHead:
+		return fiber.MethodHead
+	case fiber.MethodOptions:
+		return fiber.MethodOptions
+	default:
+		return strings.Clone(m)
+	}
+}

@@ -24,7 +24,7 @@ type Config struct {
 	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// PreAuthRate is how many requests per second one client IP may send before
-	// authentication (burst of the same size). 0 disables. Default 200.
+	// authentication (at most that many in any second). Negative disables. Default 1000.
 	PreAuthRate int `yaml:"pre_auth_rate"`
 	// MCP is the MCP surface: POST/GET/DELETE on Path, forwarded to Upstream.
 	MCP MCPConfig `yaml:"mcp"`
@@ -117,7 +117,7 @@ func (c *Config) SetDefaults(dataDir string) {
 	defDur(&c.WriteTimeout, 120*time.Second)
 	defDur(&c.IdleTimeout, 60*time.Second)
 	if c.PreAuthRate == 0 {
-		c.PreAuthRate = 200
+		c.PreAuthRate = 1000
 	}
 	def(&c.MCP.Path, "/mcp")
 	if len(c.REST.Prefixes) == 0 {
@@ -160,9 +160,6 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			bad(name, "must not be negative")
 		}
-	}
-	if c.PreAuthRate < 0 {
-		bad("pre_auth_rate", "must not be negative")
 	}
 	if !strings.HasPrefix(c.MCP.Path, "/") {
 		bad("mcp.path", "must start with '/', got %q", c.MCP.Path)

@@ -30,6 +30,7 @@ type call struct {
 	path     string
 	info     policies.ToolInfo
 	args     map[string]any // as parsed, secrets included: never logged, audited or shown to policy
+	argsJSON []byte         // the redacted arguments, encoded once for the audit rows
 	input    policies.Input
 	dec      policies.Decision
 	refund   string // rate-limit key to refund if the upstream fails and policy asked for it
@@ -48,7 +49,7 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 		clientIP: c.Context().RemoteIP().String(),
 		surface:  surface,
 		tool:     tool,
-		method:   c.Method(),
+		method:   methodOf(c),
 		path:     string(c.Request().URI().Path()),
 		info:     info,
 		args:     args,
@@ -151,7 +152,9 @@ var errAuditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code:
 
 func (s *Server) event(cl *call, kind string) *audit.Event {
 	c := &cl.id.Caller
-	args, _ := json.Marshal(cl.input.Arguments)
+	if cl.argsJSON == nil {
+		cl.argsJSON, _ = json.Marshal(cl.input.Arguments)
+	}
 	ev := &audit.Event{
 		Time:       time.Now().UTC(),
 		Kind:       kind,
@@ -163,7 +166,7 @@ func (s *Server) event(cl *call, kind string) *audit.Event {
 		Tool:           cl.tool,
 		Method:         cl.method,
 		Path:           cl.path,
-		Arguments:      args,
+		Arguments:      cl.argsJSON,
 		PolicyRevision: cl.dec.Revision,
 	}
 	if cl.approval != nil {
@@ -246,7 +249,7 @@ func (s *Server) authFailureEvent(c *fiber.Ctx, desc string) *audit.Event {
 		Kind:      "auth_failure",
 		RequestID: requestID(c),
 		Caller:    audit.Caller{ClientAddr: c.Context().RemoteIP().String()},
-		Method:    c.Method(),
+		Method:    methodOf(c),
 		Path:      string(c.Request().URI().Path()),
 		Decision:  "auth_failed",
 		Reason:    desc,

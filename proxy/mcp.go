@@ -284,7 +284,7 @@ func (s *Server) lightCall(c *fiber.Ctx, method string) *call {
 }
 
 func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
-	cl := s.lightCall(c, c.Method())
+	cl := s.lightCall(c, methodOf(c))
 	timeout := s.mcpUp.cfg.Timeout
 	if c.Method() == fiber.MethodGet {
 		timeout = s.mcpUp.cfg.StreamTimeout

@@ -16,7 +16,7 @@ import (
 // arguments are the path parameters, query parameters and JSON body fields together.
 func (s *Server) handleREST(c *fiber.Ctx) error {
 	path := string(c.Request().URI().Path())
-	tool, info, params := s.routes.match(c.Method(), path)
+	tool, info, params := s.routes.match(methodOf(c), path)
 	args := make(map[string]any, 8)
 	c.Context().QueryArgs().VisitAll(func(k, v []byte) { args[string(k)] = string(v) })
 	if body := c.Body(); len(body) > 0 {

@@ -374,11 +374,11 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		if err != nil {
 			return err
 		}
-		pcfg := proxy.Config{Listen: ln.Addr().String(), PreAuthRate: -1}
+		// The pre-auth limiter runs (its cost is part of the figure) but never trips.
+		pcfg := proxy.Config{Listen: ln.Addr().String(), PreAuthRate: 1_000_000}
 		pcfg.MCP.Upstream.URL = upURL + "/mcp"
 		pcfg.REST.Upstream.URL = upURL
 		pcfg.SetDefaults(sub)
-		pcfg.PreAuthRate = 0
 		if err := pcfg.Validate(); err != nil {
 			return err
 		}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis/portcullis"
@@ -201,9 +203,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	}
 	st.onClose(auth.Close)
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(auditLog.Collectors()...)
 	srv, err := proxy.New(cfg.Proxy, proxy.Deps{
 		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditLog,
 		Redactor: auditLog.Redactor(), Identity: identity, Limiter: limiter, Approvals: appr,
+		Registry: reg, Gatherer: reg,
 	})
 	if err != nil {
 		return err
