@@ -389,30 +389,58 @@ func (l *Log) enqueue(ctx context.Context, p *pending, wait time.Duration) error
 }
 
 // run is the writer goroutine.
+//
+// Rows appended with AppendAsync (outcomes, auth failures) do not start a commit of
+// their own: they wait, up to asyncLinger, for the next row someone is waiting on and
+// ride in its transaction. A proxied call then costs one commit, not two, and nothing
+// waits on an outcome row.
 func (l *Log) run() {
 	defer close(l.stopped)
 	ticker := time.NewTicker(l.cfg.CheckpointInterval)
 	defer ticker.Stop()
 	lingerTimer := time.NewTimer(time.Hour)
 	lingerTimer.Stop()
+	asyncTimer := time.NewTimer(time.Hour)
+	asyncTimer.Stop()
 	batch := make([]*pending, 0, l.cfg.MaxBatch)
+	var deferred []*pending
 	for {
 		var first *pending
+		var asyncDue <-chan time.Time
+		if len(deferred) > 0 {
+			asyncDue = asyncTimer.C
+		}
 		select {
 		case first = <-l.queue:
+		case <-asyncDue:
+			l.commit(deferred)
+			deferred = deferred[:0]
+			continue
 		case <-ticker.C:
 			if l.seq > l.lastCP {
 				l.checkpointLogged(CheckpointPeriodic)
 			}
 			continue
 		case <-l.stop:
+			if len(deferred) > 0 {
+				l.commit(deferred)
+			}
 			l.drain(batch)
 			if l.seq > l.lastCP {
 				l.checkpointLogged(CheckpointClose)
 			}
 			return
 		}
-		batch = append(batch[:0], first)
+		if first.done == nil && len(deferred) < l.cfg.MaxBatch-1 {
+			if len(deferred) == 0 {
+				asyncTimer.Reset(asyncLinger)
+			}
+			deferred = append(deferred, first)
+			continue
+		}
+		asyncTimer.Stop()
+		batch = append(append(batch[:0], deferred...), first)
+		deferred = deferred[:0]
 		batch = l.fill(batch)
 		// Linger only when rows are arriving together: a lone row (an idle gateway, one
 		// caller) commits at once, and under load the rows that queue up while a commit
@@ -424,6 +452,9 @@ func (l *Log) run() {
 		l.commit(batch)
 	}
 }
+
+// asyncLinger bounds how long an AppendAsync row waits for a transaction to join.
+const asyncLinger = 20 * time.Millisecond
 
 // linger waits, at most Linger, until the batch is as large as the previous one.
 // In steady load every caller of the last batch comes back within moments, so the

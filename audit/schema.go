@@ -84,7 +84,7 @@ const insertChunk = 32
 
 // pageSize is larger than SQLite's 4 KiB default: rows are appended in batches,
 // and fewer, larger WAL frames mean fewer write system calls per commit.
-const pageSize = 16384
+const pageSize = 4096
 
 func insertRowsSQL(n int) string {
 	var b strings.Builder
