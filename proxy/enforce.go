@@ -95,6 +95,9 @@ type refusal struct {
 func (s *Server) decide(ctx context.Context, cl *call) *refusal {
 	cl.dec = s.d.Policy.Decide(ctx, &cl.input)
 	s.metrics.decisions.WithLabelValues(cl.surface, cl.dec.Action).Inc()
+	if sd, ok := s.d.Policy.(ShadowDecider); ok {
+		s.shadow(ctx, sd, cl)
+	}
 	switch cl.dec.Action {
 	case policies.ActionAllow:
 		return nil
@@ -376,4 +379,24 @@ func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) 
 		Arguments: a.Arguments, Decision: decision, Reason: a.Comment, PolicyRevision: a.PolicyRevision,
 		ApprovalID: a.ID, Approver: a.DecidedBy,
 	})
+}
+
+// ShadowDecider evaluates a candidate policy beside the live one. *policies.Engine
+// implements it; ok is false when no shadow policy is configured.
+type ShadowDecider interface {
+	DecideShadow(ctx context.Context, in *policies.Input) (policies.Decision, bool)
+}
+
+// shadow records where the candidate policy would have decided differently. It never
+// changes what happens to the call.
+func (s *Server) shadow(ctx context.Context, sd ShadowDecider, cl *call) {
+	sh, ok := sd.DecideShadow(ctx, &cl.input)
+	if !ok || !policies.ShadowDiffers(cl.dec, sh) {
+		return
+	}
+	s.metrics.shadowDiffs.Inc()
+	ev := s.event(cl, "shadow")
+	ev.Decision = "shadow_" + sh.Action
+	ev.Reason = "shadow policy " + sh.Revision + " would " + sh.Action + " (live: " + cl.dec.Action + "): " + sh.Reason
+	s.d.Audit.AppendAsync(ev)
 }

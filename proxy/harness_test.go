@@ -116,6 +116,7 @@ type gateway struct {
 
 type gwOptions struct {
 	policy   string
+	shadow   string // a candidate policy's source, evaluated beside the live one
 	cfg      func(*proxy.Config)
 	auditCfg func(*audit.Config)
 	decider  func(proxy.Decider) proxy.Decider
@@ -140,7 +141,14 @@ func newGateway(t *testing.T, o gwOptions) *gateway {
 	if o.policy == "" {
 		o.policy = testPolicy
 	}
-	engine, err := policies.New(ctx, policies.Options{Modules: map[string]string{"test.rego": o.policy}, Timeout: 50 * time.Millisecond, Logger: log})
+	popts := policies.Options{Modules: map[string]string{"test.rego": o.policy}, Timeout: 50 * time.Millisecond, Logger: log}
+	if o.shadow != "" {
+		popts.ShadowPath = filepath.Join(g.dir, "shadow.rego")
+		if err := os.WriteFile(popts.ShadowPath, []byte(o.shadow), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	engine, err := policies.New(ctx, popts)
 	if err != nil {
 		t.Fatalf("policy: %v", err)
 	}

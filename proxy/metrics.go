@@ -14,6 +14,7 @@ type metrics struct {
 	auditFailures   prometheus.Counter
 	preAuthRejected prometheus.Counter
 	panics          prometheus.Counter
+	shadowDiffs     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,8 +29,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		auditFailures:   prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_audit_failures_total", Help: "Decision rows the audit trail could not take."}),
 		preAuthRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_preauth_rejected_total", Help: "Requests refused by the per-IP pre-auth limiter."}),
 		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_panics_total", Help: "Handler panics contained."}),
+		shadowDiffs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_shadow_differences_total", Help: "Calls the shadow policy would have decided differently."}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics} {
+	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}

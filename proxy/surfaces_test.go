@@ -270,3 +270,23 @@ func waitPending(t *testing.T, g *gateway, approver string) string {
 	t.Fatal("no pending approval appeared")
 	return ""
 }
+
+// A shadow policy is evaluated beside the live one and only recorded: the live decision
+// is what happens, and the audit trail says where the candidate differs.
+func TestShadowPolicyIsRecordedNotEnforced(t *testing.T) {
+	shadow := "package portcullis\n\nimport rego.v1\n\ndefault decision := {\"action\": \"deny\", \"reason\": \"candidate denies everything\"}\n"
+	g := newGateway(t, gwOptions{shadow: shadow})
+	resp, body := g.mcp(token(t, "a", "acme", "agent"), toolCall("echo", `{}`))
+	if resp.StatusCode != 200 || strings.Contains(body, "isError") || g.up.hits.Load() != 1 {
+		t.Fatalf("the shadow policy changed the outcome: %d %s (hits %d)", resp.StatusCode, body, g.up.hits.Load())
+	}
+	rows := g.auditRows()
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(rows, "shadow_deny") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		rows = g.auditRows()
+	}
+	if !strings.Contains(rows, "shadow_deny") || !strings.Contains(rows, "candidate denies everything") {
+		t.Fatalf("no shadow row in the audit trail: %s", rows)
+	}
+}

@@ -46,6 +46,10 @@ type PolicyConfig struct {
 	// AllowNetwork enables built-ins that reach the network (http.send,
 	// net.lookup_ip_addr). Off by default.
 	AllowNetwork bool `yaml:"allow_network"`
+	// ShadowPath is a candidate policy (file or directory) evaluated beside the live one
+	// on every call; where it would decide differently, a "shadow" audit row and the
+	// portcullis_shadow_differences_total metric record it. It never decides anything.
+	ShadowPath string `yaml:"shadow_path"`
 }
 
 // BackendConfig runs the bundled integrations backend beside the proxy.

@@ -96,7 +96,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	st := &stack{}
 	defer st.close()
 
-	engine, err := policies.New(ctx, policyOptions(cfg.Policy.Path, cfg.Policy.Timeout, cfg.Policy.AllowNetwork, log))
+	popts := policyOptions(cfg.Policy.Path, cfg.Policy.Timeout, cfg.Policy.AllowNetwork, log)
+	popts.ShadowPath = cfg.Policy.ShadowPath
+	engine, err := policies.New(ctx, popts)
 	if err != nil {
 		return fmt.Errorf("loading policy: %w", err)
 	}
