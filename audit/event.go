@@ -179,7 +179,6 @@ const rowDomain = "portcullis-audit-row-v1"
 type hasher struct {
 	h   hash.Hash
 	buf []byte
-	sum []byte
 }
 
 func newHasher() *hasher { return &hasher{h: sha256.New(), buf: make([]byte, 0, 1024)} }

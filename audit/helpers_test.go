@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -69,8 +68,6 @@ func appendN(t testing.TB, l *Log, n int) {
 		}
 	}
 }
-
-func dbPathOf(cfg Config) string { return filepath.Clean(cfg.Path) }
 
 // tamper runs statements on the raw database with the append-only triggers
 // dropped, as an attacker with file access would.

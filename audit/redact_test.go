@@ -163,7 +163,7 @@ func FuzzRedactCanary(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key string, depth, shape uint8, canary string) {
 		// Skip canaries that could be read inside our own output: the mark's
 		// alphabet, the fixed keys of the test document, or the key name itself.
-		if len(canary) < 4 || strings.Trim(canary, "0123456789abcdefhmacs-:") == "" ||
+		if len(canary) < 4 || strings.Trim(canary, "0123456789abcdefhms-:") == "" ||
 			strings.Contains("levelinnerotherfine", canary) || strings.Contains(key, canary) {
 			return
 		}

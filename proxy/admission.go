@@ -158,10 +158,6 @@ func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
 		header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}
 }
 
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
-}
-
 // methodOf returns the request method as a string that does not alias fasthttp's buffers
 // (c.Method() does): calls, audit events and held approvals outlive the request.
 func methodOf(c *fiber.Ctx) string {

@@ -18,7 +18,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 	path := string(c.Request().URI().Path())
 	tool, info, params := s.routes.match(methodOf(c), path)
 	args := make(map[string]any, 8)
-	c.Context().QueryArgs().VisitAll(func(k, v []byte) { args[string(k)] = string(v) })
+	for k, v := range c.Context().QueryArgs().All() {
+		args[string(k)] = string(v)
+	}
 	if body := c.Body(); len(body) > 0 {
 		ct := string(c.Request().Header.ContentType())
 		if !strings.HasPrefix(ct, fiber.MIMEApplicationJSON) && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {

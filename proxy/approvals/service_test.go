@@ -52,12 +52,11 @@ func newTestService(t testing.TB, clk *testClock, mutate func(*Config)) (*Servic
 }
 
 var (
-	agent    = policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "sess-1", Roles: []string{"agent"}}
-	alice    = policies.Caller{Sub: "alice", Org: "acme", Roles: []string{"approver"}}
-	bob      = policies.Caller{Sub: "bob", Org: "acme", Roles: []string{"developer"}}
-	carol    = policies.Caller{Sub: "carol", Org: "acme", Roles: []string{"security"}}
-	mallory  = policies.Caller{Sub: "mallory", Org: "evil", Roles: []string{"approver"}}
-	approver = alice
+	agent   = policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "sess-1", Roles: []string{"agent"}}
+	alice   = policies.Caller{Sub: "alice", Org: "acme", Roles: []string{"approver"}}
+	bob     = policies.Caller{Sub: "bob", Org: "acme", Roles: []string{"developer"}}
+	carol   = policies.Caller{Sub: "carol", Org: "acme", Roles: []string{"security"}}
+	mallory = policies.Caller{Sub: "mallory", Org: "evil", Roles: []string{"approver"}}
 )
 
 func request(t testing.TB, caller policies.Caller, args string) Request {

@@ -177,7 +177,6 @@ func TestStrictJWT(t *testing.T) {
 	}
 }
 
-func b64(s string) string    { return strings.TrimRight(b64raw(s), "=") }
 func b64raw(s string) string { return rawURL.EncodeToString([]byte(s)) }
 
 // flipLastBits changes the unused low bits of the last base64url character, which a

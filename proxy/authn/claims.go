@@ -94,9 +94,7 @@ func parseRoles(raw any) ([]string, bool) {
 	switch v := raw.(type) {
 	case nil:
 	case string:
-		for _, r := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' }) {
-			roles = append(roles, r)
-		}
+		roles = append(roles, strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' })...)
 	case []any:
 		for _, x := range v {
 			s, ok := x.(string)
