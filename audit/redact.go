@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
 )
 
 // RedactedPrefix starts every redacted value.
@@ -166,7 +167,9 @@ var (
 // ending in keyid(s), maskedkey, publickey, sortkey, partitionkey, primarykey,
 // foreignkey, idempotencykey or cachekey. "max_tokens" and "token_url" are not
 // secret (they do not end in "token").
-func (r *Redactor) IsSecretField(name string) bool {
+func (r *Redactor) IsSecretField(name string) bool { return isSecretName(name, false) }
+
+func isSecretName(name string, folded bool) bool {
 	var stack [64]byte
 	n := stack[:0]
 	for i := 0; i < len(name); i++ {
@@ -176,6 +179,11 @@ func (r *Redactor) IsSecretField(name string) bool {
 			continue
 		case c >= 'A' && c <= 'Z':
 			c += 'a' - 'A'
+		case c >= 0x80 && !folded:
+			// Non-ASCII: fold Unicode letters too, so a decoder that matches names
+			// ignoring case (KELVIN SIGN is k, LONG S is s) cannot be handed a secret
+			// under a name this check does not recognise.
+			return isSecretName(foldName(name), true)
 		}
 		n = append(n, c)
 	}
@@ -347,4 +355,25 @@ func isTokenChar(c byte) bool  { return isAlnum(c) || c == '-' || c == '_' }
 func isB64URL(c byte) bool     { return isAlnum(c) || c == '-' || c == '_' }
 func isBearerChar(c byte) bool {
 	return isAlnum(c) || strings.IndexByte("-._~+/=", c) >= 0
+}
+
+// foldName lower-cases name with Unicode folding and maps the non-ASCII letters that
+// case-fold to ASCII ones onto them; the result holds no such letters.
+func foldName(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '\u212A':
+			return 'k'
+		case '\u017F':
+			return 's'
+		case '\u0130': // LATIN CAPITAL I WITH DOT ABOVE
+			return 'i'
+		}
+		if r >= 0x80 {
+			if l := unicode.ToLower(r); l < 0x80 {
+				return l
+			}
+		}
+		return unicode.ToLower(r)
+	}, name)
 }

@@ -215,3 +215,16 @@ func containsString(v any, s string) bool {
 	}
 	return false
 }
+
+// A decoder that folds case reads these names as "key" and "secret"; so must redaction.
+func TestIsSecretFieldFoldsUnicode(t *testing.T) {
+	r := NewRedactor([]byte("k"))
+	for _, name := range []string{"\u212aey", "API_\u212aEY", "client_\u017Fecret", "Pa\u017F\u017Fword"} {
+		if !r.IsSecretField(name) {
+			t.Errorf("%q is not treated as secret", name)
+		}
+	}
+	if r.IsSecretField("clé_publique") {
+		t.Error("an unrelated non-ASCII name is treated as secret")
+	}
+}

@@ -38,6 +38,8 @@ func TestCreateValidation(t *testing.T) {
 		{"name too long", map[string]any{"name": strings.Repeat("n", 200), "ai_provider_id": "openai", "key": "k"}, 400, "name", "at most 128"},
 		{"bad workspace id", map[string]any{"name": "n", "ai_provider_id": "openai", "key": "k", "workspace_id": "a b"}, 400, "workspace_id", "letters, digits"},
 		{"unknown body field", `{"name":"n","ai_provider_id":"openai","key":"k","colour":"red"}`, 400, "colour", "unknown field"},
+		{"field name in another case", `{"name":"n","ai_provider_id":"openai","key":"k","Workspace_ID":"ws-other"}`, 400, "Workspace_ID", "case-sensitive"},
+		{"field name with a Kelvin sign", "{\"name\":\"n\",\"ai_provider_id\":\"openai\",\"\u212aey\":\"k\"}", 400, "\u212aey", "case-sensitive"},
 		{"wrong type", `{"name":5,"ai_provider_id":"openai"}`, 400, "name", "must be a string"},
 		{"not json", `{"name":`, 400, "body", "not valid JSON"},
 		{"two objects", `{"name":"n","ai_provider_id":"openai","key":"k"} {}`, 400, "body", "exactly one JSON object"},

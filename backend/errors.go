@@ -1,11 +1,13 @@
 package backend
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
@@ -62,8 +64,11 @@ const maxBody = 1 << 20
 // decodeStrict reads one JSON object into v: unknown fields, trailing data, wrong
 // types and bodies over 1 MiB are refused with the field named.
 func decodeStrict(r *http.Request, v any) *apiError {
-	body := http.MaxBytesReader(nil, r.Body, maxBody)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err != nil {
+		return jsonError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
@@ -71,7 +76,70 @@ func decodeStrict(r *http.Request, v any) *apiError {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errField(http.StatusBadRequest, "invalid_json", "body", "must hold exactly one JSON object")
 	}
+	// encoding/json matches field names ignoring case (and Unicode folds such as the
+	// Kelvin sign for k), so "Workspace_ID" would fill workspace_id although the proxy's
+	// policy, which reads keys exactly, never saw a workspace_id. Only exact names pass.
+	var generic any
+	if err := json.Unmarshal(raw, &generic); err == nil {
+		if field := inexactKey(generic, reflect.TypeOf(v), ""); field != "" {
+			return errField(http.StatusBadRequest, "validation_error", field, "unknown field (field names are case-sensitive)")
+		}
+	}
 	return nil
+}
+
+// inexactKey returns the path of the first object key that matches no field of t by its
+// exact JSON name, or "". Maps accept any key; structs are checked recursively.
+func inexactKey(v any, t reflect.Type, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if t.Kind() != reflect.Struct {
+			if t.Kind() == reflect.Map {
+				for k, e := range x {
+					if f := inexactKey(e, t.Elem(), path+k+"."); f != "" {
+						return f
+					}
+				}
+			}
+			return ""
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = sf.Name
+			}
+			fields[name] = sf.Type
+		}
+		for k, e := range x {
+			ft, ok := fields[k]
+			if !ok {
+				return path + k
+			}
+			if f := inexactKey(e, ft, path+k+"."); f != "" {
+				return f
+			}
+		}
+	case []any:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for _, e := range x {
+				if f := inexactKey(e, t.Elem(), path); f != "" {
+					return f
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func jsonError(err error) *apiError {

@@ -104,6 +104,12 @@ func (s *Server) admit(c *fiber.Ctx) (err error) {
 			err = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
 		}
 	}()
+	// Fiber's c.Body() inflates compressed bodies without a size limit, and a decoder
+	// upstream could read the bytes differently from the proxy: bodies must be sent as is.
+	if ce := c.Request().Header.Peek(fiber.HeaderContentEncoding); len(ce) > 0 && !strings.EqualFold(string(ce), "identity") {
+		return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_content_encoding", field: "Content-Encoding",
+			msg: "request bodies must not be compressed"}
+	}
 	if s.preAuth != nil {
 		// The key is the socket peer, never X-Forwarded-For, which a client can forge.
 		res, lerr := s.preAuth.Allow(c.UserContext(), c.Context().RemoteIP().String(), s.cfg.PreAuthRate, time.Second)

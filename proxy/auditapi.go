@@ -12,8 +12,8 @@ import (
 // their own org's rows only.
 func (s *Server) handleAuditQuery(c *fiber.Ctx) error {
 	caller := callerOf(c)
-	if caller == nil || !caller.HasRole(s.d.AuditorRole) {
-		return &httpError{status: fiber.StatusForbidden, code: "forbidden", msg: "reading the audit trail needs the " + s.d.AuditorRole + " role"}
+	if caller == nil || !caller.HasRole(s.d.AuditorRole) || caller.Org == "" {
+		return &httpError{status: fiber.StatusForbidden, code: "forbidden", msg: "reading the audit trail needs the " + s.d.AuditorRole + " role and an org"}
 	}
 	if s.d.AuditQ == nil {
 		return &httpError{status: fiber.StatusNotFound, code: "not_found", msg: "audit queries are not enabled"}

@@ -36,7 +36,7 @@ type outbound struct {
 }
 
 func (s *Server) outboundFrom(c *fiber.Ctx, up *upstream, uri string, timeout time.Duration, copyBody bool) *outbound {
-	o := &outbound{method: methodOf(c), uri: uri, timeout: timeout, body: c.Body()}
+	o := &outbound{method: methodOf(c), uri: uri, timeout: timeout, body: c.Request().Body()}
 	if copyBody {
 		o.body = append([]byte(nil), o.body...)
 	}

@@ -132,7 +132,7 @@ func (s *Server) toolInfo(tool string) policies.ToolInfo {
 }
 
 func (s *Server) handleMCP(c *fiber.Ctx) error {
-	body := c.Body()
+	body := c.Request().Body()
 	v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
 	if err != nil {
 		return s.rpcError(c, fiber.StatusBadRequest, nil, rpcParseError, "request body: "+err.Error())
@@ -155,7 +155,10 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 	default:
 		m, code, msg := parseMessage(v)
 		if m == nil {
-			id, _ := v.(map[string]any)["id"]
+			var id any
+			if obj, ok := v.(map[string]any); ok {
+				id = obj["id"]
+			}
 			return s.rpcError(c, fiber.StatusBadRequest, id, code, msg)
 		}
 		msgs = []*rpcMessage{m}
@@ -164,7 +167,7 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 	if !batch {
 		m := msgs[0]
 		if !m.decide {
-			return s.forwardMCP(c, m, nil)
+			return s.forwardMCP(c, msgs, nil)
 		}
 		cl := s.newCall(c, "mcp", m.tool, s.toolInfo(m.tool), m.args)
 		r := s.decide(c.UserContext(), cl)
@@ -174,7 +177,7 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 		if r = s.settle(c.UserContext(), cl, r); r != nil {
 			return s.mcpRefusal(c, m, cl, r)
 		}
-		return s.forwardMCP(c, m, cl)
+		return s.forwardMCP(c, msgs, cl)
 	}
 	return s.handleMCPBatch(c, msgs)
 }
@@ -196,19 +199,32 @@ func (s *Server) handleMCPBatch(c *fiber.Ctx, msgs []*rpcMessage) error {
 				msg: "this call requires human approval, which is not available inside a JSON-RPC batch; send it on its own"}
 		}
 		if r = s.settle(c.UserContext(), cl, r); r != nil {
+			if r.code == "audit_unavailable" {
+				// The gateway cannot record calls: the whole batch fails as one request.
+				for _, done := range calls {
+					s.refundIfAsked(done)
+				}
+				return s.mcpRefusal(c, m, cl, r)
+			}
 			refused[m] = r
 		}
 		calls = append(calls, cl)
 	}
 	if len(refused) == 0 {
-		var cl *call
-		if len(calls) > 0 {
-			cl = calls[0] // the assertion names the first call's decision; all were allowed
+		if len(calls) == 0 {
+			return s.forwardMCP(c, msgs, nil)
 		}
-		return s.forwardMCP(c, msgs[0], cl)
+		// The assertion names the first call's decision; every call gets its outcome row.
+		err := s.forwardMCP(c, msgs, calls[0])
+		status := c.Response().StatusCode()
+		for _, cl := range calls[1:] {
+			s.recordOutcome(cl, status, "", time.Since(cl.start))
+		}
+		return err
 	}
 	for _, cl := range calls {
 		s.refundIfAsked(cl)
+		s.recordOutcome(cl, 0, "not_forwarded", time.Since(cl.start))
 	}
 	var out []json.RawMessage
 	rid := requestID(c)
@@ -260,17 +276,20 @@ func (s *Server) mcpRefusal(c *fiber.Ctx, m *rpcMessage, cl *call, r *refusal) e
 	return c.Status(fiber.StatusOK).Send(toolErrorResult(m.id, r, cl.rid))
 }
 
-// forwardMCP forwards the request body as received. tools/list results are filtered so a
-// caller never sees a tool policy denies it outright.
-func (s *Server) forwardMCP(c *fiber.Ctx, m *rpcMessage, cl *call) error {
+// forwardMCP forwards the request body as received. tools/list results (alone or in a
+// batch) are filtered so a caller never sees a tool policy denies it outright.
+func (s *Server) forwardMCP(c *fiber.Ctx, msgs []*rpcMessage, cl *call) error {
 	if cl == nil {
-		cl = s.lightCall(c, m.method)
+		cl = s.lightCall(c, msgs[0].method)
 	}
 	if err := s.forward(c, cl, s.mcpUp, s.mcpUp.base, s.mcpUp.cfg.Timeout); err != nil {
 		return err
 	}
-	if m.method == "tools/list" && c.Response().StatusCode() == fiber.StatusOK {
-		s.filterToolsList(c, &cl.id.Caller)
+	for _, m := range msgs {
+		if m.method == "tools/list" && c.Response().StatusCode() == fiber.StatusOK {
+			s.filterToolsList(c, &cl.id.Caller)
+			break
+		}
 	}
 	return nil
 }
@@ -284,6 +303,10 @@ func (s *Server) lightCall(c *fiber.Ctx, method string) *call {
 }
 
 func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
+	if len(c.Request().Body()) > 0 {
+		// Nothing examines a GET or DELETE body, so none is forwarded.
+		return badRequest("unexpected_body", "body", "%s %s takes no body", methodOf(c), s.cfg.MCP.Path)
+	}
 	cl := s.lightCall(c, methodOf(c))
 	timeout := s.mcpUp.cfg.Timeout
 	if c.Method() == fiber.MethodGet {
@@ -320,20 +343,45 @@ func filterSSE(body []byte, f func([]byte) []byte) []byte {
 	return out.Bytes()
 }
 
+// filterToolsJSON filters the tools of every tools/list result in b (one JSON-RPC
+// response or a batch of them).
 func (s *Server) filterToolsJSON(b []byte, caller *policies.Caller) []byte {
-	var msg map[string]any
+	var v any
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if dec.Decode(&msg) != nil {
+	if dec.Decode(&v) != nil {
 		return b
 	}
+	msgs, batch := v.([]any)
+	if !batch {
+		msgs = []any{v}
+	}
+	changed := false
+	for _, m := range msgs {
+		if msg, ok := m.(map[string]any); ok && s.filterToolsResult(msg, caller) {
+			changed = true
+		}
+	}
+	if !changed {
+		return b
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return b
+	}
+	return out
+}
+
+// filterToolsResult removes from a tools/list result the tools policy denies the caller
+// outright. It reports whether msg held a tools list.
+func (s *Server) filterToolsResult(msg map[string]any, caller *policies.Caller) bool {
 	res, ok := msg["result"].(map[string]any)
 	if !ok {
-		return b
+		return false
 	}
 	tools, ok := res["tools"].([]any)
 	if !ok {
-		return b
+		return false
 	}
 	kept := tools[:0]
 	for _, t := range tools {
@@ -355,11 +403,7 @@ func (s *Server) filterToolsJSON(b []byte, caller *policies.Caller) []byte {
 		}
 	}
 	res["tools"] = kept
-	out, err := json.Marshal(msg)
-	if err != nil {
-		return b
-	}
-	return out
+	return true
 }
 
 // holdMCP handles a call that needs approval. A client that accepts server-sent events is
@@ -372,7 +416,7 @@ func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage, up *upstream) er
 		if r = s.settle(c.UserContext(), cl, nil); r != nil {
 			return s.mcpRefusal(c, m, cl, r)
 		}
-		return s.forwardMCP(c, m, cl)
+		return s.forwardMCP(c, []*rpcMessage{m}, cl)
 	case approvalRefused:
 		if r = s.settle(c.UserContext(), cl, r); r != nil {
 			return s.mcpRefusal(c, m, cl, r)
@@ -391,7 +435,7 @@ func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage, up *upstream) er
 		if r = s.settle(c.UserContext(), cl, nil); r != nil {
 			return s.mcpRefusal(c, m, cl, r)
 		}
-		return s.forwardMCP(c, m, cl)
+		return s.forwardMCP(c, []*rpcMessage{m}, cl)
 	}
 	o := s.outboundFrom(c, up, up.base, up.cfg.Timeout, true)
 	c.Set(fiber.HeaderContentType, "text/event-stream")

@@ -16,12 +16,23 @@ import (
 // arguments are the path parameters, query parameters and JSON body fields together.
 func (s *Server) handleREST(c *fiber.Ctx) error {
 	path := string(c.Request().URI().Path())
+	// Fiber routed on the path as sent; decide and forward only what, once normalised
+	// ("/v1/../mcp" is "/mcp"), is still under a configured prefix.
+	if !s.underPrefix(path) {
+		return badRequest("invalid_path", "path", "the normalised path %q is outside the proxied prefixes", path)
+	}
 	tool, info, params := s.routes.match(methodOf(c), path)
+	// Arguments come from the query, the JSON body and the path. A name given twice
+	// (a repeated query parameter, or the same name in two places) could be read one way
+	// by policy and another by the upstream, so it is refused.
 	args := make(map[string]any, 8)
 	for k, v := range c.Context().QueryArgs().All() {
+		if _, dup := args[string(k)]; dup {
+			return badRequest("ambiguous_argument", string(k), "query parameter %q is given more than once", k)
+		}
 		args[string(k)] = string(v)
 	}
-	if body := c.Body(); len(body) > 0 {
+	if body := c.Request().Body(); len(body) > 0 {
 		ct := string(c.Request().Header.ContentType())
 		if !strings.HasPrefix(ct, fiber.MIMEApplicationJSON) && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
 			return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type",
@@ -33,6 +44,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		}
 		if obj, ok := v.(map[string]any); ok {
 			for k, x := range obj {
+				if _, dup := args[k]; dup {
+					return badRequest("ambiguous_argument", k, "%q is given both in the query and in the body", k)
+				}
 				args[k] = x
 			}
 		} else {
@@ -40,6 +54,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		}
 	}
 	for k, v := range params {
+		if x, dup := args[k]; dup && x != v {
+			return badRequest("ambiguous_argument", k, "%q in the query or body differs from the path", k)
+		}
 		args[k] = v
 	}
 	cl := s.newCall(c, "rest", tool, info, args)
@@ -108,3 +125,12 @@ func setRateLimitHeaders(c *fiber.Ctx, res *ratelimit.Result) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func (s *Server) underPrefix(path string) bool {
+	for _, p := range s.cfg.REST.Prefixes {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -108,7 +108,7 @@ func (h *handlers) decide(to Status) fiber.Handler {
 		var body struct {
 			Comment string `json:"comment"`
 		}
-		if raw := bytes.TrimSpace(c.Body()); len(raw) > 0 {
+		if raw := bytes.TrimSpace(c.Request().Body()); len(raw) > 0 {
 			dec := json.NewDecoder(bytes.NewReader(raw))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(&body); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -15,7 +16,7 @@ const DefaultMaxDepth = 32
 // it names a byte offset and a rule, never the input's content.
 type Error struct {
 	Offset int
-	Rule   string // "duplicate_key" | "max_depth" | "invalid_utf8" | "syntax"
+	Rule   string // "duplicate_key" | "ambiguous_key" | "max_depth" | "invalid_utf8" | "syntax"
 	Msg    string
 }
 
@@ -115,6 +116,8 @@ func (p *parser) object(depth int) (any, error) {
 		p.pos++
 		return m, nil
 	}
+	objAt := p.pos
+	needFold := false
 	for {
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
@@ -127,6 +130,11 @@ func (p *parser) object(depth int) (any, error) {
 		}
 		if _, dup := m[k]; dup {
 			return nil, &Error{Offset: keyAt, Rule: "duplicate_key", Msg: "duplicate object key"}
+		}
+		if fold, err := foldClass(k, keyAt); err != nil {
+			return nil, err
+		} else if fold {
+			needFold = true
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
@@ -148,6 +156,11 @@ func (p *parser) object(depth int) (any, error) {
 			p.pos++
 		case '}':
 			p.pos++
+			if needFold {
+				if err := foldCollision(m, objAt); err != nil {
+					return nil, err
+				}
+			}
 			return m, nil
 		default:
 			return nil, p.errorf("syntax", "expected ',' or '}' in object")
@@ -317,4 +330,40 @@ func (p *parser) hex4() (rune, error) {
 	}
 	p.pos += 4
 	return rune(v), nil
+}
+
+// Decoders that match object keys to fields ignoring case (encoding/json does, with
+// Unicode folding) read {"Workspace_ID": ...} as workspace_id, while a policy reads keys
+// exactly. So keys that differ only in case are refused, and so are the two non-ASCII
+// letters that fold to ASCII ones (U+212A KELVIN SIGN -> k, U+017F LONG S -> s).
+
+// foldClass reports whether k needs the case-fold collision check (it has an upper-case
+// or non-ASCII letter), and refuses keys holding a letter that folds to ASCII.
+func foldClass(k string, at int) (bool, error) {
+	need := false
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= 'A' && c <= 'Z' {
+			need = true
+		} else if c >= 0x80 {
+			need = true
+			if strings.ContainsRune(k, '\u212A') || strings.ContainsRune(k, '\u017F') {
+				return false, &Error{Offset: at, Rule: "ambiguous_key", Msg: "object key with a letter that case-folds to ASCII"}
+			}
+			break
+		}
+	}
+	return need, nil
+}
+
+func foldCollision(m map[string]any, at int) error {
+	seen := make(map[string]struct{}, len(m))
+	for k := range m {
+		f := strings.ToLower(k)
+		if _, dup := seen[f]; dup {
+			return &Error{Offset: at, Rule: "ambiguous_key", Msg: "object keys that differ only in case"}
+		}
+		seen[f] = struct{}{}
+	}
+	return nil
 }

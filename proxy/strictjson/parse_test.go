@@ -20,6 +20,8 @@ func TestParseAccepts(t *testing.T) {
 		{"number forms", `[-0,1.5e10,2E-3,12345678901234567890]`, []any{json.Number("-0"), json.Number("1.5e10"), json.Number("2E-3"), json.Number("12345678901234567890")}},
 		{"whitespace", " \t\n{ } ", map[string]any{}},
 		{"depth at limit", strings.Repeat("[", 32) + strings.Repeat("]", 32), nil},
+		{"mixed-case keys that do not collide", `{"Name":"a","slug":"b"}`, map[string]any{"Name": "a", "slug": "b"}},
+		{"non-ASCII keys", `{"clé":1,"Ключ":2}`, map[string]any{"clé": json.Number("1"), "Ключ": json.Number("2")}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.note, func(t *testing.T) {
@@ -48,6 +50,10 @@ func TestParseRefuses(t *testing.T) {
 		{"invalid utf8", "{\"a\":\"\xff\"}", "invalid_utf8"},
 		{"lone high surrogate", `"\ud800"`, "invalid_utf8"},
 		{"lone low surrogate", `"\udc00x"`, "invalid_utf8"},
+		{"keys differing in case", `{"workspace_id":"a","Workspace_ID":"b"}`, "ambiguous_key"},
+		{"kelvin sign key", "{\"\u212aey\":1}", "ambiguous_key"},
+		{"kelvin sign escaped", `{"\u212aey":1}`, "ambiguous_key"},
+		{"long s key", "{\"\u017fecret\":1}", "ambiguous_key"},
 		{"trailing data", `{} {}`, "syntax"},
 		{"trailing comma", `{"a":1,}`, "syntax"},
 		{"single quotes", `{'a':1}`, "syntax"},

@@ -1,0 +1,156 @@
+package proxy_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Regression tests for the request-path review: each input here was once read one way
+// by policy and another by the upstream, or crashed or leaked.
+
+func TestNonObjectMCPBodyIsA400(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-7", "acme", "agent")
+	for _, body := range []string{`"x"`, `1`, `null`, `true`} {
+		if resp, out := g.mcp(tok, body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(out, `"error"`) {
+			t.Errorf("body %s: status %d %s, want a 400 JSON-RPC error", body, resp.StatusCode, out)
+		}
+	}
+	if strings.Contains(g.logText(), "panic in handler") || g.up.hits.Load() != 0 {
+		t.Fatalf("handler panicked or forwarded (hits %d)", g.up.hits.Load())
+	}
+}
+
+const slugsPolicy = `package portcullis
+
+import rego.v1
+
+default decision := {"action": "deny", "reason": "no"}
+
+decision := {"action": "allow", "reason": "harmless only"} if {
+	input.tool == "delete_integration_model"
+	input.arguments.slugs == "harmless"
+}
+`
+
+func TestArgumentsHaveOneReading(t *testing.T) {
+	g := newGateway(t, gwOptions{policy: slugsPolicy})
+	tok := token(t, "op", "acme", "operator")
+	cases := []struct {
+		note, path, ctype, body string
+	}{
+		{"repeated query key", "/v1/integrations/prod/models?slugs=gpt-4o&slugs=harmless", "", ""},
+		{"body repeats a query key", "/v1/integrations/prod/models?slugs=gpt-4o", "application/json", `{"slugs":"harmless"}`},
+		{"body contradicts the path", "/v1/integrations/prod/models?slugs=harmless", "application/json", `{"slug":"other"}`},
+	}
+	for _, tc := range cases {
+		resp, out := g.do("DELETE", tc.path, tok, tc.ctype, tc.body)
+		if resp.StatusCode != 400 || !strings.Contains(out, "ambiguous_argument") {
+			t.Errorf("%s: %d %s, want 400 ambiguous_argument", tc.note, resp.StatusCode, out)
+		}
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+	if resp, out := g.do("DELETE", "/v1/integrations/prod/models?slugs=harmless", tok, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("the unambiguous call: %d %s", resp.StatusCode, out)
+	}
+}
+
+func TestCaseFoldedKeysAreRefused(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-7", "acme", "agent")
+	const canary = "CANARY-7f3a9c1e2b"
+	for _, body := range []string{
+		`{"name":"x","workspace_id":"ws-1","Workspace_ID":"ws-other"}`,
+		"{\"name\":\"x\",\"ai_provider_id\":\"openai\",\"\u212aey\":\"" + canary + "\"}",
+		`{"name":"x","ai_provider_id":"openai","\u212aey":"` + canary + `"}`,
+	} {
+		if resp, out := g.do("POST", "/v1/integrations", tok, "application/json", body); resp.StatusCode != 400 || !strings.Contains(out, "invalid_json") {
+			t.Errorf("%s: %d %s, want 400", body, resp.StatusCode, out)
+		}
+	}
+	if rows := g.auditRows(); strings.Contains(rows, canary) || strings.Contains(g.logText(), canary) {
+		t.Fatal("a secret under a case-folded name reached the audit trail or the log")
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+}
+
+func TestCompressedBodiesAreRefused(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	big := toolCall("echo", `{"pad":"`+strings.Repeat("A", 8<<20)+`"}`)
+	var zb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&zb, gzip.BestCompression)
+	zw.Write([]byte(big))
+	zw.Close()
+	resp, out := g.do("POST", "/mcp", token(t, "agent-7", "acme", "agent"), "application/json", zb.String(),
+		"Accept", "application/json", "Content-Encoding", "gzip")
+	if resp.StatusCode != 415 || g.up.hits.Load() != 0 {
+		t.Fatalf("gzip body (%d bytes inflating to %d): %d %s, hits %d", zb.Len(), len(big), resp.StatusCode, out, g.up.hits.Load())
+	}
+}
+
+func TestAuditorWithoutOrgIsRefused(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	g.mcp(token(t, "agent-7", "acme", "agent"), toolCall("echo", `{}`))
+	g.auditRows()
+	if resp, out := g.do("GET", "/admin/v1/audit", token(t, "aud", "", "auditor"), "", ""); resp.StatusCode != 403 {
+		t.Fatalf("auditor with no org: %d %.300s", resp.StatusCode, out)
+	}
+	resp, out := g.do("GET", "/admin/v1/audit", token(t, "aud", "acme", "auditor"), "", "")
+	if resp.StatusCode != 200 || !strings.Contains(out, `"agent-7"`) {
+		t.Fatalf("acme's auditor: %d %.300s", resp.StatusCode, out)
+	}
+	if resp, out := g.do("GET", "/admin/v1/audit", token(t, "aud", "other", "auditor"), "", ""); resp.StatusCode != 200 || strings.Contains(out, `"agent-7"`) {
+		t.Fatalf("another org's auditor sees acme's rows: %d %.300s", resp.StatusCode, out)
+	}
+}
+
+func TestBatchToolsListIsFiltered(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"visible"},{"name":"hidden"}]}}]`))
+	})
+	_, out := g.mcp(token(t, "agent-7", "acme", "agent"), `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`)
+	if strings.Contains(out, `"hidden"`) || !strings.Contains(out, `"visible"`) {
+		t.Fatalf("batch tools/list not filtered: %s", out)
+	}
+}
+
+const allowAllPolicy = `package portcullis
+
+import rego.v1
+
+decision := {"action": "allow", "reason": input.tool}
+`
+
+// Fiber routes on the path as sent; the proxy decides and forwards the normalised path,
+// which must still be under a proxied prefix.
+func TestNormalisedPathStaysUnderPrefix(t *testing.T) {
+	g := newGateway(t, gwOptions{policy: allowAllPolicy})
+	tok := token(t, "a", "acme", "agent")
+	for _, p := range []string{"/v1/../mcp", "/v1/%2e%2e/admin/v1/audit", "/v1/./../integrations"} {
+		if resp, out := g.do("GET", p, tok, "", ""); resp.StatusCode != 400 || !strings.Contains(out, "invalid_path") {
+			t.Errorf("%s: %d %s, want 400 invalid_path", p, resp.StatusCode, out)
+		}
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+	if resp, _ := g.do("GET", "/v1/integrations/a%2Fmodels", tok, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("an encoded slash inside the prefix: %d", resp.StatusCode)
+	}
+}
+
+func TestMCPStreamMethodsTakeNoBody(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	if resp, out := g.do("DELETE", "/mcp", token(t, "a", "acme", "agent"), "application/json", toolCall("forbidden", `{}`)); resp.StatusCode != 400 || g.up.hits.Load() != 0 {
+		t.Fatalf("DELETE /mcp with a body: %d %s (hits %d)", resp.StatusCode, out, g.up.hits.Load())
+	}
+}
