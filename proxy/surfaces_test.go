@@ -290,3 +290,55 @@ func TestShadowPolicyIsRecordedNotEnforced(t *testing.T) {
 		t.Fatalf("no shadow row in the audit trail: %s", rows)
 	}
 }
+
+const refundPolicy = `package portcullis
+
+import rego.v1
+
+decision := {"action": "rate_limit", "reason": "one at a time", "rate_limit": {"max": 1, "window": "60s", "refund_on_error": input.arguments.refund}}
+`
+
+// refund_on_error: a call the upstream fails does not use up the caller's budget when
+// the policy says so; without it, it does.
+func TestRateLimitRefundOnError(t *testing.T) {
+	for _, refund := range []bool{true, false} {
+		t.Run(fmt.Sprint("refund=", refund), func(t *testing.T) {
+			g := newGateway(t, gwOptions{policy: refundPolicy})
+			g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) { w.WriteHeader(500) })
+			tok := token(t, "agent-1", "acme", "agent")
+			args := fmt.Sprintf(`{"refund":%v}`, refund)
+			if resp, _ := g.mcp(tok, toolCall("echo", args)); resp.StatusCode != 500 {
+				t.Fatalf("first call: %d, want the upstream's 500", resp.StatusCode)
+			}
+			_, body := g.mcp(tok, toolCall("echo", args))
+			limited := strings.Contains(body, "rate_limited")
+			if limited == refund {
+				t.Fatalf("second call after a failed first (refund_on_error=%v): %s", refund, body)
+			}
+		})
+	}
+}
+
+// Upstream pacing refuses at once a call that would wait past its budget, instead of
+// holding it.
+func TestUpstreamPacing(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) {
+		c.MCP.Upstream.RatePerSecond = 2
+		c.MCP.Upstream.MaxPaceWait = 10 * time.Millisecond
+	}})
+	tok := token(t, "agent-1", "acme", "agent")
+	busy := 0
+	start := time.Now()
+	for i := 0; i < 5; i++ {
+		resp, body := g.mcp(tok, toolCall("echo", `{}`))
+		if resp.StatusCode == 503 && strings.Contains(body, "upstream_busy") && resp.Header.Get("Retry-After") != "" {
+			busy++
+		}
+	}
+	if busy == 0 || g.up.hits.Load()+int64(busy) != 5 {
+		t.Fatalf("5 calls at 2/s with a 10ms budget: %d refused, %d forwarded", busy, g.up.hits.Load())
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("paced calls were held %v instead of refused", time.Since(start))
+	}
+}
