@@ -46,9 +46,16 @@ func benchCases() []benchCase {
 	}
 }
 
-// BenchmarkDecide is the hot path: the example policy, the input built as AST directly.
-func BenchmarkDecide(b *testing.B) {
-	e := engineFor(b, examplePolicy(b))
+// BenchmarkDecide is the hot path for a repeated call: the example policy is
+// deterministic, so the decision comes from the cache after the first evaluation.
+func BenchmarkDecide(b *testing.B) { benchDecide(b, 0) }
+
+// BenchmarkDecideUncached evaluates every time (a call never seen before): the example
+// policy, the input built as AST directly.
+func BenchmarkDecideUncached(b *testing.B) { benchDecide(b, -1) }
+
+func benchDecide(b *testing.B, cacheSize int) {
+	e := engineFor(b, examplePolicy(b), func(o *Options) { o.CacheSize = cacheSize })
 	ctx := context.Background()
 	for _, bc := range benchCases() {
 		b.Run(bc.name, func(b *testing.B) {

@@ -74,7 +74,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	duration := fs.Duration("duration", 3*time.Second, "length of each measurement")
 	rounds := fs.Int("rounds", 3, "interleaved rounds; figures are medians over rounds")
 	conns := fs.Int("conns", 32, "concurrent connections of the load generator")
-	targetsFlag := fs.String("targets", "direct,plain,full,full-noaudit,min-allow,min-ratelimit", "targets to measure, comma-separated")
+	targetsFlag := fs.String("targets", "direct,plain,full,full-nocache,full-noaudit,min-allow,min-ratelimit", "targets to measure, comma-separated")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -401,6 +401,10 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		return nil
 	}
 	example := policyOptions("", 25*time.Millisecond, false, log)
+	// Every request of the load is the same call, so the decision cache answers all but
+	// the first; full-nocache evaluates the policy every time, as for calls never seen.
+	uncached := example
+	uncached.CacheSize = -1
 	minimal := policies.Options{Modules: map[string]string{"bench.rego": benchPolicy}, Timeout: 25 * time.Millisecond, Logger: log}
 	for _, t := range []struct {
 		name    string
@@ -409,6 +413,7 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		roles   []string
 	}{
 		{"full", example, true, []string{"agent"}},
+		{"full-nocache", uncached, true, []string{"agent"}},
 		{"full-noaudit", example, false, []string{"agent"}},
 		{"min-allow", minimal, true, []string{"bench-allow"}},
 		{"min-ratelimit", minimal, true, []string{"bench-ratelimit"}},
