@@ -94,7 +94,7 @@ type refusal struct {
 // caller of decide chooses how to hold (long-poll or SSE).
 func (s *Server) decide(ctx context.Context, cl *call) *refusal {
 	cl.dec = s.d.Policy.Decide(ctx, &cl.input)
-	s.metrics.decisions.WithLabelValues(cl.surface, cl.dec.Action).Inc()
+	s.metrics.decision(cl.surface, cl.dec.Action).Inc()
 	if sd, ok := s.d.Policy.(ShadowDecider); ok {
 		s.shadow(ctx, sd, cl)
 	}

@@ -30,20 +30,20 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Pro
 type outbound struct {
 	method  string
 	uri     string
-	headers [][2]string
+	header  *fasthttp.RequestHeader // the caller's headers; only forwardedHeaders are sent
 	body    []byte
 	timeout time.Duration
 }
 
-func (s *Server) outboundFrom(c *fiber.Ctx, up *upstream, uri string, timeout time.Duration, copyBody bool) *outbound {
-	o := &outbound{method: methodOf(c), uri: uri, timeout: timeout, body: c.Request().Body()}
-	if copyBody {
-		o.body = append([]byte(nil), o.body...)
-	}
-	for _, h := range forwardedHeaders {
-		if v := c.Request().Header.Peek(h); len(v) > 0 {
-			o.headers = append(o.headers, [2]string{h, string(v)})
-		}
+// outboundFrom describes the caller's request for roundTrip. With detach, the headers
+// and body are copied so the request can be sent after the handler returned; otherwise
+// they are read from the caller's request in place.
+func (s *Server) outboundFrom(c *fiber.Ctx, uri string, timeout time.Duration, detach bool) *outbound {
+	o := &outbound{method: methodOf(c), uri: uri, timeout: timeout, header: &c.Request().Header, body: c.Request().Body()}
+	if detach {
+		h := &fasthttp.RequestHeader{}
+		c.Request().Header.CopyTo(h)
+		o.header, o.body = h, append([]byte(nil), o.body...)
 	}
 	return o
 }
@@ -64,8 +64,10 @@ func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbo
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.SetMethod(o.method)
 	req.SetRequestURI(o.uri)
-	for _, h := range o.headers {
-		req.Header.Set(h[0], h[1])
+	for _, h := range forwardedHeaders {
+		if v := o.header.Peek(h); len(v) > 0 {
+			req.Header.SetBytesV(h, v)
+		}
 	}
 	for _, h := range up.headers {
 		req.Header.Set(h[0], h[1])
@@ -106,7 +108,7 @@ func classifyUpstreamError(err error) (string, int) {
 // forward sends the caller's request upstream and writes the upstream's response as the
 // caller's, streaming its body.
 func (s *Server) forward(c *fiber.Ctx, cl *call, up *upstream, uri string, timeout time.Duration) error {
-	o := s.outboundFrom(c, up, uri, timeout, false)
+	o := s.outboundFrom(c, uri, timeout, false)
 	status, class := s.roundTrip(c.UserContext(), cl, up, o, c.Response())
 	s.recordOutcome(cl, status, class, time.Since(cl.start))
 	c.Set("X-Request-Id", cl.rid)

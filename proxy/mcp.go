@@ -437,7 +437,7 @@ func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage, up *upstream) er
 		}
 		return s.forwardMCP(c, []*rpcMessage{m}, cl)
 	}
-	o := s.outboundFrom(c, up, up.base, up.cfg.Timeout, true)
+	o := s.outboundFrom(c, up.base, up.cfg.Timeout, true)
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Status(fiber.StatusOK)

@@ -8,6 +8,7 @@ import (
 
 type metrics struct {
 	decisions       *prometheus.CounterVec
+	known           map[[2]string]prometheus.Counter // resolved once: no label hashing per request
 	upstream        *prometheus.CounterVec
 	latency         *prometheus.HistogramVec
 	authFailures    prometheus.Counter
@@ -31,10 +32,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_panics_total", Help: "Handler panics contained."}),
 		shadowDiffs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_shadow_differences_total", Help: "Calls the shadow policy would have decided differently."}),
 	}
+	m.known = map[[2]string]prometheus.Counter{}
+	for _, surface := range []string{"mcp", "rest"} {
+		for _, a := range []string{"allow", "deny", "rate_limit", "require_approval"} {
+			m.known[[2]string{surface, a}] = m.decisions.WithLabelValues(surface, a)
+		}
+	}
 	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+func (m *metrics) decision(surface, action string) prometheus.Counter {
+	if c, ok := m.known[[2]string{surface, action}]; ok {
+		return c
+	}
+	return m.decisions.WithLabelValues(surface, action)
 }
