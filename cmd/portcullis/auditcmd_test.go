@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -143,7 +142,7 @@ func TestAuditTailCmd(t *testing.T) {
 	// --follow picks up a row appended while it runs, and stops with ctx.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	var buf auditSyncBuffer
+	var buf syncBuffer
 	done := make(chan int)
 	go func() {
 		done <- runAudit(ctx, []string{"tail", "--data-dir", dir, "-n", "0", "--follow", "--interval", "50ms"}, &buf, &buf)
@@ -212,20 +211,3 @@ func TestAuditUsage(t *testing.T) {
 	}
 }
 
-// auditSyncBuffer is a bytes.Buffer safe for one writer and one reader goroutine.
-type auditSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *auditSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *auditSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

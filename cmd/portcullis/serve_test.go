@@ -28,6 +28,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// syncBuffer is a bytes.Buffer safe for one writer and one reader goroutine.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
