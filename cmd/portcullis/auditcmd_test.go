@@ -210,4 +210,3 @@ func TestAuditUsage(t *testing.T) {
 		})
 	}
 }
-
