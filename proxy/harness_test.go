@@ -65,7 +65,7 @@ type upstream struct {
 	handle  atomic.Pointer[func(w http.ResponseWriter, r *http.Request, body []byte)]
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -103,7 +103,7 @@ func (u *upstream) last() (http.Header, []byte) {
 }
 
 type gateway struct {
-	t         *testing.T
+	t         testing.TB
 	url       string
 	up        *upstream
 	dir       string
@@ -133,7 +133,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-func newGateway(t *testing.T, o gwOptions) *gateway {
+func newGateway(t testing.TB, o gwOptions) *gateway {
 	t.Helper()
 	ctx := context.Background()
 	g := &gateway{t: t, up: newUpstream(t), dir: t.TempDir(), logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
@@ -214,7 +214,7 @@ func (g *gateway) logText() string {
 	return g.logs.String()
 }
 
-func token(t *testing.T, sub, org string, roles ...string) string {
+func token(t testing.TB, sub, org string, roles ...string) string {
 	t.Helper()
 	claims := jwt.MapClaims{"sub": sub, "org": org, "roles": roles, "sid": "sess-1", "iss": "test", "aud": "portcullis",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}
