@@ -342,20 +342,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 	addTool(s, "list_integration_models", "List the model settings of an integration.",
 		annotate(readOnly, "List integration models"), pageLimits,
 		func(ctx context.Context, c *Caller, in pagedSlugIn) (any, *apiError) {
-			var p problems
-			pg := parsePage(&p, pageStr(in.CurrentPage), pageStr(in.PageSize))
-			if ae := p.err(); ae != nil {
-				return nil, ae
-			}
-			it, ae := s.getIntegration(ctx, c, in.Slug)
-			if ae != nil {
-				return nil, ae
-			}
-			ms, total, err := s.store.Models(ctx, it.ID, pg.offset, pg.limit)
-			if err != nil {
-				return nil, s.storeErr(c, err, "integration")
-			}
-			return listResp{Object: "list", Total: total, Data: ms}, nil
+			return listSub(ctx, s, c, in.Slug, pageStr(in.CurrentPage), pageStr(in.PageSize), s.store.Models)
 		})
 
 	addTool(s, "update_integration_models", "Add or update models of an integration; custom header values are stored encrypted.",
@@ -407,20 +394,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 	addTool(s, "list_integration_workspaces", "List which workspaces may use an integration, with their limits.",
 		annotate(readOnly, "List integration workspaces"), pageLimits,
 		func(ctx context.Context, c *Caller, in pagedSlugIn) (any, *apiError) {
-			var p problems
-			pg := parsePage(&p, pageStr(in.CurrentPage), pageStr(in.PageSize))
-			if ae := p.err(); ae != nil {
-				return nil, ae
-			}
-			it, ae := s.getIntegration(ctx, c, in.Slug)
-			if ae != nil {
-				return nil, ae
-			}
-			ws, total, err := s.store.Workspaces(ctx, it.ID, pg.offset, pg.limit)
-			if err != nil {
-				return nil, s.storeErr(c, err, "integration")
-			}
-			return listResp{Object: "list", Total: total, Data: ws}, nil
+			return listSub(ctx, s, c, in.Slug, pageStr(in.CurrentPage), pageStr(in.PageSize), s.store.Workspaces)
 		})
 
 	addTool(s, "update_integration_workspaces", "Grant or revoke workspace access to an integration, with credit and rate limits.",

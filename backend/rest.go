@@ -78,25 +78,21 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListModels(w http.ResponseWriter, r *http.Request) {
-	c := callerFrom(r.Context())
-	var p problems
+	handleListSub(s, w, r, s.store.Models)
+}
+
+func (s *Server) handleListWorkspaces(w http.ResponseWriter, r *http.Request) {
+	handleListSub(s, w, r, s.store.Workspaces)
+}
+
+func handleListSub[T any](s *Server, w http.ResponseWriter, r *http.Request, fetch subLister[T]) {
 	q := r.URL.Query()
-	pg := parsePage(&p, q.Get("current_page"), q.Get("page_size"))
-	if ae := p.err(); ae != nil {
-		s.writeErr(w, r, ae)
-		return
-	}
-	it, ae := s.getIntegration(r.Context(), c, r.PathValue("slug"))
+	res, ae := listSub(r.Context(), s, callerFrom(r.Context()), r.PathValue("slug"), q.Get("current_page"), q.Get("page_size"), fetch)
 	if ae != nil {
 		s.writeErr(w, r, ae)
 		return
 	}
-	ms, total, err := s.store.Models(r.Context(), it.ID, pg.offset, pg.limit)
-	if err != nil {
-		s.writeErr(w, r, s.storeErr(c, err, "integration"))
-		return
-	}
-	writeJSON(w, http.StatusOK, listResp{Object: "list", Total: total, Data: ms})
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) handlePutModels(w http.ResponseWriter, r *http.Request) {
@@ -143,28 +139,6 @@ func (s *Server) deleteModels(r *http.Request, c *Caller, slugs []string) (int, 
 		return 0, s.storeErr(c, err, "integration")
 	}
 	return n, nil
-}
-
-func (s *Server) handleListWorkspaces(w http.ResponseWriter, r *http.Request) {
-	c := callerFrom(r.Context())
-	var p problems
-	q := r.URL.Query()
-	pg := parsePage(&p, q.Get("current_page"), q.Get("page_size"))
-	if ae := p.err(); ae != nil {
-		s.writeErr(w, r, ae)
-		return
-	}
-	it, ae := s.getIntegration(r.Context(), c, r.PathValue("slug"))
-	if ae != nil {
-		s.writeErr(w, r, ae)
-		return
-	}
-	ws, total, err := s.store.Workspaces(r.Context(), it.ID, pg.offset, pg.limit)
-	if err != nil {
-		s.writeErr(w, r, s.storeErr(c, err, "integration"))
-		return
-	}
-	writeJSON(w, http.StatusOK, listResp{Object: "list", Total: total, Data: ws})
 }
 
 func (s *Server) handlePutWorkspaces(w http.ResponseWriter, r *http.Request) {

@@ -71,3 +71,25 @@ func toItems(its []store.Integration) []integrationItem {
 	}
 	return out
 }
+
+// subLister pages through one sub-resource (models, workspaces) of an integration.
+type subLister[T any] func(ctx context.Context, id string, offset, limit int) ([]T, int, error)
+
+// listSub is the list form of an integration's sub-resource, shared by REST and MCP:
+// page parameters checked, the integration found within the caller's scope, then paged.
+func listSub[T any](ctx context.Context, s *Server, c *Caller, slug, page, size string, fetch subLister[T]) (any, *apiError) {
+	var p problems
+	pg := parsePage(&p, page, size)
+	if ae := p.err(); ae != nil {
+		return nil, ae
+	}
+	it, ae := s.getIntegration(ctx, c, slug)
+	if ae != nil {
+		return nil, ae
+	}
+	items, total, err := fetch(ctx, it.ID, pg.offset, pg.limit)
+	if err != nil {
+		return nil, s.storeErr(c, err, "integration")
+	}
+	return listResp{Object: "list", Total: total, Data: items}, nil
+}
