@@ -129,15 +129,16 @@ func New(cfg Config, d Deps) (*Server, error) {
 		mcpUp:  newUpstream(cfg.MCP.Upstream),
 		restUp: newUpstream(cfg.REST.Upstream),
 		client: &fasthttp.Client{
-			Name:                          "portcullis",
-			NoDefaultUserAgentHeader:      true,
-			MaxConnsPerHost:               1024,
-			MaxIdleConnDuration:           30 * time.Second,
-			ReadTimeout:                   cfg.REST.Upstream.StreamTimeout,
-			WriteTimeout:                  30 * time.Second,
-			DisableHeaderNamesNormalizing: false,
-			DisablePathNormalizing:        true,
-			Dial:                          (&fasthttp.TCPDialer{Concurrency: 1024}).Dial,
+			Name:                     "portcullis",
+			NoDefaultUserAgentHeader: true,
+			MaxConnsPerHost:          1024,
+			MaxIdleConnDuration:      30 * time.Second,
+			// A cap only: every call passes its own deadline (timeout, or stream_timeout
+			// for event streams), which bounds reading the head and the streamed body.
+			ReadTimeout:            max(cfg.MCP.Upstream.StreamTimeout, cfg.REST.Upstream.StreamTimeout),
+			WriteTimeout:           30 * time.Second,
+			DisablePathNormalizing: true, // the path was normalised, and decided, already
+			Dial:                   (&fasthttp.TCPDialer{Concurrency: 1024}).Dial,
 		},
 		limiter: d.Limiter,
 		ids:     newIDSource(),
