@@ -210,6 +210,12 @@ func (s *Server) settle(ctx context.Context, cl *call, r *refusal) *refusal {
 	if err := s.auditDecision(ctx, cl, decision, reason); err != nil {
 		if r == nil {
 			s.refundIfAsked(cl)
+			if cl.approval != nil && cl.approval.Status == approvals.StatusUsed {
+				// Not forwarded, so not used: the identical retry may still use it.
+				if _, rerr := s.d.Approvals.Release(context.Background(), cl.approval.ID); rerr != nil {
+					s.log.Error("approvals: release failed", "request_id", cl.rid, "approval_id", cl.approval.ID, "err", rerr)
+				}
+			}
 			return errAuditUnavailable
 		}
 	}

@@ -458,6 +458,21 @@ func (s *Service) Consume(ctx context.Context, hash string) (*Approval, bool, er
 	return a, true, nil
 }
 
+// Release undoes a Consume whose call was then not forwarded (the gateway could not
+// record it), so the approval can still be used by the identical retry. It reports
+// whether the approval was in use and is approved again.
+func (s *Service) Release(ctx context.Context, id string) (bool, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	res, err := s.db.ExecContext(ctx, `UPDATE approvals SET status = 'approved', used_at = NULL
+		WHERE id = ? AND status = 'used' AND expires_at > ?`, id, s.nowMillis())
+	if err != nil {
+		return false, fmt.Errorf("approvals: releasing approval: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
 // Approve approves a pending approval. See the package doc for who may; errors are
 // ErrNotFound (also for other orgs), ErrSelfApproval, ErrNotApprover, ErrExpired,
 // ErrNotPending and ErrInvalidComment.

@@ -683,3 +683,29 @@ func TestFiftyIdenticalCallsOneApproval(t *testing.T) {
 		t.Fatalf("forwarded %d, approvals created %d, refused %d; want 1, 1, 49", forwarded.Load(), createdN.Load(), refused.Load())
 	}
 }
+
+// Release gives back an approval whose call was not forwarded; it cannot revive one that
+// was never used or is pending.
+func TestReleaseAfterConsume(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newTestService(t, nil, nil)
+	a := mustRequest(t, s, request(t, agent, `{"slug":"staging"}`))
+	if ok, err := s.Release(ctx, a.ID); err != nil || ok {
+		t.Fatalf("release of a pending approval: %v %v", ok, err)
+	}
+	if _, err := s.Approve(ctx, a.ID, alice, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Consume(ctx, a.Hash); !ok {
+		t.Fatal("not consumed")
+	}
+	if ok, err := s.Release(ctx, a.ID); err != nil || !ok {
+		t.Fatalf("release after consume: %v %v", ok, err)
+	}
+	if got, ok, _ := s.Consume(ctx, a.Hash); !ok || got.ID != a.ID {
+		t.Fatal("a released approval could not be used again")
+	}
+	if _, ok, _ := s.Consume(ctx, a.Hash); ok {
+		t.Fatal("single use broken after a release")
+	}
+}
