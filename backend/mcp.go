@@ -50,6 +50,24 @@ func (a providerArgs) fold() map[string]any {
 	return m
 }
 
+// mergeConfigurations joins the flat provider arguments and the configurations object.
+// A field given both ways is refused rather than one silently winning.
+func mergeConfigurations(flat, extra map[string]any) (map[string]any, *apiError) {
+	if len(extra) == 0 {
+		return flat, nil
+	}
+	if flat == nil {
+		flat = map[string]any{}
+	}
+	for k, v := range extra {
+		if _, dup := flat[k]; dup {
+			return nil, errField(http.StatusBadRequest, "validation_error", "configurations."+k, "is also given as the flat argument "+k)
+		}
+		flat[k] = v
+	}
+	return flat, nil
+}
+
 type createIntegrationIn struct {
 	Name         string `json:"name" jsonschema:"Human-readable name for the integration"`
 	AIProviderID string `json:"ai_provider_id" jsonschema:"ID of the AI provider (e.g., 'openai', 'anthropic', 'azure-openai', 'aws-bedrock', 'vertex-ai')"`
@@ -57,6 +75,10 @@ type createIntegrationIn struct {
 	Slug         string `json:"slug,omitempty" jsonschema:"URL-friendly identifier (auto-generated from name if not provided)"`
 	Description  string `json:"description,omitempty" jsonschema:"Optional description of the integration"`
 	WorkspaceID  string `json:"workspace_id,omitempty" jsonschema:"Workspace ID for workspace-scoped integrations"`
+	// AuthType and Configurations extend Portkey's arguments for the credential providers
+	// (postgresql, sftp, aws_ses, microsoft, sharepoint...) whose fields have no flat name.
+	AuthType       string         `json:"auth_type,omitempty" jsonschema:"How the provider authenticates (api_key, user_password, key_file, oauth2...); default the provider's first"`
+	Configurations map[string]any `json:"configurations,omitempty" jsonschema:"Provider fields without a flat argument (e.g. host, database, username, password for postgresql); secret fields are stored encrypted"`
 	providerArgs
 }
 
@@ -72,10 +94,11 @@ type slugIn struct {
 }
 
 type updateIntegrationIn struct {
-	Slug        string `json:"slug" jsonschema:"Slug (or id) of the integration"`
-	Name        string `json:"name,omitempty" jsonschema:"New name"`
-	Key         string `json:"key,omitempty" jsonschema:"New API key; omit to keep the stored key"`
-	Description string `json:"description,omitempty" jsonschema:"New description"`
+	Slug           string         `json:"slug" jsonschema:"Slug (or id) of the integration"`
+	Name           string         `json:"name,omitempty" jsonschema:"New name"`
+	Key            string         `json:"key,omitempty" jsonschema:"New API key; omit to keep the stored key"`
+	Description    string         `json:"description,omitempty" jsonschema:"New description"`
+	Configurations map[string]any `json:"configurations,omitempty" jsonschema:"Provider fields without a flat argument; null removes a field"`
 	providerArgs
 }
 
@@ -273,8 +296,12 @@ func (s *Server) newMCPServer() *mcp.Server {
 			p["ai_provider_id"].Enum = keys
 		},
 		func(ctx context.Context, c *Caller, in createIntegrationIn) (any, *apiError) {
+			conf, ae := mergeConfigurations(in.providerArgs.fold(), in.Configurations)
+			if ae != nil {
+				return nil, ae
+			}
 			r := createReq{Name: in.Name, AIProviderID: in.AIProviderID, Slug: in.Slug, Description: in.Description,
-				WorkspaceID: in.WorkspaceID, Configurations: in.providerArgs.fold()}
+				WorkspaceID: in.WorkspaceID, AuthType: in.AuthType, Configurations: conf}
 			if in.Key != "" {
 				r.Key = &in.Key
 			}
@@ -312,7 +339,11 @@ func (s *Server) newMCPServer() *mcp.Server {
 	addTool(s, "update_integration", "Update an integration's name, key, description or provider fields. Omitting key keeps the stored key.",
 		annotate(destructive, "Update integration"), nil,
 		func(ctx context.Context, c *Caller, in updateIntegrationIn) (any, *apiError) {
-			r := updateReq{Configurations: in.providerArgs.fold()}
+			conf, ae := mergeConfigurations(in.providerArgs.fold(), in.Configurations)
+			if ae != nil {
+				return nil, ae
+			}
+			r := updateReq{Configurations: conf}
 			if in.Name != "" {
 				r.Name = &in.Name
 			}

@@ -257,3 +257,15 @@ func TestMCPArgumentErrorsUseEnvelope(t *testing.T) {
 		})
 	}
 }
+
+// A provider field given both flat and in configurations is refused, never one silently
+// chosen over the other.
+func TestMergeConfigurations(t *testing.T) {
+	got, ae := mergeConfigurations(map[string]any{"aws_region": "us-east-1"}, map[string]any{"host": "db"})
+	if ae != nil || got["aws_region"] != "us-east-1" || got["host"] != "db" {
+		t.Fatalf("merge: %v %v", got, ae)
+	}
+	if _, ae := mergeConfigurations(map[string]any{"custom_host": "https://a"}, map[string]any{"custom_host": "https://b"}); ae == nil || ae.Field != "configurations.custom_host" {
+		t.Fatalf("a field given twice: %+v", ae)
+	}
+}
