@@ -42,7 +42,7 @@ type Config struct {
 	// CheckpointEvery signs a checkpoint after this many rows. Default 1000.
 	CheckpointEvery int `yaml:"checkpoint_every"`
 	// CheckpointInterval signs a checkpoint at least this often while rows arrive.
-	// Default 1m.
+	// Default 10s: rows after the newest checkpoint are chained but not yet signed.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// HMACKeyPath is the redaction HMAC key (mode 0600, generated if absent).
 	// Default <data_dir>/audit-hmac.key.
@@ -83,7 +83,7 @@ func (c *Config) SetDefaults(dataDir string) {
 		c.CheckpointEvery = 1000
 	}
 	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = time.Minute
+		c.CheckpointInterval = 10 * time.Second
 	}
 	if c.HMACKeyPath == "" {
 		c.HMACKeyPath = filepath.Join(dataDir, "audit-hmac.key")
