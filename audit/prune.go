@@ -264,6 +264,7 @@ func deleteThrough(ctx context.Context, db *sql.DB, cp checkpoint, from int64) e
 		{insertCheckpointSQL, []any{cp.Kind, cp.Seq, cp.Head, cp.TS, cp.KeyID, cp.Signature}},
 		{`DROP TRIGGER audit_events_no_delete`, nil},
 		{`DELETE FROM audit_events WHERE seq <= ?`, []any{cp.Seq}},
+		{`DELETE FROM audit_lookup WHERE seq <= ?`, []any{cp.Seq}},
 		{noDeleteTrigger, nil},
 	}
 	for _, s := range steps {

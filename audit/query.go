@@ -146,11 +146,21 @@ func (f *Filter) where() (string, []any) {
 		add("ts < ?", f.Until.UnixNano())
 	}
 	for _, c := range []struct{ col, val string }{
-		{"caller_sub", f.Sub}, {"caller_org", f.Org}, {"tool", f.Tool}, {"decision", f.Decision},
-		{"kind", f.Kind}, {"approval_id", f.ApprovalID}, {"request_id", f.RequestID},
+		{"caller_org", f.Org}, {"tool", f.Tool}, {"decision", f.Decision},
+		{"kind", f.Kind}, {"approval_id", f.ApprovalID},
 	} {
 		if c.val != "" {
 			add(c.col+" = ?", c.val)
+		}
+	}
+	// Caller and request id go through audit_lookup, which the writer fills shortly after
+	// each commit; the rows past it are matched on the column itself.
+	for _, c := range []struct{ col, prefix, val string }{
+		{"caller_sub", "s:", f.Sub}, {"request_id", "r:", f.RequestID},
+	} {
+		if c.val != "" {
+			conds = append(conds, "(seq IN (SELECT seq FROM audit_lookup WHERE k = ?) OR (seq > "+lookupThroughSQL+" AND "+c.col+" = ?))")
+			args = append(args, c.prefix+c.val, c.val)
 		}
 	}
 	if len(conds) == 0 {
@@ -383,3 +393,5 @@ func (e *encoder) flush() error {
 	}
 	return nil
 }
+
+const lookupThroughSQL = `(SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'lookup_through')`
