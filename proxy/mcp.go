@@ -123,13 +123,13 @@ func parseMessage(v any) (*rpcMessage, int, string) {
 // toolInfo is what the policy sees about a tool called over MCP: the same table the REST
 // route map uses, since the tool names are shared.
 func (s *Server) toolInfo(tool string) policies.ToolInfo {
-	for i := range s.routes.routes {
-		if s.routes.routes[i].tool == tool {
-			return s.routes.routes[i].info
-		}
+	if info, ok := s.routes.byTool[tool]; ok {
+		return info
 	}
-	return toolInfoFor("other", "high")
+	return unknownToolInfo
 }
+
+var unknownToolInfo = toolInfoFor("other", "high")
 
 func (s *Server) handleMCP(c *fiber.Ctx) error {
 	body := c.Request().Body()

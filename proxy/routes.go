@@ -88,6 +88,7 @@ type compiledRoute struct {
 // earlier ones with the same method and template.
 type routeTable struct {
 	routes []compiledRoute
+	byTool map[string]policies.ToolInfo // the first route naming each tool
 }
 
 func newRouteTable(extra []Route) *routeTable {
@@ -102,6 +103,12 @@ func newRouteTable(extra []Route) *routeTable {
 		}
 		if !replaced {
 			t.routes = append(t.routes, cr)
+		}
+	}
+	t.byTool = make(map[string]policies.ToolInfo, len(t.routes))
+	for _, r := range t.routes {
+		if _, ok := t.byTool[r.tool]; !ok {
+			t.byTool[r.tool] = r.info
 		}
 	}
 	return t
