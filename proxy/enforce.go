@@ -150,7 +150,7 @@ func (s *Server) auditDecision(ctx context.Context, cl *call, decision, reason s
 	return nil
 }
 
-var errAuditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code: "audit_unavailable",
+var auditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code: "audit_unavailable",
 	msg: "the audit trail cannot record this call, so it was not forwarded; try again later", retryAfter: time.Second}
 
 func (s *Server) event(cl *call, kind string) *audit.Event {
@@ -216,7 +216,7 @@ func (s *Server) settle(ctx context.Context, cl *call, r *refusal) *refusal {
 					s.log.Error("approvals: release failed", "request_id", cl.rid, "approval_id", cl.approval.ID, "err", rerr)
 				}
 			}
-			return errAuditUnavailable
+			return auditUnavailable
 		}
 	}
 	if r != nil {
@@ -320,7 +320,7 @@ func (s *Server) requestApproval(ctx context.Context, cl *call) (approvalOutcome
 		ev := s.event(cl, "approval")
 		ev.Decision, ev.Reason = "approval_requested", cl.dec.Reason
 		if err := s.d.Audit.Append(ctx, ev); err != nil {
-			return approvalRefused, errAuditUnavailable
+			return approvalRefused, auditUnavailable
 		}
 	}
 	return approvalStillPending, nil

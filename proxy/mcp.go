@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"time"
 
@@ -504,7 +505,7 @@ func (s *Server) relayHeld(w *bufio.Writer, cl *call, m *rpcMessage, up *upstrea
 	status, class := s.roundTrip(context.Background(), cl, up, o, resp)
 	s.recordOutcome(cl, status, class, time.Since(cl.start))
 	if class != "" || status != fiber.StatusOK {
-		r := &refusal{code: "upstream_error", msg: "the upstream call failed after approval (status " + itoa(status) + ")"}
+		r := &refusal{code: "upstream_error", msg: "the upstream call failed after approval (status " + strconv.Itoa(status) + ")"}
 		if class == "timeout" {
 			r.code, r.msg = "upstream_timeout", "the upstream did not answer in time after approval"
 		}

@@ -124,8 +124,6 @@ func setRateLimitHeaders(c *fiber.Ctx, res *ratelimit.Result) {
 	c.Set("RateLimit-Reset", retryAfterSeconds(res.Reset))
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
 func (s *Server) underPrefix(path string) bool {
 	for _, p := range s.cfg.REST.Prefixes {
 		if strings.HasPrefix(path, p) {
