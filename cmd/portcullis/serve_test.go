@@ -294,3 +294,76 @@ func restGet(t *testing.T, url, token string) string {
 	}
 	return string(b)
 }
+
+// The approval walk-through of the README: an operator's delete is held; an approver
+// lists pending approvals and approves with the CLI from "a second terminal"; the held call
+// is forwarded once and returns the upstream's answer.
+func TestHeldDeleteReleasedByTheCLI(t *testing.T) {
+	url, dir, _ := startServe(t)
+	agent := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent")
+	op := mintToken(t, dir, "--sub", "olga", "--org", "acme", "--roles", "operator")
+	sec := mintToken(t, dir, "--sub", "sam", "--org", "acme", "--roles", "security,approver")
+	create, _ := http.NewRequest("POST", url+"/v1/integrations", strings.NewReader(`{"name":"doomed","ai_provider_id":"openai","key":"sk-doomed-0123456789"}`))
+	create.Header.Set("Authorization", "Bearer "+agent)
+	create.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(create); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("create: %v %v", resp, err)
+	}
+
+	type result struct {
+		status int
+		body   string
+	}
+	held := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("DELETE", url+"/v1/integrations/doomed", nil)
+		req.Header.Set("Authorization", "Bearer "+op)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			held <- result{0, err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		held <- result{resp.StatusCode, string(b)}
+	}()
+
+	var id string
+	for i := 0; i < 100 && id == ""; i++ {
+		var out, errb bytes.Buffer
+		if code := runApprovals(context.Background(), []string{"list", "--url", url, "--token", sec}, &out, &errb); code != 0 {
+			t.Fatalf("approvals list: %d %s", code, errb.String())
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == "delete_integration" {
+				id = f[0]
+			}
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	if id == "" {
+		t.Fatal("no pending approval listed")
+	}
+	var out, errb bytes.Buffer
+	if code := runApprovals(context.Background(), []string{"approve", id, "--url", url, "--token", op}, &out, &errb); code == 0 {
+		t.Fatal("the requester approved its own delete")
+	}
+	out.Reset()
+	errb.Reset()
+	if code := runApprovals(context.Background(), []string{"approve", id, "--url", url, "--token", sec, "--comment", "ok"}, &out, &errb); code != 0 {
+		t.Fatalf("approve: %d %s", code, errb.String())
+	}
+	select {
+	case r := <-held:
+		if r.status != 200 || !strings.Contains(r.body, `"deleted":true`) {
+			t.Fatalf("held delete: %d %s", r.status, r.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held call was not released by the approval")
+	}
+	get, _ := http.NewRequest("GET", url+"/v1/integrations/doomed", nil)
+	get.Header.Set("Authorization", "Bearer "+agent)
+	if resp, err := http.DefaultClient.Do(get); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("after the approved delete: %v %v", resp, err)
+	}
+}
