@@ -241,15 +241,7 @@ func (s *Server) recordOutcome(cl *call, status int, errClass string, latency ti
 	if status >= 500 || status == fiber.StatusTooManyRequests || errClass != "" {
 		s.refundIfAsked(cl)
 	}
-	s.metrics.upstream.WithLabelValues(cl.surface, statusClass(status, errClass)).Inc()
-	s.metrics.latency.WithLabelValues(cl.surface).Observe(time.Since(cl.start).Seconds())
-}
-
-func statusClass(status int, errClass string) string {
-	if errClass != "" {
-		return errClass
-	}
-	return strconv.Itoa(status/100) + "xx"
+	s.metrics.outcome(cl.surface, status, errClass, time.Since(cl.start))
 }
 
 func (s *Server) authFailureEvent(c *fiber.Ctx, desc string) *audit.Event {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -9,6 +10,8 @@ import (
 type metrics struct {
 	decisions       *prometheus.CounterVec
 	known           map[[2]string]prometheus.Counter // resolved once: no label hashing per request
+	knownClass      map[[2]string]prometheus.Counter
+	knownLatency    map[string]prometheus.Observer
 	upstream        *prometheus.CounterVec
 	latency         *prometheus.HistogramVec
 	authFailures    prometheus.Counter
@@ -33,10 +36,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		shadowDiffs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_shadow_differences_total", Help: "Calls the shadow policy would have decided differently."}),
 	}
 	m.known = map[[2]string]prometheus.Counter{}
+	m.knownClass = map[[2]string]prometheus.Counter{}
+	m.knownLatency = map[string]prometheus.Observer{}
 	for _, surface := range []string{"mcp", "rest"} {
 		for _, a := range []string{"allow", "deny", "rate_limit", "require_approval"} {
 			m.known[[2]string{surface, a}] = m.decisions.WithLabelValues(surface, a)
 		}
+		for _, c := range []string{"2xx", "3xx", "4xx", "5xx"} {
+			m.knownClass[[2]string{surface, c}] = m.upstream.WithLabelValues(surface, c)
+		}
+		m.knownLatency[surface] = m.latency.WithLabelValues(surface)
 	}
 	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs} {
 		if err := reg.Register(c); err != nil {
@@ -51,4 +60,29 @@ func (m *metrics) decision(surface, action string) prometheus.Counter {
 		return c
 	}
 	return m.decisions.WithLabelValues(surface, action)
+}
+
+var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// outcome counts a forwarded call by status class (or error class) and observes its
+// latency.
+func (m *metrics) outcome(surface string, status int, errClass string, latency time.Duration) {
+	class := errClass
+	if class == "" {
+		if i := status / 100; i >= 0 && i < len(statusClasses) {
+			class = statusClasses[i]
+		} else {
+			class = "other"
+		}
+	}
+	if c, ok := m.knownClass[[2]string{surface, class}]; ok {
+		c.Inc()
+	} else {
+		m.upstream.WithLabelValues(surface, class).Inc()
+	}
+	if o, ok := m.knownLatency[surface]; ok {
+		o.Observe(latency.Seconds())
+	} else {
+		m.latency.WithLabelValues(surface).Observe(latency.Seconds())
+	}
 }

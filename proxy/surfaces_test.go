@@ -342,3 +342,21 @@ func TestUpstreamPacing(t *testing.T) {
 		t.Fatalf("paced calls were held %v instead of refused", time.Since(start))
 	}
 }
+
+func TestMetricsCountDecisionsAndOutcomes(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-1", "acme", "agent")
+	g.mcp(tok, toolCall("echo", `{}`))
+	g.mcp(tok, toolCall("forbidden", `{}`))
+	_, body := g.do("GET", "/metrics", "", "", "")
+	for _, want := range []string{
+		`portcullis_decisions_total{action="allow",surface="mcp"} 1`,
+		`portcullis_decisions_total{action="deny",surface="mcp"} 1`,
+		`portcullis_upstream_responses_total{class="2xx",surface="mcp"} 1`,
+		`portcullis_request_duration_seconds_count{surface="mcp"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
