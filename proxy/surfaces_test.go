@@ -360,3 +360,53 @@ func TestMetricsCountDecisionsAndOutcomes(t *testing.T) {
 		}
 	}
 }
+
+// An MCP client that accepts server-sent events and sent a progressToken is held on an
+// event stream with notifications/progress, then gets the tool's result once approved.
+func TestHeldMCPCallStreamsProgress(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 5 * time.Second }})
+	agent := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security")
+	body := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"sensitive","arguments":{"slug":"x"},"_meta":{"progressToken":"p-1"}}}`
+	req, _ := http.NewRequest("POST", g.url+"/mcp", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+agent)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	rd := bufio.NewReader(resp.Body)
+	readData := func() string {
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended: %v", err)
+			}
+			if strings.HasPrefix(line, "data: ") {
+				return line
+			}
+		}
+	}
+	if ev := readData(); !strings.Contains(ev, "notifications/progress") || !strings.Contains(ev, `"progressToken":"p-1"`) {
+		t.Fatalf("first event %q, want a progress notification", ev)
+	}
+	id := waitPending(t, g, security)
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", security, "application/json", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	for {
+		ev := readData()
+		if strings.Contains(ev, "notifications/progress") {
+			continue
+		}
+		if !strings.Contains(ev, `"text":"done"`) || g.up.hits.Load() != 1 {
+			t.Fatalf("final event %q (hits %d)", ev, g.up.hits.Load())
+		}
+		return
+	}
+}
