@@ -28,9 +28,7 @@ type call struct {
 	tool     string
 	method   string
 	path     string
-	info     policies.ToolInfo
-	args     map[string]any // as parsed, secrets included: never logged, audited or shown to policy
-	argsJSON []byte         // the redacted arguments, encoded once for the audit rows
+	argsJSON []byte // the redacted arguments, encoded once for the audit rows
 	input    policies.Input
 	dec      policies.Decision
 	refund   string // rate-limit key to refund if the upstream fails and policy asked for it
@@ -51,9 +49,8 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 		tool:     tool,
 		method:   methodOf(c),
 		path:     string(c.Request().URI().Path()),
-		info:     info,
-		args:     args,
 	}
+	// Only the redacted arguments are kept: secrets never reach policy, audit or logs.
 	redacted, _ := s.d.Redactor.Value(args).(map[string]any)
 	if redacted == nil {
 		redacted = map[string]any{}

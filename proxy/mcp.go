@@ -164,7 +164,6 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 		}
 		msgs = []*rpcMessage{m}
 	}
-	up := s.mcpUp
 	if !batch {
 		m := msgs[0]
 		if !m.decide {
@@ -173,7 +172,7 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 		cl := s.newCall(c, "mcp", m.tool, s.toolInfo(m.tool), m.args)
 		r := s.decide(c.UserContext(), cl)
 		if r != nil && r.code == "approval_required" {
-			return s.holdMCP(c, cl, m, up)
+			return s.holdMCP(c, cl, m)
 		}
 		if r = s.settle(c.UserContext(), cl, r); r != nil {
 			return s.mcpRefusal(c, m, cl, r)
@@ -410,7 +409,7 @@ func (s *Server) filterToolsResult(msg map[string]any, caller *policies.Caller) 
 // holdMCP handles a call that needs approval. A client that accepts server-sent events is
 // held on an event stream with progress notifications; others are held on the open request.
 // Either way, past the wait budget the agent gets the approval id and how to retry.
-func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage, up *upstream) error {
+func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage) error {
 	outcome, r := s.requestApproval(c.UserContext(), cl)
 	switch outcome {
 	case approvalGranted:
@@ -438,18 +437,18 @@ func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage, up *upstream) er
 		}
 		return s.forwardMCP(c, []*rpcMessage{m}, cl)
 	}
-	o := s.outboundFrom(c, up.base, up.cfg.Timeout, true)
+	o := s.outboundFrom(c, s.mcpUp.base, s.mcpUp.cfg.Timeout, true)
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Status(fiber.StatusOK)
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		s.streamHeldCall(w, cl, m, up, o)
+		s.streamHeldCall(w, cl, m, o)
 	})
 	return nil
 }
 
 // streamHeldCall runs after the handler returned, writing the event stream of a held call.
-func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, up *upstream, o *outbound) {
+func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, o *outbound) {
 	writeEvent := func(data []byte) bool {
 		w.WriteString("event: message\ndata: ")
 		w.Write(data)
@@ -472,7 +471,7 @@ func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, up *up
 				writeEvent(toolErrorResult(m.id, r, cl.rid))
 				return
 			}
-			s.relayHeld(w, cl, m, up, o)
+			s.relayHeld(w, cl, m, o)
 			return
 		}
 		if time.Now().After(deadline) {
@@ -499,10 +498,10 @@ func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, up *up
 
 // relayHeld forwards an approved held call and relays the upstream's answer into the
 // caller's event stream.
-func (s *Server) relayHeld(w *bufio.Writer, cl *call, m *rpcMessage, up *upstream, o *outbound) {
+func (s *Server) relayHeld(w *bufio.Writer, cl *call, m *rpcMessage, o *outbound) {
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
-	status, class := s.roundTrip(context.Background(), cl, up, o, resp)
+	status, class := s.roundTrip(context.Background(), cl, s.mcpUp, o, resp)
 	s.recordOutcome(cl, status, class, time.Since(cl.start))
 	if class != "" || status != fiber.StatusOK {
 		r := &refusal{code: "upstream_error", msg: "the upstream call failed after approval (status " + strconv.Itoa(status) + ")"}
