@@ -400,12 +400,12 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		e.targets[name] = benchTarget{name: name, url: u + "/mcp", token: tok}
 		return nil
 	}
-	example := policyOptions("", 25*time.Millisecond, false, log)
+	example := policyOptions("", policies.DefaultTimeout, false, log)
 	// Every request of the load is the same call, so the decision cache answers all but
 	// the first; full-nocache evaluates the policy every time, as for calls never seen.
 	uncached := example
 	uncached.CacheSize = -1
-	minimal := policies.Options{Modules: map[string]string{"bench.rego": benchPolicy}, Timeout: 25 * time.Millisecond, Logger: log}
+	minimal := policies.Options{Modules: map[string]string{"bench.rego": benchPolicy}, Timeout: policies.DefaultTimeout, Logger: log}
 	for _, t := range []struct {
 		name    string
 		policy  policies.Options

@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/backend"
+	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
@@ -178,7 +179,7 @@ func (c *Config) setDefaults() {
 	c.Proxy.ApprovalWait = c.Approval.WaitBudget
 	c.Proxy.SetDefaults(c.DataDir)
 	if c.Policy.Timeout == 0 {
-		c.Policy.Timeout = 25 * time.Millisecond
+		c.Policy.Timeout = policies.DefaultTimeout
 	}
 	if c.Policy.Path == "" {
 		if _, err := os.Stat("policy.example.rego"); err == nil {
@@ -190,10 +191,10 @@ func (c *Config) setDefaults() {
 	if c.Auth.HS256Secret == "" && c.Auth.HS256SecretFile == "" && len(c.Auth.PublicKeyFiles) == 0 && c.Auth.JWKSURL == "" {
 		c.Auth.PublicKeyFiles = []string{authn.DevPublicKeyPath(c.DataDir)}
 		if c.Auth.Issuer == "" {
-			c.Auth.Issuer = devIssuer
+			c.Auth.Issuer = authn.DevIssuer
 		}
 		if c.Auth.Audience == "" {
-			c.Auth.Audience = devAudience
+			c.Auth.Audience = authn.DevAudience
 		}
 	}
 	c.Auth.SetDefaults()
@@ -217,11 +218,6 @@ func (c *Config) devMode() bool {
 	return len(c.Auth.PublicKeyFiles) == 1 && c.Auth.PublicKeyFiles[0] == authn.DevPublicKeyPath(c.DataDir) &&
 		c.Auth.HS256Secret == "" && c.Auth.HS256SecretFile == "" && c.Auth.JWKSURL == ""
 }
-
-const (
-	devIssuer   = "portcullis-dev"
-	devAudience = "portcullis"
-)
 
 func (c *Config) validate() error {
 	var errs []error
