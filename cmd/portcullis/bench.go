@@ -59,6 +59,7 @@ type benchTarget struct {
 type benchResult struct {
 	rps      float64
 	p50, p99 time.Duration
+	cpu      time.Duration // process CPU time (user+system) per request: client, upstream and target together
 	errors   int64
 }
 
@@ -135,14 +136,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	res := report(*conns)
 	direct := res["direct"]
-	fmt.Fprintf(stdout, "\n%-14s %12s %10s %10s %8s %8s\n", "target", "req/s", "p50", "p99", "x direct", "errors")
+	fmt.Fprintf(stdout, "\n%-14s %12s %10s %10s %8s %10s %8s\n", "target", "req/s", "p50", "p99", "x direct", "cpu/req", "errors")
 	for _, t := range targets {
 		r := res[t.name]
 		ratio := "-"
 		if direct.rps > 0 {
 			ratio = fmt.Sprintf("%.2f", r.rps/direct.rps)
 		}
-		fmt.Fprintf(stdout, "%-14s %12.0f %10s %10s %8s %8d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio, r.errors)
+		fmt.Fprintf(stdout, "%-14s %12.0f %10s %10s %8s %10s %8d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio, r.cpu.Round(100*time.Nanosecond), r.errors)
 	}
 	if a, ok := res["min-allow"]; ok {
 		if rl, ok := res["min-ratelimit"]; ok && a.rps > 0 {
@@ -185,6 +186,7 @@ func medianResult(rs []benchResult) benchResult {
 		rps:    pick(func(r benchResult) float64 { return r.rps }),
 		p50:    time.Duration(pick(func(r benchResult) float64 { return float64(r.p50) })),
 		p99:    time.Duration(pick(func(r benchResult) float64 { return float64(r.p99) })),
+		cpu:    time.Duration(pick(func(r benchResult) float64 { return float64(r.cpu) })),
 		errors: errs,
 	}
 }
@@ -224,6 +226,7 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 	lat := make([][]time.Duration, c)
 	deadline := time.Now().Add(d)
 	start := time.Now()
+	cpu0 := processCPU()
 	for i := 0; i < c; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -247,6 +250,7 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -259,6 +263,7 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 		rps:    float64(len(all)) / elapsed.Seconds(),
 		p50:    all[len(all)/2],
 		p99:    all[len(all)*99/100],
+		cpu:    cpu / time.Duration(len(all)),
 		errors: errs.Load(),
 	}
 }
