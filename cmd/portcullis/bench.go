@@ -77,6 +77,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conns := fs.Int("conns", 32, "concurrent connections of the load generator")
 	targetsFlag := fs.String("targets", "direct,plain,full,full-nocache,full-noaudit,min-allow,min-ratelimit", "targets to measure, comma-separated")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,6 +97,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		defer func() {
+			f, err := os.Create(*memProfile)
+			if err != nil {
+				fmt.Fprintf(stderr, "bench: %v\n", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				fmt.Fprintf(stderr, "bench: %v\n", err)
+			}
+		}()
 	}
 	env, err := newBenchEnv(ctx)
 	if err != nil {
