@@ -331,21 +331,20 @@ func (l *Log) append(ctx context.Context, ev *Event) error {
 }
 
 // AppendAsync queues ev (typically an outcome row) without waiting for its commit.
-// It copies ev's top-level fields; do not modify Roles or Arguments afterwards. A
-// row that cannot be queued within a second or fails to commit is counted in Lost
-// and logged, never dropped silently.
+// The log takes ev: do not read or modify it afterwards (the writer sets its Seq and
+// hashes). A row that cannot be queued within a second or fails to commit is counted
+// in Lost and logged, never dropped silently.
 func (l *Log) AppendAsync(ev *Event) {
 	if err := checkEvent(ev); err != nil {
 		l.lose(ev, err)
 		return
 	}
-	cp := *ev
-	p := &pending{ev: &cp, enq: time.Now()}
-	if cp.Time.IsZero() {
-		cp.Time = p.enq
+	p := &pending{ev: ev, enq: time.Now()}
+	if ev.Time.IsZero() {
+		ev.Time = p.enq
 	}
 	if err := l.enqueue(context.Background(), p, asyncEnqueueWait); err != nil {
-		l.lose(&cp, err)
+		l.lose(ev, err)
 	}
 }
 

@@ -36,15 +36,20 @@ func NewRedactor(key []byte) *Redactor {
 	return r
 }
 
-// Value returns a deep copy of v, a decoded JSON value (map[string]any, []any,
-// string, float64, json.Number, bool, nil), with secrets replaced by
+// Value returns v, a decoded JSON value (map[string]any, []any, string, float64,
+// json.Number, bool, nil), with secrets replaced by
 // "hmac-sha256:<16 hex>". Every string and number leaf under a secret-named field
 // is replaced, at any depth; elsewhere, credential-looking substrings of strings
 // (and map keys) are replaced in place. Booleans and nulls are kept so a policy
-// can still test whether a secret is present. v is not modified. Values of other
+// can still test whether a secret is present. v is not modified: maps and slices
+// that change are copied, and those that do not are shared with v, so neither the
+// result nor v may be modified afterwards. Values of other
 // Go types are round-tripped through encoding/json first, so nothing escapes
 // redaction by having an unexpected type.
-func (r *Redactor) Value(v any) any { return r.walk(v, false) }
+func (r *Redactor) Value(v any) any {
+	out, _ := r.walk(v, false)
+	return out
+}
 
 // JSON redacts a JSON document and returns it re-encoded. It is Value for callers
 // that hold raw bytes; numbers keep their exact text.
@@ -64,56 +69,93 @@ func (r *Redactor) JSON(raw []byte) (json.RawMessage, error) {
 // String redacts credential-looking substrings of s (value patterns only).
 func (r *Redactor) String(s string) string { return r.scrub(s) }
 
-func (r *Redactor) walk(v any, secret bool) any {
+// walk returns v redacted and whether that differs from v. A map or slice in which
+// nothing needed redacting is returned as is, not copied: most arguments hold no
+// secret, and this runs on every call. A copy is made only where something changed,
+// so v itself is never modified.
+func (r *Redactor) walk(v any, secret bool) (any, bool) {
 	switch x := v.(type) {
 	case nil:
-		return nil
+		return nil, false
 	case bool:
-		return x
+		return x, false
 	case string:
 		if secret {
 			if x == "" || isRedacted(x) {
-				return x
+				return x, false
 			}
-			return r.mac(x)
+			return r.mac(x), true
 		}
-		return r.scrub(x)
+		out := r.scrub(x)
+		return out, len(out) != len(x) || out != x
 	case float64:
 		if secret {
-			return r.mac(strconv.FormatFloat(x, 'g', -1, 64))
+			return r.mac(strconv.FormatFloat(x, 'g', -1, 64)), true
 		}
-		return x
+		return x, false
 	case json.Number:
 		if secret {
-			return r.mac(string(x))
+			return r.mac(string(x)), true
 		}
-		return x
+		return x, false
 	case map[string]any:
+		type change struct {
+			k, nk string
+			nv    any
+		}
+		var changes []change
+		for k, val := range x {
+			nk := r.scrub(k)
+			nv, ch := r.walk(val, secret || r.IsSecretField(k))
+			if ch || nk != k {
+				changes = append(changes, change{k, nk, nv})
+			}
+		}
+		if len(changes) == 0 {
+			return x, false
+		}
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			out[r.scrub(k)] = r.walk(val, secret || r.IsSecretField(k))
+			out[k] = val
 		}
-		return out
+		for _, c := range changes {
+			delete(out, c.k)
+		}
+		for _, c := range changes {
+			out[c.nk] = c.nv
+		}
+		return out, true
 	case []any:
-		out := make([]any, len(x))
+		var out []any
 		for i, val := range x {
-			out[i] = r.walk(val, secret)
+			nv, ch := r.walk(val, secret)
+			if ch && out == nil {
+				out = make([]any, len(x))
+				copy(out, x)
+			}
+			if out != nil {
+				out[i] = nv
+			}
 		}
-		return out
+		if out == nil {
+			return x, false
+		}
+		return out, true
 	default:
 		// An unexpected Go type (map[string]string, a struct...): normalise through
 		// JSON rather than let it pass unredacted.
 		b, err := json.Marshal(x)
 		if err != nil {
-			return r.mac("unencodable")
+			return r.mac("unencodable"), true
 		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.UseNumber()
 		var generic any
 		if err := dec.Decode(&generic); err != nil {
-			return r.mac(string(b))
+			return r.mac(string(b)), true
 		}
-		return r.walk(generic, secret)
+		out, _ := r.walk(generic, secret)
+		return out, true
 	}
 }
 

@@ -228,3 +228,32 @@ func TestIsSecretFieldFoldsUnicode(t *testing.T) {
 		t.Error("an unrelated non-ASCII name is treated as secret")
 	}
 }
+
+// Arguments without secrets are shared, not copied (this runs on every call); a change
+// anywhere copies the maps and slices on its path and leaves the input as it was.
+func TestRedactCopiesOnlyWhatChanges(t *testing.T) {
+	r := NewRedactor(testKey)
+	clean := map[string]any{"slug": "prod", "tags": []any{"a", "b"}, "cfg": map[string]any{"region": "eu"}}
+	if out := r.Value(clean).(map[string]any); reflect.ValueOf(out).UnsafePointer() != reflect.ValueOf(clean).UnsafePointer() {
+		t.Error("a map without secrets was copied")
+	}
+	tags := []any{"a", "sk-abcdefghijklmnop1234", "c"}
+	in := map[string]any{"slug": "prod", "tags": tags, "cfg": map[string]any{"region": "eu"}, "sk-abcdefghijklmnop5678": true}
+	out := r.Value(in).(map[string]any)
+	if reflect.ValueOf(out).UnsafePointer() == reflect.ValueOf(in).UnsafePointer() {
+		t.Fatal("a map with a secret was not copied")
+	}
+	if tags[1] != "sk-abcdefghijklmnop1234" || in["sk-abcdefghijklmnop5678"] != true {
+		t.Fatal("input was modified")
+	}
+	gotTags := out["tags"].([]any)
+	if gotTags[0] != "a" || gotTags[2] != "c" || gotTags[1] != r.mac("sk-abcdefghijklmnop1234") {
+		t.Errorf("tags = %v", gotTags)
+	}
+	if _, leaked := out["sk-abcdefghijklmnop5678"]; leaked || out[r.mac("sk-abcdefghijklmnop5678")] != true || len(out) != 4 {
+		t.Errorf("secret key not replaced: %v", out)
+	}
+	if reflect.ValueOf(out["cfg"]).UnsafePointer() != reflect.ValueOf(in["cfg"]).UnsafePointer() {
+		t.Error("an unchanged nested map was copied")
+	}
+}

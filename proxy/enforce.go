@@ -153,7 +153,7 @@ var auditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code: "a
 func (s *Server) event(cl *call, kind string) *audit.Event {
 	c := &cl.id.Caller
 	if cl.argsJSON == nil {
-		cl.argsJSON, _ = json.Marshal(cl.input.Arguments)
+		cl.argsJSON, _ = audit.AppendJSON(nil, cl.input.Arguments)
 	}
 	ev := &audit.Event{
 		Time:       time.Now().UTC(),

@@ -1,9 +1,11 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -247,6 +249,30 @@ func (g *gateway) do(method, path, tok, contentType, body string, hdr ...string)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return resp, string(b)
+}
+
+// rawPost sends a JSON POST on its own connection, writing the body while it reads the
+// answer, so a response sent before the body was consumed (413) is still read.
+func (g *gateway) rawPost(path, tok, body string) (int, string) {
+	g.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		// A write error is expected once the gateway has answered and closed.
+		_, _ = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+			path, tok, len(body), body)
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		g.t.Fatalf("POST %s: reading the answer: %v", path, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b)
 }
 
 func (g *gateway) mcp(tok, body string, hdr ...string) (*http.Response, string) {

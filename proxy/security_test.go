@@ -195,9 +195,18 @@ func TestOneReadingOfARequest(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.note, func(t *testing.T) {
-			resp, body := g.do("POST", tc.path, tok, "application/json", tc.body)
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			var status int
+			var body string
+			if tc.status == 413 {
+				// The gateway answers and closes before the client has sent the whole
+				// body; net/http's client then reports its write error, not the answer.
+				status, body = g.rawPost(tc.path, tok, tc.body)
+			} else {
+				resp, b := g.do("POST", tc.path, tok, "application/json", tc.body)
+				status, body = resp.StatusCode, b
+			}
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %s", status, tc.status, body)
 			}
 			if g.up.hits.Load() != 0 {
 				t.Fatalf("upstream hit %d times", g.up.hits.Load())
