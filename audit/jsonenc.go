@@ -23,7 +23,7 @@ func AppendJSON(dst []byte, v any) ([]byte, error) {
 		}
 		return append(dst, "false"...), nil
 	case string:
-		return appendJSONString(dst, x), nil
+		return AppendJSONString(dst, x), nil
 	case json.Number:
 		if x == "" {
 			// json.Marshal writes an empty Number as 0.
@@ -48,7 +48,7 @@ func AppendJSON(dst []byte, v any) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = AppendJSONString(dst, k)
 			dst = append(dst, ':')
 			var err error
 			if dst, err = AppendJSON(dst, x[k]); err != nil {
@@ -88,9 +88,10 @@ func isJSONNumber(s string) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString escapes s as encoding/json does with HTML escaping on: ", \ and
-// control characters; <, > and &; U+2028 and U+2029; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string, escaped as encoding/json does with HTML
+// escaping on: ", \ and control characters; <, > and &; U+2028 and U+2029. Invalid
+// UTF-8 becomes U+FFFD, so the result is always valid JSON whatever s held.
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {

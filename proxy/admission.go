@@ -139,7 +139,7 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 	if args.Has("access_token") || args.Has("token") || args.Has("jwt") {
 		return s.unauthorized(c, &authn.Error{Code: "invalid_request", Description: "tokens in the query string are not accepted; use the Authorization header"})
 	}
-	id, err := s.d.Auth.Authenticate(string(c.Request().Header.Peek(fiber.HeaderAuthorization)))
+	id, err := s.d.Auth.AuthenticateHeader(c.Request().Header.Peek(fiber.HeaderAuthorization))
 	if err != nil {
 		return s.unauthorized(c, err)
 	}

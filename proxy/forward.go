@@ -72,12 +72,16 @@ func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbo
 	for _, h := range up.headers {
 		req.Header.Set(h[0], h[1])
 	}
-	tok, err := s.d.Identity.Sign(&cl.id.Caller, cl.rid, cl.did, time.Now())
+	bp := signBufs.Get().(*signBuf)
+	tok, err := s.d.Identity.AppendSign(bp.token[:0], &cl.id.Caller, cl.rid, cl.did, time.Now())
 	if err != nil {
+		signBufs.Put(bp)
 		s.log.Error("identity assertion failed", "request_id", cl.rid, "err", err)
 		return fiber.StatusInternalServerError, "identity"
 	}
-	req.Header.Set(IdentityHeader, tok)
+	req.Header.SetBytesV(IdentityHeader, tok) // copies
+	bp.token = tok
+	signBufs.Put(bp)
 	req.Header.Set("X-Request-Id", cl.rid)
 	req.SetBodyRaw(o.body)
 	resp.StreamBody = true

@@ -17,8 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -68,40 +68,49 @@ func (s *IdentitySigner) Secret() []byte { return s.secret }
 // PublicKey is the Ed25519 public key (nil for HS256).
 func (s *IdentitySigner) PublicKey() ed25519.PublicKey { return s.pub }
 
-// Sign returns the assertion for one forwarded call. It runs on every forwarded request,
-// so the JWT is assembled by hand: the header is constant, the claims are appended to a
-// pooled buffer, and the HMAC state is pooled. TestIdentityAssertionVerifies checks the
-// result with golang-jwt.
+// Sign returns the assertion for one forwarded call.
 func (s *IdentitySigner) Sign(c *policies.Caller, requestID, decisionID string, now time.Time) (string, error) {
+	bp := signBufs.Get().(*signBuf)
+	defer signBufs.Put(bp)
+	var err error
+	bp.token, err = s.AppendSign(bp.token[:0], c, requestID, decisionID, now)
+	return string(bp.token), err
+}
+
+// AppendSign appends the assertion for one forwarded call to dst. It runs on every
+// forwarded request, so the JWT is assembled by hand: the header is constant, the
+// claims are appended to a pooled buffer, and the HMAC state is pooled.
+// TestIdentityAssertionVerifies checks the result with golang-jwt.
+func (s *IdentitySigner) AppendSign(dst []byte, c *policies.Caller, requestID, decisionID string, now time.Time) ([]byte, error) {
 	bp := signBufs.Get().(*signBuf)
 	defer signBufs.Put(bp)
 	claims := bp.claims[:0]
 	claims = append(claims, `{"iss":"portcullis","sub":`...)
-	claims = appendJSONString(claims, c.Sub)
+	claims = audit.AppendJSONString(claims, c.Sub)
 	claims = append(claims, `,"aud":`...)
-	claims = appendJSONString(claims, s.audience)
+	claims = audit.AppendJSONString(claims, s.audience)
 	claims = append(claims, `,"org":`...)
-	claims = appendJSONString(claims, c.Org)
+	claims = audit.AppendJSONString(claims, c.Org)
 	if c.Workspace != "" {
 		claims = append(claims, `,"ws":`...)
-		claims = appendJSONString(claims, c.Workspace)
+		claims = audit.AppendJSONString(claims, c.Workspace)
 	}
 	claims = append(claims, `,"roles":[`...)
 	for i, r := range c.Roles {
 		if i > 0 {
 			claims = append(claims, ',')
 		}
-		claims = appendJSONString(claims, r)
+		claims = audit.AppendJSONString(claims, r)
 	}
 	claims = append(claims, `],"rid":`...)
-	claims = appendJSONString(claims, requestID)
+	claims = audit.AppendJSONString(claims, requestID)
 	if decisionID != "" {
 		claims = append(claims, `,"did":`...)
-		claims = appendJSONString(claims, decisionID)
+		claims = audit.AppendJSONString(claims, decisionID)
 	}
 	// The request id is unique per process (random prefix + counter), so it serves as jti.
 	claims = append(claims, `,"jti":`...)
-	claims = appendJSONString(claims, requestID)
+	claims = audit.AppendJSONString(claims, requestID)
 	claims = append(claims, `,"iat":`...)
 	claims = strconv.AppendInt(claims, now.Unix(), 10)
 	claims = append(claims, `,"exp":`...)
@@ -109,49 +118,30 @@ func (s *IdentitySigner) Sign(c *policies.Caller, requestID, decisionID string, 
 	claims = append(claims, '}')
 	bp.claims = claims
 
-	tok := bp.token[:0]
-	tok = append(tok, s.header...)
+	start := len(dst)
+	tok := append(dst, s.header...)
 	tok = append(tok, '.')
 	tok = base64.RawURLEncoding.AppendEncode(tok, claims)
 	switch {
 	case s.secret != nil:
 		mac := s.macs.Get().(hash.Hash)
 		mac.Reset()
-		mac.Write(tok)
+		mac.Write(tok[start:])
 		var sum [sha256.Size]byte
 		tok = append(tok, '.')
 		tok = base64.RawURLEncoding.AppendEncode(tok, mac.Sum(sum[:0]))
 		s.macs.Put(mac)
 	default:
-		sig := ed25519.Sign(s.key.(ed25519.PrivateKey), tok)
+		sig := ed25519.Sign(s.key.(ed25519.PrivateKey), tok[start:])
 		tok = append(tok, '.')
 		tok = base64.RawURLEncoding.AppendEncode(tok, sig)
 	}
-	bp.token = tok
-	return string(tok), nil
+	return tok, nil
 }
 
 type signBuf struct{ claims, token []byte }
 
 var signBufs = sync.Pool{New: func() any { return &signBuf{claims: make([]byte, 0, 256), token: make([]byte, 0, 512)} }}
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, so the
-// assertion is always valid JSON whatever a claim held.
-func appendJSONString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b = append(b, '\\', byte(r))
-		case r < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[r>>4], hexDigits[r&0xf])
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return append(b, '"')
-}
 
 // LoadOrCreateSecret reads a base64 secret file, creating a 32-byte one (0600) if absent.
 // A file readable by group or others is refused: it holds a signing secret.

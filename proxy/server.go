@@ -27,7 +27,9 @@ import (
 
 // Authenticator verifies the Authorization header of a request.
 type Authenticator interface {
-	Authenticate(header string) (*authn.Identity, error)
+	// AuthenticateHeader checks an Authorization header value; the slice is only
+	// read during the call.
+	AuthenticateHeader(header []byte) (*authn.Identity, error)
 }
 
 // Decider evaluates policy. *policies.Engine implements it.

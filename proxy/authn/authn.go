@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -178,6 +179,22 @@ func (a *Authenticator) Authenticate(header string) (*Identity, error) {
 		a.cache.put(key, id, id.Expires.UnixNano(), now.UnixNano())
 	}
 	return id, nil
+}
+
+// AuthenticateHeader is Authenticate for an Authorization header still in the
+// server's buffer. A token already in the cache is found without copying the header:
+// a cached token was verified in full, so the same bytes need no second look. Anything
+// else goes through Authenticate, which keeps its own copy.
+func (a *Authenticator) AuthenticateHeader(header []byte) (*Identity, error) {
+	const scheme = "bearer "
+	if a.cache != nil && len(header) > len(scheme) && len(header)-len(scheme) <= a.cfg.MaxTokenBytes &&
+		strings.EqualFold(string(header[:len(scheme)]), scheme) {
+		key := sha256.Sum256(header[len(scheme):])
+		if id := a.cache.get(key, a.now().UnixNano()); id != nil {
+			return id, nil
+		}
+	}
+	return a.Authenticate(string(header))
 }
 
 func bearerToken(header string) (string, *Error) {

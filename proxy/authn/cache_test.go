@@ -121,3 +121,37 @@ func TestCacheHitDoesNotAllocate(t *testing.T) {
 		t.Fatalf("cache hit allocates %.1f times", n)
 	}
 }
+
+// AuthenticateHeader (the proxy's path) answers from the cache without copying the
+// header, and otherwise says exactly what Authenticate says.
+func TestAuthenticateHeader(t *testing.T) {
+	k := testKeySet(t)
+	mk := func(exp time.Time, jti string) string {
+		return sign(t, jwt.SigningMethodES256, k.ec, nil, with(baseClaims(), "exp", exp.Unix(), "jti", jti))
+	}
+	a := newAuth(t, nil)
+	tok := mk(t0.Add(time.Minute), "h")
+	h := []byte("Bearer " + tok)
+	id1, err := a.AuthenticateHeader(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := a.AuthenticateHeader([]byte("BEARER " + tok))
+	if err != nil || id2 != id1 {
+		t.Fatalf("second call was not a cache hit: %v same=%v", err, id2 == id1)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = a.AuthenticateHeader(h) }); n != 0 {
+		t.Fatalf("cache hit allocates %.1f times", n)
+	}
+	for _, bad := range []string{"", "Bearer", "Bearer  " + tok, "Basic " + tok, "Bearer " + tok + " x", "Bearer " + tok[:len(tok)-2]} {
+		_, want := a.Authenticate(bad)
+		_, got := a.AuthenticateHeader([]byte(bad))
+		if want == nil || got == nil || got.Error() != want.Error() {
+			t.Errorf("%q: AuthenticateHeader %v, Authenticate %v", bad, got, want)
+		}
+	}
+	// A cached token past exp+leeway is refused, not served from the cache.
+	a.now = func() time.Time { return t0.Add(2 * time.Minute) }
+	_, err = a.AuthenticateHeader(h)
+	assertRefused(t, tok, err, CodeInvalidToken, descExpired)
+}
