@@ -16,18 +16,20 @@ const (
 
 // Config configures the audit log.
 type Config struct {
-	// Path is the SQLite database file. Default <data_dir>/audit.db.
-	Path string `yaml:"path"`
-	// Synchronous is SQLite's synchronous setting under WAL: "NORMAL" (default;
-	// a committed row survives a process crash, an OS crash may lose the last
-	// transactions) or "FULL" (also survives power loss, slower).
+	// Path is the SQLite database file. Default <data_dir>/audit.db. The journal,
+	// where rows are durable before SQLite stores them, is Path + ".journal".
+	// Synchronous applies to both: "NORMAL" (default; an acknowledged row survives
+	// a process crash, an OS crash may lose the last ones) or "FULL" (the journal is
+	// fsynced before a row is acknowledged, and SQLite runs synchronous=FULL: rows
+	// also survive power loss, slower).
+	Path        string `yaml:"path"`
 	Synchronous string `yaml:"synchronous"`
 	// Linger is the longest the writer waits for more rows before committing a
-	// batch. It waits only until the batch is as large as the previous one, so a
+	// batch to the journal. It waits only until the batch is as large as the previous one, so a
 	// lone call under light load does not wait, and rows that arrive while a batch
 	// commits form the next batch anyway. Default 1ms.
 	Linger time.Duration `yaml:"linger"`
-	// MaxBatch caps rows per transaction. Default 512.
+	// MaxBatch caps rows per journal commit. Default 512.
 	MaxBatch int `yaml:"max_batch"`
 	// QueueSize is how many rows may wait for the writer. Default 8192.
 	QueueSize int `yaml:"queue_size"`

@@ -1,11 +1,36 @@
 // Package audit is Portcullis's tamper-evident audit trail.
 //
-// Every request that reaches a decision is written as a row of the append-only
-// SQLite table audit_events before the proxy acts on it (Log.Append returns only
-// after the row's transaction committed; an error means "do not forward", see
-// ErrUnavailable). Rows are group-committed by a single writer goroutine: many
-// concurrent Appends share one transaction, so durability costs little per call.
-// Outcome rows (status, error class, latency) follow through AppendAsync.
+// Every request that reaches a decision is recorded before the proxy acts on it:
+// Log.Append returns only once the row is durable, and an error means "do not
+// forward" (see ErrUnavailable). Outcome rows (status, error class, latency) follow
+// through AppendAsync.
+//
+// # Journal and database
+//
+// A row becomes durable in the journal, a file next to the database
+// (audit.db.journal). A single writer goroutine group-commits: the rows of many
+// concurrent Appends are chained (seq, prev_hash, hash) and appended with one write,
+// plus one fsync with synchronous=FULL, and then acknowledged. A second goroutine,
+// the ingester, stores the journaled rows in the append-only SQLite table
+// audit_events in large transactions (waiting up to 2 ms to gather them), signs the
+// checkpoints and fills the lookup index; once SQLite holds every row of the
+// journal, the journal is emptied. A SQLite commit costs about eleven system calls
+// whatever its size, and a journal append one, so a call waits for one write,
+// and SQLite's cost is paid in bulk, off the request path.
+//
+// Readers see the database: Query and Export in this process first wait until it
+// holds every row journaled so far; another process (audit export, tail) may see
+// the newest rows a few milliseconds late. Verify checks the journal's rows too, as
+// the continuation of the chain. Open stores any rows a previous run left in the
+// journal (it was killed, or the database was full), after checking that they
+// continue the chain; a damaged record followed by more records, or rows that do
+// not continue the chain, make Open fail. An incomplete last record is a write cut
+// short, never acknowledged, and is dropped.
+//
+// When SQLite refuses rows (max_size reached, disk full), the rows already
+// acknowledged stay in the journal, and every later Append fails until the ingester
+// succeeds again (it retries every second) or, after Close, until the next Open can
+// store them.
 //
 // # Redaction
 //
@@ -40,9 +65,10 @@
 //
 // # Checkpoints
 //
-// The writer signs a checkpoint every CheckpointEvery rows, every
+// The ingester signs a checkpoint every CheckpointEvery rows, every
 // CheckpointInterval, on Open (covering any unsigned tail left by a crash, after
-// re-verifying it) and on Close. A checkpoint signs, with Ed25519,
+// re-verifying it) and on Close, always over rows SQLite holds. A checkpoint signs,
+// with Ed25519,
 //
 //	"portcullis-audit-checkpoint-v1" str(kind) u64(seq) str(head_hash) u64(ts)
 //

@@ -43,8 +43,9 @@ type pending struct {
 	done chan error // nil for AppendAsync
 }
 
-// Log is the audit trail writer. One goroutine owns the write connection and
-// group-commits queued rows; reads use a separate pool.
+// Log is the audit trail writer. One goroutine group-commits queued rows to the
+// journal; another (the ingester) owns the SQLite write connection and stores the
+// journaled rows in bulk; reads use a separate pool.
 type Log struct {
 	cfg      Config
 	logger   *slog.Logger
@@ -59,18 +60,35 @@ type Log struct {
 	stop    chan struct{}
 	stopped chan struct{}
 
-	// Owned by the writer goroutine after Open.
-	seq           int64
-	head          []byte
+	// Owned by the writer goroutine after Open: the chain as far as the journal holds it.
+	seq       int64
+	head      []byte
+	lastBatch int // rows in the previous batch: the next one's linger target
+	rows      []row
+	hs        *hasher
+	j         *journal
+	journaled atomic.Int64 // seq of the newest row in the journal, for readers of other goroutines
+
+	// Rows in the journal and not yet in SQLite, in order; the ingester takes them.
+	imu      sync.Mutex
+	ipending []row
+	ikick    chan struct{} // cap 1: rows are waiting
+	iprog    chan struct{} // cap 1: the ingester made progress (or failed)
+	istop    chan struct{}
+	istopped chan struct{}
+	ingested atomic.Int64          // rows up to this seq are in SQLite
+	ifail    atomic.Pointer[error] // set while storing rows in SQLite fails (database full...)
+
+	// Owned by the ingester goroutine after Open: the chain as far as SQLite holds it.
+	iseq          int64
+	ihead         []byte
 	lastCP        int64
 	lastCPTime    time.Time
-	lastBatch     int                        // rows in the previous batch: the next one's linger target
 	lookupThrough int64                      // rows up to this seq are in audit_lookup
 	lookupWarned  time.Time                  // last lookup-index failure logged (at most one a minute)
+	failWarned    time.Time                  // last storing failure logged
 	inserts       [insertChunk + 1]*sql.Stmt // by rows per statement, prepared lazily
-	rows          []row
 	args          []any
-	hs            *hasher
 
 	lost, appended, batches, checkpoints atomic.Uint64
 	appendLatency, batchSize             prometheus.Histogram
@@ -114,6 +132,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 		cfg: cfg, logger: logger, key: key, redactor: NewRedactor(hkey), wdb: wdb,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
 		stopped: make(chan struct{}), hs: newHasher(),
+		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1),
+		istop: make(chan struct{}), istopped: make(chan struct{}),
 		rows: make([]row, cfg.MaxBatch), args: make([]any, 0, 26*insertChunk),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "portcullis_audit_append_seconds", Help: "Time from Append to its row's commit.",
@@ -125,10 +145,14 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 		}),
 	}
 	if err := l.start(ctx); err != nil {
+		if l.j != nil {
+			l.j.close()
+		}
 		wdb.Close()
 		return nil, err
 	}
 	go l.run()
+	go l.ingestLoop()
 	return l, nil
 }
 
@@ -150,6 +174,12 @@ func (l *Log) start(ctx context.Context) error {
 	if err := l.checkTail(ctx); err != nil {
 		return err
 	}
+	if err := l.replayJournal(ctx); err != nil {
+		return err
+	}
+	l.iseq, l.ihead = l.seq, l.head
+	l.ingested.Store(l.seq)
+	l.journaled.Store(l.seq)
 	if l.seq > l.lastCP {
 		// A crash left rows no checkpoint covers; they were just re-verified.
 		if err := l.writeCheckpoint(ctx, CheckpointOpen); err != nil {
@@ -157,6 +187,10 @@ func (l *Log) start(ctx context.Context) error {
 		}
 	}
 	l.lastCPTime = time.Now()
+	// Every row is in SQLite now: start the journal afresh.
+	if err := l.j.reset(); err != nil {
+		return err
+	}
 	rd, err := OpenReader(ctx, l.cfg.Path)
 	if err != nil {
 		return err
@@ -289,7 +323,7 @@ func (l *Log) Redactor() *Redactor { return l.redactor }
 // Lost counts rows that could not be stored (best_effort Appends and AppendAsync).
 func (l *Log) Lost() uint64 { return l.lost.Load() }
 
-// Append stores ev and returns once its transaction has committed; ev.Seq and
+// Append records ev and returns once its row is durable in the journal; ev.Seq and
 // ev.Hash are then set. Any error wraps ErrUnavailable and means the caller must
 // not act. In best_effort mode a store failure returns nil and counts a lost row.
 // A zero ev.Time is set to now. Arguments must be valid JSON (or empty).
@@ -401,14 +435,10 @@ func (l *Log) enqueue(ctx context.Context, p *pending, wait time.Duration) error
 // waits on an outcome row.
 func (l *Log) run() {
 	defer close(l.stopped)
-	ticker := time.NewTicker(l.cfg.CheckpointInterval)
-	defer ticker.Stop()
 	lingerTimer := time.NewTimer(time.Hour)
 	lingerTimer.Stop()
 	asyncTimer := time.NewTimer(time.Hour)
 	asyncTimer.Stop()
-	lookups := time.NewTicker(lookupInterval)
-	defer lookups.Stop()
 	batch := make([]*pending, 0, l.cfg.MaxBatch)
 	var deferred []*pending
 	for {
@@ -423,23 +453,11 @@ func (l *Log) run() {
 			l.commit(deferred)
 			deferred = deferred[:0]
 			continue
-		case <-ticker.C:
-			if l.seq > l.lastCP {
-				l.checkpointLogged(CheckpointPeriodic)
-			}
-			continue
-		case <-lookups.C:
-			l.indexLookups()
-			continue
 		case <-l.stop:
 			if len(deferred) > 0 {
 				l.commit(deferred)
 			}
 			l.drain(batch)
-			if l.seq > l.lastCP {
-				l.checkpointLogged(CheckpointClose)
-			}
-			l.indexLookups()
 			return
 		}
 		if first.done == nil && len(deferred) < l.cfg.MaxBatch-1 {
@@ -513,16 +531,18 @@ func (l *Log) drain(batch []*pending) {
 	}
 }
 
-// commit writes batch in one transaction and answers every waiter.
+// commit appends batch to the journal in one write and answers every waiter; the
+// ingester then stores the rows in SQLite.
 func (l *Log) commit(batch []*pending) {
-	err := l.writeBatch(batch)
+	err := l.storeFailure()
+	if err == nil {
+		err = l.waitForBacklog()
+	}
+	if err == nil {
+		err = l.writeBatch(batch)
+	}
 	if err != nil {
 		l.logger.Error("audit: batch not stored", "rows", len(batch), "err", err)
-		// The transaction rolled back, but re-read the head in case the commit
-		// itself failed after reaching the disk.
-		if seq, head, herr := loadHead(context.Background(), l.wdb); herr == nil {
-			l.seq, l.head = seq, head
-		}
 	}
 	for i, p := range batch {
 		if p.done != nil {
@@ -537,17 +557,233 @@ func (l *Log) commit(batch []*pending) {
 		}
 		batch[i] = nil
 	}
-	// The first rows of a log are signed at once: a crash before any checkpoint would
-	// leave rows that verify cannot tell from a rewritten chain.
-	if err == nil && (l.seq-l.lastCP >= int64(l.cfg.CheckpointEvery) || l.lastCP == 0) {
-		l.checkpointLogged(CheckpointPeriodic)
+	if err == nil {
+		l.trimJournal()
 	}
 }
 
+// storeFailure is why rows cannot reach SQLite (nil when they can). While it lasts,
+// no row is acknowledged: a full database fails calls closed, as a failed commit did.
+func (l *Log) storeFailure() error {
+	if p := l.ifail.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// maxBacklog bounds the rows acknowledged but not yet in SQLite.
+const maxBacklog = 100_000
+
+// waitForBacklog holds the writer, at most a second, while the ingester is that far
+// behind.
+func (l *Log) waitForBacklog() error {
+	if l.backlog() < maxBacklog {
+		return nil
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	for l.backlog() >= maxBacklog {
+		select {
+		case <-l.iprog:
+			if err := l.storeFailure(); err != nil {
+				return err
+			}
+		case <-t.C:
+			return fmt.Errorf("audit: %d rows are waiting to be stored in the database", l.backlog())
+		}
+	}
+	return nil
+}
+
+func (l *Log) backlog() int {
+	l.imu.Lock()
+	defer l.imu.Unlock()
+	return len(l.ipending)
+}
+
+// Journal sizes: it is emptied once it holds this much and the ingester has caught
+// up, and above the larger size the writer waits for the ingester to catch up.
+const (
+	journalTrimBytes = 1 << 20
+	journalMaxBytes  = 64 << 20
+)
+
+// trimJournal empties the journal when SQLite holds every row in it. Under steady
+// load the ingester is always a batch behind, so past journalMaxBytes the writer
+// waits (a few milliseconds) for it to catch up.
+func (l *Log) trimJournal() {
+	if l.j.off < journalTrimBytes {
+		return
+	}
+	if l.ingested.Load() != l.seq && l.j.off >= journalMaxBytes {
+		l.kickIngester()
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		for l.ingested.Load() != l.seq && l.storeFailure() == nil {
+			select {
+			case <-l.iprog:
+			case <-t.C:
+				return
+			}
+		}
+	}
+	if l.ingested.Load() == l.seq {
+		if err := l.j.reset(); err != nil {
+			l.logger.Error("audit: journal not emptied", "err", err)
+		}
+	}
+}
+
+func (l *Log) kickIngester() {
+	select {
+	case l.ikick <- struct{}{}:
+	default:
+	}
+}
+
+// writeBatch chains the batch's rows, appends them to the journal and hands them to
+// the ingester. On error nothing is acknowledged and the chain does not advance.
 func (l *Log) writeBatch(batch []*pending) error {
+	seq, prev := l.seq, l.head
+	for i, p := range batch {
+		r := &l.rows[i]
+		r.fromEvent(p.ev)
+		seq++
+		r.Seq, r.PrevHash = seq, prev
+		r.Hash = l.hs.rowHash(r)
+		l.j.appendRecord(l.hs.buf) // the canonical encoding rowHash just hashed
+		prev = r.Hash
+	}
+	if err := l.j.flush(); err != nil {
+		return err
+	}
+	l.seq, l.head = seq, prev
+	l.journaled.Store(seq)
+	l.imu.Lock()
+	l.ipending = append(l.ipending, l.rows[:len(batch)]...)
+	l.imu.Unlock()
+	l.kickIngester()
+	l.appended.Add(uint64(len(batch)))
+	l.batches.Add(1)
+	l.batchSize.Observe(float64(len(batch)))
+	return nil
+}
+
+// ingestLinger is how long the ingester waits for more rows before storing a few:
+// SQLite's cost is mostly per transaction, so it stores them in bulk.
+const ingestLinger = 2 * time.Millisecond
+
+// ingestEager is the backlog at which the ingester stores at once.
+const ingestEager = 256
+
+// ingestLoop is the ingester goroutine: it moves journaled rows into SQLite, signs
+// checkpoints over what SQLite holds and maintains the lookup index.
+func (l *Log) ingestLoop() {
+	defer close(l.istopped)
+	ticker := time.NewTicker(l.cfg.CheckpointInterval)
+	defer ticker.Stop()
+	lookups := time.NewTicker(lookupInterval)
+	defer lookups.Stop()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		select {
+		case <-l.ikick:
+			if l.backlog() < ingestEager {
+				linger.Reset(ingestLinger)
+				select {
+				case <-linger.C:
+				case <-l.istop:
+					linger.Stop()
+				}
+			}
+			l.ingest()
+		case <-retry.C:
+			l.ingest()
+		case <-ticker.C:
+			if l.iseq > l.lastCP {
+				l.checkpointLogged(CheckpointPeriodic)
+			}
+		case <-lookups.C:
+			l.indexLookups()
+		case <-l.istop:
+			// The writer has stopped: store everything it journaled.
+			l.ingest()
+			if l.iseq > l.lastCP {
+				l.checkpointLogged(CheckpointClose)
+			}
+			l.indexLookups()
+			return
+		}
+		if l.ifail.Load() != nil {
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+// maxIngestRows bounds one SQLite transaction of the ingester.
+const maxIngestRows = 4096
+
+// ingest stores every pending row in SQLite, in order.
+func (l *Log) ingest() {
+	defer func() {
+		select {
+		case l.iprog <- struct{}{}:
+		default:
+		}
+	}()
+	for {
+		l.imu.Lock()
+		n := min(len(l.ipending), maxIngestRows)
+		if every := int64(l.cfg.CheckpointEvery); every > 0 {
+			// End the transaction where a checkpoint is due, so checkpoints fall every
+			// CheckpointEvery rows however the rows were batched.
+			if room := l.lastCP + every - l.iseq; room > 0 && room < int64(n) {
+				n = int(room)
+			}
+		}
+		rows := l.ipending[:n:n]
+		l.imu.Unlock()
+		if n == 0 {
+			return
+		}
+		if err := l.storeRows(rows); err != nil {
+			err = fmt.Errorf("audit: storing rows in the database: %w", err)
+			l.ifail.Store(&err)
+			if time.Since(l.failWarned) > time.Minute {
+				l.failWarned = time.Now()
+				l.logger.Error("audit: rows not stored; they stay in the journal and new calls are refused until this clears", "rows", l.backlog(), "err", err)
+			}
+			return
+		}
+		l.imu.Lock()
+		l.ipending = l.ipending[n:]
+		if len(l.ipending) == 0 {
+			l.ipending = nil // let the backing array go
+		}
+		l.imu.Unlock()
+		if l.ifail.Load() != nil {
+			l.ifail.Store(nil)
+			l.logger.Info("audit: rows are reaching the database again")
+		}
+		last := &rows[n-1]
+		l.iseq, l.ihead = last.Seq, last.Hash
+		l.ingested.Store(l.iseq)
+		// The first rows of a log are signed at once: a crash before any checkpoint would
+		// leave rows that verify cannot tell from a rewritten chain.
+		if (l.cfg.CheckpointEvery > 0 && l.iseq-l.lastCP >= int64(l.cfg.CheckpointEvery)) || l.lastCP == 0 {
+			l.checkpointLogged(CheckpointPeriodic)
+		}
+	}
+}
+
+// storeRows inserts rows (already chained) in one transaction.
+func (l *Log) storeRows(rows []row) error {
 	ctx := context.Background()
 	// Prepare before BeginTx: the transaction holds the only connection.
-	for _, n := range [2]int{min(insertChunk, len(batch)), len(batch) % insertChunk} {
+	for _, n := range [2]int{min(insertChunk, len(rows)), len(rows) % insertChunk} {
 		if n > 0 {
 			if _, err := l.insertStmt(ctx, n); err != nil {
 				return err
@@ -556,38 +792,68 @@ func (l *Log) writeBatch(batch []*pending) error {
 	}
 	tx, err := l.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("audit: begin: %w", err)
-	}
-	seq, prev := l.seq, l.head
-	for i, p := range batch {
-		r := &l.rows[i]
-		r.fromEvent(p.ev)
-		seq++
-		r.Seq, r.PrevHash = seq, prev
-		r.Hash = l.hs.rowHash(r)
-		prev = r.Hash
+		return fmt.Errorf("begin: %w", err)
 	}
 	// Multi-row INSERTs: per-statement overhead dominates single-row inserts.
-	for i := 0; i < len(batch); i += insertChunk {
-		n := min(insertChunk, len(batch)-i)
-		stmt := l.inserts[n]
+	for i := 0; i < len(rows); i += insertChunk {
+		n := min(insertChunk, len(rows)-i)
 		l.args = l.args[:0]
 		for j := i; j < i+n; j++ {
-			l.args = l.rows[j].insertArgs(l.args)
+			l.args = rows[j].insertArgs(l.args)
 		}
-		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, l.args...); err != nil {
+		if _, err := tx.StmtContext(ctx, l.inserts[n]).ExecContext(ctx, l.args...); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("audit: inserting rows %d-%d: %w", l.rows[i].Seq, l.rows[i+n-1].Seq, err)
+			return fmt.Errorf("inserting rows %d-%d: %w", rows[i].Seq, rows[i+n-1].Seq, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
-		return fmt.Errorf("audit: commit: %w", err)
+		return fmt.Errorf("commit: %w", err)
 	}
-	l.seq, l.head = seq, prev
-	l.appended.Add(uint64(len(batch)))
-	l.batches.Add(1)
-	l.batchSize.Observe(float64(len(batch)))
+	return nil
+}
+
+// replayJournal stores the rows a previous run acknowledged but did not get into
+// SQLite (it was killed, or the database was full), after checking that they
+// continue the chain, and opens the journal.
+func (l *Log) replayJournal(ctx context.Context) error {
+	path := l.cfg.Path + JournalSuffix
+	scan, err := readJournal(path)
+	if err != nil {
+		return fmt.Errorf("%w; run `portcullis audit verify`", err)
+	}
+	if scan.torn > 0 {
+		// Acknowledged rows are whole records: a batch is acknowledged after its write.
+		l.logger.Warn("audit: the journal ends in an incomplete record (a write cut short, never acknowledged); dropping it", "bytes", scan.torn)
+	}
+	hs := newHasher()
+	var rows []row
+	for i := range scan.rows {
+		r := &scan.rows[i]
+		if r.Seq <= l.seq {
+			continue // stored before the journal was emptied
+		}
+		if why := checkRow(hs, r, l.seq+1, l.head); why != "" {
+			return fmt.Errorf("audit: the journal does not continue the chain at seq %d: %s; run `portcullis audit verify`", l.seq+1, why)
+		}
+		rows = append(rows, *r)
+		l.seq, l.head = r.Seq, r.Hash
+	}
+	for i := 0; i < len(rows); i += maxIngestRows {
+		if err := l.storeRows(rows[i:min(i+maxIngestRows, len(rows))]); err != nil {
+			return fmt.Errorf("audit: storing %d rows from the journal: %w (free space with `portcullis audit prune` or raise audit.max_size)", len(rows)-i, err)
+		}
+	}
+	if len(rows) > 0 {
+		l.logger.Info("audit: stored rows from the journal", "rows", len(rows), "through_seq", l.seq)
+	}
+	sync := l.cfg.Synchronous == "FULL" || l.cfg.Synchronous == "EXTRA"
+	j, err := openJournal(path, scan.valid, sync)
+	if err != nil {
+		return err
+	}
+	l.j = j
+	_ = ctx
 	return nil
 }
 
@@ -606,15 +872,15 @@ func (l *Log) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 
 func (l *Log) checkpointLogged(kind string) {
 	if err := l.writeCheckpoint(context.Background(), kind); err != nil {
-		l.logger.Error("audit: checkpoint not written", "seq", l.seq, "err", err)
+		l.logger.Error("audit: checkpoint not written", "seq", l.iseq, "err", err)
 	}
 }
 
-// writeCheckpoint signs the current head and stores it; it also goes to the log,
-// a witness outside the database.
+// writeCheckpoint signs the head of the rows in SQLite and stores it; it also goes
+// to the log, a witness outside the database.
 func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	now := time.Now()
-	c := signCheckpoint(l.key, kind, l.seq, l.head, now)
+	c := signCheckpoint(l.key, kind, l.iseq, l.ihead, now)
 	if _, err := l.wdb.ExecContext(ctx, insertCheckpointSQL, c.Kind, c.Seq, c.Head, c.TS, c.KeyID, c.Signature); err != nil {
 		return fmt.Errorf("audit: storing checkpoint at seq %d: %w", c.Seq, err)
 	}
@@ -638,7 +904,16 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.stopped
+	close(l.istop)
+	<-l.istopped
 	var errs []error
+	if left := l.seq - l.ingested.Load(); left > 0 {
+		errs = append(errs, fmt.Errorf("audit: %d acknowledged rows are only in the journal %s (%v); they are stored at the next start",
+			left, l.cfg.Path+JournalSuffix, l.storeFailure()))
+	} else if err := l.j.reset(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, l.j.close())
 	for _, st := range l.inserts {
 		if st != nil {
 			errs = append(errs, st.Close())
@@ -653,12 +928,38 @@ func (l *Log) Close() error {
 	return errors.Join(errs...)
 }
 
-// Query returns one page of rows matching f, newest first.
-func (l *Log) Query(ctx context.Context, f Filter) (Page, error) { return l.reader.Query(ctx, f) }
+// Query returns one page of rows matching f, newest first. It first waits (briefly)
+// until SQLite holds every row journaled so far.
+func (l *Log) Query(ctx context.Context, f Filter) (Page, error) {
+	l.waitStored(ctx)
+	return l.reader.Query(ctx, f)
+}
 
-// Export streams every row matching f, oldest first, as "jsonl" or "csv".
+// Export streams every row matching f, oldest first, as "jsonl" or "csv", after
+// waiting as Query does.
 func (l *Log) Export(ctx context.Context, w io.Writer, format string, f Filter) error {
+	l.waitStored(ctx)
 	return l.reader.Export(ctx, w, format, f)
+}
+
+// waitStored waits, at most a second, until every row journaled when it was called
+// is in SQLite, so a reader in this process sees every acknowledged row. It gives up
+// at once while rows cannot be stored (the reader then sees what SQLite holds).
+func (l *Log) waitStored(ctx context.Context) {
+	target := l.journaled.Load()
+	if l.ingested.Load() >= target {
+		return
+	}
+	l.kickIngester()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for l.ingested.Load() < target && l.storeFailure() == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
 }
 
 // Collectors returns the log's Prometheus metrics for registration.
@@ -674,6 +975,8 @@ func (l *Log) Collectors() []prometheus.Collector {
 		counter("portcullis_audit_checkpoints_total", "Signed checkpoints written.", &l.checkpoints),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portcullis_audit_queue_depth",
 			Help: "Rows waiting for the writer."}, func() float64 { return float64(len(l.queue)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portcullis_audit_store_backlog",
+			Help: "Rows acknowledged (in the journal) and not yet stored in the database."}, func() float64 { return float64(l.backlog()) }),
 		l.appendLatency, l.batchSize,
 	}
 }
@@ -685,17 +988,17 @@ const lookupInterval = 200 * time.Millisecond
 // transaction: B-tree work in bulk instead of two index updates in every commit.
 // Queries match the rows it has not reached yet on the columns themselves.
 func (l *Log) indexLookups() {
-	if l.seq <= l.lookupThrough {
+	if l.iseq <= l.lookupThrough {
 		return
 	}
-	if err := l.addLookups(l.lookupThrough, l.seq); err != nil {
+	if err := l.addLookups(l.lookupThrough, l.iseq); err != nil {
 		if time.Since(l.lookupWarned) > time.Minute {
 			l.lookupWarned = time.Now()
 			l.logger.Warn("audit: lookup index behind; queries by caller or request id scan the rows it has not reached", "through", l.lookupThrough, "err", err)
 		}
 		return
 	}
-	l.lookupThrough = l.seq
+	l.lookupThrough = l.iseq
 }
 
 func (l *Log) addLookups(from, to int64) error {

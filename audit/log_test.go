@@ -486,7 +486,7 @@ func TestCanaryNeverStoredOrLogged(t *testing.T) {
 func TestCollectors(t *testing.T) {
 	l := openTest(t, testConfig(t))
 	appendN(t, l, 3)
-	if n := len(l.Collectors()); n != 7 {
+	if n := len(l.Collectors()); n != 8 {
 		t.Fatalf("got %d collectors", n)
 	}
 	if l.appended.Load() != 3 || l.batches.Load() == 0 {

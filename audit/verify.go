@@ -23,6 +23,11 @@ type Report struct {
 	BadCheckpoint int64    `json:"bad_checkpoint_id,omitempty"`
 	Problems      []string `json:"problems,omitempty"`
 	Warnings      []string `json:"warnings,omitempty"`
+
+	// Where the database's chain ended, for the journal's rows to continue it.
+	next   int64
+	head   []byte
+	broken bool
 }
 
 func (r *Report) String() string {
@@ -66,7 +71,56 @@ func Verify(ctx context.Context, dbPath string, pub ed25519.PublicKey) (Report, 
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
 	defer tx.Rollback()
-	return verifyTx(ctx, tx, pub)
+	rep, err := verifyTx(ctx, tx, pub)
+	if err != nil {
+		return rep, err
+	}
+	verifyJournal(&rep, dbPath+JournalSuffix)
+	rep.OK = len(rep.Problems) == 0
+	return rep, nil
+}
+
+// verifyJournal continues the chain check into the journal: rows a server has
+// acknowledged and not yet stored in the database (or could not: it was killed, or
+// the database is full).
+func verifyJournal(rep *Report, path string) {
+	scan, err := readJournal(path)
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+		return
+	}
+	if rep.broken {
+		return
+	}
+	hs := newHasher()
+	var n int64
+	for i := range scan.rows {
+		r := &scan.rows[i]
+		if r.Seq < rep.next {
+			continue // also in the database: the journal was not emptied yet
+		}
+		if n == 0 && r.Seq > rep.next {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the journal starts at seq %d, after the database's last row (seq %d): "+
+				"the server emptied it while verify ran; run verify again to check its rows", r.Seq, rep.next-1))
+			return
+		}
+		if why := checkRow(hs, r, rep.next, rep.head); why != "" {
+			rep.rowFault(rep.next, "in the journal: "+why)
+			return
+		}
+		n++
+		rep.Rows++
+		if rep.FirstSeq == 0 {
+			rep.FirstSeq = r.Seq
+		}
+		rep.LastSeq = r.Seq
+		rep.next, rep.head = r.Seq+1, r.Hash
+	}
+	if n > 0 {
+		rep.UnsignedTail += n
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d rows (seq %d-%d) are in the journal, not yet in the database; "+
+			"the server stores them shortly, or when it next starts", n, rep.LastSeq-n+1, rep.LastSeq))
+	}
 }
 
 func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, error) {
@@ -190,6 +244,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, e
 			}
 		}
 	}
+	rep.next, rep.head, rep.broken = expect, prev, broken
 	rep.OK = len(rep.Problems) == 0
 	return rep, nil
 }

@@ -1,0 +1,200 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+)
+
+// The journal is where a row becomes durable. The writer appends each group commit
+// to it with one write (and, with synchronous=FULL, one fsync) and acknowledges the
+// batch; a second goroutine then stores the rows in SQLite in large transactions,
+// where every query, export and verify reads them. Once SQLite holds every row in
+// the journal, the journal is truncated. A SQLite commit costs about eleven system
+// calls (locks and page writes) whatever its size; a journal append costs one.
+//
+// A record is: length (uint32, big endian) | CRC-32C of the payload (uint32) | payload,
+// where the payload is the row's canonical encoding (see rowHash), so a row's hash
+// is the SHA-256 of its payload.
+
+// JournalSuffix names the journal next to the database: audit.db -> audit.db.journal.
+const JournalSuffix = ".journal"
+
+const journalHeader = 8
+
+// maxJournalRecord bounds one record; a larger length is corruption, not a row.
+const maxJournalRecord = 64 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type journal struct {
+	f    *os.File
+	off  int64
+	sync bool
+	buf  []byte
+}
+
+// appendRecord adds one row's canonical encoding to the pending write.
+func (j *journal) appendRecord(payload []byte) {
+	j.buf = binary.BigEndian.AppendUint32(j.buf, uint32(len(payload)))
+	j.buf = binary.BigEndian.AppendUint32(j.buf, crc32.Checksum(payload, castagnoli))
+	j.buf = append(j.buf, payload...)
+}
+
+// flush writes the pending records at the end of the journal; they are durable
+// (as synchronous says) when it returns nil. On error nothing is acknowledged and
+// the next flush overwrites whatever part of the records reached the file.
+func (j *journal) flush() error {
+	if len(j.buf) == 0 {
+		return nil
+	}
+	defer func() { j.buf = j.buf[:0] }()
+	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
+		return fmt.Errorf("audit: writing journal: %w", err)
+	}
+	if j.sync {
+		if err := j.f.Sync(); err != nil {
+			return fmt.Errorf("audit: syncing journal: %w", err)
+		}
+	}
+	j.off += int64(len(j.buf))
+	return nil
+}
+
+// reset empties the journal once SQLite holds every row in it.
+func (j *journal) reset() error {
+	if err := j.f.Truncate(0); err != nil {
+		return fmt.Errorf("audit: truncating journal: %w", err)
+	}
+	if j.sync {
+		if err := j.f.Sync(); err != nil {
+			return fmt.Errorf("audit: syncing journal: %w", err)
+		}
+	}
+	j.off = 0
+	return nil
+}
+
+func (j *journal) close() error { return j.f.Close() }
+
+// journalScan is what reading a journal found.
+type journalScan struct {
+	rows []row
+	// valid is the length of the whole records; torn is what follows them: an
+	// incomplete last record (a write cut short, or one still being written).
+	valid, torn int64
+}
+
+// readJournal decodes every whole record of the journal at path (a missing file is
+// an empty journal). A damaged record followed by more data is an error: that is
+// not a write cut short but a journal altered or corrupted.
+func readJournal(path string) (journalScan, error) {
+	var s journalScan
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("audit: reading journal %s: %w", path, err)
+	}
+	off := 0
+	for off < len(b) {
+		if len(b)-off < journalHeader {
+			break
+		}
+		n := int(binary.BigEndian.Uint32(b[off:]))
+		sum := binary.BigEndian.Uint32(b[off+4:])
+		if n > maxJournalRecord || n < len(rowDomain) {
+			return s, fmt.Errorf("audit: journal %s: bad record length at byte %d", path, off)
+		}
+		if len(b)-off-journalHeader < n {
+			break // cut short
+		}
+		payload := b[off+journalHeader : off+journalHeader+n]
+		if crc32.Checksum(payload, castagnoli) != sum {
+			if off+journalHeader+n == len(b) {
+				break // the last record, cut short inside its payload
+			}
+			return s, fmt.Errorf("audit: journal %s: record at byte %d fails its checksum", path, off)
+		}
+		r, err := decodeRow(payload)
+		if err != nil {
+			return s, fmt.Errorf("audit: journal %s: record at byte %d: %w", path, off, err)
+		}
+		s.rows = append(s.rows, r)
+		off += journalHeader + n
+	}
+	s.valid, s.torn = int64(off), int64(len(b)-off)
+	return s, nil
+}
+
+// decodeRow is the inverse of the canonical encoding; the row's hash is the
+// SHA-256 of the payload.
+func decodeRow(p []byte) (row, error) {
+	var r row
+	d := decoder{b: p}
+	if string(d.take(len(rowDomain))) != rowDomain {
+		return r, errors.New("not a row encoding")
+	}
+	r.Seq = int64(d.u64())
+	r.TS = int64(d.u64())
+	for _, s := range [...]*string{&r.Kind, &r.RequestID, &r.DecisionID, &r.Sub, &r.Org,
+		&r.Workspace, &r.Roles, &r.Session, &r.ClientAddr, &r.Surface, &r.Tool, &r.Method,
+		&r.Path, &r.Args, &r.Decision, &r.Reason, &r.PolicyRevision, &r.ApprovalID, &r.Approver} {
+		*s = d.str()
+	}
+	r.Status = int64(d.u64())
+	r.ErrorClass = d.str()
+	r.LatencyMicros = int64(d.u64())
+	r.PrevHash = append([]byte(nil), d.take(int(d.u32()))...)
+	if d.bad || len(d.b) != 0 {
+		return r, errors.New("malformed row encoding")
+	}
+	sum := sha256.Sum256(p)
+	r.Hash = sum[:]
+	return r, nil
+}
+
+type decoder struct {
+	b   []byte
+	bad bool
+}
+
+func (d *decoder) take(n int) []byte {
+	if d.bad || n < 0 || n > len(d.b) {
+		d.bad = true
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u64() uint64 {
+	if v := d.take(8); v != nil {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (d *decoder) u32() uint32 {
+	if v := d.take(4); v != nil {
+		return binary.BigEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (d *decoder) str() string { return string(d.take(int(d.u32()))) }
+
+// openJournal opens (creating, mode 0600) the journal for appending after its whole
+// records; a torn tail is overwritten by the next write.
+func openJournal(path string, valid int64, sync bool) (*journal, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit: opening journal: %w", err)
+	}
+	return &journal{f: f, off: valid, sync: sync}, nil
+}

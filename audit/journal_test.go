@@ -1,0 +1,273 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// journalAfterCrash leaves the state a server killed between a journal write and the
+// database commit leaves: n rows in the database (signed), then m rows only in the
+// journal, continuing the chain.
+func journalAfterCrash(t *testing.T, cfg Config, n, m int) {
+	t.Helper()
+	l := openTest(t, cfg)
+	appendN(t, l, n)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := openDB(cfg.Path, false, "NORMAL", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, head, err := loadHead(context.Background(), db)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := openJournal(cfg.Path+JournalSuffix, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	hs := newHasher()
+	for i := 0; i < m; i++ {
+		var r row
+		ev := sampleEvent(n + i)
+		ev.Time = time.Now()
+		r.fromEvent(ev)
+		seq++
+		r.Seq, r.PrevHash = seq, head
+		r.Hash = hs.rowHash(&r)
+		j.appendRecord(hs.buf)
+		head = r.Hash
+	}
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func journalSize(t *testing.T, cfg Config) int64 {
+	t.Helper()
+	fi, err := os.Stat(cfg.Path + JournalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// Rows acknowledged from the journal alone verify (as rows not yet in the database),
+// and the next Open stores them, signs them and empties the journal.
+func TestJournalStoredAtOpen(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 10, 5)
+	pub := pubKey(t, cfg)
+	rep, err := Verify(context.Background(), cfg.Path, pub)
+	if err != nil || !rep.OK || rep.Rows != 15 || rep.LastSeq != 15 || rep.UnsignedTail != 5 ||
+		!strings.Contains(strings.Join(rep.Warnings, ";"), "5 rows (seq 11-15) are in the journal") {
+		t.Fatalf("verify before restart: %+v %v", rep, err)
+	}
+	l := openTest(t, cfg)
+	if journalSize(t, cfg) != 0 {
+		t.Fatal("journal not emptied once its rows were stored")
+	}
+	ev := sampleEvent(99)
+	if err := l.Append(context.Background(), ev); err != nil || ev.Seq != 16 {
+		t.Fatalf("append after replay: seq %d %v", ev.Seq, err)
+	}
+	p, err := l.Query(context.Background(), Filter{RequestID: "req-12"})
+	if err != nil || len(p.Events) != 1 || p.Events[0].Seq != 13 {
+		t.Fatalf("a replayed row is not queryable: %+v %v", p, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Verify(context.Background(), cfg.Path, pub)
+	if err != nil || !rep.OK || rep.Rows != 16 || rep.UnsignedTail != 0 {
+		t.Fatalf("verify after restart: %+v %v", rep, err)
+	}
+}
+
+// A record cut short by a crash was never acknowledged: it is dropped, the rows
+// before it are kept, and the next row takes its place.
+func TestJournalTornTailDropped(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 3, 4)
+	f, err := os.OpenFile(cfg.Path+JournalSuffix, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var torn []byte
+	torn = binary.BigEndian.AppendUint32(torn, 400)
+	torn = binary.BigEndian.AppendUint32(torn, 12345)
+	torn = append(torn, rowDomain...)
+	f.Write(torn)
+	f.Close()
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || !rep.OK || rep.LastSeq != 7 {
+		t.Fatalf("verify with a torn tail: %+v %v", rep, err)
+	}
+	l := openTest(t, cfg)
+	ev := sampleEvent(50)
+	if err := l.Append(context.Background(), ev); err != nil || ev.Seq != 8 {
+		t.Fatalf("append after a torn tail: seq %d %v", ev.Seq, err)
+	}
+	l.Close()
+	rep, err = Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || !rep.OK || rep.Rows != 8 || rep.UnsignedTail != 0 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// A damaged record with more records after it is not a crash: Open refuses, verify
+// names it, and nothing is stored from the journal.
+func TestJournalDamageRefused(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 3, 4)
+	b, err := os.ReadFile(cfg.Path + JournalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flip one byte of every position inside the first two records in turn.
+	second := journalHeader + int(binary.BigEndian.Uint32(b))
+	end := second + journalHeader + int(binary.BigEndian.Uint32(b[second:]))
+	for i := 0; i < end; i += 7 {
+		bad := bytes.Clone(b)
+		bad[i] ^= 0x20
+		if err := os.WriteFile(cfg.Path+JournalSuffix, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := Open(context.Background(), cfg, nil); err == nil {
+			l.Close()
+			t.Fatalf("byte %d flipped: Open accepted the journal", i)
+		}
+		rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+		if err != nil || rep.OK {
+			t.Fatalf("byte %d flipped: verify %+v %v", i, rep, err)
+		}
+	}
+}
+
+// A row rewritten in the journal with a fresh checksum breaks the chain at the next
+// row: Open refuses and verify names the row.
+func TestJournalForgedRowRefused(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 3, 4)
+	scan, err := readJournal(cfg.Path + JournalSuffix)
+	if err != nil || len(scan.rows) != 4 {
+		t.Fatalf("%d rows %v", len(scan.rows), err)
+	}
+	j, err := openJournal(cfg.Path+JournalSuffix, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.reset(); err != nil {
+		t.Fatal(err)
+	}
+	hs := newHasher()
+	for i := range scan.rows {
+		r := scan.rows[i]
+		if r.Seq == 5 {
+			r.Decision = "allow" // the forger's edit; the checksum is recomputed below
+		}
+		hs.rowHash(&r)
+		j.appendRecord(hs.buf)
+	}
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+	j.close()
+	if _, err := Open(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "seq 6") {
+		t.Fatalf("want Open to refuse at seq 6, got %v", err)
+	}
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || rep.OK || rep.BadSeq != 6 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// A journal that does not start where the database ends (from another log, or rows
+// deleted from the database) is refused.
+func TestJournalMustContinueTheDatabase(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 3, 2)
+	other := testConfig(t)
+	journalAfterCrash(t, other, 3, 2)
+	b, err := os.ReadFile(other.Path + JournalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Path+JournalSuffix, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "does not continue the chain at seq 4") {
+		t.Fatalf("want Open to refuse the other log's journal, got %v", err)
+	}
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || rep.OK || rep.BadSeq != 4 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// When the database is full, the rows already acknowledged stay in the journal (none
+// is lost), later calls are refused, and once there is room the next Open stores them.
+func TestStoreFullKeepsJournaledRows(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxSizeBytes = 256 * 1024
+	l := openTest(t, cfg)
+	ctx := context.Background()
+	acked := 0
+	for i := 0; i < 5000; i++ {
+		ev := sampleEvent(i)
+		ev.Reason = strings.Repeat("r", 500)
+		if err := l.Append(ctx, ev); err != nil {
+			break
+		}
+		acked++
+	}
+	if acked == 5000 {
+		t.Fatal("store never filled")
+	}
+	if err := l.Close(); err == nil || !strings.Contains(err.Error(), "only in the journal") {
+		t.Fatalf("Close must say rows remain in the journal, got %v", err)
+	}
+	cfg.MaxSizeBytes = 64 << 20
+	l = openTest(t, cfg)
+	if journalSize(t, cfg) != 0 {
+		t.Fatal("journal not emptied after its rows were stored")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(ctx, cfg.Path, pubKey(t, cfg))
+	if err != nil || !rep.OK || rep.LastSeq != int64(acked) || rep.UnsignedTail != 0 {
+		t.Fatalf("after making room: %+v %v (acked %d)", rep, err, acked)
+	}
+}
+
+func TestDecodeRowRoundTrip(t *testing.T) {
+	hs := newHasher()
+	var r row
+	r.fromEvent(sampleEvent(3))
+	r.Seq, r.PrevHash = 42, bytes.Repeat([]byte{7}, 32)
+	r.Hash = hs.rowHash(&r)
+	got, err := decodeRow(hs.buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Seq != 42 || got.Args != r.Args || got.Roles != r.Roles || !bytes.Equal(got.Hash, r.Hash) || !bytes.Equal(got.PrevHash, r.PrevHash) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	for _, cut := range []int{0, 5, len(hs.buf) / 2, len(hs.buf) - 1} {
+		if _, err := decodeRow(hs.buf[:cut]); err == nil {
+			t.Errorf("a payload cut at %d decoded", cut)
+		}
+	}
+	if _, err := decodeRow(append(bytes.Clone(hs.buf), 0)); err == nil {
+		t.Error("a payload with trailing bytes decoded")
+	}
+}
