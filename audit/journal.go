@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 )
 
 // The journal is where a row becomes durable. The writer appends each group commit
@@ -21,7 +22,12 @@ import (
 // is the SHA-256 of its payload.
 
 // JournalSuffix names the journal next to the database: audit.db -> audit.db.journal.
+// A full journal whose rows are not all in SQLite yet is renamed with oldSuffix
+// (audit.db.journal.old) and a new one started; the old one is removed once SQLite
+// holds its rows, so the writer never waits for the ingester to catch up.
 const JournalSuffix = ".journal"
+
+const oldSuffix = ".old"
 
 const journalHeader = 8
 
@@ -31,10 +37,14 @@ const maxJournalRecord = 64 << 20
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type journal struct {
+	path string
 	f    *os.File
 	off  int64
 	sync bool
 	buf  []byte
+	// oldLast is the newest seq in the rotated file (path + oldSuffix), 0 when there
+	// is none.
+	oldLast int64
 }
 
 // appendRecord adds one row's canonical encoding to the pending write.
@@ -80,6 +90,43 @@ func (j *journal) reset() error {
 
 func (j *journal) close() error { return j.f.Close() }
 
+// rotate renames the journal aside (its newest row is last) and starts a new one.
+// There must be no rotated file already.
+func (j *journal) rotate(last int64) error {
+	if err := os.Rename(j.path, j.path+oldSuffix); err != nil {
+		return fmt.Errorf("audit: rotating journal: %w", err)
+	}
+	j.f.Close()
+	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		// The rotated file keeps every acknowledged row; Open reads it.
+		return fmt.Errorf("audit: starting a new journal: %w", err)
+	}
+	j.f, j.off, j.oldLast = f, 0, last
+	if j.sync {
+		return syncDir(filepath.Dir(j.path))
+	}
+	return nil
+}
+
+// dropOld removes the rotated file once SQLite holds its rows.
+func (j *journal) dropOld() error {
+	if err := os.Remove(j.path + oldSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("audit: removing rotated journal: %w", err)
+	}
+	j.oldLast = 0
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 // journalScan is what reading a journal found.
 type journalScan struct {
 	rows []row
@@ -88,10 +135,28 @@ type journalScan struct {
 	valid, torn int64
 }
 
-// readJournal decodes every whole record of the journal at path (a missing file is
+// readJournal decodes the rotated journal's rows, if there is one, followed by the
+// journal's; valid and torn are the journal's. The journal is read first: a server
+// may rotate it meanwhile, and read in this order the rows can repeat (readers skip
+// seqs they have seen) but never skip a seq in the middle.
+func readJournal(path string) (journalScan, error) {
+	cur, err := readJournalFile(path)
+	if err != nil {
+		return cur, err
+	}
+	old, err := readJournalFile(path + oldSuffix)
+	if err != nil {
+		return cur, err
+	}
+	cur.rows = append(old.rows, cur.rows...)
+	cur.torn += old.torn
+	return cur, nil
+}
+
+// readJournalFile decodes every whole record of one journal file (a missing file is
 // an empty journal). A damaged record followed by more data is an error: that is
 // not a write cut short but a journal altered or corrupted.
-func readJournal(path string) (journalScan, error) {
+func readJournalFile(path string) (journalScan, error) {
 	var s journalScan
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -196,5 +261,5 @@ func openJournal(path string, valid int64, sync bool) (*journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: opening journal: %w", err)
 	}
-	return &journal{f: f, off: valid, sync: sync}, nil
+	return &journal{path: path, f: f, off: valid, sync: sync}, nil
 }

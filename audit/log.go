@@ -67,6 +67,7 @@ type Log struct {
 	rows      []row
 	hs        *hasher
 	j         *journal
+	rotateAt  int64        // journal size to empty or rotate it at (journalRotateBytes; tests lower it)
 	journaled atomic.Int64 // seq of the newest row in the journal, for readers of other goroutines
 
 	// Rows in the journal and not yet in SQLite, in order; the ingester takes them.
@@ -132,7 +133,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 		cfg: cfg, logger: logger, key: key, redactor: NewRedactor(hkey), wdb: wdb,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
 		stopped: make(chan struct{}), hs: newHasher(),
-		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1),
+		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1), rotateAt: journalRotateBytes,
 		istop: make(chan struct{}), istopped: make(chan struct{}),
 		rows: make([]row, cfg.MaxBatch), args: make([]any, 0, 26*insertChunk),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -188,6 +189,9 @@ func (l *Log) start(ctx context.Context) error {
 	}
 	l.lastCPTime = time.Now()
 	// Every row is in SQLite now: start the journal afresh.
+	if err := l.j.dropOld(); err != nil {
+		return err
+	}
 	if err := l.j.reset(); err != nil {
 		return err
 	}
@@ -571,8 +575,9 @@ func (l *Log) storeFailure() error {
 	return nil
 }
 
-// maxBacklog bounds the rows acknowledged but not yet in SQLite.
-const maxBacklog = 100_000
+// maxBacklog bounds the rows acknowledged but not yet in SQLite: about a tenth of a
+// second of the ingester's work.
+const maxBacklog = 16384
 
 // waitForBacklog holds the writer, at most a second, while the ingester is that far
 // behind.
@@ -601,36 +606,52 @@ func (l *Log) backlog() int {
 	return len(l.ipending)
 }
 
-// Journal sizes: it is emptied once it holds this much and the ingester has caught
-// up, and above the larger size the writer waits for the ingester to catch up.
-const (
-	journalTrimBytes = 1 << 20
-	journalMaxBytes  = 64 << 20
-)
+// journalRotateBytes is the size at which the journal is emptied (when SQLite holds
+// all its rows) or rotated.
+const journalRotateBytes = 8 << 20
 
-// trimJournal empties the journal when SQLite holds every row in it. Under steady
-// load the ingester is always a batch behind, so past journalMaxBytes the writer
-// waits (a few milliseconds) for it to catch up.
+// trimJournal keeps the journal small: it removes the rotated file once SQLite holds
+// its rows, and past journalRotateBytes empties the journal or rotates it. Under
+// steady load the ingester is always a batch behind, so the journal is rotated, not
+// emptied; the wait for the previous rotated file to be stored is then long over.
 func (l *Log) trimJournal() {
-	if l.j.off < journalTrimBytes {
+	j := l.j
+	if j.oldLast > 0 && l.ingested.Load() >= j.oldLast {
+		if err := j.dropOld(); err != nil {
+			l.logger.Error("audit: journal not trimmed", "err", err)
+		}
+	}
+	if j.off < l.rotateAt {
 		return
 	}
-	if l.ingested.Load() != l.seq && l.j.off >= journalMaxBytes {
+	if l.ingested.Load() >= l.seq && j.oldLast == 0 {
+		if err := j.reset(); err != nil {
+			l.logger.Error("audit: journal not emptied", "err", err)
+		}
+		return
+	}
+	if j.oldLast > 0 {
+		// The ingester is more than a whole journal behind: wait for it (bounded).
 		l.kickIngester()
 		t := time.NewTimer(5 * time.Second)
 		defer t.Stop()
-		for l.ingested.Load() != l.seq && l.storeFailure() == nil {
+		for l.ingested.Load() < j.oldLast {
+			if l.storeFailure() != nil {
+				return
+			}
 			select {
 			case <-l.iprog:
 			case <-t.C:
 				return
 			}
 		}
-	}
-	if l.ingested.Load() == l.seq {
-		if err := l.j.reset(); err != nil {
-			l.logger.Error("audit: journal not emptied", "err", err)
+		if err := j.dropOld(); err != nil {
+			l.logger.Error("audit: journal not trimmed", "err", err)
+			return
 		}
+	}
+	if err := j.rotate(l.seq); err != nil {
+		l.logger.Error("audit: journal not rotated", "err", err)
 	}
 }
 
@@ -723,17 +744,13 @@ func (l *Log) ingestLoop() {
 	}
 }
 
-// maxIngestRows bounds one SQLite transaction of the ingester.
-const maxIngestRows = 4096
+// maxIngestRows bounds one SQLite transaction of the ingester (about 20 ms of work:
+// past a few hundred rows, larger transactions cost no less per row).
+const maxIngestRows = 2048
 
 // ingest stores every pending row in SQLite, in order.
 func (l *Log) ingest() {
-	defer func() {
-		select {
-		case l.iprog <- struct{}{}:
-		default:
-		}
-	}()
+	defer l.progressed()
 	for {
 		l.imu.Lock()
 		n := min(len(l.ipending), maxIngestRows)
@@ -771,11 +788,20 @@ func (l *Log) ingest() {
 		last := &rows[n-1]
 		l.iseq, l.ihead = last.Seq, last.Hash
 		l.ingested.Store(l.iseq)
+		l.progressed()
 		// The first rows of a log are signed at once: a crash before any checkpoint would
 		// leave rows that verify cannot tell from a rewritten chain.
 		if (l.cfg.CheckpointEvery > 0 && l.iseq-l.lastCP >= int64(l.cfg.CheckpointEvery)) || l.lastCP == 0 {
 			l.checkpointLogged(CheckpointPeriodic)
 		}
+	}
+}
+
+// progressed wakes a writer waiting for the backlog to shrink.
+func (l *Log) progressed() {
+	select {
+	case l.iprog <- struct{}{}:
+	default:
 	}
 }
 
@@ -910,8 +936,8 @@ func (l *Log) Close() error {
 	if left := l.seq - l.ingested.Load(); left > 0 {
 		errs = append(errs, fmt.Errorf("audit: %d acknowledged rows are only in the journal %s (%v); they are stored at the next start",
 			left, l.cfg.Path+JournalSuffix, l.storeFailure()))
-	} else if err := l.j.reset(); err != nil {
-		errs = append(errs, err)
+	} else {
+		errs = append(errs, l.j.dropOld(), l.j.reset())
 	}
 	errs = append(errs, l.j.close())
 	for _, st := range l.inserts {
