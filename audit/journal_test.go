@@ -234,11 +234,20 @@ func TestStoreFullKeepsJournaledRows(t *testing.T) {
 	if acked == 5000 {
 		t.Fatal("store never filled")
 	}
+	if err := l.Healthy(); err == nil || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("Healthy with a full database: %v", err)
+	}
 	if err := l.Close(); err == nil || !strings.Contains(err.Error(), "only in the journal") {
 		t.Fatalf("Close must say rows remain in the journal, got %v", err)
 	}
+	if l.Healthy() == nil {
+		t.Fatal("Healthy after Close")
+	}
 	cfg.MaxSizeBytes = 64 << 20
 	l = openTest(t, cfg)
+	if err := l.Healthy(); err != nil {
+		t.Fatalf("Healthy once there is room: %v", err)
+	}
 	if journalSize(t, cfg) != 0 {
 		t.Fatal("journal not emptied after its rows were stored")
 	}

@@ -324,6 +324,19 @@ func checkRow(hs *hasher, r *row, seq int64, prev []byte) string {
 // Redactor returns the redactor keyed with this log's HMAC key.
 func (l *Log) Redactor() *Redactor { return l.redactor }
 
+// Healthy returns why the log cannot take rows now (nil when it can): it is closed,
+// or the database refuses rows (full), in which case Append fails until that clears.
+// serve reports it on /readyz.
+func (l *Log) Healthy() error {
+	l.mu.RLock()
+	closed := l.closed
+	l.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	return l.storeFailure()
+}
+
 // Lost counts rows that could not be stored (best_effort Appends and AppendAsync).
 func (l *Log) Lost() uint64 { return l.lost.Load() }
 

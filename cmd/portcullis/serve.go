@@ -212,6 +212,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditLog,
 		Redactor: auditLog.Redactor(), Identity: identity, Limiter: limiter, Approvals: appr,
 		Registry: reg, Gatherer: reg,
+		Ready: func(context.Context) error { return auditLog.Healthy() },
 	})
 	if err != nil {
 		return err
