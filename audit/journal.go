@@ -45,6 +45,8 @@ type journal struct {
 	// oldLast is the newest seq in the rotated file (path + oldSuffix), 0 when there
 	// is none.
 	oldLast int64
+	// broken is set when a failed write could not be undone: nothing more is written.
+	broken error
 }
 
 // appendRecord adds one row's canonical encoding to the pending write.
@@ -62,13 +64,25 @@ func (j *journal) flush() error {
 		return nil
 	}
 	defer func() { j.buf = j.buf[:0] }()
-	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
-		return fmt.Errorf("audit: writing journal: %w", err)
+	if j.broken != nil {
+		return j.broken
 	}
-	if j.sync {
-		if err := j.f.Sync(); err != nil {
-			return fmt.Errorf("audit: syncing journal: %w", err)
+	_, err := j.f.WriteAt(j.buf, j.off)
+	if err != nil {
+		err = fmt.Errorf("audit: writing journal: %w", err)
+	} else if j.sync {
+		if serr := j.f.Sync(); serr != nil {
+			err = fmt.Errorf("audit: syncing journal: %w", serr)
 		}
+	}
+	if err != nil {
+		// Cut off whatever part of the batch reached the file: left there, a later
+		// shorter batch would overwrite only some of it, and the rest would read
+		// back as rows that were never acknowledged.
+		if terr := j.f.Truncate(j.off); terr != nil {
+			j.broken = fmt.Errorf("audit: journal unusable after a failed write (%v; truncating: %v); restart to recover", err, terr)
+		}
+		return err
 	}
 	j.off += int64(len(j.buf))
 	return nil
@@ -153,11 +167,24 @@ func readJournal(path string) (journalScan, error) {
 	return cur, nil
 }
 
+// maxJournalFile bounds the journal Open and verify read into memory; the writer
+// keeps it near journalRotateBytes.
+const maxJournalFile = 1 << 30
+
 // readJournalFile decodes every whole record of one journal file (a missing file is
-// an empty journal). A damaged record followed by more data is an error: that is
-// not a write cut short but a journal altered or corrupted.
+// an empty journal). Damage after which no valid record follows is a write cut
+// short (a crash, or power lost while an unacknowledged batch was being written)
+// and is reported as torn; damage with a valid record after it is not a crash but
+// a journal altered or corrupted, and is an error.
 func readJournalFile(path string) (journalScan, error) {
 	var s journalScan
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err == nil && fi.Size() > maxJournalFile {
+		return s, fmt.Errorf("audit: journal %s is %d bytes, more than a journal ever holds", path, fi.Size())
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -167,33 +194,62 @@ func readJournalFile(path string) (journalScan, error) {
 	}
 	off := 0
 	for off < len(b) {
-		if len(b)-off < journalHeader {
-			break
-		}
-		n := int(binary.BigEndian.Uint32(b[off:]))
-		sum := binary.BigEndian.Uint32(b[off+4:])
-		if n > maxJournalRecord || n < len(rowDomain) {
-			return s, fmt.Errorf("audit: journal %s: bad record length at byte %d", path, off)
-		}
-		if len(b)-off-journalHeader < n {
-			break // cut short
-		}
-		payload := b[off+journalHeader : off+journalHeader+n]
-		if crc32.Checksum(payload, castagnoli) != sum {
-			if off+journalHeader+n == len(b) {
-				break // the last record, cut short inside its payload
+		payload, ok := recordAt(b, off)
+		if !ok {
+			if validRecordAfter(b, off+1) {
+				return s, fmt.Errorf("audit: journal %s: damaged record at byte %d, with records after it", path, off)
 			}
-			return s, fmt.Errorf("audit: journal %s: record at byte %d fails its checksum", path, off)
+			break // torn
 		}
 		r, err := decodeRow(payload)
 		if err != nil {
 			return s, fmt.Errorf("audit: journal %s: record at byte %d: %w", path, off, err)
 		}
 		s.rows = append(s.rows, r)
-		off += journalHeader + n
+		off += journalHeader + len(payload)
 	}
 	s.valid, s.torn = int64(off), int64(len(b)-off)
 	return s, nil
+}
+
+// recordAt returns the payload of a whole record, with a plausible length and a
+// matching checksum, starting at b[off].
+func recordAt(b []byte, off int) ([]byte, bool) {
+	if len(b)-off < journalHeader {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint32(b[off:]))
+	if n > maxJournalRecord || n < len(rowDomain) || len(b)-off-journalHeader < n {
+		return nil, false
+	}
+	payload := b[off+journalHeader : off+journalHeader+n]
+	if string(payload[:len(rowDomain)]) != rowDomain ||
+		crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[off+4:]) {
+		return nil, false
+	}
+	return payload, true
+}
+
+// validRecordAfter reports whether a whole record starts anywhere in b from off on.
+// Checksums are computed only where a record could start (a plausible length and
+// the row prefix), and only up to a budget; past it the answer is yes, the safe
+// side (Open refuses rather than drop rows).
+func validRecordAfter(b []byte, off int) bool {
+	budget := 256 << 20
+	for i := off; i+journalHeader+len(rowDomain) <= len(b); i++ {
+		n := int(binary.BigEndian.Uint32(b[i:]))
+		if n > maxJournalRecord || n < len(rowDomain) || len(b)-i-journalHeader < n ||
+			string(b[i+journalHeader:i+journalHeader+len(rowDomain)]) != rowDomain {
+			continue
+		}
+		if budget -= n; budget < 0 {
+			return true
+		}
+		if _, ok := recordAt(b, i); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeRow is the inverse of the canonical encoding; the row's hash is the
@@ -260,6 +316,13 @@ func openJournal(path string, valid int64, sync bool) (*journal, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: opening journal: %w", err)
+	}
+	if sync {
+		// The file may have just been created: its directory entry must last too.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("audit: syncing the journal's directory: %w", err)
+		}
 	}
 	return &journal{path: path, f: f, off: valid, sync: sync}, nil
 }

@@ -378,3 +378,77 @@ func TestJournalReplaysRotatedFile(t *testing.T) {
 		t.Fatalf("verify after restart: %+v %v", rep, err)
 	}
 }
+
+// Rows removed from the journal are a fault for verify as they are for Open, even at
+// the journal's start.
+func TestVerifyJournalGap(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 3, 4)
+	b, err := os.ReadFile(cfg.Path + JournalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := journalHeader + int(binary.BigEndian.Uint32(b))
+	if err := os.WriteFile(cfg.Path+JournalSuffix, b[first:], 0o600); err != nil { // drop seq 4
+		t.Fatal(err)
+	}
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || rep.OK || rep.BadSeq != 4 {
+		t.Fatalf("verify with seq 4 removed from the journal: %+v %v", rep, err)
+	}
+	if _, err := Open(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "seq 4") {
+		t.Fatalf("Open with seq 4 removed: %v", err)
+	}
+}
+
+// Power lost while an unacknowledged batch was written can leave zeros or a partial
+// record at the end: that tail is dropped, and the rows before it are kept.
+func TestJournalDamagedTailIsTorn(t *testing.T) {
+	for name, tail := range map[string][]byte{
+		"zeros":        make([]byte, 4096),
+		"bad checksum": append(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 64), 1), bytes.Repeat([]byte("x"), 64)...),
+		"bad length":   {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(t)
+			journalAfterCrash(t, cfg, 3, 4)
+			f, err := os.OpenFile(cfg.Path+JournalSuffix, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(tail)
+			f.Close()
+			rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+			if err != nil || !rep.OK || rep.LastSeq != 7 {
+				t.Fatalf("verify: %+v %v", rep, err)
+			}
+			l := openTest(t, cfg)
+			ev := sampleEvent(9)
+			if err := l.Append(context.Background(), ev); err != nil || ev.Seq != 8 {
+				t.Fatalf("append after a torn tail: seq %d %v", ev.Seq, err)
+			}
+		})
+	}
+}
+
+// One writer per audit log: a second Open of the same path is refused while the
+// first is open, and allowed once it is closed.
+func TestOneWriterPerLog(t *testing.T) {
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 3)
+	if l2, err := Open(context.Background(), cfg, nil); err == nil {
+		l2.Close()
+		t.Fatal("a second writer was allowed")
+	} else if !strings.Contains(err.Error(), "another writer") {
+		t.Fatalf("second Open: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2 := openTest(t, cfg)
+	ev := sampleEvent(4)
+	if err := l2.Append(context.Background(), ev); err != nil || ev.Seq != 4 {
+		t.Fatalf("append after reopening: seq %d %v", ev.Seq, err)
+	}
+}

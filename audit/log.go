@@ -53,6 +53,7 @@ type Log struct {
 	redactor *Redactor
 	wdb      *sql.DB
 	reader   *Reader
+	lock     *os.File // exclusive lock on Path + ".lock" while open
 
 	queue   chan *pending
 	mu      sync.RWMutex // guards closed against in-flight enqueues
@@ -116,12 +117,17 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockFile(cfg.Path + ".lock")
+	if err != nil {
+		return nil, err
+	}
 	var maxPages int64
 	if cfg.MaxSizeBytes > 0 {
 		maxPages = cfg.MaxSizeBytes / pageSize
 	}
 	wdb, err := openDB(cfg.Path, false, cfg.Synchronous, maxPages)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	// One connection: the writer goroutine is the only writer of this file.
@@ -130,7 +136,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	l := &Log{
-		cfg: cfg, logger: logger, key: key, redactor: NewRedactor(hkey), wdb: wdb,
+		cfg: cfg, logger: logger, key: key, redactor: NewRedactor(hkey), wdb: wdb, lock: lock,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
 		stopped: make(chan struct{}), hs: newHasher(),
 		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1), rotateAt: journalRotateBytes,
@@ -150,6 +156,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 			l.j.close()
 		}
 		wdb.Close()
+		lock.Close()
 		return nil, err
 	}
 	go l.run()
@@ -413,6 +420,9 @@ func checkEvent(ev *Event) error {
 	}
 	if len(ev.Arguments) > 0 && !json.Valid(ev.Arguments) {
 		return errors.New("audit: event arguments are not valid JSON")
+	}
+	if len(ev.Arguments)+len(ev.Reason)+len(ev.Path) > maxJournalRecord/2 {
+		return errors.New("audit: event too large")
 	}
 	return nil
 }
@@ -764,9 +774,12 @@ const maxIngestRows = 2048
 // ingest stores every pending row in SQLite, in order.
 func (l *Log) ingest() {
 	defer l.progressed()
-	for {
+	// Only what is pending now: under sustained load the loop must come back to the
+	// select, for timed checkpoints and the lookup index.
+	budget := l.backlog()
+	for budget > 0 {
 		l.imu.Lock()
-		n := min(len(l.ipending), maxIngestRows)
+		n := min(len(l.ipending), maxIngestRows, budget)
 		if every := int64(l.cfg.CheckpointEvery); every > 0 {
 			// End the transaction where a checkpoint is due, so checkpoints fall every
 			// CheckpointEvery rows however the rows were batched.
@@ -779,6 +792,7 @@ func (l *Log) ingest() {
 		if n == 0 {
 			return
 		}
+		budget -= n
 		if err := l.storeRows(rows); err != nil {
 			err = fmt.Errorf("audit: storing rows in the database: %w", err)
 			l.ifail.Store(&err)
@@ -964,6 +978,7 @@ func (l *Log) Close() error {
 	if err := l.wdb.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("audit: closing %s: %w", l.cfg.Path, err))
 	}
+	errs = append(errs, l.lock.Close())
 	return errors.Join(errs...)
 }
 
