@@ -598,7 +598,7 @@ func (l *Log) storeFailure() error {
 	return nil
 }
 
-// maxBacklog bounds the rows acknowledged but not yet in SQLite: about a tenth of a
+// maxBacklog bounds the rows acknowledged but not yet in SQLite: a few tenths of a
 // second of the ingester's work.
 const maxBacklog = 16384
 
@@ -771,7 +771,7 @@ func (l *Log) ingestLoop() {
 // past a few hundred rows, larger transactions cost no less per row).
 const maxIngestRows = 2048
 
-// ingest stores every pending row in SQLite, in order.
+// ingest stores the rows pending when it starts in SQLite, in order.
 func (l *Log) ingest() {
 	defer l.progressed()
 	// Only what is pending now: under sustained load the loop must come back to the
