@@ -19,8 +19,9 @@
 // and SQLite's cost is paid in bulk, off the request path.
 //
 // Readers see the database: Query and Export in this process first wait until it
-// holds every row journaled so far; another process (audit export, tail) may see
-// the newest rows a few milliseconds late. Verify checks the journal's rows too, as
+// holds every row journaled so far; Reader.Export (audit export) reads the journal
+// too; another process's Query or Tail may see the newest rows a few milliseconds
+// late. Verify checks the journal's rows too, as
 // the continuation of the chain. Open stores any rows a previous run left in the
 // journal (it was killed, or the database was full), after checking that they
 // continue the chain; a damaged record followed by more records, or rows that do

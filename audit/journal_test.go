@@ -452,3 +452,31 @@ func TestOneWriterPerLog(t *testing.T) {
 		t.Fatalf("append after reopening: seq %d %v", ev.Seq, err)
 	}
 }
+
+// An export includes the rows that are only in the journal (acknowledged, not yet in
+// the database), in seq order after the database's, with the same filters.
+func TestExportIncludesJournal(t *testing.T) {
+	cfg := testConfig(t)
+	journalAfterCrash(t, cfg, 4, 5)
+	rd, err := OpenReader(context.Background(), cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var all, del bytes.Buffer
+	if err := rd.Export(context.Background(), &all, "jsonl", Filter{}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(all.String()), "\n")
+	if len(lines) != 9 || !strings.Contains(lines[0], `"seq":1,`) || !strings.Contains(lines[8], `"seq":9,`) {
+		t.Fatalf("export of 4 stored + 5 journaled rows: %d lines\n%s", len(lines), all.String())
+	}
+	// sampleEvent(i) is a delete for i%3 == 2: seqs 3 (stored), 6 and 9 (journaled).
+	if err := rd.Export(context.Background(), &del, "jsonl", Filter{Tool: "delete_integration"}); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(del.String()), "\n")
+	if len(got) != 3 || !strings.Contains(got[0], `"seq":3,`) || !strings.Contains(got[1], `"seq":6,`) || !strings.Contains(got[2], `"seq":9,`) {
+		t.Fatalf("filtered export: %s", del.String())
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"strconv"
@@ -240,14 +241,14 @@ func (r *Reader) Query(ctx context.Context, f Filter) (Page, error) {
 	return page, nil
 }
 
-// scan calls fn for every row matching f with seq > after, oldest first, reading in
-// chunks so no read transaction stays open for the whole export.
-func (r *Reader) scan(ctx context.Context, f Filter, after int64, fn func(*row) error) (int64, error) {
+// scan calls fn for every row matching f with after < seq < before, oldest first,
+// reading in chunks so no read transaction stays open for the whole export.
+func (r *Reader) scan(ctx context.Context, f Filter, after, before int64, fn func(*row) error) (int64, error) {
 	cond, args := f.where()
-	q := `SELECT ` + rowColumns + ` FROM audit_events WHERE ` + cond + ` AND seq > ? ORDER BY seq LIMIT ?`
+	q := `SELECT ` + rowColumns + ` FROM audit_events WHERE ` + cond + ` AND seq > ? AND seq < ? ORDER BY seq LIMIT ?`
 	for {
 		n := 0
-		rows, err := r.db.QueryContext(ctx, q, append(args, after, exportChunk)...)
+		rows, err := r.db.QueryContext(ctx, q, append(args, after, before, exportChunk)...)
 		if err != nil {
 			return after, fmt.Errorf("audit: export: %w", err)
 		}
@@ -277,16 +278,56 @@ func (r *Reader) scan(ctx context.Context, f Filter, after int64, fn func(*row) 
 
 // Export streams every row matching f, oldest first, as "jsonl" (one Event per
 // line) or "csv" (header row, then one row per event). Memory use does not grow
-// with the number of rows.
+// with the number of rows in the database. Rows a server has acknowledged but not
+// yet stored in the database (they are in its journal) are included: the journal
+// is read first, every row before its first seq is in the database (rows leave the
+// journal only once stored), and the journal's rows follow the database's.
 func (r *Reader) Export(ctx context.Context, w io.Writer, format string, f Filter) error {
 	out, err := newEncoder(w, format)
 	if err != nil {
 		return err
 	}
-	if _, err := r.scan(ctx, f, 0, out.write); err != nil {
+	scan, err := readJournal(r.path + JournalSuffix)
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	before := int64(math.MaxInt64)
+	if len(scan.rows) > 0 {
+		before = scan.rows[0].Seq
+	}
+	last, err := r.scan(ctx, f, 0, before, out.write)
+	if err != nil {
 		return err
 	}
+	for i := range scan.rows {
+		jr := &scan.rows[i]
+		if jr.Seq <= last || !f.matches(jr) {
+			continue // a row read twice across a rotation, or filtered out
+		}
+		if err := out.write(jr); err != nil {
+			return err
+		}
+		last = jr.Seq
+	}
 	return out.flush()
+}
+
+// matches is where() for a row in memory.
+func (f *Filter) matches(r *row) bool {
+	switch {
+	case !f.Since.IsZero() && r.TS < f.Since.UnixNano(),
+		!f.Until.IsZero() && r.TS >= f.Until.UnixNano():
+		return false
+	}
+	for _, c := range []struct{ want, got string }{
+		{f.Org, r.Org}, {f.Tool, r.Tool}, {f.Decision, r.Decision}, {f.Kind, r.Kind},
+		{f.ApprovalID, r.ApprovalID}, {f.Sub, r.Sub}, {f.RequestID, r.RequestID},
+	} {
+		if c.want != "" && c.want != c.got {
+			return false
+		}
+	}
+	return true
 }
 
 // Tail writes the newest n rows (oldest of them first) as JSON lines; with follow
@@ -301,7 +342,7 @@ func (r *Reader) Tail(ctx context.Context, w io.Writer, n int, follow bool, inte
 	interval = min(max(interval, 50*time.Millisecond), 10*time.Second)
 	for {
 		var err error
-		if after, err = r.scan(ctx, Filter{}, after, out.write); err != nil {
+		if after, err = r.scan(ctx, Filter{}, after, math.MaxInt64, out.write); err != nil {
 			return err
 		}
 		if err := out.flush(); err != nil {
