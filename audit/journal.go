@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -88,17 +89,27 @@ func (j *journal) flush() error {
 	return nil
 }
 
-// reset empties the journal once SQLite holds every row in it.
+// reset empties the journal once SQLite holds every row in it. It puts a new, empty
+// file in its place rather than truncating: a file only ever grows, so a reader
+// (verify, export) never reads across a truncation and a rewrite.
 func (j *journal) reset() error {
-	if err := j.f.Truncate(0); err != nil {
-		return fmt.Errorf("audit: truncating journal: %w", err)
+	tmp := j.path + ".new"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: emptying journal: %w", err)
 	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		f.Close()
+		return fmt.Errorf("audit: emptying journal: %w", err)
+	}
+	j.f.Close()
+	j.f, j.off = f, 0
 	if j.sync {
-		if err := j.f.Sync(); err != nil {
-			return fmt.Errorf("audit: syncing journal: %w", err)
+		if err := syncDir(filepath.Dir(j.path)); err != nil {
+			j.broken = fmt.Errorf("audit: journal unusable: syncing its directory: %w; restart to recover", err)
+			return j.broken
 		}
 	}
-	j.off = 0
 	return nil
 }
 
@@ -118,7 +129,11 @@ func (j *journal) rotate(last int64) error {
 	}
 	j.f, j.off, j.oldLast = f, 0, last
 	if j.sync {
-		return syncDir(filepath.Dir(j.path))
+		if err := syncDir(filepath.Dir(j.path)); err != nil {
+			// Rows acknowledged into the new file might vanish with its directory entry.
+			j.broken = fmt.Errorf("audit: journal unusable: syncing its directory: %w; restart to recover", err)
+			return j.broken
+		}
 	}
 	return nil
 }
@@ -236,10 +251,15 @@ func recordAt(b []byte, off int) ([]byte, bool) {
 // side (Open refuses rather than drop rows).
 func validRecordAfter(b []byte, off int) bool {
 	budget := 256 << 20
-	for i := off; i+journalHeader+len(rowDomain) <= len(b); i++ {
+	for pos := off + journalHeader; pos < len(b); {
+		k := bytes.Index(b[pos:], []byte(rowDomain)) // every payload starts with it
+		if k < 0 {
+			return false
+		}
+		i := pos + k - journalHeader
+		pos += k + 1
 		n := int(binary.BigEndian.Uint32(b[i:]))
-		if n > maxJournalRecord || n < len(rowDomain) || len(b)-i-journalHeader < n ||
-			string(b[i+journalHeader:i+journalHeader+len(rowDomain)]) != rowDomain {
+		if n > maxJournalRecord || n < len(rowDomain) || len(b)-i-journalHeader < n {
 			continue
 		}
 		if budget -= n; budget < 0 {

@@ -480,3 +480,78 @@ func TestExportIncludesJournal(t *testing.T) {
 		t.Fatalf("filtered export: %s", del.String())
 	}
 }
+
+// Rows pruned from the database while a server runs are still in its journal until it
+// is emptied; an export must not bring them back.
+func TestExportSkipsPrunedJournalRows(t *testing.T) {
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 20)
+	l.waitStored(context.Background())
+	if journalSize(t, cfg) == 0 {
+		t.Fatal("setup: the journal should still hold the stored rows")
+	}
+	key, err := LoadSigningKey(cfg.SigningKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Prune(context.Background(), cfg.Path, key, time.Now().Add(time.Hour), t.TempDir()+"/archive.jsonl", nil)
+	if err != nil || res.ThroughSeq != 20 {
+		t.Fatalf("prune: %+v %v", res, err)
+	}
+	ev := sampleEvent(21)
+	if err := l.Append(context.Background(), ev); err != nil || ev.Seq != 21 {
+		t.Fatalf("append after prune: %d %v", ev.Seq, err)
+	}
+	rd, err := OpenReader(context.Background(), cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var out bytes.Buffer
+	if err := rd.Export(context.Background(), &out, "jsonl", Filter{}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"seq":21,`) {
+		t.Fatalf("export after pruning through seq 20: %q", out.String())
+	}
+}
+
+// After the database refused rows, the ingester retries on its own (every second):
+// once there is room, the log is healthy again and the journaled rows are stored,
+// without waiting for a call or a restart.
+func TestStoreRecoversWhenRoomIsMade(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxSizeBytes = 256 * 1024
+	l := openTest(t, cfg)
+	ctx := context.Background()
+	acked := int64(0)
+	for i := 0; i < 5000; i++ {
+		ev := sampleEvent(i)
+		ev.Reason = strings.Repeat("r", 500)
+		if err := l.Append(ctx, ev); err != nil {
+			break
+		}
+		acked = ev.Seq
+	}
+	if l.Healthy() == nil {
+		t.Fatal("setup: the database never filled")
+	}
+	// Let the ingester settle: no kick is left pending, and its 200 ms lookup ticker
+	// has fired, so only its own retry can store the rows now.
+	time.Sleep(500 * time.Millisecond)
+	if _, err := l.wdb.Exec(`PRAGMA max_page_count = 1000000`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Healthy() != nil || l.ingested.Load() < acked {
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery within 5 s: healthy=%v, stored through %d of %d", l.Healthy(), l.ingested.Load(), acked)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := l.Append(ctx, sampleEvent(1)); err != nil {
+		t.Fatalf("append after recovery: %v", err)
+	}
+}

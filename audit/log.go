@@ -421,7 +421,15 @@ func checkEvent(ev *Event) error {
 	if len(ev.Arguments) > 0 && !json.Valid(ev.Arguments) {
 		return errors.New("audit: event arguments are not valid JSON")
 	}
-	if len(ev.Arguments)+len(ev.Reason)+len(ev.Path) > maxJournalRecord/2 {
+	size := len(ev.Arguments) + len(ev.Kind) + len(ev.RequestID) + len(ev.DecisionID) +
+		len(ev.Surface) + len(ev.Tool) + len(ev.Method) + len(ev.Path) + len(ev.Decision) +
+		len(ev.Reason) + len(ev.PolicyRevision) + len(ev.ApprovalID) + len(ev.Approver) +
+		len(ev.ErrorClass) + len(ev.Caller.Sub) + len(ev.Caller.Org) + len(ev.Caller.Workspace) +
+		len(ev.Caller.Session) + len(ev.Caller.ClientAddr)
+	for _, r := range ev.Caller.Roles {
+		size += len(r) + 3
+	}
+	if size > maxJournalRecord/2 {
 		return errors.New("audit: event too large")
 	}
 	return nil
@@ -732,6 +740,7 @@ func (l *Log) ingestLoop() {
 	linger.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	retryArmed := false
 	for {
 		select {
 		case <-l.ikick:
@@ -745,6 +754,7 @@ func (l *Log) ingestLoop() {
 			}
 			l.ingest()
 		case <-retry.C:
+			retryArmed = false
 			l.ingest()
 		case <-ticker.C:
 			if l.iseq > l.lastCP {
@@ -761,8 +771,11 @@ func (l *Log) ingestLoop() {
 			l.indexLookups()
 			return
 		}
-		if l.ifail.Load() != nil {
+		// Arm the retry once per failure, not on every pass: the tickers would
+		// otherwise push it back for ever.
+		if l.ifail.Load() != nil && !retryArmed {
 			retry.Reset(time.Second)
+			retryArmed = true
 		}
 	}
 }

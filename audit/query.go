@@ -299,6 +299,12 @@ func (r *Reader) Export(ctx context.Context, w io.Writer, format string, f Filte
 	if err != nil {
 		return err
 	}
+	// Rows pruned from the database may still be in the journal: they stay pruned.
+	if a, err := latestAnchor(ctx, r.db); err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	} else if a != nil {
+		last = max(last, a.Seq)
+	}
 	for i := range scan.rows {
 		jr := &scan.rows[i]
 		if jr.Seq <= last || !f.matches(jr) {
