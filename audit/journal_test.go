@@ -3,7 +3,9 @@ package audit
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -553,5 +555,48 @@ func TestStoreRecoversWhenRoomIsMade(t *testing.T) {
 	}
 	if err := l.Append(ctx, sampleEvent(1)); err != nil {
 		t.Fatalf("append after recovery: %v", err)
+	}
+}
+
+// A database row that the journal still holds must match the journal's copy: an
+// edit of the database's unsigned tail, rehashed and relinked, is caught this way.
+func TestVerifyComparesRowsTheJournalStillHolds(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CheckpointEvery = 1000
+	l := openTest(t, cfg)
+	appendN(t, l, 10)
+	l.waitStored(context.Background())
+	// Kill the server: its journal still holds rows 1-10, all also in the database.
+	b, err := os.ReadFile(cfg.Path + JournalSuffix)
+	if err != nil || len(b) == 0 {
+		t.Fatalf("journal: %d bytes %v", len(b), err)
+	}
+	l.Close()
+	if err := os.WriteFile(cfg.Path+JournalSuffix, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || !rep.OK || rep.Rows != 10 {
+		t.Fatalf("verify before the edit: %+v %v", rep, err)
+	}
+	// Rewrite the last database row (past every checkpoint but the close one, which
+	// the forger also drops) with a consistent hash.
+	db, err := sql.Open("sqlite", cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r row
+	if err := db.QueryRow(`SELECT `+rowColumns+` FROM audit_events WHERE seq = 10`).Scan(r.scanDest()...); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r.Decision = "deny"
+	h := newHasher().rowHash(&r)
+	tamper(t, cfg.Path,
+		`DELETE FROM audit_checkpoints WHERE seq = 10`,
+		fmt.Sprintf(`UPDATE audit_events SET decision = 'deny', hash = X'%x' WHERE seq = 10`, h))
+	rep, err = Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || rep.OK || rep.BadSeq != 10 {
+		t.Fatalf("verify after rewriting row 10: %+v %v", rep, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"database/sql"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -25,9 +26,10 @@ type Report struct {
 	Warnings      []string `json:"warnings,omitempty"`
 
 	// Where the database's chain ended, for the journal's rows to continue it.
-	next   int64
-	head   []byte
-	broken bool
+	next    int64
+	head    []byte
+	broken  bool
+	overlap map[int64][]byte // hashes of database rows the journal also holds
 }
 
 func (r *Report) String() string {
@@ -75,7 +77,11 @@ func Verify(ctx context.Context, dbPath string, pub ed25519.PublicKey) (Report, 
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
 	defer tx.Rollback()
-	rep, err := verifyTx(ctx, tx, pub)
+	from := int64(math.MaxInt64)
+	if jerr == nil && len(scan.rows) > 0 {
+		from = scan.rows[0].Seq
+	}
+	rep, err := verifyTx(ctx, tx, pub, from)
 	if err != nil {
 		return rep, err
 	}
@@ -100,7 +106,13 @@ func verifyJournal(rep *Report, scan journalScan, err error) {
 	for i := range scan.rows {
 		r := &scan.rows[i]
 		if r.Seq < rep.next {
-			continue // also in the database: the journal was not emptied yet
+			// Also in the database (the journal was not emptied yet): the two copies
+			// must be the same row.
+			if h, ok := rep.overlap[r.Seq]; ok && !bytes.Equal(h, r.Hash) {
+				rep.rowFault(r.Seq, "differs from the journal's copy of the row (the database row or the journal was altered)")
+				return
+			}
+			continue
 		}
 		if why := checkRow(hs, r, rep.next, rep.head); why != "" {
 			rep.rowFault(rep.next, "in the journal: "+why)
@@ -121,7 +133,9 @@ func verifyJournal(rep *Report, scan journalScan, err error) {
 	}
 }
 
-func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, error) {
+// verifyTx checks the database; it keeps the hashes of the rows from seq from on,
+// which the journal also holds, for verifyJournal to compare.
+func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64) (Report, error) {
 	var rep Report
 	var tables int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table'
@@ -218,6 +232,12 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, e
 				}
 			}
 			next++
+		}
+		if r.Seq >= from {
+			if rep.overlap == nil {
+				rep.overlap = map[int64][]byte{}
+			}
+			rep.overlap[r.Seq] = r.Hash
 		}
 		prev, expect = r.Hash, r.Seq+1
 	}
