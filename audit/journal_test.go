@@ -586,7 +586,7 @@ func TestVerifyComparesRowsTheJournalStillHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var r row
-	if err := db.QueryRow(`SELECT `+rowColumns+` FROM audit_events WHERE seq = 10`).Scan(r.scanDest()...); err != nil {
+	if err := db.QueryRow(`SELECT ` + rowColumns + ` FROM audit_events WHERE seq = 10`).Scan(r.scanDest()...); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
