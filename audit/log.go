@@ -827,13 +827,15 @@ func (l *Log) ingest() {
 		}
 		last := &rows[n-1]
 		l.iseq, l.ihead = last.Seq, last.Hash
-		l.ingested.Store(l.iseq)
-		l.progressed()
 		// The first rows of a log are signed at once: a crash before any checkpoint would
-		// leave rows that verify cannot tell from a rewritten chain.
+		// leave rows that verify cannot tell from a rewritten chain. The checkpoint comes
+		// before the rows are published as stored, so a reader that waited for them
+		// (waitStored) finds them signed when a checkpoint was due.
 		if (l.cfg.CheckpointEvery > 0 && l.iseq-l.lastCP >= int64(l.cfg.CheckpointEvery)) || l.lastCP == 0 {
 			l.checkpointLogged(CheckpointPeriodic)
 		}
+		l.ingested.Store(l.iseq)
+		l.progressed()
 	}
 }
 
