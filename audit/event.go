@@ -190,10 +190,8 @@ func (hs *hasher) rowHash(r *row) []byte {
 	b = append(b, rowDomain...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.TS))
-	for _, s := range [...]string{r.Kind, r.RequestID, r.DecisionID, r.Sub, r.Org,
-		r.Workspace, r.Roles, r.Session, r.ClientAddr, r.Surface, r.Tool, r.Method,
-		r.Path, r.Args, r.Decision, r.Reason, r.PolicyRevision, r.ApprovalID, r.Approver} {
-		b = appendStr(b, s)
+	for _, s := range r.hashedStrings() {
+		b = appendStr(b, *s)
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Status))
 	b = appendStr(b, r.ErrorClass)
@@ -204,6 +202,14 @@ func (hs *hasher) rowHash(r *row) []byte {
 	hs.h.Reset()
 	hs.h.Write(b)
 	return hs.h.Sum(nil)
+}
+
+// hashedStrings are the string fields between ts and status in the canonical
+// encoding, in order; rowHash writes them and decodeRow reads them back.
+func (r *row) hashedStrings() [19]*string {
+	return [...]*string{&r.Kind, &r.RequestID, &r.DecisionID, &r.Sub, &r.Org,
+		&r.Workspace, &r.Roles, &r.Session, &r.ClientAddr, &r.Surface, &r.Tool, &r.Method,
+		&r.Path, &r.Args, &r.Decision, &r.Reason, &r.PolicyRevision, &r.ApprovalID, &r.Approver}
 }
 
 func appendStr(b []byte, s string) []byte {

@@ -15,7 +15,7 @@ import (
 // to it with one write (and, with synchronous=FULL, one fsync) and acknowledges the
 // batch; a second goroutine then stores the rows in SQLite in large transactions,
 // where every query, export and verify reads them. Once SQLite holds every row in
-// the journal, the journal is truncated. A SQLite commit costs about eleven system
+// the journal, the journal is emptied. A SQLite commit costs about eleven system
 // calls (locks and page writes) whatever its size; a journal append costs one.
 //
 // A record is: length (uint32, big endian) | CRC-32C of the payload (uint32) | payload,
@@ -59,7 +59,7 @@ func (j *journal) appendRecord(payload []byte) {
 
 // flush writes the pending records at the end of the journal; they are durable
 // (as synchronous says) when it returns nil. On error nothing is acknowledged and
-// the next flush overwrites whatever part of the records reached the file.
+// whatever part of the records reached the file is cut off again.
 func (j *journal) flush() error {
 	if len(j.buf) == 0 {
 		return nil
@@ -102,6 +102,13 @@ func (j *journal) reset() error {
 		f.Close()
 		return fmt.Errorf("audit: emptying journal: %w", err)
 	}
+	return j.switchTo(f)
+}
+
+// switchTo makes f, a new empty file now at j.path, the journal. With sync its
+// directory entry is made durable first; if that fails nothing more is written,
+// since acknowledged rows could vanish with the entry.
+func (j *journal) switchTo(f *os.File) error {
 	j.f.Close()
 	j.f, j.off = f, 0
 	if j.sync {
@@ -121,21 +128,15 @@ func (j *journal) rotate(last int64) error {
 	if err := os.Rename(j.path, j.path+oldSuffix); err != nil {
 		return fmt.Errorf("audit: rotating journal: %w", err)
 	}
-	j.f.Close()
+	j.oldLast = last
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		// The rotated file keeps every acknowledged row; Open reads it.
-		return fmt.Errorf("audit: starting a new journal: %w", err)
+		// The rotated file keeps every acknowledged row (Open reads it); with no
+		// journal to write, nothing more is acknowledged.
+		j.broken = fmt.Errorf("audit: starting a new journal: %w; restart to recover", err)
+		return j.broken
 	}
-	j.f, j.off, j.oldLast = f, 0, last
-	if j.sync {
-		if err := syncDir(filepath.Dir(j.path)); err != nil {
-			// Rows acknowledged into the new file might vanish with its directory entry.
-			j.broken = fmt.Errorf("audit: journal unusable: syncing its directory: %w; restart to recover", err)
-			return j.broken
-		}
-	}
-	return nil
+	return j.switchTo(f)
 }
 
 // dropOld removes the rotated file once SQLite holds its rows.
@@ -159,13 +160,13 @@ func syncDir(dir string) error {
 // journalScan is what reading a journal found.
 type journalScan struct {
 	rows []row
-	// valid is the length of the whole records; torn is what follows them: an
-	// incomplete last record (a write cut short, or one still being written).
-	valid, torn int64
+	// torn counts the bytes after the whole records: an incomplete last record (a
+	// write cut short, or one still being written).
+	torn int64
 }
 
 // readJournal decodes the rotated journal's rows, if there is one, followed by the
-// journal's; valid and torn are the journal's. The journal is read first: a server
+// journal's. The journal is read first: a server
 // may rotate it meanwhile, and read in this order the rows can repeat (readers skip
 // seqs they have seen) but never skip a seq in the middle.
 func readJournal(path string) (journalScan, error) {
@@ -223,7 +224,7 @@ func readJournalFile(path string) (journalScan, error) {
 		s.rows = append(s.rows, r)
 		off += journalHeader + len(payload)
 	}
-	s.valid, s.torn = int64(off), int64(len(b)-off)
+	s.torn = int64(len(b) - off)
 	return s, nil
 }
 
@@ -282,9 +283,7 @@ func decodeRow(p []byte) (row, error) {
 	}
 	r.Seq = int64(d.u64())
 	r.TS = int64(d.u64())
-	for _, s := range [...]*string{&r.Kind, &r.RequestID, &r.DecisionID, &r.Sub, &r.Org,
-		&r.Workspace, &r.Roles, &r.Session, &r.ClientAddr, &r.Surface, &r.Tool, &r.Method,
-		&r.Path, &r.Args, &r.Decision, &r.Reason, &r.PolicyRevision, &r.ApprovalID, &r.Approver} {
+	for _, s := range r.hashedStrings() {
 		*s = d.str()
 	}
 	r.Status = int64(d.u64())
@@ -330,9 +329,9 @@ func (d *decoder) u32() uint32 {
 
 func (d *decoder) str() string { return string(d.take(int(d.u32()))) }
 
-// openJournal opens (creating, mode 0600) the journal for appending after its whole
-// records; a torn tail is overwritten by the next write.
-func openJournal(path string, valid int64, sync bool) (*journal, error) {
+// openJournal opens (creating, mode 0600) the journal, to write from its start: Open
+// has stored its rows and empties it (reset) before any write.
+func openJournal(path string, sync bool) (*journal, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: opening journal: %w", err)
@@ -344,5 +343,5 @@ func openJournal(path string, valid int64, sync bool) (*journal, error) {
 			return nil, fmt.Errorf("audit: syncing the journal's directory: %w", err)
 		}
 	}
-	return &journal{path: path, f: f, off: valid, sync: sync}, nil
+	return &journal{path: path, f: f, sync: sync}, nil
 }

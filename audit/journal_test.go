@@ -33,15 +33,22 @@ func journalAfterCrash(t *testing.T, cfg Config, n, m int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := openJournal(cfg.Path+JournalSuffix, 0, false)
+	j, err := openJournal(cfg.Path+JournalSuffix, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.close()
+	appendChained(t, j, seq, head, m)
+}
+
+// appendChained writes m rows (sampleEvent(seq), ...) to j, continuing the chain
+// after seq and head.
+func appendChained(t *testing.T, j *journal, seq int64, head []byte, m int) {
+	t.Helper()
 	hs := newHasher()
 	for i := 0; i < m; i++ {
 		var r row
-		ev := sampleEvent(n + i)
+		ev := sampleEvent(int(seq))
 		ev.Time = time.Now()
 		r.fromEvent(ev)
 		seq++
@@ -52,6 +59,15 @@ func journalAfterCrash(t *testing.T, cfg Config, n, m int) {
 	}
 	if err := j.flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// verifyClean checks that the log verifies with rows rows and no unsigned tail.
+func verifyClean(t *testing.T, cfg Config, rows int64) {
+	t.Helper()
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || !rep.OK || rep.Rows != rows || rep.UnsignedTail != 0 {
+		t.Fatalf("verify, want %d rows all signed: %+v %v", rows, rep, err)
 	}
 }
 
@@ -121,10 +137,7 @@ func TestJournalTornTailDropped(t *testing.T) {
 		t.Fatalf("append after a torn tail: seq %d %v", ev.Seq, err)
 	}
 	l.Close()
-	rep, err = Verify(context.Background(), cfg.Path, pubKey(t, cfg))
-	if err != nil || !rep.OK || rep.Rows != 8 || rep.UnsignedTail != 0 {
-		t.Fatalf("verify: %+v %v", rep, err)
-	}
+	verifyClean(t, cfg, 8)
 }
 
 // A damaged record with more records after it is not a crash: Open refuses, verify
@@ -165,7 +178,7 @@ func TestJournalForgedRowRefused(t *testing.T) {
 	if err != nil || len(scan.rows) != 4 {
 		t.Fatalf("%d rows %v", len(scan.rows), err)
 	}
-	j, err := openJournal(cfg.Path+JournalSuffix, 0, false)
+	j, err := openJournal(cfg.Path+JournalSuffix, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +353,7 @@ func TestJournalReplaysRotatedFile(t *testing.T) {
 	if err != nil || len(scan.rows) != 3 {
 		t.Fatalf("%d rows %v", len(scan.rows), err)
 	}
-	j, err := openJournal(cfg.Path+JournalSuffix, 0, false)
+	j, err := openJournal(cfg.Path+JournalSuffix, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,20 +362,7 @@ func TestJournalReplaysRotatedFile(t *testing.T) {
 		hs.rowHash(&r)
 		j.appendRecord(hs.buf)
 	}
-	head := scan.rows[2].Hash
-	for seq := int64(6); seq <= 7; seq++ {
-		var r row
-		ev := sampleEvent(int(seq))
-		ev.Time = time.Now()
-		r.fromEvent(ev)
-		r.Seq, r.PrevHash = seq, head
-		r.Hash = hs.rowHash(&r)
-		j.appendRecord(hs.buf)
-		head = r.Hash
-	}
-	if err := j.flush(); err != nil {
-		t.Fatal(err)
-	}
+	appendChained(t, j, 5, scan.rows[2].Hash, 2)
 	j.close()
 	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
 	if err != nil || !rep.OK || rep.LastSeq != 7 || rep.UnsignedTail != 5 {
@@ -375,10 +375,7 @@ func TestJournalReplaysRotatedFile(t *testing.T) {
 	if _, err := os.Stat(cfg.Path + JournalSuffix + oldSuffix); !os.IsNotExist(err) {
 		t.Fatalf("rotated journal left after its rows were stored: %v", err)
 	}
-	rep, err = Verify(context.Background(), cfg.Path, pubKey(t, cfg))
-	if err != nil || !rep.OK || rep.Rows != 7 || rep.UnsignedTail != 0 {
-		t.Fatalf("verify after restart: %+v %v", rep, err)
-	}
+	verifyClean(t, cfg, 7)
 }
 
 // Rows removed from the journal are a fault for verify as they are for Open, even at

@@ -182,7 +182,7 @@ func (l *Log) start(ctx context.Context) error {
 	if err := l.checkTail(ctx); err != nil {
 		return err
 	}
-	if err := l.replayJournal(ctx); err != nil {
+	if err := l.replayJournal(); err != nil {
 		return err
 	}
 	l.iseq, l.ihead = l.seq, l.head
@@ -389,8 +389,7 @@ func (l *Log) append(ctx context.Context, ev *Event) error {
 }
 
 // AppendAsync queues ev (typically an outcome row) without waiting for its commit.
-// The log takes ev: do not read or modify it afterwards (the writer sets its Seq and
-// hashes). A row that cannot be queued within a second or fails to commit is counted
+// The log takes ev: do not read or modify it afterwards. A row that cannot be queued within a second or fails to commit is counted
 // in Lost and logged, never dropped silently.
 func (l *Log) AppendAsync(ev *Event) {
 	if err := checkEvent(ev); err != nil {
@@ -884,7 +883,7 @@ func (l *Log) storeRows(rows []row) error {
 // replayJournal stores the rows a previous run acknowledged but did not get into
 // SQLite (it was killed, or the database was full), after checking that they
 // continue the chain, and opens the journal.
-func (l *Log) replayJournal(ctx context.Context) error {
+func (l *Log) replayJournal() error {
 	path := l.cfg.Path + JournalSuffix
 	scan, err := readJournal(path)
 	if err != nil {
@@ -915,13 +914,11 @@ func (l *Log) replayJournal(ctx context.Context) error {
 	if len(rows) > 0 {
 		l.logger.Info("audit: stored rows from the journal", "rows", len(rows), "through_seq", l.seq)
 	}
-	sync := l.cfg.Synchronous == "FULL" || l.cfg.Synchronous == "EXTRA"
-	j, err := openJournal(path, scan.valid, sync)
+	j, err := openJournal(path, l.cfg.Synchronous == "FULL")
 	if err != nil {
 		return err
 	}
 	l.j = j
-	_ = ctx
 	return nil
 }
 

@@ -68,15 +68,6 @@ func (s *IdentitySigner) Secret() []byte { return s.secret }
 // PublicKey is the Ed25519 public key (nil for HS256).
 func (s *IdentitySigner) PublicKey() ed25519.PublicKey { return s.pub }
 
-// Sign returns the assertion for one forwarded call.
-func (s *IdentitySigner) Sign(c *policies.Caller, requestID, decisionID string, now time.Time) (string, error) {
-	bp := signBufs.Get().(*signBuf)
-	defer signBufs.Put(bp)
-	var err error
-	bp.token, err = s.AppendSign(bp.token[:0], c, requestID, decisionID, now)
-	return string(bp.token), err
-}
-
 // AppendSign appends the assertion for one forwarded call to dst. It runs on every
 // forwarded request, so the JWT is assembled by hand: the header is constant, the
 // claims are appended to a pooled buffer, and the HMAC state is pooled.
