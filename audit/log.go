@@ -61,15 +61,21 @@ type Log struct {
 	stop    chan struct{}
 	stopped chan struct{}
 
-	// Owned by the writer goroutine after Open: the chain as far as the journal holds it.
-	seq       int64
-	head      []byte
-	lastBatch int // rows in the previous batch: the next one's linger target
-	rows      []row
-	hs        *hasher
-	j         *journal
-	rotateAt  int64        // journal size to empty or rotate it at (journalRotateBytes; tests lower it)
-	journaled atomic.Int64 // seq of the newest row in the journal, for readers of other goroutines
+	// The chain as far as the journal holds it, and the rest of the committing state,
+	// guarded by wmu: held by the writer goroutine for each batch it forms and
+	// commits, or by a caller committing its own row inline (see tryInline).
+	wmu        sync.Mutex
+	seq        int64
+	head       []byte
+	lastBatch  int        // rows in the previous batch: the next one's linger target
+	deferred   []*pending // AppendAsync rows waiting, at most asyncLinger, to join a commit
+	asyncTimer *time.Timer
+	rows       []row
+	hs         *hasher
+	j          *journal
+	rotateAt   int64        // journal size to empty or rotate it at (journalRotateBytes; tests lower it)
+	journaled  atomic.Int64 // seq of the newest row in the journal, for readers of other goroutines
+	appending  atomic.Int32 // callers in Append
 
 	// Rows in the journal and not yet in SQLite, in order; the ingester takes them.
 	imu      sync.Mutex
@@ -142,6 +148,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1), rotateAt: journalRotateBytes,
 		istop: make(chan struct{}), istopped: make(chan struct{}),
 		rows: make([]row, cfg.MaxBatch), args: make([]any, 0, 26*insertChunk),
+		asyncTimer: time.NewTimer(time.Hour),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "portcullis_audit_append_seconds", Help: "Time from Append to its row's commit.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
@@ -151,6 +158,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
 	}
+	l.asyncTimer.Stop()
 	if err := l.start(ctx); err != nil {
 		if l.j != nil {
 			l.j.close()
@@ -372,8 +380,13 @@ func (l *Log) append(ctx context.Context, ev *Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = p.enq
 	}
-	if err := l.enqueue(ctx, p, 0); err != nil {
-		return err
+	// Only a lone caller commits inline; concurrent callers form group commits.
+	alone := l.appending.Add(1) == 1
+	defer l.appending.Add(-1)
+	if !alone || !l.tryInline(p) {
+		if err := l.enqueue(ctx, p, 0); err != nil {
+			return err
+		}
 	}
 	select {
 	case err := <-p.done:
@@ -400,9 +413,53 @@ func (l *Log) AppendAsync(ev *Event) {
 	if ev.Time.IsZero() {
 		ev.Time = p.enq
 	}
+	if l.tryInline(p) {
+		return
+	}
 	if err := l.enqueue(context.Background(), p, asyncEnqueueWait); err != nil {
 		l.lose(ev, err)
 	}
+}
+
+// tryInline handles p on the caller's goroutine when the writer is idle and
+// nothing is queued, and reports whether it did: a row someone waits on is
+// committed at once (with the deferred rows), an AppendAsync row joins the deferred
+// ones. A lone call then costs no hand-off to the writer goroutine and back: at one
+// connection the audit trail added about 20 µs to a proxied call's median, and adds
+// about 10 µs this way. Append calls it only for a caller alone in Append;
+// concurrent callers go through the queue and form group commits.
+func (l *Log) tryInline(p *pending) bool {
+	if len(l.queue) > 0 {
+		return false
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed || !l.wmu.TryLock() {
+		return false // enqueue reports a closed log
+	}
+	defer l.wmu.Unlock()
+	if p.done == nil {
+		return l.deferAsync(p)
+	}
+	batch := append(l.deferred, p)
+	l.deferred = l.deferred[:0]
+	l.lastBatch = len(batch)
+	l.commit(batch)
+	return true
+}
+
+// deferAsync keeps an AppendAsync row back, at most asyncLinger, to ride in the next
+// commit; it reports false when enough are waiting (the row must commit now). The
+// caller holds wmu.
+func (l *Log) deferAsync(p *pending) bool {
+	if len(l.deferred) >= l.cfg.MaxBatch-1 {
+		return false
+	}
+	if len(l.deferred) == 0 {
+		l.asyncTimer.Reset(asyncLinger)
+	}
+	l.deferred = append(l.deferred, p)
+	return true
 }
 
 func (l *Log) lose(ev *Event, err error) {
@@ -471,39 +528,32 @@ func (l *Log) run() {
 	defer close(l.stopped)
 	lingerTimer := time.NewTimer(time.Hour)
 	lingerTimer.Stop()
-	asyncTimer := time.NewTimer(time.Hour)
-	asyncTimer.Stop()
 	batch := make([]*pending, 0, l.cfg.MaxBatch)
-	var deferred []*pending
 	for {
 		var first *pending
-		var asyncDue <-chan time.Time
-		if len(deferred) > 0 {
-			asyncDue = asyncTimer.C
-		}
 		select {
 		case first = <-l.queue:
-		case <-asyncDue:
-			l.commit(deferred)
-			deferred = deferred[:0]
+		case <-l.asyncTimer.C:
+			l.wmu.Lock()
+			l.commitDeferred()
+			l.wmu.Unlock()
 			continue
 		case <-l.stop:
-			if len(deferred) > 0 {
-				l.commit(deferred)
-			}
+			// Close has made every inline commit finish and stops new ones.
+			l.wmu.Lock()
+			l.commitDeferred()
 			l.drain(batch)
+			l.wmu.Unlock()
 			return
 		}
-		if first.done == nil && len(deferred) < l.cfg.MaxBatch-1 {
-			if len(deferred) == 0 {
-				asyncTimer.Reset(asyncLinger)
-			}
-			deferred = append(deferred, first)
+		l.wmu.Lock()
+		if first.done == nil && l.deferAsync(first) {
+			l.wmu.Unlock()
 			continue
 		}
-		asyncTimer.Stop()
-		batch = append(append(batch[:0], deferred...), first)
-		deferred = deferred[:0]
+		l.asyncTimer.Stop()
+		batch = append(append(batch[:0], l.deferred...), first)
+		l.deferred = l.deferred[:0]
 		batch = l.fill(batch)
 		// Linger only when rows are arriving together: a lone row (an idle gateway, one
 		// caller) commits at once, and under load the rows that queue up while a commit
@@ -513,6 +563,16 @@ func (l *Log) run() {
 		}
 		l.lastBatch = len(batch)
 		l.commit(batch)
+		l.wmu.Unlock()
+	}
+}
+
+// commitDeferred commits the AppendAsync rows still waiting (an inline commit may
+// have taken them already). The caller holds wmu.
+func (l *Log) commitDeferred() {
+	if len(l.deferred) > 0 {
+		l.commit(l.deferred)
+		l.deferred = l.deferred[:0]
 	}
 }
 

@@ -384,6 +384,33 @@ func TestAppendAsyncIsStored(t *testing.T) {
 	}
 }
 
+// Rows appended with AppendAsync ride in the next commit someone waits on; alone,
+// they are committed within asyncLinger, with no other traffic.
+func TestAsyncRowsJoinTheNextCommit(t *testing.T) {
+	l := openTest(t, testConfig(t))
+	for i := 0; i < 3; i++ {
+		l.AppendAsync(sampleEvent(i))
+	}
+	ev := sampleEvent(9)
+	if err := l.Append(context.Background(), ev); err != nil || ev.Seq != 4 {
+		t.Fatalf("append after three async rows: seq %d %v", ev.Seq, err)
+	}
+	if n := l.batches.Load(); n != 1 {
+		t.Fatalf("%d commits for 4 rows, want 1", n)
+	}
+	l.AppendAsync(sampleEvent(10))
+	deadline := time.Now().Add(2 * time.Second)
+	for l.journaled.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("a lone AppendAsync row was not committed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := l.batches.Load(); n != 2 {
+		t.Fatalf("%d commits, want 2", n)
+	}
+}
+
 func TestStoreFull(t *testing.T) {
 	for _, mode := range []string{ModeFailClosed, ModeBestEffort} {
 		t.Run(mode, func(t *testing.T) {
