@@ -1,12 +1,18 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -30,6 +36,8 @@ type Report struct {
 	head    []byte
 	broken  bool
 	overlap map[int64][]byte // hashes of database rows the journal also holds
+	// Hashes of the rows at the seqs of witnessed checkpoints (keys set beforehand).
+	witnessed map[int64][]byte
 }
 
 func (r *Report) String() string {
@@ -63,6 +71,15 @@ func (r *Report) checkpointFault(c *checkpoint, why string) {
 // may run while a server appends. The error is for failures to read; faults in
 // the data are in the Report.
 func Verify(ctx context.Context, dbPath string, pub ed25519.PublicKey) (Report, error) {
+	return VerifyWitnessed(ctx, dbPath, pub, nil)
+}
+
+// VerifyWitnessed is Verify that also checks the chain against checkpoints copied
+// outside the database (see ReadWitness): each must verify, and the chain must
+// still hold the row it signed, unchanged. The database alone cannot show that
+// rows after its newest surviving checkpoint were cut off together with the
+// checkpoints covering them; a witness can.
+func VerifyWitnessed(ctx context.Context, dbPath string, pub ed25519.PublicKey, witness []Witnessed) (Report, error) {
 	// The journal is read before the database's snapshot is taken: a row leaves the
 	// journal only once the database holds it, so every row this read misses is in
 	// the snapshot, and a gap between the two is a fault, never a race with a server.
@@ -81,13 +98,95 @@ func Verify(ctx context.Context, dbPath string, pub ed25519.PublicKey) (Report, 
 	if jerr == nil && len(scan.rows) > 0 {
 		from = scan.rows[0].Seq
 	}
-	rep, err := verifyTx(ctx, tx, pub, from)
+	want := map[int64][]byte{}
+	for _, w := range witness {
+		want[w.Seq] = nil
+	}
+	rep, err := verifyTx(ctx, tx, pub, from, want)
 	if err != nil {
 		return rep, err
 	}
 	verifyJournal(&rep, scan, jerr)
+	if len(witness) > 0 {
+		stored, err := loadCheckpoints(ctx, tx)
+		if err != nil {
+			return rep, err
+		}
+		checkWitness(&rep, pub, witness, stored)
+	}
 	rep.OK = len(rep.Problems) == 0
 	return rep, nil
+}
+
+// Witnessed is a checkpoint as a server wrote it to its log, and where.
+type Witnessed struct {
+	checkpoint
+	Line int
+}
+
+// ReadWitness reads the checkpoints a server wrote to its JSON log ("audit
+// checkpoint" entries; other lines are skipped). An entry that names a checkpoint
+// but cannot be read is an error: a witness is evidence, not a best effort.
+func ReadWitness(r io.Reader) ([]Witnessed, error) {
+	var out []Witnessed
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for line := 1; sc.Scan(); line++ {
+		b := sc.Bytes()
+		if !bytes.Contains(b, []byte(`"audit checkpoint"`)) {
+			continue
+		}
+		var e struct {
+			Msg       string `json:"msg"`
+			Kind      string `json:"kind"`
+			Seq       int64  `json:"seq"`
+			HeadHash  string `json:"head_hash"`
+			TS        int64  `json:"ts"`
+			KeyID     string `json:"key_id"`
+			Signature string `json:"signature"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Msg != "audit checkpoint" {
+			continue // some other line that mentions it
+		}
+		head, herr := hex.DecodeString(e.HeadHash)
+		sig, serr := base64.StdEncoding.DecodeString(e.Signature)
+		if herr != nil || serr != nil || len(head) != 32 || e.Seq <= 0 || e.Kind == "" {
+			return nil, fmt.Errorf("audit: witness line %d: not a whole checkpoint entry (kind, seq, head_hash, ts, key_id, signature)", line)
+		}
+		out = append(out, Witnessed{Line: line, checkpoint: checkpoint{
+			Kind: e.Kind, Seq: e.Seq, Head: head, TS: e.TS, KeyID: e.KeyID, Signature: sig}})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("audit: reading witness: %w", err)
+	}
+	return out, nil
+}
+
+// checkWitness compares the chain with the witnessed checkpoints. Those at or
+// below the prune anchor cover archived rows and are only checked for signature.
+func checkWitness(rep *Report, pub ed25519.PublicKey, witness []Witnessed, stored []checkpoint) {
+	for i := range witness {
+		w := &witness[i]
+		at := fmt.Sprintf("checkpoint (%s, seq %d) witnessed at line %d", w.Kind, w.Seq, w.Line)
+		if why := w.verifySig(pub); why != "" {
+			rep.Problems = append(rep.Problems, at+": "+why)
+			continue
+		}
+		if w.Seq <= rep.PrunedThrough {
+			continue
+		}
+		h := rep.witnessed[w.Seq]
+		switch {
+		case w.Seq > rep.LastSeq:
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: the chain ends at seq %d (rows removed)", at, rep.LastSeq))
+		case h == nil:
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: row seq %d could not be checked (the chain is broken before it)", at, w.Seq))
+		case !bytes.Equal(h, w.Head):
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: row seq %d differs from the row it signed (chain rewritten)", at, w.Seq))
+		case !slices.ContainsFunc(stored, func(c checkpoint) bool { return bytes.Equal(c.Signature, w.Signature) }):
+			rep.Problems = append(rep.Problems, at+": missing from the database (checkpoints removed)")
+		}
+	}
 }
 
 // verifyJournal continues the chain check into the journal: rows a server has
@@ -118,6 +217,9 @@ func verifyJournal(rep *Report, scan journalScan, err error) {
 			rep.rowFault(rep.next, "in the journal: "+why)
 			return
 		}
+		if _, ok := rep.witnessed[r.Seq]; ok {
+			rep.witnessed[r.Seq] = r.Hash
+		}
 		n++
 		rep.Rows++
 		if rep.FirstSeq == 0 {
@@ -135,8 +237,8 @@ func verifyJournal(rep *Report, scan journalScan, err error) {
 
 // verifyTx checks the database; it keeps the hashes of the rows from seq from on,
 // which the journal also holds, for verifyJournal to compare.
-func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64) (Report, error) {
-	var rep Report
+func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64, want map[int64][]byte) (Report, error) {
+	rep := Report{witnessed: want}
 	var tables int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table'
 		AND name IN ('audit_events', 'audit_checkpoints')`).Scan(&tables); err != nil {
@@ -152,7 +254,8 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 		return rep, fmt.Errorf("audit: verify: %w", err)
 	}
 	if triggers != 4 {
-		rep.Warnings = append(rep.Warnings, "append-only triggers are missing (someone dropped them)")
+		// Only an edit of the database file drops them (prune restores its own).
+		rep.Problems = append(rep.Problems, "append-only triggers are missing (someone dropped them to edit or delete rows)")
 	}
 
 	cps, err := loadCheckpoints(ctx, tx)
@@ -232,6 +335,9 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 				}
 			}
 			next++
+		}
+		if _, ok := want[r.Seq]; ok {
+			want[r.Seq] = r.Hash
 		}
 		if r.Seq >= from {
 			if rep.overlap == nil {

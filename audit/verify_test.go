@@ -1,10 +1,13 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"database/sql"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -258,4 +261,79 @@ func FuzzVerifyOneByteChange(f *testing.F) {
 			t.Fatalf("named seq %d, changed seq %d: %v", rep.BadSeq, seq, rep.Problems)
 		}
 	})
+}
+
+// The checkpoints a server logs are a witness outside the database: cutting off the
+// newest rows together with the checkpoints that cover them passes a check of the
+// database alone (the rest of the chain is intact), and fails against the witness.
+func TestVerifyWitnessCatchesTruncation(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CheckpointEvery = 10
+	var logs bytes.Buffer
+	l, err := Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 30)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	witness, err := ReadWitness(bytes.NewReader(logs.Bytes()))
+	if err != nil || len(witness) < 3 {
+		t.Fatalf("witness: %d checkpoints, %v\n%s", len(witness), err, logs.String())
+	}
+	pub := pubKey(t, cfg)
+	if rep, err := VerifyWitnessed(context.Background(), cfg.Path, pub, witness); err != nil || !rep.OK {
+		t.Fatalf("intact log against its witness: %+v %v", rep, err)
+	}
+
+	tamper(t, cfg.Path, `DELETE FROM audit_events WHERE seq > 15`, `DELETE FROM audit_checkpoints WHERE seq > 15`)
+	if rep, err := Verify(context.Background(), cfg.Path, pub); err != nil || !rep.OK || rep.LastSeq != 15 {
+		t.Fatalf("the database alone should still look whole (that is the point of a witness): %+v %v", rep, err)
+	}
+	rep, err := VerifyWitnessed(context.Background(), cfg.Path, pub, witness)
+	if err != nil || rep.OK || !strings.Contains(strings.Join(rep.Problems, ";"), "seq 20) witnessed at line") ||
+		!strings.Contains(strings.Join(rep.Problems, ";"), "the chain ends at seq 15 (rows removed)") {
+		t.Fatalf("truncation against the witness: %+v %v", rep, err)
+	}
+
+	// A witness line with an altered head or signature is itself a fault.
+	forged := bytes.Replace(logs.Bytes(), []byte(`"seq":10,`), []byte(`"seq":11,`), 1)
+	fw, err := ReadWitness(bytes.NewReader(forged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = VerifyWitnessed(context.Background(), cfg.Path, pub, fw)
+	if err != nil || rep.OK || !strings.Contains(strings.Join(rep.Problems, ";"), "seq 11) witnessed at line") ||
+		!strings.Contains(strings.Join(rep.Problems, ";"), "signature does not verify") {
+		t.Fatalf("forged witness line: %+v %v", rep, err)
+	}
+	// A line that claims to be a checkpoint but is not whole is an error, not skipped.
+	if _, err := ReadWitness(strings.NewReader(`{"msg":"audit checkpoint","kind":"periodic","seq":3}` + "\n")); err == nil ||
+		!strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("partial witness entry: %v", err)
+	}
+}
+
+// Dropping the append-only triggers is itself a fault: only an edit of the file
+// does it.
+func TestVerifyMissingTriggersIsAFault(t *testing.T) {
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 5)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DROP TRIGGER audit_events_no_delete`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
+	if err != nil || rep.OK || !strings.Contains(rep.String(), "append-only triggers are missing") {
+		t.Fatalf("verify with a dropped trigger: %+v %v", rep, err)
+	}
 }

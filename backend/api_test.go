@@ -494,3 +494,19 @@ func TestModelSecretsFollowTheModel(t *testing.T) {
 		t.Fatalf("deleted model left %d sealed values", c)
 	}
 }
+
+// Error bodies carry the request id the proxy sent (as the proxy's own errors do),
+// and one the backend made up when none came.
+func TestErrorBodiesCarryTheRequestID(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	h["X-Request-Id"] = "req-4f2a9c"
+	r := e.create(h, map[string]any{"name": ""})
+	if r.status != 400 || r.json["error"].(map[string]any)["request_id"] != "req-4f2a9c" {
+		t.Fatalf("validation error: %d %s", r.status, r.body)
+	}
+	r = e.do("GET", "/v1/integrations/nope", e.as("acme", ""), nil)
+	if rid, _ := r.json["error"].(map[string]any)["request_id"].(string); r.status != 404 || rid == "" {
+		t.Fatalf("not found without a request id header: %d %s", r.status, r.body)
+	}
+}

@@ -19,6 +19,9 @@ type apiError struct {
 	Message string         `json:"message"`
 	Field   string         `json:"field,omitempty"`
 	Details []fieldProblem `json:"details,omitempty"`
+	// RequestID is the request's id (X-Request-Id, set by the proxy), as in the
+	// proxy's own error bodies, so a client can quote it.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 type fieldProblem struct {

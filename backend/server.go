@@ -250,7 +250,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, e *apiError) {
-	writeJSON(w, e.Status, map[string]any{"error": e})
+	ec := *e // errors may be shared values
+	ec.RequestID = requestID(r.Context())
+	writeJSON(w, e.Status, map[string]any{"error": &ec})
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -26,6 +26,10 @@ func (s *Server) handleAuditQuery(c *fiber.Ctx) error {
 	if err != nil {
 		return badRequest("invalid_filter", "", "%v", err)
 	}
+	if f.Org != "" && f.Org != caller.Org {
+		return &httpError{status: fiber.StatusForbidden, code: "forbidden",
+			msg: `parameter "org": auditors read their own org's rows only (yours is ` + caller.Org + `)`}
+	}
 	f.Org = caller.Org
 	page, err := s.d.AuditQ.Query(c.UserContext(), f)
 	if err != nil {

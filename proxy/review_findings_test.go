@@ -109,6 +109,14 @@ func TestAuditorWithoutOrgIsRefused(t *testing.T) {
 	if resp, out := g.do("GET", "/admin/v1/audit", token(t, "aud", "other", "auditor"), "", ""); resp.StatusCode != 200 || strings.Contains(out, `"agent-7"`) {
 		t.Fatalf("another org's auditor sees acme's rows: %d %.300s", resp.StatusCode, out)
 	}
+	// Asking for another org's rows is refused, not answered with one's own.
+	if resp, out := g.do("GET", "/admin/v1/audit?org=acme", token(t, "aud", "other", "auditor"), "", ""); resp.StatusCode != 403 ||
+		!strings.Contains(out, `parameter \"org\"`) || strings.Contains(out, `"agent-7"`) {
+		t.Fatalf("another org's auditor asking for acme: %d %.300s", resp.StatusCode, out)
+	}
+	if resp, out := g.do("GET", "/admin/v1/audit?org=acme", token(t, "aud", "acme", "auditor"), "", ""); resp.StatusCode != 200 || !strings.Contains(out, `"agent-7"`) {
+		t.Fatalf("acme's auditor naming its own org: %d %.300s", resp.StatusCode, out)
+	}
 }
 
 func TestBatchToolsListIsFiltered(t *testing.T) {
