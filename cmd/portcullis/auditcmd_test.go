@@ -86,7 +86,7 @@ func TestAuditVerifyCmd(t *testing.T) {
 	}
 	db.Close()
 	code, out, _ = runAuditCmd(t, "verify")
-	if code != 1 || !strings.Contains(out, "row seq 17") || !strings.Contains(out, "warning: append-only triggers") {
+	if code != 1 || !strings.Contains(out, "row seq 17") || !strings.Contains(out, "append-only triggers are missing") {
 		t.Fatalf("tampered verify: code %d out %q", code, out)
 	}
 	if code, _, errOut := runAuditCmd(t, "verify", "--db", filepath.Join(dir, "missing.db")); code != 1 || !strings.Contains(errOut, "missing.db") {
