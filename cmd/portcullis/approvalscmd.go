@@ -62,11 +62,8 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// Accept flags before and after the ID: "approve ID --comment x" reads naturally.
 	var positional []string
 	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
+		if code, ok := parseFlags(fs, rest); !ok {
+			return code
 		}
 		if fs.NArg() == 0 {
 			break

@@ -10,22 +10,33 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/audit"
 )
 
 const auditUsage = `Usage:
-  portcullis audit verify [--db PATH] [--key PATH | --pubkey BASE64] [--archive FILE]
-  portcullis audit export --format jsonl|csv [--db PATH] [--since RFC3339] [--until RFC3339]
-                          [--tool T] [--sub S] [--org O] [--decision D] [--out FILE]
-  portcullis audit tail   [--db PATH] [-n 20] [--follow] [--interval 1s]
-  portcullis audit prune  --before RFC3339 --archive FILE [--db PATH] [--key PATH]
+  portcullis audit verify [--data-dir DIR] [--db PATH] [--key PATH | --pubkey BASE64]
+                          [--archive FILE | --witness LOGFILE]
+  portcullis audit export [--data-dir DIR] [--db PATH] [--format jsonl|csv] [--out FILE]
+                          [--since RFC3339] [--until RFC3339] [--tool T] [--sub S] [--org O] [--decision D]
+  portcullis audit tail   [--data-dir DIR] [--db PATH] [-n 20] [--follow] [--interval 1s]
+  portcullis audit prune  --before RFC3339 --archive FILE [--data-dir DIR] [--db PATH] [--key PATH]
 
-Defaults: --db <data-dir>/audit.db, --key <data-dir>/audit-signing.key, data dir ./data
-(env PORTCULLIS_DATA_DIR). The signing key may also come from PORTCULLIS_AUDIT_SIGNING_KEY.
+Defaults: --data-dir ./data (env PORTCULLIS_DATA_DIR), --db <data-dir>/audit.db,
+--key <data-dir>/audit-signing.key, --format jsonl. The signing key may also come from
+PORTCULLIS_AUDIT_SIGNING_KEY. export's --until must be after --since; --decision is one of
+allow, deny, rate_limited, policy_error, approval_requested, approval_granted,
+approval_denied, approval_expired, approval_used, approvals_unavailable,
+rate_limiter_unavailable, invalid_arguments, outcome, auth_failed, shadow_allow,
+shadow_deny, shadow_rate_limit, shadow_require_approval.
 verify checks with the public key; prefer --pubkey from a copy kept away from the data dir,
 since whoever can rewrite the database may be able to read a key file beside it.
+--witness checks the chain also against the checkpoints serve wrote to its JSON log: each
+must verify and the chain must still hold the row it signed (catches newest rows cut off
+together with their checkpoints).
 verify exits 1 on any fault.
 `
 
@@ -43,7 +54,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	dataDir := auditDataDir()
 	var (
 		dbPath, keyPath, pubB64, archive, format, out string
-		since, until, before                          string
+		since, until, before, witnessPath             string
 		f                                             audit.Filter
 		n                                             int
 		follow                                        bool
@@ -56,6 +67,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key file; its public key is used (default <data-dir>/audit-signing.key)")
 		fs.StringVar(&pubB64, "pubkey", "", "checkpoint public key, base64 of 32 bytes (instead of --key)")
 		fs.StringVar(&archive, "archive", "", "verify this prune archive instead of the database")
+		fs.StringVar(&witnessPath, "witness", "", "serve's JSON log: also check the chain against the checkpoints it recorded")
 	case "export":
 		fs.StringVar(&format, "format", "jsonl", "jsonl or csv")
 		fs.StringVar(&since, "since", "", "only rows at or after this RFC 3339 time")
@@ -63,7 +75,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.StringVar(&f.Tool, "tool", "", "only this tool")
 		fs.StringVar(&f.Sub, "sub", "", "only this caller subject")
 		fs.StringVar(&f.Org, "org", "", "only this org")
-		fs.StringVar(&f.Decision, "decision", "", "only this decision")
+		fs.StringVar(&f.Decision, "decision", "", "only this decision: "+auditDecisionList)
 		fs.StringVar(&out, "out", "", "write to this new file instead of stdout")
 	case "tail":
 		fs.IntVar(&n, "n", 20, "rows to show")
@@ -80,8 +92,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "portcullis audit: unknown subcommand %q\n\n%s", sub, auditUsage)
 		return 2
 	}
-	if err := fs.Parse(rest); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, rest); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portcullis audit %s: unexpected argument %q\n", sub, fs.Arg(0))
@@ -103,6 +115,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if err != nil {
 			return fail(err)
 		}
+		if archive != "" && witnessPath != "" {
+			return fail(fmt.Errorf("--archive and --witness: give one (a witness is checked against the database)"))
+		}
 		if archive != "" {
 			ar, err := audit.VerifyArchive(archive, pub)
 			if err != nil {
@@ -112,9 +127,27 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				archive, ar.Rows, ar.FromSeq, ar.ThroughSeq, ar.KeyID)
 			return 0
 		}
-		rep, err := audit.Verify(ctx, dbPath, pub)
+		var witness []audit.Witnessed
+		if witnessPath != "" {
+			f, err := os.Open(witnessPath)
+			if err != nil {
+				return fail(fmt.Errorf("--witness: %w", err))
+			}
+			witness, err = audit.ReadWitness(f)
+			f.Close()
+			if err != nil {
+				return fail(fmt.Errorf("--witness %s: %w", witnessPath, err))
+			}
+			if len(witness) == 0 {
+				return fail(fmt.Errorf("--witness %s: no audit checkpoint entries in it (is it serve's log?)", witnessPath))
+			}
+		}
+		rep, err := audit.VerifyWitnessed(ctx, dbPath, pub, witness)
 		if err != nil {
 			return fail(err)
+		}
+		if len(witness) > 0 {
+			fmt.Fprintf(stdout, "witness: %d logged checkpoints checked\n", len(witness))
 		}
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
@@ -139,6 +172,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				errs = append(errs, fmt.Errorf("--%s: want an RFC 3339 time like 2026-01-02T15:04:05Z, got %q", tv.name, tv.val))
 			}
 			*tv.dst = t
+		}
+		// The same checks as the admin API's filter (audit.ParseFilter), so an impossible
+		// filter is an error rather than an empty export.
+		if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+			errs = append(errs, errors.New(`--until: must be after --since`))
+		}
+		if f.Decision != "" && !slices.Contains(auditDecisions, f.Decision) {
+			errs = append(errs, fmt.Errorf("--decision: want one of %s, got %q", auditDecisionList, f.Decision))
 		}
 		if format != "jsonl" && format != "csv" {
 			errs = append(errs, fmt.Errorf("--format: want jsonl or csv, got %q", format))
@@ -219,6 +260,16 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	return 2
 }
+
+// auditDecisions are the values the gateway writes in an audit row's decision column
+// (proxy/enforce.go: decisionLabel and the refusal codes settle records, recordOutcome,
+// authFailureEvent, auditApprovalDecision, shadow with the policy actions).
+var auditDecisions = []string{"allow", "deny", "rate_limited", "policy_error",
+	"approval_requested", "approval_granted", "approval_denied", "approval_expired", "approval_used",
+	"approvals_unavailable", "rate_limiter_unavailable", "invalid_arguments", "outcome", "auth_failed",
+	"shadow_allow", "shadow_deny", "shadow_rate_limit", "shadow_require_approval"}
+
+var auditDecisionList = strings.Join(auditDecisions, ", ")
 
 func auditDataDir() string {
 	if d := os.Getenv("PORTCULLIS_DATA_DIR"); d != "" {

@@ -9,6 +9,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,13 +26,19 @@ func runAuditCmd(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-// auditFixture writes 40 rows (10 of them two hours old) into a fresh data dir.
+// auditFixture writes 40 rows (10 of them two hours old) into a fresh data dir; the
+// log's JSON output (with its checkpoints) goes to serve.log there.
 func auditFixture(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := audit.Config{CheckpointEvery: 10}
 	cfg.SetDefaults(dir)
-	l, err := audit.Open(context.Background(), cfg, nil)
+	logf, err := os.Create(filepath.Join(dir, "serve.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	l, err := audit.Open(context.Background(), cfg, slog.New(slog.NewJSONHandler(logf, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +98,43 @@ func TestAuditVerifyCmd(t *testing.T) {
 	}
 	if code, _, errOut := runAuditCmd(t, "verify", "--db", filepath.Join(dir, "missing.db")); code != 1 || !strings.Contains(errOut, "missing.db") {
 		t.Fatalf("missing db: %d %q", code, errOut)
+	}
+}
+
+// --witness checks the chain against the checkpoints in serve's log: cutting off the
+// newest rows with their checkpoints passes a plain verify and fails this one.
+func TestAuditVerifyWitnessCmd(t *testing.T) {
+	dir := auditFixture(t)
+	t.Setenv("PORTCULLIS_DATA_DIR", dir)
+	logPath := filepath.Join(dir, "serve.log")
+	if code, out, errOut := runAuditCmd(t, "verify", "--witness", logPath); code != 0 ||
+		!strings.Contains(out, "logged checkpoints checked") || !strings.Contains(out, "OK: 40 rows") {
+		t.Fatalf("verify --witness on an intact log: %d %q %q", code, out, errOut)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TRIGGER audit_events_no_delete`, `DROP TRIGGER audit_checkpoints_no_delete`,
+		`DELETE FROM audit_events WHERE seq > 25`, `DELETE FROM audit_checkpoints WHERE seq > 25`,
+		`CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'x'); END`,
+		`CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'x'); END`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	if code, out, _ := runAuditCmd(t, "verify"); code != 0 {
+		t.Fatalf("plain verify of the cut-off log (expected to pass; that is what the witness is for): %d %q", code, out)
+	}
+	code, out, _ := runAuditCmd(t, "verify", "--witness", logPath)
+	if code != 1 || !strings.Contains(out, "the chain ends at seq 25 (rows removed)") {
+		t.Fatalf("verify --witness on a cut-off log: %d %q", code, out)
+	}
+	empty := filepath.Join(dir, "other.log")
+	os.WriteFile(empty, []byte(`{"msg":"hello"}`+"\n"), 0o600)
+	if code, _, errOut := runAuditCmd(t, "verify", "--witness", empty); code != 1 || !strings.Contains(errOut, "no audit checkpoint entries") {
+		t.Fatalf("a witness with no checkpoints: %d %q", code, errOut)
 	}
 }
 
@@ -208,5 +252,56 @@ func TestAuditUsage(t *testing.T) {
 				t.Fatalf("exit %d, want %d", code, tc.code)
 			}
 		})
+	}
+}
+
+// export refuses a filter that can match nothing by construction, as the admin API does,
+// instead of exporting nothing with exit 0.
+func TestAuditExportRejectsImpossibleFilters(t *testing.T) {
+	dir := auditFixture(t)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--until", "2020-01-01T00:00:00Z", "--since", "2021-01-01T00:00:00Z"}, []string{"--until: must be after --since"}},
+		{[]string{"--until", "2021-01-01T00:00:00Z", "--since", "2021-01-01T00:00:00Z"}, []string{"--until: must be after --since"}},
+		{[]string{"--decision", "maybe"}, []string{`--decision: want one of allow, deny, rate_limited`, `got "maybe"`}},
+	} {
+		code, out, errOut := runAuditCmd(t, append([]string{"export", "--data-dir", dir}, tc.args...)...)
+		if code != 2 || out != "" {
+			t.Errorf("%v: exit %d, stdout %q", tc.args, code, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%v: error does not say %s: %s", tc.args, w, errOut)
+			}
+		}
+	}
+	code, out, errOut := runAuditCmd(t, "export", "--data-dir", dir, "--decision", "allow",
+		"--since", "2021-01-01T00:00:00Z", "--until", time.Now().Add(time.Hour).Format(time.RFC3339))
+	if code != 0 || strings.Count(out, "\n") != 40 {
+		t.Fatalf("a valid filter: exit %d, %d rows, %s", code, strings.Count(out, "\n"), errOut)
+	}
+}
+
+// The usage shows every flag each subcommand takes and which are optional; it lists the
+// decision values export accepts.
+func TestAuditUsageText(t *testing.T) {
+	for _, want := range []string{"[--data-dir DIR]", "[--format jsonl|csv]", "--format jsonl"} {
+		if !strings.Contains(auditUsage, want) {
+			t.Errorf("usage lacks %s", want)
+		}
+	}
+	if strings.Count(auditUsage, "[--data-dir DIR]") != 4 {
+		t.Errorf("--data-dir is not shown for every subcommand:\n%s", auditUsage)
+	}
+	for _, d := range auditDecisions {
+		if !strings.Contains(auditUsage, " "+d+",") && !strings.Contains(auditUsage, " "+d+".") && !strings.Contains(auditUsage, "\n"+d+",") {
+			t.Errorf("usage does not list decision %s", d)
+		}
+	}
+	code, _, errOut := runAuditCmd(t, "export", "-h")
+	if code != 0 || !strings.Contains(errOut, "Usage:") {
+		t.Fatalf("export -h: exit %d %q", code, errOut)
 	}
 }

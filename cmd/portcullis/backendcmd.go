@@ -27,7 +27,12 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return backendServe(ctx, args, stdout, stderr)
 	case "keys":
 		if len(args) == 0 || args[0] != "create" {
-			fmt.Fprintln(stderr, "usage: portcullis backend keys create --org ORG [--name NAME] [--data-dir DIR]")
+			const keysUsage = "usage: portcullis backend keys create --org ORG [--name NAME] [--data-dir DIR]"
+			if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+				fmt.Fprintln(stdout, keysUsage)
+				return 0
+			}
+			fmt.Fprintln(stderr, keysUsage)
 			return 2
 		}
 		return backendKeysCreate(ctx, args[1:], stdout, stderr)
@@ -99,8 +104,8 @@ func backendServe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "listen address")
 	fs.StringVar(&cfg.CatalogPath, "catalog", "", "provider catalog YAML (default: embedded)")
 	fs.IntVar(&cfg.MaxPerProvider, "max-per-provider", 50, "integrations per provider per org")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	logger := backendLogger(stderr)
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
@@ -153,8 +158,8 @@ func backendKeysCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs, cfg, _ := backendFlags("keys create", stderr)
 	org := fs.String("org", "", "org the key acts for (required)")
 	name := fs.String("name", "", "label for the key")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *org == "" {
 		fmt.Fprintln(stderr, "portcullis backend keys create: --org is required")
@@ -172,8 +177,8 @@ func backendKeysCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 
 func backendRewrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, cfg, prev := backendFlags("rewrap", stderr)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
 	n, err := backend.Rewrap(ctx, *cfg, backendLogger(stderr))

@@ -78,8 +78,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	targetsFlag := fs.String("targets", "direct,plain,full,full-nocache,full-noaudit,min-allow,min-ratelimit", "targets to measure, comma-separated")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *duration <= 0 || *duration > 5*time.Minute || *rounds < 1 || *rounds > 20 || *conns < 1 || *conns > 1024 {
 		fmt.Fprintln(stderr, "bench: -duration must be in (0, 5m], -rounds in [1, 20], -conns in [1, 1024]")

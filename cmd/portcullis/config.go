@@ -5,11 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis/portcullis/audit"
@@ -35,6 +41,9 @@ type Config struct {
 	Backend  BackendConfig    `yaml:"backend"`
 	Limits   RateLimitConfig  `yaml:"rate_limit"`
 	Approval approvals.Config `yaml:"approvals"`
+
+	// from names the environment variable or flag a value came from, for messages.
+	from map[*string]string
 }
 
 // PolicyConfig says where policy comes from.
@@ -76,9 +85,11 @@ type overrides struct {
 }
 
 // loadConfig reads the file (strictly: unknown fields are errors), applies environment
-// overrides, then flags, then defaults, and validates. Every problem is reported at once.
+// overrides, then flags, then defaults, and validates. Every problem is reported at once:
+// fields the file gets wrong (unknown, or of the wrong type) together with the values
+// that fail validation.
 func loadConfig(o overrides) (*Config, error) {
-	cfg := &Config{}
+	cfg := &Config{from: map[*string]string{}}
 	var errs []error
 	if o.configPath != "" {
 		raw, err := os.ReadFile(o.configPath)
@@ -88,12 +99,21 @@ func loadConfig(o overrides) (*Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("config: %s: %w", o.configPath, err)
+			// A *yaml.TypeError leaves the other fields decoded: keep going, so validation
+			// reports its problems too. Anything else (a syntax error) decoded nothing.
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return nil, fmt.Errorf("config: %s: %w", o.configPath, err)
+			}
+			for _, msg := range yamlProblems(raw, te.Errors, cfg) {
+				errs = append(errs, fmt.Errorf("config: %s: %s", o.configPath, msg))
+			}
 		}
 	}
 	env := func(name string, dst *string) {
 		if v, ok := os.LookupEnv(name); ok && v != "" {
 			*dst = v
+			cfg.from[dst] = name
 		}
 	}
 	env("PORTCULLIS_DATA_DIR", &cfg.DataDir)
@@ -122,17 +142,18 @@ func loadConfig(o overrides) (*Config, error) {
 	if v := os.Getenv("PORTCULLIS_AUDIT_MODE"); v != "" {
 		cfg.Audit.Mode = v
 	}
-	set := func(v string, dst *string) {
+	set := func(flag, v string, dst *string) {
 		if v != "" {
 			*dst = v
+			cfg.from[dst] = flag
 		}
 	}
-	set(o.dataDir, &cfg.DataDir)
-	set(o.listen, &cfg.Proxy.Listen)
-	set(o.backendListen, &cfg.Backend.Listen)
-	set(o.policy, &cfg.Policy.Path)
-	set(o.mcpUpstream, &cfg.Proxy.MCP.Upstream.URL)
-	set(o.restUpstream, &cfg.Proxy.REST.Upstream.URL)
+	set("--data-dir", o.dataDir, &cfg.DataDir)
+	set("--listen", o.listen, &cfg.Proxy.Listen)
+	set("--backend-listen", o.backendListen, &cfg.Backend.Listen)
+	set("--policy", o.policy, &cfg.Policy.Path)
+	set("--mcp-upstream", o.mcpUpstream, &cfg.Proxy.MCP.Upstream.URL)
+	set("--rest-upstream", o.restUpstream, &cfg.Proxy.REST.Upstream.URL)
 
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -232,6 +253,18 @@ func (c *Config) validate() error {
 	if c.Limits.MaxKeys < 0 {
 		errs = append(errs, errors.New("rate_limit.max_keys: must not be negative, got "+strconv.Itoa(c.Limits.MaxKeys)))
 	}
+	if err := c.checkListen("proxy.listen", &c.Proxy.Listen); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Limits.RedisURL != "" {
+		if _, err := redis.ParseURL(c.Limits.RedisURL); err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // without the URL, which may hold a password
+			}
+			errs = append(errs, fmt.Errorf("rate_limit.redis_url%s: %v", c.source(&c.Limits.RedisURL), err))
+		}
+	}
 	sections := []interface{ Validate() error }{&c.Proxy, &c.Audit, &c.Approval}
 	if !c.devMode() { // in dev mode serve creates the key before it is read
 		sections = append(sections, &c.Auth)
@@ -242,9 +275,271 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.backendEnabled() {
-		if err := c.Backend.Validate(); err != nil {
+		b := c.Backend.Config
+		if err := c.checkListen("backend.listen", &c.Backend.Listen); err != nil {
+			errs = append(errs, err)
+			b.Listen = "127.0.0.1:0" // reported above, with where it came from
+		}
+		if err := b.Validate(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkListen reports a listen address net.Listen would refuse, before serve creates
+// anything.
+func (c *Config) checkListen(field string, addr *string) error {
+	if *addr == "" {
+		return nil // the section reports a missing address
+	}
+	_, port, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return fmt.Errorf("%s%s: %q is not host:port", field, c.source(addr), *addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%s%s: %q: port %q is not a port number from 0 to 65535", field, c.source(addr), *addr, port)
+	}
+	return nil
+}
+
+// source is " (PORTCULLIS_LISTEN)" or " (--listen)" when the value at p came from the
+// environment or a flag rather than the file.
+func (c *Config) source(p *string) string {
+	if name := c.from[p]; name != "" {
+		return " (" + name + ")"
+	}
+	return ""
+}
+
+var (
+	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.*) not found in type \S+$`)
+	yamlFieldTwice   = regexp.MustCompile(`^line (\d+): (?:field (.*) already set in type \S+|mapping key (".*") already defined at line \d+)$`)
+	yamlWrongType    = regexp.MustCompile(`^line (\d+): cannot unmarshal (!!\w+)`)
+	yamlGoType       = regexp.MustCompile(` (?:into|in type) \S+$`)
+)
+
+// yamlSpot is one node of the config document: a key, or a value with its key path.
+type yamlSpot struct {
+	line     int
+	key      string   // for a key: its name
+	path     []string // for a key: its section; for a value: its own path ("[0]" for an index)
+	node     *yaml.Node
+	reported bool
+}
+
+// yamlProblems rewrites yaml.v3's decode errors, which name Go types ("field lisen not
+// found in type proxy.Config", "cannot unmarshal !!seq into string"), to name the
+// section and field of the file instead, found by the line number in the document. A
+// field of the wrong type is reset in cfg to unset, so it gets its default rather than
+// what yaml.v3 left there (a *bool that failed is left pointing at false).
+func yamlProblems(raw []byte, msgs []string, cfg *Config) []string {
+	var doc yaml.Node
+	_ = yaml.Unmarshal(raw, &doc) // it decoded once already
+	var keys, values []*yamlSpot
+	var walk func(n *yaml.Node, path []string)
+	walk = func(n *yaml.Node, path []string) {
+		if n.Kind != yaml.DocumentNode {
+			values = append(values, &yamlSpot{line: n.Line, path: path, node: n})
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				keys = append(keys, &yamlSpot{line: k.Line, key: k.Value, path: path})
+				walk(n.Content[i+1], append(path[:len(path):len(path)], k.Value))
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, append(path[:len(path):len(path)], "["+strconv.Itoa(i)+"]"))
+			}
+		}
+	}
+	walk(&doc, nil)
+	key := func(line int, name string) *yamlSpot {
+		for _, s := range keys {
+			if s.line == line && s.key == name && !s.reported {
+				s.reported = true
+				return s
+			}
+		}
+		return nil
+	}
+
+	out := make([]string, 0, len(msgs))
+	for _, msg := range msgs {
+		if m := yamlUnknownField.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			if s := key(line, m[2]); s != nil {
+				out = append(out, fmt.Sprintf("line %d: %s: unknown field %q", line, yamlPath(s.path), m[2]))
+				continue
+			}
+		}
+		if m := yamlFieldTwice.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			name := m[2]
+			if m[3] != "" {
+				name, _ = strconv.Unquote(m[3])
+			}
+			if s := key(line, name); s != nil {
+				out = append(out, fmt.Sprintf("line %d: %s: field %q is set more than once", line, yamlPath(s.path), name))
+				continue
+			}
+		}
+		if m := yamlWrongType.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			var spot *yamlSpot
+			for _, s := range values {
+				// A mapping or list that starts on the line where it is expected is not the
+				// one that failed: a value inside it is.
+				want := yamlWant(s.path)
+				if s.line == line && s.node.ShortTag() == m[2] && !s.reported &&
+					!(s.node.Kind == yaml.MappingNode && want == "a mapping") &&
+					!(s.node.Kind == yaml.SequenceNode && want == "a list") {
+					spot = s
+					break
+				}
+			}
+			if spot != nil {
+				spot.reported = true
+				yamlReset(reflect.ValueOf(cfg).Elem(), spot.path)
+				out = append(out, fmt.Sprintf("line %d: %s: want %s, got %s", line, yamlPath(spot.path),
+					yamlWant(spot.path), yamlGot(spot.node)))
+				continue
+			}
+		}
+		out = append(out, yamlGoType.ReplaceAllString(msg, ""))
+	}
+	return out
+}
+
+// yamlPath is a key path as the config's messages write it: proxy.rest.prefixes[0].
+func yamlPath(path []string) string {
+	if len(path) == 0 {
+		return "top level"
+	}
+	var b strings.Builder
+	for i, p := range path {
+		if i > 0 && !strings.HasPrefix(p, "[") {
+			b.WriteByte('.')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// yamlWant describes what Config holds at path.
+func yamlWant(path []string) string {
+	t := reflect.TypeFor[Config]()
+	for _, p := range path {
+		if t = yamlField(t, p); t == nil {
+			return "another kind of value"
+		}
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[time.Duration]() {
+		return "a duration like 30s"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping"
+	}
+	return "another kind of value"
+}
+
+// yamlField is the type of the element or field name of t, as yaml.v3 maps it; nil if none.
+func yamlField(t reflect.Type, name string) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map:
+		return t.Elem()
+	case reflect.Struct:
+		if idx := yamlFieldIndex(t, name); idx != nil {
+			return t.FieldByIndex(idx).Type
+		}
+	}
+	return nil
+}
+
+// yamlFieldIndex is the index of the field of struct t that yaml.v3 decodes key name
+// into, through inline fields; nil if none.
+func yamlFieldIndex(t reflect.Type, name string) []int {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case tag == "-":
+		case strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct:
+			if idx := yamlFieldIndex(f.Type, name); idx != nil {
+				return append([]int{i}, idx...)
+			}
+		case tag == name || (tag == "" && strings.ToLower(f.Name) == name):
+			return []int{i}
+		}
+	}
+	return nil
+}
+
+// yamlReset sets the struct field at path in v back to its zero value (unset). Paths
+// through lists and maps are left alone.
+func yamlReset(v reflect.Value, path []string) {
+	if len(path) == 0 {
+		return // the whole document: nothing was decoded
+	}
+	for _, p := range path {
+		for v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return
+			}
+			v = v.Elem()
+		}
+		if v.Kind() != reflect.Struct {
+			return
+		}
+		idx := yamlFieldIndex(v.Type(), p)
+		if idx == nil {
+			return
+		}
+		v = v.FieldByIndex(idx)
+	}
+	if v.CanSet() {
+		v.SetZero()
+	}
+}
+
+// yamlGot describes the value found: a list, a mapping, or the (shortened) scalar.
+func yamlGot(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	}
+	v := n.Value
+	if len(v) > 16 {
+		v = v[:13] + "..."
+	}
+	return strconv.Quote(v)
 }

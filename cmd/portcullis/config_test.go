@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,5 +57,117 @@ func TestConfigUnknownFieldIsAnError(t *testing.T) {
 	os.WriteFile(path, []byte("proxy:\n  listne: 127.0.0.1:1\n"), 0o600)
 	if _, err := loadConfig(overrides{configPath: path, dataDir: dir}); err == nil || !strings.Contains(err.Error(), "listne") {
 		t.Fatalf("unknown field: %v", err)
+	}
+}
+
+// A file with a field yaml.v3 cannot decode still gets validated: the typo and the bad
+// values are reported together, by section and field, without Go type names.
+func TestConfigDecodeAndValidationErrorsTogether(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(path, []byte(`log_level: info
+proxy:
+  public_url:
+    - http://example.com
+  lisen: 127.0.0.1:1
+  body_limit: 10
+  read_timeout: soon
+  rest:
+    prefixes: [/v1/, {a: 1}]
+audit:
+  synchronous: SOMETIMES
+  mode: maybe
+backend:
+  enabled: perhaps
+`), 0o600)
+	_, err := loadConfig(overrides{configPath: path, dataDir: dir})
+	if err == nil {
+		t.Fatal("a bad config was accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`line 4: proxy.public_url: want a string, got a list`,
+		`line 5: proxy: unknown field "lisen"`,
+		`line 7: proxy.read_timeout: want a duration like 30s, got "soon"`,
+		`line 9: proxy.rest.prefixes[1]: want a string, got a mapping`,
+		`line 14: backend.enabled: want true or false, got "perhaps"`,
+		"proxy.body_limit", "audit.synchronous", "audit.mode",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not say %s:\n%v", want, msg)
+		}
+	}
+	for _, leak := range []string{"main.", "proxy.Config", "cannot unmarshal", "not found in type", "into "} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("error names Go types (%q):\n%v", leak, msg)
+		}
+	}
+	// backend.enabled failed, so it is unset (the backend's default, on), not false: no
+	// follow-on complaint that the upstream URLs are missing.
+	if strings.Contains(msg, "upstream.url") {
+		t.Errorf("a field that failed to decode was not reset to its default:\n%v", msg)
+	}
+}
+
+func TestConfigDuplicateAndTopLevelProblemsNameTheField(t *testing.T) {
+	dir := t.TempDir()
+	for body, want := range map[string]string{
+		"proxy:\n  listen: a:1\n  listen: b:1\n": `line 3: proxy: field "listen" is set more than once`,
+		"- a\n- b\n":                             `line 1: top level: want a mapping, got a list`,
+		"nope: 1\n":                              `line 1: top level: unknown field "nope"`,
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		os.WriteFile(path, []byte(body), 0o600)
+		if _, err := loadConfig(overrides{configPath: path, dataDir: dir}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: want %s, got:\n%v", body, want, err)
+		}
+	}
+}
+
+// A listen address net.Listen would refuse is a configuration error naming its field and
+// where the value came from, found before serve creates anything.
+func TestConfigListenAddressesValidated(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PORTCULLIS_LISTEN", "banana")
+	t.Setenv("PORTCULLIS_BACKEND_LISTEN", "127.0.0.1:99999")
+	_, err := loadConfig(overrides{dataDir: dir})
+	if err == nil {
+		t.Fatal("bad listen addresses were accepted")
+	}
+	for _, want := range []string{`proxy.listen (PORTCULLIS_LISTEN): "banana" is not host:port`,
+		`backend.listen (PORTCULLIS_BACKEND_LISTEN): "127.0.0.1:99999": port "99999"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %s:\n%v", want, err)
+		}
+	}
+	if strings.Count(err.Error(), "99999") != 2 { // once in the value, once as the port: one message
+		t.Errorf("backend.listen reported more than once:\n%v", err)
+	}
+
+	if _, err := loadConfig(overrides{dataDir: dir, listen: "localhost"}); err == nil || !strings.Contains(err.Error(), `proxy.listen (--listen): "localhost" is not host:port`) {
+		t.Errorf("--listen: %v", err)
+	}
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("proxy:\n  listen: nope\n"), 0o600)
+	t.Setenv("PORTCULLIS_LISTEN", "")
+	t.Setenv("PORTCULLIS_BACKEND_LISTEN", "")
+	if _, err := loadConfig(overrides{configPath: file, dataDir: dir}); err == nil || !strings.Contains(err.Error(), `proxy.listen: "nope" is not host:port`) {
+		t.Errorf("proxy.listen in the file: %v", err)
+	}
+	t.Setenv("PORTCULLIS_REDIS_URL", "redis://:hunter2@exa mple.com:6379")
+	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), "rate_limit.redis_url (PORTCULLIS_REDIS_URL): ") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("redis_url: %v", err)
+	}
+
+	// serve stops at the configuration: the data dir is never created.
+	t.Setenv("PORTCULLIS_LISTEN", "banana")
+	t.Setenv("PORTCULLIS_REDIS_URL", "")
+	data := filepath.Join(dir, "never")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--data-dir", data}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "proxy.listen (PORTCULLIS_LISTEN)") {
+		t.Fatalf("serve with PORTCULLIS_LISTEN=banana: exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("serve created %s before refusing its configuration: %v", data, err)
 	}
 }

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +19,7 @@ const usage = `portcullis: an authorization proxy and policy gateway for admin A
 Usage:
   portcullis serve      [flags]   run the proxy with the bundled backend (default: SQLite in ./data, example policy, dev keys)
   portcullis backend    [flags]   run the bundled integrations backend alone; also: backend keys create, backend rewrap
-  portcullis token      [flags]   mint a dev JWT signed with the dev key in the data dir
+  portcullis token      [flags]   mint a dev JWT with the dev key serve created in the data dir
   portcullis policy     test|check|eval   run Rego tests, compile, or evaluate an input
   portcullis audit      verify|export|tail|prune   work with the audit trail
   portcullis approvals  list|approve|deny   act on pending approvals through the admin API
@@ -60,5 +62,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", cmd, usage)
 		return 2
+	}
+}
+
+// parseFlags parses a command's flags. ok is false when the command must stop with code:
+// 0 after -h or --help (the flag package has printed the usage), 2 on a bad flag.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, flag.ErrHelp):
+		return 0, false
+	default:
+		return 2, false
 	}
 }

@@ -95,8 +95,8 @@ func policyTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := policyFlagSet("test", stderr)
 	verbose := fs.Bool("v", false, "print every test, not only failures")
 	allowNet := fs.Bool("allow-network", false, "permit http.send and net.lookup_ip_addr")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	path, ok := policyOptionalPath(fs, stderr)
 	if !ok {
@@ -119,8 +119,8 @@ func policyTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 func policyCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := policyFlagSet("check", stderr)
 	allowNet := fs.Bool("allow-network", false, "permit http.send and net.lookup_ip_addr")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	path, ok := policyOptionalPath(fs, stderr)
 	if !ok {
@@ -185,8 +185,8 @@ func policyEvalCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	inputPath := fs.String("input", "", "input document as JSON: a file, or - for stdin (required)")
 	allowNet := fs.Bool("allow-network", false, "permit http.send and net.lookup_ip_addr")
 	timeout := fs.Duration("timeout", time.Second, "evaluation deadline")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portcullis policy eval: unexpected argument %q (use -policy PATH)\n", fs.Arg(0))

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,8 +51,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := serveFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg, err := loadConfig(*o)
 	if err != nil {
@@ -227,8 +229,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
 	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)
 	if devKey != nil {
-		fmt.Fprintf(stdout, "Dev mode: mint a token with\n  go run ./cmd/portcullis token --data-dir %s --sub agent-1 --org acme --roles agent\n", cfg.DataDir)
-		log.Info("dev mode: mint a token with `portcullis token --sub agent-1 --org acme --roles agent`", "data_dir", cfg.DataDir)
+		hint := devTokenHint(cfg)
+		fmt.Fprintf(stdout, "Dev mode: mint a token with\n  %s\n", hint)
+		log.Info("dev mode: mint a token with `"+hint+"`", "data_dir", cfg.DataDir)
 	}
 	select {
 	case <-ctx.Done():
@@ -239,4 +242,38 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// devTokenHint is the one command serve prints and logs for minting a token it accepts in
+// dev mode: --data-dir when the data dir is not the default, --iss and --aud when the
+// environment changed them.
+func devTokenHint(cfg *Config) string {
+	cmd := cliName() + " token"
+	if filepath.Clean(cfg.DataDir) != "data" {
+		cmd += " --data-dir " + shellQuote(cfg.DataDir)
+	}
+	if cfg.Auth.Issuer != authn.DevIssuer {
+		cmd += " --iss " + shellQuote(cfg.Auth.Issuer)
+	}
+	if cfg.Auth.Audience != authn.DevAudience {
+		cmd += " --aud " + shellQuote(cfg.Auth.Audience)
+	}
+	return cmd + " --sub agent-1 --org acme --roles agent"
+}
+
+// cliName is how to run this binary again: `go run` builds it in a temporary go-build
+// directory, and the quick start runs it from the repository root.
+func cliName() string {
+	if strings.Contains(filepath.ToSlash(os.Args[0]), "/go-build") {
+		return "go run ./cmd/portcullis"
+	}
+	return "portcullis"
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,:/@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

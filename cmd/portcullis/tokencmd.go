@@ -16,9 +16,10 @@ import (
 
 const maxDevTokenTTL = 24 * time.Hour
 
-// runToken mints a development JWT with the dev signing key in the data dir (creating
-// the key when absent). The token alone goes to stdout so `$(portcullis token ...)`
-// works; notes go to stderr.
+// runToken mints a development JWT with the dev signing key in the data dir. It never
+// creates the key: `portcullis serve` does, on its first start in dev mode, and a token
+// signed with any other key would be refused by that server. The token alone goes to
+// stdout so `$(portcullis token ...)` works; notes go to stderr.
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -35,18 +36,15 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&session, "session", "", "session id (sid claim)")
 	fs.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token (at most 24h unless --allow-long-ttl)")
 	fs.BoolVar(&allowLong, "allow-long-ttl", false, "allow --ttl above 24h")
-	fs.StringVar(&dataDir, "data-dir", "", "data directory holding dev-signing-key.pem (default ./data; env PORTCULLIS_DATA_DIR)")
+	fs.StringVar(&dataDir, "data-dir", "", "the server's data directory, holding dev-signing-key.pem (default ./data; env PORTCULLIS_DATA_DIR)")
 	fs.StringVar(&iss, "iss", authn.DevIssuer, "issuer claim; must match the proxy's auth.issuer")
 	fs.StringVar(&aud, "aud", authn.DevAudience, "audience claim; must match the proxy's auth.audience")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: portcullis token --sub agent-1 --org acme [--workspace ws-1] [--roles agent,operator] [--session s1] [--ttl 1h] [--data-dir ./data] [--iss portcullis-dev --aud portcullis]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if dataDir == "" {
 		dataDir = os.Getenv("PORTCULLIS_DATA_DIR")
@@ -84,6 +82,11 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 
+	keyPath := authn.DevKeyPath(dataDir)
+	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "portcullis token: --data-dir: no dev signing key at %s; `portcullis serve` creates it on its first start in dev mode, so start it first, or point --data-dir (or PORTCULLIS_DATA_DIR) at the data dir the server uses\n", keyPath)
+		return 1
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	key, created, err := authn.LoadOrCreateDevKey(dataDir, logger)
 	if err != nil {
