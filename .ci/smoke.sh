@@ -80,6 +80,9 @@ n=$(wc -l <"$work/acked")
 start_serve 3
 kill $pid; wait $pid 2>/dev/null || true
 "$bin" audit verify --db "$work/data/audit.db" --key "$work/data/audit-signing.key"
+# The checkpoints every run logged are a witness the chain must still match.
+cat "$work/serve.log" "$work/serve2.log" "$work/serve3.log" >"$work/witness.log"
+"$bin" audit verify --db "$work/data/audit.db" --key "$work/data/audit-signing.key" --witness "$work/witness.log"
 "$bin" audit export --db "$work/data/audit.db" --format jsonl --decision allow \
   | grep -o '"request_id":"[^"]*"' | cut -d'"' -f4 | sort -u >"$work/stored"
 missing=$(comm -23 "$work/acked" "$work/stored" | wc -l)
