@@ -17,6 +17,16 @@ const (
 	KindAuthFailure = "auth_failure"
 )
 
+// Decisions are the values the gateway writes in a row's decision column (proxy:
+// decisionLabel and the refusal codes settle records, recordOutcome, the auth
+// failure and approver rows, and shadow_ with each policy action). Filters accept
+// only these, so a misspelt filter is an error rather than an empty answer.
+var Decisions = []string{"allow", "deny", "rate_limited", "policy_error",
+	"approval_required", "approval_requested", "approval_granted", "approval_denied", "approval_expired",
+	"approval_used", "approvals_unavailable", "rate_limiter_unavailable", "invalid_arguments",
+	"batch_refused", "outcome", "auth_failed",
+	"shadow_allow", "shadow_deny", "shadow_rate_limit", "shadow_require_approval"}
+
 // Caller is who made the request, as far as it is known (an auth failure may know
 // only the client address).
 type Caller struct {

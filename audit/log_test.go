@@ -184,6 +184,7 @@ func TestParseFilter(t *testing.T) {
 		{"bad cursor", "cursor=zzz", []string{`"cursor"`}, nil},
 		{"until before since", "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", []string{`"until"`}, nil},
 		{"repeated", "tool=a&tool=b", []string{`"tool": given 2 times`}, nil},
+		{"unknown decision", "decision=maybe", []string{`"decision": want one of allow, deny`, `got "maybe"`}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +83,10 @@ func ParseFilter(v url.Values) (Filter, error) {
 		case "tool":
 			f.Tool = val
 		case "decision":
+			if !slices.Contains(Decisions, val) {
+				errs = append(errs, fmt.Errorf("audit: parameter %q: want one of %s, got %q", k, strings.Join(Decisions, ", "), val))
+				continue
+			}
 			f.Decision = val
 		case "kind":
 			f.Kind = val

@@ -27,11 +27,9 @@ const auditUsage = `Usage:
 
 Defaults: --data-dir ./data (env PORTCULLIS_DATA_DIR), --db <data-dir>/audit.db,
 --key <data-dir>/audit-signing.key, --format jsonl. The signing key may also come from
-PORTCULLIS_AUDIT_SIGNING_KEY. export's --until must be after --since; --decision is one of
-allow, deny, rate_limited, policy_error, approval_requested, approval_granted,
-approval_denied, approval_expired, approval_used, approvals_unavailable,
-rate_limiter_unavailable, invalid_arguments, outcome, auth_failed, shadow_allow,
-shadow_deny, shadow_rate_limit, shadow_require_approval.
+PORTCULLIS_AUDIT_SIGNING_KEY. export's --until must be after --since; --decision is a value
+the gateway records (allow, deny, rate_limited, approval_requested, outcome, auth_failed,
+...); an unknown one is refused with the whole list.
 verify checks with the public key; prefer --pubkey from a copy kept away from the data dir,
 since whoever can rewrite the database may be able to read a key file beside it.
 --witness checks the chain also against the checkpoints serve wrote to its JSON log: each
@@ -178,7 +176,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 			errs = append(errs, errors.New(`--until: must be after --since`))
 		}
-		if f.Decision != "" && !slices.Contains(auditDecisions, f.Decision) {
+		if f.Decision != "" && !slices.Contains(audit.Decisions, f.Decision) {
 			errs = append(errs, fmt.Errorf("--decision: want one of %s, got %q", auditDecisionList, f.Decision))
 		}
 		if format != "jsonl" && format != "csv" {
@@ -261,15 +259,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 2
 }
 
-// auditDecisions are the values the gateway writes in an audit row's decision column
-// (proxy/enforce.go: decisionLabel and the refusal codes settle records, recordOutcome,
-// authFailureEvent, auditApprovalDecision, shadow with the policy actions).
-var auditDecisions = []string{"allow", "deny", "rate_limited", "policy_error",
-	"approval_requested", "approval_granted", "approval_denied", "approval_expired", "approval_used",
-	"approvals_unavailable", "rate_limiter_unavailable", "invalid_arguments", "outcome", "auth_failed",
-	"shadow_allow", "shadow_deny", "shadow_rate_limit", "shadow_require_approval"}
-
-var auditDecisionList = strings.Join(auditDecisions, ", ")
+var auditDecisionList = strings.Join(audit.Decisions, ", ")
 
 func auditDataDir() string {
 	if d := os.Getenv("PORTCULLIS_DATA_DIR"); d != "" {
