@@ -41,7 +41,7 @@ type Options struct {
 	// AllowNetwork enables the built-ins that reach the network (http.send,
 	// net.lookup_ip_addr). Off, a policy that calls them does not compile.
 	AllowNetwork bool
-	// Logger receives reload results, policy errors and policy print() output (debug).
+	// Logger receives reload results, evaluation panics and policy print() output (debug).
 	Logger *slog.Logger
 	// ShadowPath is an optional candidate policy (file or directory, like Path) that
 	// DecideShadow evaluates beside the live one, so a change can be watched on real
@@ -81,6 +81,8 @@ type Engine struct {
 	shadow   atomic.Pointer[state] // nil without Options.ShadowPath
 	reloadMu sync.Mutex            // serialises Reload so two reloads cannot publish out of order
 	evals    atomic.Uint64         // evaluations run (not served from cache), for tests
+
+	reloadFailures, shadowReloadFailures atomic.Uint64 // refused reloads, for metrics
 }
 
 // New loads and compiles the policy. A policy that does not parse or compile is an
@@ -124,6 +126,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	old := e.state.Load()
 	st, err := load(ctx, &e.opts)
 	if err != nil {
+		e.reloadFailures.Add(1)
 		e.log.Warn("policy reload refused; the last good policy keeps deciding", "revision", old.revision, "err", err)
 		return err
 	}
@@ -136,6 +139,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	if e.opts.ShadowPath != "" {
 		// A broken candidate must not hold back the live policy; it is logged, not returned.
 		if sh, err := load(ctx, e.shadowOptions()); err != nil {
+			e.shadowReloadFailures.Add(1)
 			e.log.Warn("shadow policy reload refused; the previous candidate stays", "shadow_revision", e.shadow.Load().revision, "err", err)
 		} else {
 			e.shadow.Store(sh)
@@ -144,9 +148,16 @@ func (e *Engine) Reload(ctx context.Context) error {
 	return nil
 }
 
+// ReloadFailures counts the reloads refused since New: of the live policy (the last good
+// one kept deciding) and of the shadow policy (the previous candidate stayed).
+func (e *Engine) ReloadFailures() (live, shadow uint64) {
+	return e.reloadFailures.Load(), e.shadowReloadFailures.Load()
+}
+
 // Decide evaluates the policy for one input. It never panics and never returns an empty
 // action: anything but a well-formed decision is a deny with PolicyError set and the
-// cause in Error.
+// cause in Error. Decide does not log policy errors (only panics, with their stack): the
+// caller logs Error once, with what identifies the request.
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	return e.evaluate(ctx, e.state.Load(), in)
 }
@@ -213,7 +224,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, in *Input) (d Decision
 	e.evals.Add(1)
 	d, err := e.decide(ctx, st, in)
 	if err != nil {
-		e.log.Warn("policy error; denying", "tool", in.Tool, "revision", st.revision, "err", err)
+		// Not logged here: the caller logs Decision.Error once, with its request id.
 		return failure(st.revision, err.Error())
 	}
 	d.Revision = st.revision

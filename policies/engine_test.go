@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -918,3 +919,67 @@ func TestWatchConfigMapSymlinkSwap(t *testing.T) {
 		time.Sleep(60 * time.Millisecond)
 	}
 }
+
+// Refused reloads are counted (for /metrics), the live policy's and the shadow's apart;
+// a good reload counts nothing.
+func TestReloadFailuresAreCounted(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live.rego")
+	cand := filepath.Join(dir, "candidate.rego")
+	writeFile(t, live, allowPolicy)
+	writeFile(t, cand, denyPolicy)
+	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(wantLive, wantShadow uint64) {
+		t.Helper()
+		if l, s := e.ReloadFailures(); l != wantLive || s != wantShadow {
+			t.Fatalf("ReloadFailures() = %d, %d, want %d, %d", l, s, wantLive, wantShadow)
+		}
+	}
+	count(0, 0)
+	writeFile(t, live, brokenRego)
+	if e.Reload(context.Background()) == nil {
+		t.Fatal("Reload of a broken policy succeeded")
+	}
+	count(1, 0)
+	writeFile(t, live, denyPolicy)
+	writeFile(t, cand, brokenRego)
+	if err := e.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	count(1, 1)
+	writeFile(t, cand, allowPolicy)
+	if err := e.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	count(1, 1)
+}
+
+// A policy error is returned in the decision and not logged by the engine: the caller
+// logs it once, with its request id.
+func TestDecideDoesNotLogPolicyErrors(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := engineFor(t, "package portcullis\n\ndecision := {\"action\": \"allow\"} if input.tool\ndecision := {\"action\": \"deny\"} if input.tool\n",
+		func(o *Options) { o.Logger = log })
+	d := e.Decide(context.Background(), sampleInput())
+	if !d.PolicyError || d.Error == "" {
+		t.Fatalf("decision = %+v, want a policy error", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if buf.Len() != 0 {
+		t.Fatalf("the engine logged a policy error the caller logs: %s", buf.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -123,13 +123,14 @@ func (s *Server) admit(c *fiber.Ctx) (err error) {
 	return c.Next()
 }
 
-func retryAfterSeconds(d time.Duration) string {
-	secs := int((d + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	return strconv.Itoa(secs)
+// retrySeconds rounds a wait up to whole seconds (at least 1). It is the one rounding
+// every rendering uses (Retry-After, RateLimit-Reset, retry_after_seconds and the
+// message), so they agree to the second.
+func retrySeconds(d time.Duration) int {
+	return max(int((d+time.Second-1)/time.Second), 1)
 }
+
+func retryAfterSeconds(d time.Duration) string { return strconv.Itoa(retrySeconds(d)) }
 
 // authenticate admits only a valid Bearer JWT in the Authorization header. A token in the
 // query string is refused outright, even alongside a valid header: query strings end up in

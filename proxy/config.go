@@ -40,6 +40,9 @@ type Config struct {
 	ApprovalKeepAlive time.Duration `yaml:"approval_keep_alive"`
 	// AuthRealm is the realm in WWW-Authenticate. Default "portcullis".
 	AuthRealm string `yaml:"auth_realm"`
+	// ResourceDocumentation is a page about using this gateway, advertised as
+	// resource_documentation in the RFC 9728 resource metadata. Omitted when empty.
+	ResourceDocumentation string `yaml:"resource_documentation"`
 }
 
 // MCPConfig configures the MCP surface.
@@ -150,6 +153,11 @@ func (c *Config) Validate() error {
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("public_url", "must be an absolute http(s) URL, got %q", c.PublicURL)
+	}
+	if c.ResourceDocumentation != "" {
+		if u, err := url.Parse(c.ResourceDocumentation); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("resource_documentation", "must be an absolute http(s) URL, got %q", c.ResourceDocumentation)
+		}
 	}
 	if c.BodyLimit < 1024 || c.BodyLimit > 64<<20 {
 		bad("body_limit", "must be between 1024 and 67108864 bytes, got %d", c.BodyLimit)

@@ -386,7 +386,13 @@ type ShadowDecider interface {
 // changes what happens to the call.
 func (s *Server) shadow(ctx context.Context, sd ShadowDecider, cl *call) {
 	sh, ok := sd.DecideShadow(ctx, &cl.input)
-	if !ok || !policies.ShadowDiffers(cl.dec, sh) {
+	if !ok {
+		return
+	}
+	if sh.PolicyError {
+		s.log.Warn("shadow policy error", "request_id", cl.rid, "tool", cl.tool, "shadow_revision", sh.Revision, "err", sh.Error)
+	}
+	if !policies.ShadowDiffers(cl.dec, sh) {
 		return
 	}
 	s.metrics.shadowDiffs.Inc()

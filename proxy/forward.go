@@ -18,7 +18,7 @@ import (
 // forwardedHeaders are the request headers passed upstream. Everything else, the caller's
 // Authorization and any identity header it sent included, stays at the proxy.
 var forwardedHeaders = []string{
-	fiber.HeaderContentType, fiber.HeaderAccept, "Mcp-Session-Id", "Mcp-Protocol-Version",
+	fiber.HeaderContentType, fiber.HeaderAccept, "Mcp-Session-Id", "Mcp-Protocol-Version", "Mcp-Method", "Mcp-Name",
 	"Last-Event-Id", fiber.HeaderUserAgent, fiber.HeaderIfMatch, fiber.HeaderIfNoneMatch,
 }
 

@@ -121,6 +121,7 @@ type gwOptions struct {
 	shadow   string // a candidate policy's source, evaluated beside the live one
 	cfg      func(*proxy.Config)
 	auditCfg func(*audit.Config)
+	authCfg  func(*authn.Config)
 	decider  func(proxy.Decider) proxy.Decider
 }
 
@@ -170,6 +171,9 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	}
 	t.Cleanup(func() { g.approvals.Close() })
 	authCfg := authn.Config{HS256Secret: callerSecret, Issuer: "test", Audience: "portcullis"}
+	if o.authCfg != nil {
+		o.authCfg(&authCfg)
+	}
 	authCfg.SetDefaults()
 	auth, err := authn.New(ctx, authCfg, log)
 	if err != nil {

@@ -21,12 +21,23 @@ const (
 	rpcParseError     = -32700
 	rpcInvalidRequest = -32600
 	rpcInvalidParams  = -32602
+	// rpcHeaderMismatch is the MCP code for headers that disagree with the body.
+	rpcHeaderMismatch = -32020
+	// rpcRefused answers a request other than tools/call that the gateway refused
+	// (policy, rate limit, approval). It is in the implementation-defined range
+	// -32000..-32019, clear of the codes SDKs already give meanings there (-32000..-32005:
+	// connection closed, timeout, client or server closing, ...); error.data carries the
+	// same {code, message, request_id, ...} object a refused tools/call carries in
+	// structuredContent.error.
+	rpcRefused = -32010
 )
 
 // lightMethods pass with the checks every request gets (authentication, well-formed JSON)
-// and no policy decision: they read nothing and change nothing.
+// and no policy decision: they read nothing and change nothing. server/discover is the
+// 2026-07-28 protocol's handshake (SEP-2575), initialize's successor: its answer holds
+// versions, capabilities and instructions, never a tool list.
 var lightMethods = map[string]bool{
-	"initialize": true, "ping": true, "tools/list": true, "resources/list": true,
+	"initialize": true, "server/discover": true, "ping": true, "tools/list": true, "resources/list": true,
 	"resources/templates/list": true, "prompts/list": true, "logging/setLevel": true,
 }
 
@@ -164,6 +175,13 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 		}
 		msgs = []*rpcMessage{m}
 	}
+	if code, msg := checkMCPHeaders(c, msgs, batch); code != 0 {
+		var id any
+		if !batch {
+			id = msgs[0].id
+		}
+		return s.rpcError(c, fiber.StatusBadRequest, id, code, msg)
+	}
 	if !batch {
 		m := msgs[0]
 		if !m.decide {
@@ -236,7 +254,7 @@ func (s *Server) handleMCPBatch(c *fiber.Ctx, msgs []*rpcMessage) error {
 		if r == nil {
 			r = &refusal{code: "batch_refused", msg: "not executed: another call in this batch was refused"}
 		}
-		out = append(out, toolErrorResult(m.id, r, rid))
+		out = append(out, refusalMessage(m, r, rid))
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	if len(out) == 0 {
@@ -246,20 +264,74 @@ func (s *Server) handleMCPBatch(c *fiber.Ctx, msgs []*rpcMessage) error {
 	return c.Status(fiber.StatusOK).Send(b)
 }
 
-// toolErrorResult is a tools/call result with isError set: the agent reads the reason.
-// The structured content follows the {ok, data, error} envelope of the integration tools.
-func toolErrorResult(id any, r *refusal, rid string) json.RawMessage {
+// checkMCPHeaders refuses Mcp-Method and Mcp-Name headers (protocol 2026-07-28) that
+// say something other than the body: they are forwarded, and a server or intermediary
+// may route on them, so they must name what policy decided. A batch carries neither
+// (the protocol versions that define them have no batches).
+func checkMCPHeaders(c *fiber.Ctx, msgs []*rpcMessage, batch bool) (int, string) {
+	h := &c.Request().Header
+	method, name := h.Peek("Mcp-Method"), h.Peek("Mcp-Name")
+	if len(method) == 0 && len(name) == 0 {
+		return 0, ""
+	}
+	if batch {
+		return rpcHeaderMismatch, "header Mcp-Method or Mcp-Name: not allowed on a JSON-RPC batch"
+	}
+	m := msgs[0]
+	if len(method) > 0 && string(method) != m.method {
+		return rpcHeaderMismatch, `header Mcp-Method does not match field "method" of the body`
+	}
+	if len(name) > 0 {
+		var want string
+		switch m.method {
+		case "tools/call":
+			want = m.tool
+		case "prompts/get":
+			want, _ = m.params["name"].(string)
+		case "resources/read":
+			want, _ = m.params["uri"].(string)
+		default:
+			return rpcHeaderMismatch, "header Mcp-Name is not defined for method " + strconv.Quote(m.method)
+		}
+		if string(name) != want {
+			return rpcHeaderMismatch, `header Mcp-Name does not match the name (params.name or params.uri) in the body`
+		}
+	}
+	return 0, ""
+}
+
+// refusalData is the {code, message, request_id, ...} object that says why a call was
+// refused, in both renderings.
+func refusalData(r *refusal, rid string) map[string]any {
 	errObj := map[string]any{"code": r.code, "message": r.msg, "request_id": rid}
 	if r.retryAfter > 0 {
-		errObj["retry_after_seconds"] = retryAfterSeconds(r.retryAfter)
+		errObj["retry_after_seconds"] = retrySeconds(r.retryAfter)
 	}
 	if r.approval != nil {
 		errObj["approval_id"] = r.approval.ID
 	}
+	return errObj
+}
+
+// refusalMessage answers a refused message in the shape its method expects: a tools/call
+// gets a tool result (the agent reads the reason), any other request a JSON-RPC error.
+func refusalMessage(m *rpcMessage, r *refusal, rid string) json.RawMessage {
+	if m.method == "tools/call" {
+		return toolErrorResult(m.id, r, rid)
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.id, "error": map[string]any{
+		"code": rpcRefused, "message": r.msg, "data": refusalData(r, rid),
+	}})
+	return b
+}
+
+// toolErrorResult is a tools/call result with isError set: the agent reads the reason.
+// The structured content follows the {ok, data, error} envelope of the integration tools.
+func toolErrorResult(id any, r *refusal, rid string) json.RawMessage {
 	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": map[string]any{
 		"content":           []any{map[string]any{"type": "text", "text": r.msg}},
 		"isError":           true,
-		"structuredContent": map[string]any{"ok": false, "error": errObj},
+		"structuredContent": map[string]any{"ok": false, "error": refusalData(r, rid)},
 	}})
 	return b
 }
@@ -273,7 +345,7 @@ func (s *Server) mcpRefusal(c *fiber.Ctx, m *rpcMessage, cl *call, r *refusal) e
 		setRateLimitHeaders(c, r.rl)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Status(fiber.StatusOK).Send(toolErrorResult(m.id, r, cl.rid))
+	return c.Status(fiber.StatusOK).Send(refusalMessage(m, r, cl.rid))
 }
 
 // forwardMCP forwards the request body as received. tools/list results (alone or in a
@@ -287,7 +359,7 @@ func (s *Server) forwardMCP(c *fiber.Ctx, msgs []*rpcMessage, cl *call) error {
 	}
 	for _, m := range msgs {
 		if m.method == "tools/list" && c.Response().StatusCode() == fiber.StatusOK {
-			s.filterToolsList(c, &cl.id.Caller)
+			s.filterToolsList(c, cl)
 			break
 		}
 	}
@@ -315,16 +387,20 @@ func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
 	return s.forward(c, cl, s.mcpUp, s.mcpUp.base, timeout)
 }
 
-func (s *Server) filterToolsList(c *fiber.Ctx, caller *policies.Caller) {
+// filterToolsList filters the tools/list results in the upstream's answer for cl's caller.
+// The answer is then this caller's alone, so neither HTTP nor MCP (cacheScope) may tell a
+// cache to serve it to anyone else.
+func (s *Server) filterToolsList(c *fiber.Ctx, cl *call) {
 	body := c.Response().Body()
 	ct := string(c.Response().Header.ContentType())
 	var out []byte
 	if strings.HasPrefix(ct, "text/event-stream") {
-		out = filterSSE(body, func(b []byte) []byte { return s.filterToolsJSON(b, caller) })
+		out = filterSSE(body, func(b []byte) []byte { return s.filterToolsJSON(b, cl) })
 	} else {
-		out = s.filterToolsJSON(body, caller)
+		out = s.filterToolsJSON(body, cl)
 	}
 	c.Response().SetBodyRaw(out)
+	c.Set(fiber.HeaderCacheControl, "private, no-store")
 }
 
 // filterSSE applies f to the data of every event in an event stream.
@@ -345,7 +421,7 @@ func filterSSE(body []byte, f func([]byte) []byte) []byte {
 
 // filterToolsJSON filters the tools of every tools/list result in b (one JSON-RPC
 // response or a batch of them).
-func (s *Server) filterToolsJSON(b []byte, caller *policies.Caller) []byte {
+func (s *Server) filterToolsJSON(b []byte, cl *call) []byte {
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -358,7 +434,7 @@ func (s *Server) filterToolsJSON(b []byte, caller *policies.Caller) []byte {
 	}
 	changed := false
 	for _, m := range msgs {
-		if msg, ok := m.(map[string]any); ok && s.filterToolsResult(msg, caller) {
+		if msg, ok := m.(map[string]any); ok && s.filterToolsResult(msg, cl) {
 			changed = true
 		}
 	}
@@ -373,8 +449,9 @@ func (s *Server) filterToolsJSON(b []byte, caller *policies.Caller) []byte {
 }
 
 // filterToolsResult removes from a tools/list result the tools policy denies the caller
-// outright. It reports whether msg held a tools list.
-func (s *Server) filterToolsResult(msg map[string]any, caller *policies.Caller) bool {
+// outright, and marks the result private (MCP 2026-07-28 cacheScope: only this caller's
+// client may cache it; absent means "public"). It reports whether msg held a tools list.
+func (s *Server) filterToolsResult(msg map[string]any, cl *call) bool {
 	res, ok := msg["result"].(map[string]any)
 	if !ok {
 		return false
@@ -396,13 +473,17 @@ func (s *Server) filterToolsResult(msg map[string]any, caller *policies.Caller) 
 		}
 		d := s.d.Policy.Decide(context.Background(), &policies.Input{
 			Surface: "mcp", Tool: name, Arguments: map[string]any{}, HTTP: policies.HTTPInfo{Method: "POST", Path: s.cfg.MCP.Path},
-			Caller: *caller, ToolInfo: info, Upstream: s.mcpUp.cfg.Name, Mode: "list",
+			Caller: cl.id.Caller, ToolInfo: info, Upstream: s.mcpUp.cfg.Name, Mode: "list",
 		})
+		if d.PolicyError {
+			s.log.Error("policy error: hiding tool from tools/list", "request_id", cl.rid, "tool", name, "revision", d.Revision, "err", d.Error)
+		}
 		if d.Action != policies.ActionDeny {
 			kept = append(kept, t)
 		}
 	}
 	res["tools"] = kept
+	res["cacheScope"] = "private"
 	return true
 }
 
@@ -464,18 +545,18 @@ func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, o *out
 		cancel()
 		switch outcome {
 		case approvalRefused:
-			writeEvent(toolErrorResult(m.id, s.settle(context.Background(), cl, r), cl.rid))
+			writeEvent(refusalMessage(m, s.settle(context.Background(), cl, r), cl.rid))
 			return
 		case approvalGranted:
 			if r := s.settle(context.Background(), cl, nil); r != nil {
-				writeEvent(toolErrorResult(m.id, r, cl.rid))
+				writeEvent(refusalMessage(m, r, cl.rid))
 				return
 			}
 			s.relayHeld(w, cl, m, o)
 			return
 		}
 		if time.Now().After(deadline) {
-			writeEvent(toolErrorResult(m.id, s.settle(context.Background(), cl, s.pendingRefusal(cl)), cl.rid))
+			writeEvent(refusalMessage(m, s.settle(context.Background(), cl, s.pendingRefusal(cl)), cl.rid))
 			return
 		}
 		step++
@@ -509,7 +590,7 @@ func (s *Server) relayHeld(w *bufio.Writer, cl *call, m *rpcMessage, o *outbound
 			r.code, r.msg = "upstream_timeout", "the upstream did not answer in time after approval"
 		}
 		w.WriteString("event: message\ndata: ")
-		w.Write(toolErrorResult(m.id, r, cl.rid))
+		w.Write(refusalMessage(m, r, cl.rid))
 		w.WriteString("\n\n")
 		w.Flush()
 		return

@@ -21,7 +21,7 @@ type metrics struct {
 	shadowDiffs     prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_decisions_total",
 			Help: "Policy decisions by surface and action."}, []string{"surface", "action"}),
@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		m.knownLatency[surface] = m.latency.WithLabelValues(surface)
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs} {
+	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, policyCollector{policy}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}
@@ -84,5 +84,49 @@ func (m *metrics) outcome(surface string, status int, errClass string, latency t
 		o.Observe(latency.Seconds())
 	} else {
 		m.latency.WithLabelValues(surface).Observe(latency.Seconds())
+	}
+}
+
+// ReloadCounter is implemented by a Decider whose policy can be reloaded
+// (*policies.Engine): /metrics then counts the reloads it refused.
+type ReloadCounter interface {
+	ReloadFailures() (live, shadow uint64)
+}
+
+// ShadowReviser is implemented by a Decider with a shadow policy (*policies.Engine);
+// ShadowRevision is "" when none is configured.
+type ShadowReviser interface {
+	ShadowRevision() string
+}
+
+var (
+	policyRevisionDesc = prometheus.NewDesc("portcullis_policy_revision_info",
+		"The policy revision (content hash) deciding now (policy=live) and the shadow candidate (policy=shadow); always 1.",
+		[]string{"policy", "revision"}, nil)
+	policyReloadFailuresDesc = prometheus.NewDesc("portcullis_policy_reload_failures_total",
+		"Policy reloads refused (the policy did not load or compile); the last good policy keeps serving.",
+		[]string{"policy"}, nil)
+)
+
+// policyCollector reads the policy's state when /metrics is scraped, so a reload costs
+// the request path nothing.
+type policyCollector struct{ p Decider }
+
+func (pc policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- policyRevisionDesc
+	ch <- policyReloadFailuresDesc
+}
+
+func (pc policyCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(policyRevisionDesc, prometheus.GaugeValue, 1, "live", pc.p.Revision())
+	if sr, ok := pc.p.(ShadowReviser); ok {
+		if rev := sr.ShadowRevision(); rev != "" {
+			ch <- prometheus.MustNewConstMetric(policyRevisionDesc, prometheus.GaugeValue, 1, "shadow", rev)
+		}
+	}
+	if rc, ok := pc.p.(ReloadCounter); ok {
+		live, shadow := rc.ReloadFailures()
+		ch <- prometheus.MustNewConstMetric(policyReloadFailuresDesc, prometheus.CounterValue, float64(live), "live")
+		ch <- prometheus.MustNewConstMetric(policyReloadFailuresDesc, prometheus.CounterValue, float64(shadow), "shadow")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -157,7 +158,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		r := prometheus.NewRegistry()
 		reg, gat = r, r
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, d.Policy)
 	if err != nil {
 		return nil, err
 	}
@@ -232,14 +233,36 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready", "policy_revision": s.d.Policy.Revision()})
 }
 
-// resourceMetadata is RFC 9728 protected resource metadata.
+// IssuerReporter is implemented by an Authenticator that requires an issuer
+// (*authn.Authenticator): an issuer that is an OAuth issuer identifier is then
+// advertised as the authorization server in the resource metadata.
+type IssuerReporter interface {
+	Issuer() string
+}
+
+// resourceMetadata is RFC 9728 protected resource metadata. Optional members are present
+// only when known: resource_documentation when configured, authorization_servers when the
+// required token issuer is an OAuth issuer identifier (an https URL, RFC 8414).
 func (s *Server) resourceMetadata(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{
+	meta := fiber.Map{
 		"resource":                 s.cfg.PublicURL + s.cfg.MCP.Path,
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            "Portcullis",
-		"resource_documentation":   s.cfg.PublicURL + "/healthz",
-	})
+	}
+	if s.cfg.ResourceDocumentation != "" {
+		meta["resource_documentation"] = s.cfg.ResourceDocumentation
+	}
+	if ir, ok := s.d.Auth.(IssuerReporter); ok && isIssuerIdentifier(ir.Issuer()) {
+		meta["authorization_servers"] = []string{ir.Issuer()}
+	}
+	return c.JSON(meta)
+}
+
+// isIssuerIdentifier reports whether iss is an OAuth issuer identifier: an https URL
+// with a host and no query or fragment (RFC 8414 section 2).
+func isIssuerIdentifier(iss string) bool {
+	u, err := url.Parse(iss)
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.RawQuery == "" && u.Fragment == "" && !u.ForceQuery
 }
 
 // idSource makes request and decision ids: a random per-process prefix plus a counter,

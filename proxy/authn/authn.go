@@ -150,6 +150,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Authenticator, 
 	return a, nil
 }
 
+// Issuer is the iss every token must carry ("" when none is required).
+func (a *Authenticator) Issuer() string { return a.cfg.Issuer }
+
 // Close stops the JWKS refresher.
 func (a *Authenticator) Close() { a.cancel() }
 

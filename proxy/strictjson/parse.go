@@ -58,8 +58,30 @@ type parser struct {
 	maxDepth int
 }
 
+// errEOF is the message of every error caused by input that stops before the value is
+// complete, whatever the parser expected next (the wording of encoding/json).
+const errEOF = "unexpected end of JSON input"
+
 func (p *parser) errorf(rule, format string, args ...any) error {
+	if rule == "syntax" && p.pos >= len(p.data) {
+		return &Error{Offset: len(p.data), Rule: rule, Msg: errEOF}
+	}
 	return &Error{Offset: p.pos, Rule: rule, Msg: fmt.Sprintf(format, args...)}
+}
+
+// truncated reports whether the rest of the input is a proper prefix of want: the input
+// ended inside a literal or an escape.
+func (p *parser) truncated(want func(i int, c byte) bool, n int) bool {
+	rest := p.data[p.pos:]
+	if len(rest) >= n {
+		return false
+	}
+	for i, c := range rest {
+		if !want(i, c) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *parser) skipSpace() {
@@ -99,6 +121,9 @@ func (p *parser) value(depth int) (any, error) {
 
 func (p *parser) literal(word string) error {
 	if len(p.data)-p.pos < len(word) || string(p.data[p.pos:p.pos+len(word)]) != word {
+		if p.truncated(func(i int, c byte) bool { return word[i] == c }, len(word)) {
+			p.pos = len(p.data)
+		}
 		return p.errorf("syntax", "invalid literal")
 	}
 	p.pos += len(word)
@@ -299,6 +324,10 @@ func (p *parser) string() (string, error) {
 			if utf16.IsSurrogate(r) {
 				// A surrogate must be a high one followed by an escaped low one; a lone
 				// surrogate decodes differently in different parsers, so it is refused.
+				if r < 0xDC00 && p.truncated(func(i int, c byte) bool { return c == `\u`[i] }, 2) {
+					p.pos = len(p.data) // the input ends where the low surrogate belongs
+					return "", p.errorf("syntax", "unterminated surrogate pair")
+				}
 				if r >= 0xDC00 || p.pos+1 >= len(p.data) || p.data[p.pos] != '\\' || p.data[p.pos+1] != 'u' {
 					return "", &Error{Offset: p.pos, Rule: "invalid_utf8", Msg: "lone UTF-16 surrogate escape"}
 				}
@@ -322,6 +351,9 @@ func (p *parser) string() (string, error) {
 
 func (p *parser) hex4() (rune, error) {
 	if len(p.data)-p.pos < 4 {
+		if p.truncated(func(_ int, c byte) bool { return isHex(c) }, 4) {
+			p.pos = len(p.data)
+		}
 		return 0, p.errorf("syntax", "short unicode escape")
 	}
 	v, err := strconv.ParseUint(string(p.data[p.pos:p.pos+4]), 16, 32)
@@ -330,6 +362,10 @@ func (p *parser) hex4() (rune, error) {
 	}
 	p.pos += 4
 	return rune(v), nil
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
 // Decoders that match object keys to fields ignoring case (encoding/json does, with

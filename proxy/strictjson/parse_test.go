@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -73,6 +74,27 @@ func TestParseRefuses(t *testing.T) {
 				t.Fatalf("Parse(%q) rule = %q (%v), want %q", tc.in, e.Rule, e, tc.rule)
 			}
 		})
+	}
+}
+
+// Input that stops before its value is complete is reported as such, at the byte where it
+// ends, whatever the parser expected next; input that is wrong before its end is not.
+func TestParseEndOfInput(t *testing.T) {
+	for _, in := range []string{
+		`{"name":"x",`, `{"name":"x", `, `{"name"`, `{"name":`, `{"a":1`, `[1,`, `[`, `"abc`, `"ab\`,
+		`{"a":tru`, `{"a":n`, `-`, `1.`, `1e+`, `"\u12`, `"\ud83d`, `"\ud83d\`, `"\ud83d\ude0`,
+	} {
+		_, err := Parse([]byte(in), DefaultMaxDepth)
+		var e *Error
+		if !errors.As(err, &e) || e.Rule != "syntax" || e.Offset != len(in) ||
+			err.Error() != "json: unexpected end of JSON input at byte "+strconv.Itoa(len(in)) {
+			t.Errorf("Parse(%q) = %v, want unexpected end of JSON input at byte %d", in, err, len(in))
+		}
+	}
+	for _, in := range []string{`{"a":trux}`, `"\u12"`, `"\ud83d"`, `{"a":1}x`, `{"a" 1}`} {
+		if _, err := Parse([]byte(in), DefaultMaxDepth); err == nil || strings.Contains(err.Error(), "end of JSON input") {
+			t.Errorf("Parse(%q) = %v, want an error that is not about the end of input", in, err)
+		}
 	}
 }
 

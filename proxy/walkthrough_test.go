@@ -1,0 +1,380 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/proxy/authn"
+)
+
+// Regression tests for the new-user walkthrough: an official Go SDK client and server on
+// either side of the gateway, caching of filtered lists, rate-limit answers, resource
+// metadata, policy reload metrics, policy error logs and truncated bodies.
+
+// sdkUpstream makes the gateway's upstream an MCP server built with the official Go SDK
+// (stateless streamable HTTP, the bundled backend's setup): tools visible, hidden and
+// forbidden, and one resource. Every response carries Cache-Control: public, as an
+// upstream that thinks its lists are the same for everyone might send.
+func sdkUpstream(t *testing.T, g *gateway) {
+	t.Helper()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "upstream", Version: "1"}, nil)
+	for _, name := range []string{"visible", "hidden", "forbidden"} {
+		mcp.AddTool(srv, &mcp.Tool{Name: name}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done by " + name}}}, nil, nil
+		})
+	}
+	srv.AddResource(&mcp.Resource{URI: "file:///secret.txt", Name: "secret"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "file:///secret.txt", Text: "secret"}}}, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		h.ServeHTTP(w, r)
+	})
+}
+
+type bearerTransport struct{ token string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func sdkConnect(t *testing.T, g *gateway, tok string) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "walkthrough", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: g.url + "/mcp",
+		DisableStandaloneSSE: true, HTTPClient: &http.Client{Transport: bearerTransport{tok}}}, nil)
+	if err != nil {
+		t.Fatalf("SDK client through the gateway: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// The SDK client opens with server/discover (protocol 2026-07-28). The gateway passes it
+// through like initialize: no policy decision, no deny row, and the client gets the
+// upstream's discovery answer instead of falling back to initialize. The new protocol's
+// Mcp-Method / Mcp-Name headers reach the upstream, which requires them.
+func TestSDKClientDiscoversThroughGateway(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	sdkUpstream(t, g)
+	cs := sdkConnect(t, g, token(t, "agent-1", "acme", "agent"))
+	if v := cs.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("negotiated protocol %q, want 2026-07-28 (discovery answered)", v)
+	}
+	ctx := context.Background()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range tools.Tools {
+		names = append(names, tl.Name)
+	}
+	if strings.Join(names, ",") != "visible" {
+		t.Fatalf("tools/list = %v, want only visible", names)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "visible"})
+	if err != nil || res.IsError {
+		t.Fatalf("allowed call: %v %+v", err, res)
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "forbidden"})
+	if err != nil || !res.IsError {
+		t.Fatalf("denied tools/call: %v %+v, want a tool result with isError", err, res)
+	}
+	rows := g.auditRows()
+	denies := 0
+	for _, line := range strings.Split(strings.TrimSpace(rows), "\n") {
+		var row struct{ Kind, Tool, Decision string }
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			t.Fatal(err)
+		}
+		if row.Kind == "decision" && row.Tool == "mcp:server/discover" {
+			t.Fatalf("server/discover was decided as a tool: %s", line)
+		}
+		if row.Decision == "deny" {
+			denies++
+		}
+	}
+	if denies != 1 {
+		t.Fatalf("%d deny rows, want 1 (the forbidden call):\n%s", denies, rows)
+	}
+
+	// The discovery answer itself names no tool, so it cannot leak one the caller may not call.
+	resp, body := g.mcp(token(t, "agent-1", "acme", "agent"),
+		`{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`,
+		"Accept", "application/json, text/event-stream", "Mcp-Protocol-Version", "2026-07-28", "Mcp-Method", "server/discover")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"supportedVersions"`) || strings.Contains(body, "isError") ||
+		strings.Contains(body, "hidden") || strings.Contains(body, "forbidden") {
+		t.Fatalf("server/discover: %d %s", resp.StatusCode, body)
+	}
+}
+
+// A refused request that is not a tools/call is answered with a JSON-RPC error, which is
+// what its client reads; the SDK client reports the gateway's reason.
+func TestRefusedNonToolCallIsAJSONRPCError(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	sdkUpstream(t, g)
+	tok := token(t, "agent-1", "acme", "agent")
+	cs := sdkConnect(t, g, tok)
+	hits := g.up.hits.Load()
+	_, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "file:///secret.txt"})
+	var we *jsonrpc.Error
+	if !errors.As(err, &we) || we.Code != -32010 || !strings.Contains(we.Message, "no rule allows this tool") {
+		t.Fatalf("denied resources/read: %v, want JSON-RPC error -32010 with the policy's reason", err)
+	}
+	if g.up.hits.Load() != hits {
+		t.Fatal("the denied resources/read reached the upstream")
+	}
+
+	resp, body := g.mcp(tok, `{"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"p"}}`)
+	var out struct {
+		ID     json.Number `json:"id"`
+		Result any         `json:"result"`
+		Error  struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Data    struct {
+				Code      string `json:"code"`
+				RequestID string `json:"request_id"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil || resp.StatusCode != 200 || out.Result != nil || out.ID != "4" ||
+		out.Error.Code != -32010 || out.Error.Data.Code != "policy_denied" || out.Error.Data.RequestID == "" {
+		t.Fatalf("denied prompts/get: %d %s", resp.StatusCode, body)
+	}
+
+	// In a refused batch, a ping that was not executed gets an error, not a tool result.
+	_, body = g.mcp(tok, `[{"jsonrpc":"2.0","id":1,"method":"ping"},`+toolCall("forbidden", `{}`)+`]`)
+	var batch []map[string]any
+	if err := json.Unmarshal([]byte(body), &batch); err != nil || len(batch) != 2 {
+		t.Fatalf("batch: %s", body)
+	}
+	if _, ok := batch[0]["error"]; !ok || batch[0]["result"] != nil {
+		t.Fatalf("the ping of a refused batch: %v, want a JSON-RPC error", batch[0])
+	}
+	if r, _ := batch[1]["result"].(map[string]any); r["isError"] != true {
+		t.Fatalf("the refused tools/call of a batch: %v, want a tool result with isError", batch[1])
+	}
+}
+
+// Mcp-Method and Mcp-Name are forwarded, so they must say what the body says.
+func TestMCPHeadersMatchTheBody(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-1", "acme", "agent")
+	for _, tc := range []struct {
+		note, body string
+		hdr        []string
+	}{
+		{"method", toolCall("forbidden", `{}`), []string{"Mcp-Method", "tools/list"}},
+		{"name", toolCall("forbidden", `{}`), []string{"Mcp-Method", "tools/call", "Mcp-Name", "visible"}},
+		{"name without one", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, []string{"Mcp-Name", "visible"}},
+		{"batch", `[` + toolCall("visible", `{}`) + `]`, []string{"Mcp-Method", "tools/call"}},
+	} {
+		resp, body := g.mcp(tok, tc.body, tc.hdr...)
+		if resp.StatusCode != 400 || !strings.Contains(body, `"code":-32020`) || !strings.Contains(body, "header Mcp-") {
+			t.Errorf("%s: %d %s, want 400 with error -32020 naming the header", tc.note, resp.StatusCode, body)
+		}
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+	if resp, body := g.mcp(tok, toolCall("visible", `{}`), "Mcp-Method", "tools/call", "Mcp-Name", "visible"); resp.StatusCode != 200 {
+		t.Fatalf("matching headers: %d %s", resp.StatusCode, body)
+	}
+	if h, _ := g.up.last(); h.Get("Mcp-Method") != "tools/call" || h.Get("Mcp-Name") != "visible" {
+		t.Fatalf("upstream saw Mcp-Method %q, Mcp-Name %q", h.Get("Mcp-Method"), h.Get("Mcp-Name"))
+	}
+}
+
+// A tools/list the gateway filtered is this caller's: cacheScope private, and no HTTP
+// header lets a shared cache keep it.
+func TestFilteredToolsListIsPrivate(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	sdkUpstream(t, g)
+	tok := token(t, "agent-1", "acme", "agent")
+	resp, body := g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, "Accept", "application/json, text/event-stream")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"cacheScope":"private"`) || strings.Contains(body, `"public"`) || strings.Contains(body, "hidden") {
+		t.Fatalf("tools/list: %d %s", resp.StatusCode, body)
+	}
+	if cc := resp.Header.Get("Cache-Control"); strings.Contains(cc, "public") || !strings.Contains(cc, "private") {
+		t.Fatalf("tools/list Cache-Control %q", cc)
+	}
+	g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "public")
+		io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"visible\"},{\"name\":\"hidden\"}],\"ttlMs\":60000,\"cacheScope\":\"public\"}}\n\n")
+	})
+	resp, body = g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	if !strings.Contains(body, `"cacheScope":"private"`) || strings.Contains(body, `"public"`) || strings.Contains(resp.Header.Get("Cache-Control"), "public") {
+		t.Fatalf("SSE tools/list: Cache-Control %q, %s", resp.Header.Get("Cache-Control"), body)
+	}
+}
+
+const limitAllPolicy = `package portcullis
+
+import rego.v1
+
+decision := {"action": "rate_limit", "reason": "limited", "rate_limit": {"max": 1, "window": "60s"}}
+`
+
+var retryInMessage = regexp.MustCompile(`retry after (\d+)s`)
+
+// The rate-limit answer states one retry time, in whole seconds, everywhere: the message,
+// Retry-After and retry_after_seconds (a JSON number), within the limiter's bound of one
+// window plus one sub-window (60 s * 17/16).
+func TestRateLimitRetryIsOneNumber(t *testing.T) {
+	g := newGateway(t, gwOptions{policy: limitAllPolicy})
+	tok := token(t, "agent-1", "acme", "agent")
+	g.mcp(tok, toolCall("echo", `{}`))
+	_, body := g.mcp(tok, toolCall("echo", `{}`))
+	var out struct {
+		Result struct {
+			StructuredContent struct {
+				Error struct {
+					Message    string `json:"message"`
+					RetryAfter any    `json:"retry_after_seconds"`
+				} `json:"error"`
+			} `json:"structuredContent"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
+		t.Fatal(err)
+	}
+	e := out.Result.StructuredContent.Error
+	n, isNumber := e.RetryAfter.(float64)
+	m := retryInMessage.FindStringSubmatch(e.Message)
+	if !isNumber || m == nil || m[1] != strconv.Itoa(int(n)) || n < 1 || n > 64 {
+		t.Fatalf("retry_after_seconds %#v and message %q disagree or are out of range", e.RetryAfter, e.Message)
+	}
+
+	g.do("POST", "/v1/integrations", tok, "application/json", `{"name":"x"}`)
+	resp, body := g.do("POST", "/v1/integrations", tok, "application/json", `{"name":"x"}`)
+	m = retryInMessage.FindStringSubmatch(body)
+	ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	reset, _ := strconv.Atoi(resp.Header.Get("RateLimit-Reset"))
+	if resp.StatusCode != 429 || m == nil || m[1] != resp.Header.Get("Retry-After") || ra < 1 || ra > 64 || reset < ra || reset > 64 {
+		t.Fatalf("REST 429: Retry-After %q, RateLimit-Reset %q, body %s", resp.Header.Get("Retry-After"), resp.Header.Get("RateLimit-Reset"), body)
+	}
+}
+
+// The resource metadata holds no made-up documentation link; a configured one, and the
+// token issuer when it is an OAuth issuer identifier, are advertised.
+func TestResourceMetadata(t *testing.T) {
+	meta := func(g *gateway) map[string]any {
+		t.Helper()
+		resp, body := g.do("GET", "/.well-known/oauth-protected-resource", "", "", "")
+		var m map[string]any
+		if err := json.Unmarshal([]byte(body), &m); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("metadata: %d %s", resp.StatusCode, body)
+		}
+		return m
+	}
+	m := meta(newGateway(t, gwOptions{}))
+	if _, ok := m["resource_documentation"]; ok {
+		t.Fatalf("default metadata has resource_documentation: %v", m)
+	}
+	if _, ok := m["authorization_servers"]; ok {
+		t.Fatalf("issuer %q is not an issuer identifier, yet authorization_servers is set: %v", "test", m)
+	}
+	m = meta(newGateway(t, gwOptions{
+		cfg:     func(c *proxy.Config) { c.ResourceDocumentation = "https://docs.example.com/gateway" },
+		authCfg: func(c *authn.Config) { c.Issuer = "https://idp.example.com/realms/acme" },
+	}))
+	if m["resource_documentation"] != "https://docs.example.com/gateway" {
+		t.Fatalf("resource_documentation = %v", m["resource_documentation"])
+	}
+	if as, _ := m["authorization_servers"].([]any); len(as) != 1 || as[0] != "https://idp.example.com/realms/acme" {
+		t.Fatalf("authorization_servers = %v", m["authorization_servers"])
+	}
+
+	cfg := proxy.Config{ResourceDocumentation: "/docs"}
+	cfg.MCP.Upstream.URL, cfg.REST.Upstream.URL = "http://127.0.0.1:1/mcp", "http://127.0.0.1:1"
+	cfg.SetDefaults(t.TempDir())
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "proxy.resource_documentation: must be an absolute http(s) URL") {
+		t.Fatalf("Validate with a relative resource_documentation = %v", err)
+	}
+}
+
+// A refused reload shows on /metrics (and the revision serving), while /readyz stays
+// ready on the last good policy.
+func TestPolicyReloadFailureMetrics(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.rego")
+	if err := os.WriteFile(path, []byte(allowAllPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	engine, err := policies.New(context.Background(), policies.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, gwOptions{decider: func(proxy.Decider) proxy.Decider { return engine }})
+	rev := engine.Revision()
+	if err := os.WriteFile(path, []byte("package portcullis\n\ndecision := {"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if engine.Reload(context.Background()) == nil {
+		t.Fatal("a broken policy reloaded")
+	}
+	_, body := g.do("GET", "/metrics", "", "", "")
+	for _, want := range []string{
+		`portcullis_policy_reload_failures_total{policy="live"} 1`,
+		`portcullis_policy_reload_failures_total{policy="shadow"} 0`,
+		`portcullis_policy_revision_info{policy="live",revision="` + rev + `"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if resp, body := g.do("GET", "/readyz", "", "", ""); resp.StatusCode != 200 || !strings.Contains(body, rev) {
+		t.Fatalf("/readyz after a refused reload: %d %s", resp.StatusCode, body)
+	}
+}
+
+// One policy error, one log line: ERROR, with the request id.
+func TestPolicyErrorIsLoggedOnce(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	resp, _ := g.mcp(token(t, "agent-1", "acme", "agent"), toolCall("conflict", `{}`))
+	rid := resp.Header.Get("X-Request-Id")
+	var lines []string
+	for _, l := range strings.Split(g.logText(), "\n") {
+		if strings.Contains(l, "policy error") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], `"level":"ERROR"`) || !strings.Contains(lines[0], `"request_id":"`+rid+`"`) {
+		t.Fatalf("policy error log lines (want one ERROR with request id %s):\n%s", rid, strings.Join(lines, "\n"))
+	}
+}
+
+// A body that stops early says so, on both surfaces.
+func TestTruncatedBodySaysItEnded(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-1", "acme", "agent")
+	if resp, body := g.do("POST", "/v1/integrations", tok, "application/json", `{"name":"x",`); resp.StatusCode != 400 ||
+		!strings.Contains(body, "unexpected end of JSON input at byte 12") || !strings.Contains(body, `"field":"body"`) {
+		t.Fatalf("REST: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := g.mcp(tok, `{"jsonrpc":"2.0","id":1,`); resp.StatusCode != 400 || !strings.Contains(body, "unexpected end of JSON input at byte 24") {
+		t.Fatalf("MCP: %d %s", resp.StatusCode, body)
+	}
+}
