@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy/authn"
 )
 
@@ -42,6 +43,9 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	default:
 		s.log.Error("request failed", "request_id", rid, "err", err)
 		he = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
+	}
+	if he.status >= 400 && he.status < 500 && he.status != fiber.StatusUnauthorized {
+		s.auditRejected(c, he.code, he.msg) // 401s have their auth_failure rows
 	}
 	for _, h := range he.header {
 		c.Set(h[0], h[1])
@@ -186,4 +190,39 @@ func methodOf(c *fiber.Ctx) string {
 	default:
 		return strings.Clone(m)
 	}
+}
+
+// auditRejected records a request of a known caller that was refused before it reached
+// a decision (malformed JSON or JSON-RPC, duplicate keys, an ambiguous argument, a body
+// too large, no such route, an admin API refusal): an auditor sees the attempt, with
+// the reason, though nothing was decided or forwarded. Requests that reached a decision
+// (a call exists) have their decision row already; unauthenticated ones have their
+// auth_failure row. The row is not waited for: nothing is forwarded either way.
+func (s *Server) auditRejected(c *fiber.Ctx, code, msg string) {
+	if cl, ok := c.Locals(localCall).(*call); ok && cl != nil {
+		return
+	}
+	id, ok := c.Locals(localIdentity).(*authn.Identity)
+	if !ok || id == nil {
+		return
+	}
+	surface := "rest"
+	path := string(c.Request().URI().Path())
+	if path == s.cfg.MCP.Path {
+		surface = "mcp"
+	}
+	cr := &id.Caller
+	reason, _ := s.d.Redactor.Value(code + ": " + msg).(string) // messages may quote input
+	s.d.Audit.AppendAsync(&audit.Event{
+		Time:      time.Now().UTC(),
+		Kind:      audit.KindDecision,
+		RequestID: requestID(c),
+		Caller: audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
+			Session: cr.Session, ClientAddr: c.Context().RemoteIP().String()},
+		Surface:  surface,
+		Method:   methodOf(c),
+		Path:     path,
+		Decision: "rejected",
+		Reason:   reason,
+	})
 }

@@ -59,6 +59,7 @@ func rpcErrorBody(id any, code int, msg string) []byte {
 }
 
 func (s *Server) rpcError(c *fiber.Ctx, status int, id any, code int, msg string) error {
+	s.auditRejected(c, "jsonrpc_"+strconv.Itoa(code), msg)
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Status(status).Send(rpcErrorBody(id, code, msg))
 }
