@@ -76,6 +76,7 @@ type Log struct {
 	rotateAt   int64        // journal size to empty or rotate it at (journalRotateBytes; tests lower it)
 	journaled  atomic.Int64 // seq of the newest row in the journal, for readers of other goroutines
 	appending  atomic.Int32 // callers in Append
+	unclaimed  atomic.Int32 // rows sent to the queue and not yet taken in hand by the writer
 
 	// Rows in the journal and not yet in SQLite, in order; the ingester takes them.
 	imu      sync.Mutex
@@ -429,7 +430,7 @@ func (l *Log) AppendAsync(ev *Event) {
 // about 10 µs this way. Append calls it only for a caller alone in Append;
 // concurrent callers go through the queue and form group commits.
 func (l *Log) tryInline(p *pending) bool {
-	if len(l.queue) > 0 {
+	if l.unclaimed.Load() > 0 {
 		return false
 	}
 	l.mu.RLock()
@@ -438,6 +439,11 @@ func (l *Log) tryInline(p *pending) bool {
 		return false // enqueue reports a closed log
 	}
 	defer l.wmu.Unlock()
+	if l.unclaimed.Load() > 0 {
+		// A row sent earlier (perhaps by this goroutine) waits for the writer, which
+		// may have taken it off the queue already: it must be chained first.
+		return false
+	}
 	if p.done == nil {
 		return l.deferAsync(p)
 	}
@@ -497,8 +503,16 @@ func (l *Log) enqueue(ctx context.Context, p *pending, wait time.Duration) error
 	if l.closed {
 		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 	}
+	l.unclaimed.Add(1) // before the send: the writer's decrement must not come first
+	sent := false
+	defer func() {
+		if !sent {
+			l.unclaimed.Add(-1)
+		}
+	}()
 	select {
 	case l.queue <- p:
+		sent = true
 		return nil
 	default:
 	}
@@ -510,6 +524,7 @@ func (l *Log) enqueue(ctx context.Context, p *pending, wait time.Duration) error
 	}
 	select {
 	case l.queue <- p:
+		sent = true
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("%w: queue full: %w", ErrUnavailable, ctx.Err())
@@ -547,6 +562,7 @@ func (l *Log) run() {
 			return
 		}
 		l.wmu.Lock()
+		l.unclaimed.Add(-1) // in hand: no inline commit can overtake it now
 		if first.done == nil && l.deferAsync(first) {
 			l.wmu.Unlock()
 			continue
@@ -594,6 +610,7 @@ func (l *Log) linger(batch []*pending, t *time.Timer) []*pending {
 	for len(batch) < target {
 		select {
 		case p := <-l.queue:
+			l.unclaimed.Add(-1)
 			batch = l.fill(append(batch, p))
 		case <-t.C:
 			return batch
@@ -607,6 +624,7 @@ func (l *Log) fill(batch []*pending) []*pending {
 	for len(batch) < l.cfg.MaxBatch {
 		select {
 		case p := <-l.queue:
+			l.unclaimed.Add(-1)
 			batch = append(batch, p)
 		default:
 			return batch

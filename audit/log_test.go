@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
@@ -559,5 +560,42 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg))
 	if err != nil || !rep.OK || rep.Rows != 2000 || rep.Checkpoints < 8 {
 		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// A row one goroutine sent through the queue is chained before that goroutine's next
+// row, even when the next one could be committed inline: the writer may hold the first
+// off the queue while waiting for the committing lock.
+func TestQueuedRowIsNotOvertakenInline(t *testing.T) {
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		l.wmu.Lock() // as an inline commit in progress would
+		a := sampleEvent(2 * i)
+		l.AppendAsync(a) // cannot defer inline: goes to the queue
+		time.Sleep(50 * time.Microsecond)
+		l.wmu.Unlock()
+		b := sampleEvent(2*i + 1)
+		if err := l.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := OpenReader(ctx, cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	p, err := rd.Query(ctx, Filter{Limit: 1000})
+	if err != nil || len(p.Events) != 200 {
+		t.Fatalf("%d rows %v", len(p.Events), err)
+	}
+	for i, ev := range p.Events { // newest first
+		if want := fmt.Sprintf("req-%d", 199-i); ev.RequestID != want {
+			t.Fatalf("row seq %d is %s, want %s (a queued row was overtaken)", ev.Seq, ev.RequestID, want)
+		}
 	}
 }

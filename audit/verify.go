@@ -145,8 +145,11 @@ func ReadWitness(r io.Reader) ([]Witnessed, error) {
 			KeyID     string `json:"key_id"`
 			Signature string `json:"signature"`
 		}
-		if json.Unmarshal(b, &e) != nil || e.Msg != "audit checkpoint" {
-			continue // some other line that mentions it
+		if err := json.Unmarshal(b, &e); err != nil {
+			return nil, fmt.Errorf("audit: witness line %d: mentions an audit checkpoint but is not a JSON log entry: %v", line, err)
+		}
+		if e.Msg != "audit checkpoint" {
+			continue // some other entry that mentions it
 		}
 		head, herr := hex.DecodeString(e.HeadHash)
 		sig, serr := base64.StdEncoding.DecodeString(e.Signature)
