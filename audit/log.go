@@ -50,6 +50,7 @@ type Log struct {
 	cfg      Config
 	logger   *slog.Logger
 	key      ed25519.PrivateKey
+	logID    string // names this log in its signed checkpoints (audit_meta log_id)
 	redactor *Redactor
 	wdb      *sql.DB
 	reader   *Reader
@@ -185,6 +186,9 @@ func (l *Log) start(ctx context.Context) error {
 		return err
 	}
 	l.seq, l.head = seq, head
+	if l.logID, err = readLogID(ctx, l.wdb); err != nil {
+		return err
+	}
 	if err := l.wdb.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'lookup_through'`).Scan(&l.lookupThrough); err != nil {
 		return fmt.Errorf("audit: reading lookup state: %w", err)
 	}
@@ -216,7 +220,7 @@ func (l *Log) start(ctx context.Context) error {
 		return err
 	}
 	l.reader = rd
-	l.logger.Info("audit: log open", "path", l.cfg.Path, "seq", l.seq, "mode", l.cfg.Mode,
+	l.logger.Info("audit: log open", "path", l.cfg.Path, "log_id", l.logID, "seq", l.seq, "mode", l.cfg.Mode,
 		"synchronous", l.cfg.Synchronous, "key_id", KeyID(l.key.Public().(ed25519.PublicKey)))
 	return nil
 }
@@ -245,9 +249,9 @@ func loadHead(ctx context.Context, db *sql.DB) (int64, []byte, error) {
 
 func latestAnchor(ctx context.Context, db *sql.DB) (*checkpoint, error) {
 	c := &checkpoint{}
-	err := db.QueryRowContext(ctx, `SELECT id, kind, seq, head_hash, ts, key_id, signature
+	err := db.QueryRowContext(ctx, `SELECT `+checkpointColumns+`
 		FROM audit_checkpoints WHERE kind = ? ORDER BY seq DESC, id DESC LIMIT 1`, CheckpointPrune).
-		Scan(&c.ID, &c.Kind, &c.Seq, &c.Head, &c.TS, &c.KeyID, &c.Signature)
+		Scan(c.scanDest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -1023,14 +1027,14 @@ func (l *Log) checkpointLogged(kind string) {
 // to the log, a witness outside the database.
 func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	now := time.Now()
-	c := signCheckpoint(l.key, kind, l.iseq, l.ihead, now)
-	if _, err := l.wdb.ExecContext(ctx, insertCheckpointSQL, c.Kind, c.Seq, c.Head, c.TS, c.KeyID, c.Signature); err != nil {
+	c := signCheckpoint(l.key, l.logID, kind, l.iseq, l.ihead, now)
+	if _, err := l.wdb.ExecContext(ctx, insertCheckpointSQL, c.insertArgs()...); err != nil {
 		return fmt.Errorf("audit: storing checkpoint at seq %d: %w", c.Seq, err)
 	}
 	l.lastCP, l.lastCPTime = c.Seq, now
 	l.checkpoints.Add(1)
 	l.logger.Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
-		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID,
+		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID, "log_id", c.LogID,
 		"signature", base64.StdEncoding.EncodeToString(c.Signature))
 	return nil
 }

@@ -36,6 +36,7 @@ type archiveCheckpoint struct {
 		TS        int64  `json:"ts"`
 		KeyID     string `json:"key_id"`
 		Signature []byte `json:"signature"`
+		LogID     string `json:"log_id,omitempty"` // absent in archives written before logs had ids
 	} `json:"checkpoint"`
 }
 
@@ -74,6 +75,15 @@ func Prune(ctx context.Context, dbPath string, key ed25519.PrivateKey, before ti
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
+	// A database no server of this version has opened yet gains its log id here, so
+	// that the anchor names the log it belongs to.
+	if err := migrate(ctx, db); err != nil {
+		return PruneResult{}, err
+	}
+	logID, err := readLogID(ctx, db)
+	if err != nil {
+		return PruneResult{}, err
+	}
 
 	var through sql.NullInt64
 	if err := db.QueryRowContext(ctx, `SELECT MIN(seq) - 1 FROM audit_events WHERE ts >= ?`, before.UnixNano()).Scan(&through); err != nil {
@@ -90,7 +100,7 @@ func Prune(ctx context.Context, dbPath string, key ed25519.PrivateKey, before ti
 	}
 	n := through.Int64
 
-	cp, err := writeArchive(ctx, db, archivePath, key, from, n)
+	cp, err := writeArchive(ctx, db, archivePath, key, logID, from, n)
 	if err != nil {
 		return PruneResult{}, err
 	}
@@ -102,7 +112,7 @@ func Prune(ctx context.Context, dbPath string, key ed25519.PrivateKey, before ti
 		return PruneResult{}, err
 	}
 	logger.Info("audit prune anchor", "seq", cp.Seq, "head_hash", fmt.Sprintf("%x", cp.Head),
-		"key_id", cp.KeyID, "signature", fmt.Sprintf("%x", cp.Signature), "archive", archivePath,
+		"key_id", cp.KeyID, "log_id", cp.LogID, "signature", fmt.Sprintf("%x", cp.Signature), "archive", archivePath,
 		"rows", n-from+1)
 	after, err := Verify(ctx, dbPath, pub)
 	if err != nil {
@@ -114,7 +124,7 @@ func Prune(ctx context.Context, dbPath string, key ed25519.PrivateKey, before ti
 	return PruneResult{ThroughSeq: n, Rows: n - from + 1, Archive: archivePath}, nil
 }
 
-func writeArchive(ctx context.Context, db *sql.DB, path string, key ed25519.PrivateKey, from, through int64) (checkpoint, error) {
+func writeArchive(ctx context.Context, db *sql.DB, path string, key ed25519.PrivateKey, logID string, from, through int64) (checkpoint, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit-archive-*")
 	if err != nil {
 		return checkpoint{}, fmt.Errorf("audit: creating archive: %w", err)
@@ -153,10 +163,11 @@ func writeArchive(ctx context.Context, db *sql.DB, path string, key ed25519.Priv
 	if first {
 		return checkpoint{}, fmt.Errorf("audit: archiving: no rows between seq %d and %d", from, through)
 	}
-	cp := signCheckpoint(key, CheckpointPrune, through, head, time.Now())
+	cp := signCheckpoint(key, logID, CheckpointPrune, through, head, time.Now())
 	var ac archiveCheckpoint
 	ac.Checkpoint.Kind, ac.Checkpoint.Seq, ac.Checkpoint.Head = cp.Kind, cp.Seq, cp.Head
 	ac.Checkpoint.TS, ac.Checkpoint.KeyID, ac.Checkpoint.Signature = cp.TS, cp.KeyID, cp.Signature
+	ac.Checkpoint.LogID = cp.LogID
 	if err := enc.Encode(&ac); err != nil {
 		return checkpoint{}, fmt.Errorf("audit: writing archive: %w", err)
 	}
@@ -185,6 +196,7 @@ type ArchiveReport struct {
 	FromSeq, ThroughSeq int64
 	Rows                int64
 	KeyID               string
+	LogID               string // the log the rows were pruned from ("" for archives written before logs had ids)
 }
 
 // VerifyArchive recomputes the chain in an archive written by Prune and checks
@@ -224,7 +236,8 @@ func verifyArchive(rd io.Reader, pub ed25519.PublicKey) (ArchiveReport, error) {
 		return rep, fmt.Errorf("audit: archive: reading closing checkpoint: %w", err)
 	}
 	c := checkpoint{Kind: ac.Checkpoint.Kind, Seq: ac.Checkpoint.Seq, Head: ac.Checkpoint.Head,
-		TS: ac.Checkpoint.TS, KeyID: ac.Checkpoint.KeyID, Signature: ac.Checkpoint.Signature}
+		TS: ac.Checkpoint.TS, KeyID: ac.Checkpoint.KeyID, Signature: ac.Checkpoint.Signature,
+		LogID: ac.Checkpoint.LogID}
 	if c.Kind != CheckpointPrune || c.Seq != hdr.ThroughSeq || !bytes.Equal(c.Head, prev) {
 		return rep, errors.New("audit: archive: closing checkpoint does not cover the archived rows")
 	}
@@ -234,7 +247,7 @@ func verifyArchive(rd io.Reader, pub ed25519.PublicKey) (ArchiveReport, error) {
 	if dec.More() {
 		return rep, errors.New("audit: archive: data after the closing checkpoint")
 	}
-	rep.KeyID = c.KeyID
+	rep.KeyID, rep.LogID = c.KeyID, c.LogID
 	return rep, nil
 }
 
@@ -261,7 +274,7 @@ func deleteThrough(ctx context.Context, db *sql.DB, cp checkpoint, from int64) e
 		sql  string
 		args []any
 	}{
-		{insertCheckpointSQL, []any{cp.Kind, cp.Seq, cp.Head, cp.TS, cp.KeyID, cp.Signature}},
+		{insertCheckpointSQL, cp.insertArgs()},
 		{`DROP TRIGGER audit_events_no_delete`, nil},
 		{`DELETE FROM audit_events WHERE seq <= ?`, []any{cp.Seq}},
 		{`DELETE FROM audit_lookup WHERE seq <= ?`, []any{cp.Seq}},

@@ -3,8 +3,11 @@ package audit
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"database/sql"
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -70,7 +73,8 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   head_hash BLOB NOT NULL,
   ts        INTEGER NOT NULL,
   key_id    TEXT NOT NULL,
-  signature BLOB NOT NULL
+  signature BLOB NOT NULL,
+  log_id    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_checkpoints_seq ON audit_checkpoints(seq);
 CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
@@ -106,7 +110,18 @@ func insertRowsSQL(n int) string {
 	return b.String()
 }
 
-const insertCheckpointSQL = "INSERT INTO audit_checkpoints (kind, seq, head_hash, ts, key_id, signature) VALUES (?,?,?,?,?,?)"
+const insertCheckpointSQL = "INSERT INTO audit_checkpoints (kind, seq, head_hash, ts, key_id, signature, log_id) VALUES (?,?,?,?,?,?,?)"
+
+// checkpointColumns is what loadCheckpoints and latestAnchor select.
+const checkpointColumns = "id, kind, seq, head_hash, ts, key_id, signature, log_id"
+
+func (c *checkpoint) insertArgs() []any {
+	return []any{c.Kind, c.Seq, c.Head, c.TS, c.KeyID, c.Signature, c.LogID}
+}
+
+func (c *checkpoint) scanDest() []any {
+	return []any{&c.ID, &c.Kind, &c.Seq, &c.Head, &c.TS, &c.KeyID, &c.Signature, &c.LogID}
+}
 
 // Checkpoint kinds.
 const (
@@ -155,17 +170,65 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("audit: creating schema: %w", err)
 	}
+	// Databases created before checkpoints named their log gain the column; their
+	// old checkpoints keep an empty log id (see checkpoint.message).
+	has, err := hasLogIDColumn(ctx, db)
+	if err != nil {
+		return err
+	}
+	if !has {
+		if _, err := db.ExecContext(ctx, `ALTER TABLE audit_checkpoints ADD COLUMN log_id TEXT NOT NULL DEFAULT ''`); err != nil {
+			return fmt.Errorf("audit: adding checkpoint log ids: %w", err)
+		}
+	}
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return fmt.Errorf("audit: generating the log id: %w", err)
+	}
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO audit_meta(key, value) VALUES
-		('schema_version', ?), ('hash', 'sha256-length-prefixed-v1'), ('created_at', ?), ('lookup_through', '0')`,
-		schemaVersion, time.Now().UTC().Format(time.RFC3339)); err != nil {
+		('schema_version', ?), ('hash', 'sha256-length-prefixed-v1'), ('created_at', ?), ('lookup_through', '0'), ('log_id', ?)`,
+		schemaVersion, time.Now().UTC().Format(time.RFC3339), hex.EncodeToString(id)); err != nil {
 		return fmt.Errorf("audit: writing meta: %w", err)
 	}
 	return nil
 }
 
-const checkpointDomain = "portcullis-audit-checkpoint-v1"
+func hasLogIDColumn(ctx context.Context, q queryRower) (bool, error) {
+	var n int
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('audit_checkpoints') WHERE name = 'log_id'`).Scan(&n); err != nil {
+		return false, fmt.Errorf("audit: reading the checkpoint table: %w", err)
+	}
+	return n == 1, nil
+}
 
-// checkpoint is one signed statement "the chain up to seq has head hash Head".
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// readLogID returns the log's id from audit_meta, or "" for a database no server
+// of this version has opened yet.
+func readLogID(ctx context.Context, q queryRower) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT value FROM audit_meta WHERE key = 'log_id'`).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("audit: reading the log id: %w", err)
+	}
+	return id, nil
+}
+
+// Checkpoint signing domains. v2 names the log (LogID), so that a checkpoint signed
+// for one log is refused by another that shares the signing key; v1 checkpoints,
+// written before logs had ids, still verify (see verifyTx).
+const (
+	checkpointDomainV1 = "portcullis-audit-checkpoint-v1"
+	checkpointDomain   = "portcullis-audit-checkpoint-v2"
+)
+
+// checkpoint is one signed statement "the chain of log LogID up to seq has head
+// hash Head".
 type checkpoint struct {
 	ID        int64
 	Kind      string
@@ -174,11 +237,17 @@ type checkpoint struct {
 	TS        int64
 	KeyID     string
 	Signature []byte
+	LogID     string // "" only for checkpoints written before logs had ids
 }
 
 func (c *checkpoint) message() []byte {
-	b := make([]byte, 0, 128)
-	b = append(b, checkpointDomain...)
+	b := make([]byte, 0, 160)
+	if c.LogID == "" {
+		b = append(b, checkpointDomainV1...)
+	} else {
+		b = append(b, checkpointDomain...)
+		b = appendStr(b, c.LogID)
+	}
 	b = appendStr(b, c.Kind)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Seq))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(c.Head)))
@@ -186,8 +255,8 @@ func (c *checkpoint) message() []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(c.TS))
 }
 
-func signCheckpoint(key ed25519.PrivateKey, kind string, seq int64, head []byte, now time.Time) checkpoint {
-	c := checkpoint{Kind: kind, Seq: seq, Head: head, TS: now.UnixNano(),
+func signCheckpoint(key ed25519.PrivateKey, logID, kind string, seq int64, head []byte, now time.Time) checkpoint {
+	c := checkpoint{Kind: kind, Seq: seq, Head: head, TS: now.UnixNano(), LogID: logID,
 		KeyID: KeyID(key.Public().(ed25519.PublicKey))}
 	c.Signature = ed25519.Sign(key, c.message())
 	return c

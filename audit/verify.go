@@ -20,6 +20,7 @@ import (
 // fault; Warnings never make it false.
 type Report struct {
 	OK            bool     `json:"ok"`
+	LogID         string   `json:"log_id,omitempty"` // audit_meta log_id: the log its checkpoints must name
 	Rows          int64    `json:"rows"`
 	FirstSeq      int64    `json:"first_seq"`
 	LastSeq       int64    `json:"last_seq"`
@@ -45,6 +46,9 @@ func (r *Report) String() string {
 		s := fmt.Sprintf("OK: %d rows (seq %d-%d), %d checkpoints verified", r.Rows, r.FirstSeq, r.LastSeq, r.Checkpoints)
 		if r.PrunedThrough > 0 {
 			s += fmt.Sprintf(", pruned through seq %d", r.PrunedThrough)
+		}
+		if r.LogID != "" {
+			s += ", log " + r.LogID
 		}
 		return s
 	}
@@ -144,6 +148,7 @@ func ReadWitness(r io.Reader) ([]Witnessed, error) {
 			TS        int64  `json:"ts"`
 			KeyID     string `json:"key_id"`
 			Signature string `json:"signature"`
+			LogID     string `json:"log_id"`
 		}
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("audit: witness line %d: mentions an audit checkpoint but is not a JSON log entry: %v", line, err)
@@ -157,7 +162,7 @@ func ReadWitness(r io.Reader) ([]Witnessed, error) {
 			return nil, fmt.Errorf("audit: witness line %d: not a whole checkpoint entry (kind, seq, head_hash, ts, key_id, signature)", line)
 		}
 		out = append(out, Witnessed{Line: line, checkpoint: checkpoint{
-			Kind: e.Kind, Seq: e.Seq, Head: head, TS: e.TS, KeyID: e.KeyID, Signature: sig}})
+			Kind: e.Kind, Seq: e.Seq, Head: head, TS: e.TS, KeyID: e.KeyID, Signature: sig, LogID: e.LogID}})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("audit: reading witness: %w", err)
@@ -173,6 +178,13 @@ func checkWitness(rep *Report, pub ed25519.PublicKey, witness []Witnessed, store
 		at := fmt.Sprintf("checkpoint (%s, seq %d) witnessed at line %d", w.Kind, w.Seq, w.Line)
 		if why := w.verifySig(pub); why != "" {
 			rep.Problems = append(rep.Problems, at+": "+why)
+			continue
+		}
+		if w.LogID != rep.LogID && w.LogID != "" {
+			// Not this database's log: another log sharing the signing key, or this
+			// log's database replaced by another's.
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: signed for log %s, but this database is log %q (another log's database)",
+				at, w.LogID, rep.LogID))
 			continue
 		}
 		if w.Seq <= rep.PrunedThrough {
@@ -261,18 +273,43 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 		rep.Problems = append(rep.Problems, "append-only triggers are missing (someone dropped them to edit or delete rows)")
 	}
 
+	logID, err := readLogID(ctx, tx)
+	if err != nil {
+		return rep, err
+	}
+	rep.LogID = logID
 	cps, err := loadCheckpoints(ctx, tx)
 	if err != nil {
 		return rep, err
 	}
 	rep.Checkpoints = len(cps)
+	// Checkpoints that name no log were signed before logs had ids. One signed
+	// after this log's first named checkpoint cannot be its own: it was copied in
+	// from another log that shares the key.
+	named := int64(math.MaxInt64)
+	for i := range cps {
+		if cps[i].LogID != "" && cps[i].verifySig(pub) == "" {
+			named = min(named, cps[i].TS)
+		}
+	}
 	var anchor *checkpoint
 	valid := make([]bool, len(cps))
+	legacy := 0
 	for i := range cps {
 		c := &cps[i]
 		if why := c.verifySig(pub); why != "" {
 			rep.checkpointFault(c, why)
 			continue
+		}
+		switch {
+		case c.LogID != "" && c.LogID != rep.LogID:
+			rep.checkpointFault(c, fmt.Sprintf("signed for log %s, not this log %q (copied from another log that shares the key)", c.LogID, rep.LogID))
+			continue
+		case c.LogID == "" && c.TS > named:
+			rep.checkpointFault(c, "names no log but was signed after this log's checkpoints began naming it (copied from another log that shares the key)")
+			continue
+		case c.LogID == "":
+			legacy++
 		}
 		valid[i] = true
 		if c.Kind == CheckpointPrune && (anchor == nil || c.Seq >= anchor.Seq) {
@@ -280,6 +317,10 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 		}
 	}
 
+	if legacy > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d checkpoints predate per-log ids (written by an earlier version): "+
+			"they prove the key signed them, not that this log wrote them", legacy))
+	}
 	expect, prev := int64(1), make([]byte, 32)
 	if anchor != nil {
 		expect, prev = anchor.Seq+1, anchor.Head
@@ -385,9 +426,18 @@ var (
 	_ querier = (*sql.Tx)(nil)
 )
 
-func loadCheckpoints(ctx context.Context, q querier) ([]checkpoint, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, kind, seq, head_hash, ts, key_id, signature
-		FROM audit_checkpoints ORDER BY seq, id`)
+func loadCheckpoints(ctx context.Context, q interface {
+	querier
+	queryRower
+}) ([]checkpoint, error) {
+	cols := checkpointColumns
+	// A database no server of this version has opened yet has no log_id column.
+	if has, err := hasLogIDColumn(ctx, q); err != nil {
+		return nil, err
+	} else if !has {
+		cols = strings.Replace(cols, "log_id", "'' AS log_id", 1)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT `+cols+` FROM audit_checkpoints ORDER BY seq, id`)
 	if err != nil {
 		return nil, fmt.Errorf("audit: reading checkpoints: %w", err)
 	}
@@ -395,7 +445,7 @@ func loadCheckpoints(ctx context.Context, q querier) ([]checkpoint, error) {
 	var cps []checkpoint
 	for rows.Next() {
 		var c checkpoint
-		if err := rows.Scan(&c.ID, &c.Kind, &c.Seq, &c.Head, &c.TS, &c.KeyID, &c.Signature); err != nil {
+		if err := rows.Scan(c.scanDest()...); err != nil {
 			return nil, fmt.Errorf("audit: reading checkpoints: %w", err)
 		}
 		cps = append(cps, c)

@@ -176,11 +176,15 @@ func recompute(t *testing.T, path string, from int64, key ed25519.PrivateKey) {
 		prev = r.Hash
 	}
 	if key != nil {
+		logID, err := readLogID(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
 		stmts = append(stmts, `DELETE FROM audit_checkpoints`)
 		for i := 49; i < len(all); i += 50 {
-			c := signCheckpoint(key, CheckpointPeriodic, all[i].Seq, all[i].Hash, testNow())
-			stmts = append(stmts, fmt.Sprintf(`INSERT INTO audit_checkpoints (kind, seq, head_hash, ts, key_id, signature) VALUES ('%s', %d, x'%x', %d, '%s', x'%x')`,
-				c.Kind, c.Seq, c.Head, c.TS, c.KeyID, c.Signature))
+			c := signCheckpoint(key, logID, CheckpointPeriodic, all[i].Seq, all[i].Hash, testNow())
+			stmts = append(stmts, fmt.Sprintf(`INSERT INTO audit_checkpoints (kind, seq, head_hash, ts, key_id, signature, log_id) VALUES ('%s', %d, x'%x', %d, '%s', x'%x', '%s')`,
+				c.Kind, c.Seq, c.Head, c.TS, c.KeyID, c.Signature, c.LogID))
 		}
 	}
 	db.Close()

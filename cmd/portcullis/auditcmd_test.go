@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,9 @@ func TestAuditVerifyCmd(t *testing.T) {
 	code, out, errOut := runAuditCmd(t, "verify")
 	if code != 0 || !strings.Contains(out, "OK: 40 rows") {
 		t.Fatalf("verify: code %d out %q err %q", code, out, errOut)
+	}
+	if !regexp.MustCompile(`, log [0-9a-f]{32}\n`).MatchString(out) {
+		t.Fatalf("verify does not print the log id: %q", out)
 	}
 	key, err := audit.LoadSigningKey(filepath.Join(dir, "audit-signing.key"))
 	if err != nil {
