@@ -194,7 +194,7 @@ func methodOf(c *fiber.Ctx) string {
 
 // auditRejected records a request of a known caller that was refused before it reached
 // a decision (malformed JSON or JSON-RPC, duplicate keys, an ambiguous argument, no
-// such route, a refusal of the audit API): an auditor sees the attempt, with
+// such route, a refusal of the audit or approvals API): an auditor sees the attempt, with
 // the reason, though nothing was decided or forwarded. Requests that reached a decision
 // (a call exists) have their decision row already; unauthenticated ones have their
 // auth_failure row. The row is not waited for: nothing is forwarded either way.

@@ -7,7 +7,7 @@ import (
 )
 
 // A known caller's request refused before any decision (malformed or smuggling-shaped
-// input, no such route) leaves a "rejected" row with the reason, and nothing reaches
+// input, no such route, a refusal of the audit or approvals API) leaves a "rejected" row with the reason, and nothing reaches
 // the upstream; decided calls and unauthenticated ones keep their own single row.
 func TestRejectedRequestsAreAudited(t *testing.T) {
 	g := newGateway(t, gwOptions{})
@@ -23,6 +23,9 @@ func TestRejectedRequestsAreAudited(t *testing.T) {
 	if resp, out := g.do("GET", "/admin/v1/audit", tok, "", ""); resp.StatusCode != 403 {
 		t.Fatalf("agent on the audit API: %d %s", resp.StatusCode, out)
 	}
+	if resp, out := g.do("POST", "/admin/v1/approvals/no-such-approval/approve", tok, "application/json", `{"comment":"`+secret+`"}`); resp.StatusCode != 404 {
+		t.Fatalf("approving an unknown approval: %d %s", resp.StatusCode, out)
+	}
 	if resp, out := g.mcp("not-a-token", toolCall("echo", `{}`)); resp.StatusCode != 401 {
 		t.Fatalf("bad token: %d %s", resp.StatusCode, out)
 	}
@@ -35,7 +38,7 @@ func TestRejectedRequestsAreAudited(t *testing.T) {
 
 	rows := g.auditRows()
 	deadline := 50
-	for strings.Count(rows, `"decision":"rejected"`) < 3 && deadline > 0 {
+	for strings.Count(rows, `"decision":"rejected"`) < 4 && deadline > 0 {
 		rows = g.auditRows()
 		deadline--
 	}
@@ -63,10 +66,11 @@ func TestRejectedRequestsAreAudited(t *testing.T) {
 			authFailed++
 		}
 	}
-	if rejected != 3 || denied != 1 || authFailed != 1 {
-		t.Fatalf("rows: %d rejected (want 3), %d deny (want 1), %d auth_failed (want 1)\n%s", rejected, denied, authFailed, rows)
+	if rejected != 4 || denied != 1 || authFailed != 1 {
+		t.Fatalf("rows: %d rejected (want 4), %d deny (want 1), %d auth_failed (want 1)\n%s", rejected, denied, authFailed, rows)
 	}
-	if !strings.Contains(rows, `"reason":"jsonrpc_-32700`) || !strings.Contains(rows, `"reason":"forbidden: `) {
+	if !strings.Contains(rows, `"reason":"jsonrpc_-32700`) || !strings.Contains(rows, `"reason":"forbidden: `) ||
+		!strings.Contains(rows, `"reason":"not_found: no such approval"`) {
 		t.Fatalf("reasons not recorded:\n%s", rows)
 	}
 }

@@ -38,7 +38,7 @@ func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
 		c.Locals("caller", &cl)
 		return c.Next()
 	})
-	svc.Mount(admin, func(c *fiber.Ctx) *policies.Caller { cl, _ := c.Locals("caller").(*policies.Caller); return cl })
+	svc.Mount(admin, func(c *fiber.Ctx) *policies.Caller { cl, _ := c.Locals("caller").(*policies.Caller); return cl }, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

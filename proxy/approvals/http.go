@@ -28,8 +28,11 @@ import (
 // callers see the approvals they may decide (named in approvers), and the requester
 // sees their own (GET by id). A caller who may see none of the listed approvals and
 // lacks the approver role gets 403 from the list.
-func (s *Service) Mount(r fiber.Router, callerOf func(*fiber.Ctx) *policies.Caller) {
-	h := &handlers{s: s, callerOf: callerOf}
+//
+// refused, when not nil, is told of every 4xx answer other than 401 (the proxy records
+// those attempts in the audit trail); code and msg are what the caller is sent.
+func (s *Service) Mount(r fiber.Router, callerOf func(*fiber.Ctx) *policies.Caller, refused func(c *fiber.Ctx, code, msg string)) {
+	h := &handlers{s: s, callerOf: callerOf, refused: refused}
 	r.Get("/approvals", h.list)
 	r.Get("/approvals/:id", h.get)
 	r.Post("/approvals/:id/approve", h.decide(StatusApproved))
@@ -39,9 +42,13 @@ func (s *Service) Mount(r fiber.Router, callerOf func(*fiber.Ctx) *policies.Call
 type handlers struct {
 	s        *Service
 	callerOf func(*fiber.Ctx) *policies.Caller
+	refused  func(c *fiber.Ctx, code, msg string)
 }
 
-func apiError(c *fiber.Ctx, status int, code, msg string) error {
+func (h *handlers) apiError(c *fiber.Ctx, status int, code, msg string) error {
+	if h.refused != nil && status >= 400 && status < 500 && status != fiber.StatusUnauthorized {
+		h.refused(c, code, msg)
+	}
 	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": msg}})
 }
 
@@ -55,16 +62,16 @@ func (h *handlers) caller(c *fiber.Ctx) *policies.Caller {
 func (h *handlers) list(c *fiber.Ctx) error {
 	caller := h.caller(c)
 	if caller == nil {
-		return apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
+		return h.apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
 	}
 	status := Status(utils.CopyString(c.Query("status", string(StatusPending))))
 	if status != "all" && !status.valid() {
-		return apiError(c, fiber.StatusBadRequest, "invalid_request",
+		return h.apiError(c, fiber.StatusBadRequest, "invalid_request",
 			"status must be one of pending, approved, denied, expired, used or all")
 	}
 	limit := c.QueryInt("limit", 100)
 	if limit < 1 || limit > 1000 {
-		return apiError(c, fiber.StatusBadRequest, "invalid_request", "limit must be between 1 and 1000")
+		return h.apiError(c, fiber.StatusBadRequest, "invalid_request", "limit must be between 1 and 1000")
 	}
 	rows, err := h.s.List(c.UserContext(), ListFilter{Status: status, Org: caller.Org, Limit: limit})
 	if err != nil {
@@ -85,7 +92,7 @@ func (h *handlers) list(c *fiber.Ctx) error {
 func (h *handlers) get(c *fiber.Ctx) error {
 	caller := h.caller(c)
 	if caller == nil {
-		return apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
+		return h.apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
 	}
 	a, err := h.s.Get(c.UserContext(), utils.CopyString(c.Params("id")))
 	if err != nil {
@@ -103,7 +110,7 @@ func (h *handlers) decide(to Status) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		caller := h.caller(c)
 		if caller == nil {
-			return apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
+			return h.apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
 		}
 		var body struct {
 			Comment string `json:"comment"`
@@ -112,7 +119,7 @@ func (h *handlers) decide(to Status) fiber.Handler {
 			dec := json.NewDecoder(bytes.NewReader(raw))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(&body); err != nil {
-				return apiError(c, fiber.StatusBadRequest, "invalid_request",
+				return h.apiError(c, fiber.StatusBadRequest, "invalid_request",
 					`body must be a JSON object {"comment": "..."}`)
 			}
 		}
@@ -136,22 +143,22 @@ func (h *handlers) decide(to Status) fiber.Handler {
 func (h *handlers) fail(c *fiber.Ctx, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return apiError(c, fiber.StatusNotFound, "not_found", "no such approval")
+		return h.apiError(c, fiber.StatusNotFound, "not_found", "no such approval")
 	case errors.Is(err, ErrSelfApproval):
-		return apiError(c, fiber.StatusForbidden, "self_approval", "you requested this call, so you cannot decide it; another approver must")
+		return h.apiError(c, fiber.StatusForbidden, "self_approval", "you requested this call, so you cannot decide it; another approver must")
 	case errors.Is(err, ErrNotApprover):
-		return apiError(c, fiber.StatusForbidden, "not_approver", "you are not an approver for this request")
+		return h.apiError(c, fiber.StatusForbidden, "not_approver", "you are not an approver for this request")
 	case errors.Is(err, ErrNotPending):
-		return apiError(c, fiber.StatusConflict, "not_pending", "this approval has already been decided")
+		return h.apiError(c, fiber.StatusConflict, "not_pending", "this approval has already been decided")
 	case errors.Is(err, ErrExpired):
-		return apiError(c, fiber.StatusGone, "expired", "this approval has expired; the agent must call again to request a new one")
+		return h.apiError(c, fiber.StatusGone, "expired", "this approval has expired; the agent must call again to request a new one")
 	case errors.Is(err, ErrInvalidComment):
-		return apiError(c, fiber.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "approvals: "))
+		return h.apiError(c, fiber.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "approvals: "))
 	}
 	return h.internal(c, err)
 }
 
 func (h *handlers) internal(c *fiber.Ctx, err error) error {
 	h.s.log.Error("approvals: admin API request failed", "path", c.Path(), "err", err)
-	return apiError(c, fiber.StatusInternalServerError, "internal", "internal error")
+	return h.apiError(c, fiber.StatusInternalServerError, "internal", "internal error")
 }

@@ -17,7 +17,10 @@ import (
 
 // testApp mounts the API the way the proxy does: under /admin/v1, behind a middleware
 // that resolves the caller (here from X-Test-Sub, standing in for JWT authentication).
-func testApp(s *Service) *fiber.App {
+func testApp(s *Service) *fiber.App { return testAppRefused(s, nil) }
+
+// testAppRefused is testApp with a refusal hook, as the proxy mounts it.
+func testAppRefused(s *Service, refused func(c *fiber.Ctx, code, msg string)) *fiber.App {
 	callers := map[string]policies.Caller{}
 	for _, c := range []policies.Caller{agent, alice, bob, carol, mallory,
 		{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}} {
@@ -40,7 +43,7 @@ func testApp(s *Service) *fiber.App {
 	s.Mount(admin, func(c *fiber.Ctx) *policies.Caller {
 		cl, _ := c.Locals("caller").(*policies.Caller)
 		return cl
-	})
+	}, refused)
 	return app
 }
 
@@ -84,7 +87,13 @@ func TestAdminAPI(t *testing.T) {
 	ctx := context.Background()
 	clk := &testClock{t: time.Now()}
 	s, _ := newTestService(t, clk, nil)
-	app := testApp(s)
+	var refusals []string // code of each refusal the hook was told of
+	app := testAppRefused(s, func(c *fiber.Ctx, code, msg string) {
+		if msg == "" {
+			t.Errorf("refusal %s reported without its message", code)
+		}
+		refusals = append(refusals, code)
+	})
 
 	pending := mustRequest(t, s, request(t, agent, `{"slug":"a"}`))
 	forSecurity := request(t, agent, `{"slug":"b"}`)
@@ -182,9 +191,18 @@ func TestAdminAPI(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			refusals = refusals[:0]
 			r := call(t, app, tc.method, tc.path, tc.sub, tc.body)
 			if r.status != tc.wantStatus || r.Error.Code != tc.wantCode {
 				t.Fatalf("got %d %q (%s), want %d %q", r.status, r.Error.Code, r.Error.Message, tc.wantStatus, tc.wantCode)
+			}
+			// Every 4xx but 401 reaches the hook (the proxy audits it), once.
+			wantHook := tc.wantStatus >= 400 && tc.wantStatus < 500 && tc.wantStatus != 401
+			if wantHook && (len(refusals) != 1 || refusals[0] != tc.wantCode) {
+				t.Fatalf("refusal hook told %v, want [%s]", refusals, tc.wantCode)
+			}
+			if !wantHook && len(refusals) != 0 {
+				t.Fatalf("refusal hook told %v for a %d", refusals, tc.wantStatus)
 			}
 			if tc.wantCode != "" && r.Error.Message == "" {
 				t.Fatal("error without a message")
