@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -52,6 +53,10 @@ type Config struct {
 	// MaxSizeBytes caps the database size (SQLite max_page_count); past it Append
 	// fails (fail_closed: the call gets 503). 0 means no cap.
 	MaxSizeBytes int64 `yaml:"max_size_bytes"`
+	// Witness, when set, receives the checkpoint lines (`audit verify --witness` reads
+	// them) instead of the log's logger. serve gives it a handler that writes INFO
+	// whatever log_level says, so a quieter log keeps its witness.
+	Witness *slog.Logger `yaml:"-"`
 }
 
 // SetDefaults fills unset fields; dataDir holds the database and key files.

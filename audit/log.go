@@ -1033,7 +1033,11 @@ func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	}
 	l.lastCP, l.lastCPTime = c.Seq, now
 	l.checkpoints.Add(1)
-	l.logger.Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
+	witness := l.cfg.Witness
+	if witness == nil {
+		witness = l.logger
+	}
+	witness.Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
 		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID, "log_id", c.LogID,
 		"signature", base64.StdEncoding.EncodeToString(c.Signature))
 	return nil

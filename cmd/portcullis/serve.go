@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,9 +43,32 @@ func serveFlags(fs *flag.FlagSet) *overrides {
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
+	log, _ := newLoggers(w, level)
+	return log
+}
+
+// newLoggers returns the server's logger and the audit witness's, both writing JSON lines
+// to w (one write per line, under one lock). The witness writes the checkpoint lines
+// `audit verify --witness` reads at INFO whatever level says: log_level warn quiets the
+// log, not the witness.
+func newLoggers(w io.Writer, level string) (log, witness *slog.Logger) {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	lw := &lockedWriter{w: w}
+	return slog.New(slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: l})),
+		slog.New(slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: min(l, slog.LevelInfo)}))
+}
+
+// lockedWriter serialises writes from handlers that share one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (lw *lockedWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.Write(p)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -59,7 +83,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "portcullis: invalid configuration:\n%v\n", err)
 		return 2
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	log, witness := newLoggers(stderr, cfg.LogLevel)
+	cfg.Audit.Witness = witness
 	if err := serve(ctx, cfg, log, stdout); err != nil {
 		log.Error("portcullis stopped", "err", err)
 		fmt.Fprintf(stderr, "portcullis: %v\n", err)

@@ -367,3 +367,47 @@ func TestHeldDeleteReleasedByTheCLI(t *testing.T) {
 		t.Fatalf("after the approved delete: %v %v", resp, err)
 	}
 }
+
+// With log_level warn, the log keeps quiet but the audit witness does not: the
+// checkpoint lines `audit verify --witness` reads are still written, and the witness
+// check passes against them.
+func TestWarnLogLevelKeepsTheWitness(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PORTCULLIS_LOG_LEVEL", "warn")
+	listen := freeAddr(t)
+	stderr := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runServe(ctx, []string{"--data-dir", dir, "--listen", listen, "--backend-listen", freeAddr(t)}, io.Discard, stderr)
+	}()
+	up := false
+	for i := 0; i < 100 && !up; i++ {
+		if resp, err := http.Post("http://"+listen+"/mcp", "application/json", strings.NewReader(`{}`)); err == nil {
+			resp.Body.Close()
+			up = resp.StatusCode == http.StatusUnauthorized // an auth_failed row
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 || !up {
+		t.Fatalf("serve: exit %d, up %v\n%s", code, up, stderr.String())
+	}
+	logs := stderr.String()
+	if strings.Contains(logs, `"level":"INFO","msg":"policy loaded"`) {
+		t.Fatalf("log_level warn still writes INFO lines:\n%s", logs)
+	}
+	if !strings.Contains(logs, `"msg":"audit checkpoint"`) {
+		t.Fatalf("log_level warn turned the witness off:\n%s", logs)
+	}
+	witness := filepath.Join(t.TempDir(), "serve.log")
+	if err := os.WriteFile(witness, []byte(logs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := runAudit(context.Background(), []string{"verify", "--data-dir", dir, "--witness", witness}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "logged checkpoints checked") {
+		t.Fatalf("verify --witness: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
