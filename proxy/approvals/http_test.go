@@ -15,11 +15,9 @@ import (
 	"github.com/portcullis/portcullis/policies"
 )
 
-// testApp mounts the API the way the proxy does: under /admin/v1, behind a middleware
-// that resolves the caller (here from X-Test-Sub, standing in for JWT authentication).
-func testApp(s *Service) *fiber.App { return testAppRefused(s, nil) }
-
-// testAppRefused is testApp with a refusal hook, as the proxy mounts it.
+// testAppRefused mounts the API the way the proxy does: under /admin/v1, behind a
+// middleware that resolves the caller (here from X-Test-Sub, standing in for JWT
+// authentication), with refused as the refusal hook.
 func testAppRefused(s *Service, refused func(c *fiber.Ctx, code, msg string)) *fiber.App {
 	callers := map[string]policies.Caller{}
 	for _, c := range []policies.Caller{agent, alice, bob, carol, mallory,
