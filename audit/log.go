@@ -1028,7 +1028,7 @@ func (l *Log) checkpointLogged(kind string) {
 func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	now := time.Now()
 	c := signCheckpoint(l.key, l.logID, kind, l.iseq, l.ihead, now)
-	if _, err := l.wdb.ExecContext(ctx, insertCheckpointSQL, c.insertArgs()...); err != nil {
+	if err := l.storeCheckpoint(ctx, &c); err != nil {
 		return fmt.Errorf("audit: storing checkpoint at seq %d: %w", c.Seq, err)
 	}
 	l.lastCP, l.lastCPTime = c.Seq, now
@@ -1041,6 +1041,42 @@ func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID, "log_id", c.LogID,
 		"signature", base64.StdEncoding.EncodeToString(c.Signature))
 	return nil
+}
+
+// checkpointSyncHook, when set (tests), is called just before a checkpoint's commit
+// with the connection's synchronous level (2 is FULL).
+var checkpointSyncHook func(level int)
+
+// storeCheckpoint stores c durably before it is logged. Under synchronous=NORMAL a
+// commit reaches the WAL without an fsync, so an OS crash could lose a checkpoint the
+// log already holds, and the witness would then report the rows it covers as removed.
+// Its commit therefore runs at synchronous=FULL whatever the setting: one fsync of
+// the WAL per checkpoint, which makes the rows before it durable too.
+func (l *Log) storeCheckpoint(ctx context.Context, c *checkpoint) error {
+	conn, err := l.wdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if l.cfg.Synchronous != "FULL" {
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=FULL"); err != nil {
+			return err
+		}
+		defer func() {
+			if _, err := conn.ExecContext(context.Background(), "PRAGMA synchronous="+l.cfg.Synchronous); err != nil {
+				l.logger.Warn("audit: could not restore synchronous after a checkpoint; commits stay FULL", "err", err)
+			}
+		}()
+	}
+	if checkpointSyncHook != nil {
+		var level int
+		if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&level); err != nil {
+			return err
+		}
+		checkpointSyncHook(level)
+	}
+	_, err = conn.ExecContext(ctx, insertCheckpointSQL, c.insertArgs()...)
+	return err
 }
 
 // Close stops accepting rows, commits what is queued, signs a final checkpoint and
