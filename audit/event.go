@@ -24,7 +24,7 @@ const (
 var Decisions = []string{"allow", "deny", "rate_limited", "policy_error",
 	"approval_required", "approval_requested", "approval_granted", "approval_denied", "approval_expired",
 	"approval_used", "approvals_unavailable", "rate_limiter_unavailable", "invalid_arguments",
-	"batch_refused", "rejected", "outcome", "auth_failed",
+	"batch_refused", "rejected", "pass", "outcome", "auth_failed",
 	"shadow_allow", "shadow_deny", "shadow_rate_limit", "shadow_require_approval"}
 
 // Caller is who made the request, as far as it is known (an auth failure may know

@@ -353,7 +353,10 @@ func (s *Server) mcpRefusal(c *fiber.Ctx, m *rpcMessage, cl *call, r *refusal) e
 // batch) are filtered so a caller never sees a tool policy denies it outright.
 func (s *Server) forwardMCP(c *fiber.Ctx, msgs []*rpcMessage, cl *call) error {
 	if cl == nil {
-		cl = s.lightCall(c, msgs[0].method)
+		var err error
+		if cl, err = s.passCall(c, msgs[0].method); err != nil {
+			return err
+		}
 	}
 	if err := s.forward(c, cl, s.mcpUp, s.mcpUp.base, s.mcpUp.cfg.Timeout); err != nil {
 		return err
@@ -367,12 +370,19 @@ func (s *Server) forwardMCP(c *fiber.Ctx, msgs []*rpcMessage, cl *call) error {
 	return nil
 }
 
-// lightCall is the bookkeeping for a call that needs no decision; it is never audited as a
-// decision but carries the ids the identity assertion names.
-func (s *Server) lightCall(c *fiber.Ctx, method string) *call {
+// passCall is the bookkeeping for a request that passes without a policy decision
+// (initialize, ping, notifications, listings, GET and DELETE of the session): its
+// "pass" row is durable before it is forwarded, as a decision row is, so every forwarded
+// request has a row before it acts and its outcome row after. If that row cannot be
+// stored, nothing is forwarded (503).
+func (s *Server) passCall(c *fiber.Ctx, method string) (*call, error) {
 	cl := s.newCall(c, "mcp", "mcp:"+method, toolInfoFor("read", "low"), nil)
 	cl.dec.Revision = s.d.Policy.Revision()
-	return cl
+	if err := s.auditDecision(c.UserContext(), cl, "pass", method+" passes without a policy decision"); err != nil {
+		r := auditUnavailable
+		return nil, &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
+	}
+	return cl, nil
 }
 
 func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
@@ -380,7 +390,10 @@ func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
 		// Nothing examines a GET or DELETE body, so none is forwarded.
 		return badRequest("unexpected_body", "body", "%s %s takes no body", methodOf(c), s.cfg.MCP.Path)
 	}
-	cl := s.lightCall(c, methodOf(c))
+	cl, err := s.passCall(c, methodOf(c))
+	if err != nil {
+		return err
+	}
 	timeout := s.mcpUp.cfg.Timeout
 	if c.Method() == fiber.MethodGet {
 		timeout = s.mcpUp.cfg.StreamTimeout

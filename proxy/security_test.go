@@ -321,6 +321,24 @@ func TestAuditBeforeAction(t *testing.T) {
 			if g.up.hits.Load() != before {
 				t.Fatal("a call was forwarded although its decision row was not stored")
 			}
+			// Requests that pass without a policy decision need their row too.
+			for _, r := range []struct{ method, body string }{
+				{"POST", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`},
+				{"POST", `{"jsonrpc":"2.0","id":2,"method":"ping"}`},
+				{"GET", ""}, {"DELETE", ""},
+			} {
+				ct := ""
+				if r.body != "" {
+					ct = "application/json"
+				}
+				resp, body := g.do(r.method, "/mcp", tok, ct, r.body, "Accept", "application/json, text/event-stream")
+				if resp.StatusCode != 503 || !strings.Contains(body, "audit_unavailable") {
+					t.Fatalf("%s /mcp %s with the audit store full: %d %s, want 503 audit_unavailable", r.method, r.body, resp.StatusCode, body)
+				}
+			}
+			if g.up.hits.Load() != before {
+				t.Fatal("a request that passes without a decision was forwarded although its row was not stored")
+			}
 			return
 		}
 		if resp.StatusCode != 200 {

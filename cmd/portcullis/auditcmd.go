@@ -17,7 +17,7 @@ import (
 	"github.com/portcullis/portcullis/audit"
 )
 
-const auditUsage = `Usage:
+var auditUsage = `Usage:
   portcullis audit verify [--data-dir DIR] [--db PATH] [--key PATH | --pubkey BASE64]
                           [--archive FILE | --witness LOGFILE]
   portcullis audit export [--data-dir DIR] [--db PATH] [--format jsonl|csv] [--out FILE]
@@ -27,9 +27,9 @@ const auditUsage = `Usage:
 
 Defaults: --data-dir ./data (env PORTCULLIS_DATA_DIR), --db <data-dir>/audit.db,
 --key <data-dir>/audit-signing.key, --format jsonl. The signing key may also come from
-PORTCULLIS_AUDIT_SIGNING_KEY. export's --until must be after --since; --decision is a value
-the gateway records (allow, deny, rate_limited, approval_requested, outcome, auth_failed,
-...); an unknown one is refused with the whole list.
+PORTCULLIS_AUDIT_SIGNING_KEY. export's --until must be after --since; --decision is one of
+the values the gateway records:
+` + wrapList(audit.Decisions, "  ", 90) + `
 verify checks with the public key; prefer --pubkey from a copy kept away from the data dir,
 since whoever can rewrite the database may be able to read a key file beside it.
 --witness checks the chain also against the checkpoints serve wrote to its JSON log: each
@@ -260,6 +260,26 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 var auditDecisionList = strings.Join(audit.Decisions, ", ")
+
+// wrapList joins items with ", " into lines of at most width columns, each indented.
+func wrapList(items []string, indent string, width int) string {
+	var b strings.Builder
+	line := indent
+	for i, it := range items {
+		if i < len(items)-1 {
+			it += ","
+		}
+		if len(line) > len(indent) && len(line)+1+len(it) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += it
+	}
+	return b.String() + line
+}
 
 func auditDataDir() string {
 	if d := os.Getenv("PORTCULLIS_DATA_DIR"); d != "" {

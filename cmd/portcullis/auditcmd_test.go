@@ -311,3 +311,14 @@ func TestAuditUsageText(t *testing.T) {
 		t.Fatalf("export -h: exit %d %q", code, errOut)
 	}
 }
+
+// `audit help` lists every --decision value the filters accept, not a sample.
+func TestAuditHelpListsEveryDecision(t *testing.T) {
+	_, out, errOut := runAuditCmd(t, "help")
+	help := out + errOut
+	for _, d := range audit.Decisions {
+		if !regexp.MustCompile(`[ ,]` + regexp.QuoteMeta(d) + `(,|\n)`).MatchString(help) {
+			t.Errorf("audit help does not list decision %q:\n%s", d, help)
+		}
+	}
+}
