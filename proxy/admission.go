@@ -34,6 +34,14 @@ func badRequest(code, field, format string, args ...any) *httpError {
 // an unknown error to the client: that goes to the log with the request id.
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	rid := requestID(c)
+	early := rid == ""
+	if early {
+		// Refused before admission ran (a body over the limit, a malformed request line):
+		// it still gets a request id, and the log is its only record.
+		rid = s.ids.next("req_")
+		c.Locals(localRequestID, rid)
+		c.Set("X-Request-Id", rid)
+	}
 	var he *httpError
 	var fe *fiber.Error
 	switch {
@@ -43,6 +51,11 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	default:
 		s.log.Error("request failed", "request_id", rid, "err", err)
 		he = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
+	}
+	s.metrics.refused(he.code)
+	if early {
+		s.log.Info("request refused before admission", "request_id", rid, "status", he.status, "code", he.code,
+			"method", methodOf(c), "path", string(c.Request().URI().Path()), "client_addr", c.Context().RemoteIP().String())
 	}
 	if he.status >= 400 && he.status < 500 && he.status != fiber.StatusUnauthorized {
 		s.auditRejected(c, he.code, he.msg) // 401s have their auth_failure rows

@@ -259,6 +259,13 @@ func (g *gateway) do(method, path, tok, contentType, body string, hdr ...string)
 // answer, so a response sent before the body was consumed (413) is still read.
 func (g *gateway) rawPost(path, tok, body string) (int, string) {
 	g.t.Helper()
+	resp, b := g.rawPostResp(path, tok, body)
+	return resp.StatusCode, b
+}
+
+// rawPostResp is rawPost returning the whole response (its body already read).
+func (g *gateway) rawPostResp(path, tok, body string) (*http.Response, string) {
+	g.t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
 	if err != nil {
 		g.t.Fatal(err)
@@ -276,7 +283,7 @@ func (g *gateway) rawPost(path, tok, body string) (int, string) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode, string(b)
+	return resp, string(b)
 }
 
 func (g *gateway) mcp(tok, body string, hdr ...string) (*http.Response, string) {

@@ -19,6 +19,7 @@ type metrics struct {
 	preAuthRejected prometheus.Counter
 	panics          prometheus.Counter
 	shadowDiffs     prometheus.Counter
+	refusals        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
@@ -34,6 +35,8 @@ func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 		preAuthRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_preauth_rejected_total", Help: "Requests refused by the per-IP pre-auth limiter."}),
 		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_panics_total", Help: "Handler panics contained."}),
 		shadowDiffs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_shadow_differences_total", Help: "Calls the shadow policy would have decided differently."}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_http_errors_total",
+			Help: "Error responses by code (body_too_large, invalid_json, unauthenticated, ...), including those refused before admission."}, []string{"code"}),
 	}
 	m.known = map[[2]string]prometheus.Counter{}
 	m.knownClass = map[[2]string]prometheus.Counter{}
@@ -47,13 +50,17 @@ func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 		}
 		m.knownLatency[surface] = m.latency.WithLabelValues(surface)
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, policyCollector{policy}} {
+	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, m.refusals, policyCollector{policy}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}
 	}
 	return m, nil
 }
+
+// refused counts an error response by its code. Codes are the gateway's own fixed
+// strings, so the label set stays small.
+func (m *metrics) refused(code string) { m.refusals.WithLabelValues(code).Inc() }
 
 func (m *metrics) decision(surface, action string) prometheus.Counter {
 	if c, ok := m.known[[2]string{surface, action}]; ok {

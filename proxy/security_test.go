@@ -213,6 +213,28 @@ func TestOneReadingOfARequest(t *testing.T) {
 			}
 		})
 	}
+	// Refused before admission (fasthttp enforces the limit while reading), it still
+	// carries a request id, and the refusal is counted.
+	t.Run("body over limit has a request id", func(t *testing.T) {
+		for _, path := range []string{"/mcp", "/v1/integrations"} {
+			resp, body := g.rawPostResp(path, tok, `{"k":"`+strings.Repeat("a", 300<<10)+`"}`)
+			rid := resp.Header.Get("X-Request-Id")
+			var e struct {
+				Error struct {
+					Code      string `json:"code"`
+					RequestID string `json:"request_id"`
+				}
+			}
+			_ = json.Unmarshal([]byte(body), &e)
+			if resp.StatusCode != 413 || rid == "" || e.Error.RequestID != rid || e.Error.Code != "body_too_large" {
+				t.Fatalf("%s: %d X-Request-Id %q body %s, want 413 body_too_large with the header's request id", path, resp.StatusCode, rid, body)
+			}
+		}
+		_, metrics := g.do("GET", "/metrics", "", "", "")
+		if !strings.Contains(metrics, `portcullis_http_errors_total{code="body_too_large"}`) {
+			t.Fatalf("/metrics does not count the 413s:\n%s", metrics)
+		}
+	})
 	t.Run("exact bytes forwarded", func(t *testing.T) {
 		odd := "{ \"jsonrpc\" : \"2.0\", \"id\":7 ,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"n\":1.50e2,\"s\":\"\\u00e9\\n\"}}}\n"
 		resp, body := g.mcp(tok, odd)
