@@ -2,14 +2,15 @@ package approvals
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
 // Mount registers the approvals admin API on r, which must already authenticate
@@ -46,10 +47,23 @@ type handlers struct {
 }
 
 func (h *handlers) apiError(c *fiber.Ctx, status int, code, msg string) error {
+	return h.fieldError(c, status, code, "", msg)
+}
+
+// fieldError is apiError naming the field at fault. Errors carry the request id the
+// proxy gave the request (its X-Request-Id), as its own errors do.
+func (h *handlers) fieldError(c *fiber.Ctx, status int, code, field, msg string) error {
 	if h.refused != nil && status >= 400 && status < 500 && status != fiber.StatusUnauthorized {
 		h.refused(c, code, msg)
 	}
-	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": msg}})
+	e := fiber.Map{"code": code, "message": msg}
+	if field != "" {
+		e["field"] = field
+	}
+	if rid := c.GetRespHeader(fiber.HeaderXRequestID); rid != "" {
+		e["request_id"] = rid
+	}
+	return c.Status(status).JSON(fiber.Map{"error": e})
 }
 
 func (h *handlers) caller(c *fiber.Ctx) *policies.Caller {
@@ -112,30 +126,72 @@ func (h *handlers) decide(to Status) fiber.Handler {
 		if caller == nil {
 			return h.apiError(c, fiber.StatusUnauthorized, "unauthenticated", "authentication required")
 		}
-		var body struct {
-			Comment string `json:"comment"`
-		}
-		if raw := bytes.TrimSpace(c.Request().Body()); len(raw) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&body); err != nil {
-				return h.apiError(c, fiber.StatusBadRequest, "invalid_request",
-					`body must be a JSON object {"comment": "..."}`)
-			}
+		comment, field, msg := decisionBody(c.Request().Body())
+		if msg != "" {
+			return h.fieldError(c, fiber.StatusBadRequest, "invalid_request", field, msg)
 		}
 		id := utils.CopyString(c.Params("id"))
 		var a *Approval
 		var err error
 		if to == StatusApproved {
-			a, err = h.s.Approve(c.UserContext(), id, *caller, body.Comment)
+			a, err = h.s.Approve(c.UserContext(), id, *caller, comment)
 		} else {
-			a, err = h.s.Deny(c.UserContext(), id, *caller, body.Comment)
+			a, err = h.s.Deny(c.UserContext(), id, *caller, comment)
 		}
 		if err != nil {
 			return h.fail(c, err)
 		}
 		return c.JSON(fiber.Map{"data": a})
 	}
+}
+
+// decisionBody reads an approve or deny body: empty, or {"comment": "..."}. On a bad
+// body it returns the field at fault and a message naming it (and the byte offset of
+// a JSON error), read the way the proxy reads every body (strictjson: no duplicate or
+// case-folded keys).
+func decisionBody(raw []byte) (comment, field, msg string) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "", "", ""
+	}
+	v, err := strictjson.Parse(raw, 8)
+	if err != nil {
+		return "", "body", "body: " + strings.TrimPrefix(err.Error(), "json: ")
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return "", "body", `body must be a JSON object {"comment": "..."}, got ` + jsonType(v)
+	}
+	for k, val := range obj {
+		if k != "comment" {
+			if len(k) > 64 {
+				k = k[:64] + "..."
+			}
+			return "", "body", fmt.Sprintf(`unknown field %q: the body takes only "comment"`, k)
+		}
+		s, ok := val.(string)
+		if !ok {
+			return "", "comment", "comment: must be a string, got " + jsonType(val)
+		}
+		comment = s
+	}
+	return comment, "", ""
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	}
+	return "a number"
 }
 
 // fail maps service errors to statuses in one place; unknown errors are logged and
@@ -153,7 +209,7 @@ func (h *handlers) fail(c *fiber.Ctx, err error) error {
 	case errors.Is(err, ErrExpired):
 		return h.apiError(c, fiber.StatusGone, "expired", "this approval has expired; the agent must call again to request a new one")
 	case errors.Is(err, ErrInvalidComment):
-		return h.apiError(c, fiber.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "approvals: "))
+		return h.fieldError(c, fiber.StatusBadRequest, "invalid_request", "comment", strings.TrimPrefix(err.Error(), "approvals: "))
 	}
 	return h.internal(c, err)
 }

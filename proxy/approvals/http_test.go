@@ -27,6 +27,10 @@ func testAppRefused(s *Service, refused func(c *fiber.Ctx, code, msg string)) *f
 	callers["agent-7-approver"] = policies.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}
 	callers["agent-7"] = agent
 	app := fiber.New()
+	app.Use(func(c *fiber.Ctx) error { // as the proxy's admission does
+		c.Set(fiber.HeaderXRequestID, "req_test-1")
+		return c.Next()
+	})
 	admin := app.Group("/admin/v1", func(c *fiber.Ctx) error {
 		if c.Get("X-Test-Sub") == "" {
 			return c.Next()
@@ -49,8 +53,10 @@ type apiResponse struct {
 	status int
 	Data   json.RawMessage `json:"data"`
 	Error  struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		Field     string `json:"field"`
+		RequestID string `json:"request_id"`
 	} `json:"error"`
 }
 
@@ -79,6 +85,16 @@ func call(t *testing.T, app *fiber.App, method, path, sub, body string) apiRespo
 	}
 	out.status = resp.StatusCode
 	return out
+}
+
+// wantMessage checks a refusal's message (contains msg) and the field it names.
+func wantMessage(msg, field string) func(t *testing.T, r apiResponse) {
+	return func(t *testing.T, r apiResponse) {
+		t.Helper()
+		if !strings.Contains(r.Error.Message, msg) || r.Error.Field != field {
+			t.Fatalf("error %+v, want a message containing %q and field %q", r.Error, msg, field)
+		}
+	}
 }
 
 func TestAdminAPI(t *testing.T) {
@@ -163,7 +179,18 @@ func TestAdminAPI(t *testing.T) {
 		{name: "self-approval", method: "POST", path: base + pending.ID + "/approve", sub: "agent-7-approver", wantStatus: 403, wantCode: "self_approval"},
 		{name: "approve without the role", method: "POST", path: base + pending.ID + "/approve", sub: "bob", wantStatus: 403, wantCode: "not_approver"},
 		{name: "approver role not enough for named approvers", method: "POST", path: base + secApproval.ID + "/approve", sub: "alice", wantStatus: 403, wantCode: "not_approver"},
-		{name: "unknown body field", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"x","status":"approved"}`, wantStatus: 400, wantCode: "invalid_request"},
+		{name: "unknown body field", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"x","status":"approved"}`, wantStatus: 400, wantCode: "invalid_request",
+			check: wantMessage(`unknown field "status": the body takes only "comment"`, "body")},
+		{name: "comment not a string", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":5}`, wantStatus: 400, wantCode: "invalid_request",
+			check: wantMessage("comment: must be a string, got a number", "comment")},
+		{name: "truncated body", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"x"`, wantStatus: 400, wantCode: "invalid_request",
+			check: wantMessage("body: unexpected end of JSON input at byte 14", "body")},
+		{name: "comment given twice", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"ok","comment":"no"}`, wantStatus: 400, wantCode: "invalid_request",
+			check: wantMessage("duplicate object key", "body")},
+		{name: "data after the body", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"ok"} {}`, wantStatus: 400, wantCode: "invalid_request",
+			check: wantMessage("body: unexpected data after the top-level value", "body")},
+		{name: "body not an object", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `["ok"]`, wantStatus: 400, wantCode: "invalid_request",
+			check: wantMessage(`body must be a JSON object {"comment": "..."}, got an array`, "body")},
 		{name: "approve", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"ok for staging"}`, wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
 				var a Approval
@@ -204,6 +231,9 @@ func TestAdminAPI(t *testing.T) {
 			}
 			if tc.wantCode != "" && r.Error.Message == "" {
 				t.Fatal("error without a message")
+			}
+			if tc.wantCode != "" && r.Error.RequestID != "req_test-1" {
+				t.Fatalf("error without the request id: %+v", r.Error)
 			}
 			if tc.check != nil {
 				tc.check(t, r)
