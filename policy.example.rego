@@ -128,8 +128,17 @@ denials contains reason if {
 	not list_mode
 	tools[input.tool].workspace_scoped
 	ws := input.arguments.workspace_id
+	is_string(ws)
 	ws != input.caller.workspace
 	reason := sprintf("%s: workspace_id %q is not the caller's workspace %q", [input.tool, ws, input.caller.workspace])
+}
+
+denials contains reason if {
+	not list_mode
+	tools[input.tool].workspace_scoped
+	ws := input.arguments.workspace_id
+	not is_string(ws)
+	reason := sprintf("%s: workspace_id must be a string, got %s", [input.tool, type_name(ws)])
 }
 
 # tools/list filtering asks "could this caller ever call the tool?" with empty arguments.

@@ -126,6 +126,12 @@ test_create_other_workspace_denied if {
 	d.reason == `create_integration: workspace_id "ws-2" is not the caller's workspace "ws-1"`
 }
 
+test_create_workspace_not_a_string_denied if {
+	d := decide(call("create_integration", agent, {"name": "x", "ai_provider_id": "openai", "workspace_id": 5}))
+	d.action == "deny"
+	d.reason == "create_integration: workspace_id must be a string, got number"
+}
+
 test_create_workspace_when_caller_has_none_denied if {
 	caller := object.union(agent, {"workspace": ""})
 	d := decide(call("create_integration", caller, {"name": "x", "workspace_id": "ws-1"}))
