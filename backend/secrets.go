@@ -25,6 +25,16 @@ func Mask(s string) string {
 	}
 }
 
+// maskFor masks the secret in field k. Passwords and passphrases are guessable from a
+// few characters, so none of theirs is shown; API keys and the like follow Mask.
+func maskFor(k, v string) string {
+	n := catalog.NormalizeName(k)
+	if strings.Contains(n, "password") || strings.Contains(n, "passphrase") || strings.Contains(n, "passwd") {
+		return "****"
+	}
+	return Mask(v)
+}
+
 const maskedPrefix = "masked_"
 
 func escapeSeg(k string) string { return store.EscapeSegment(k) }
@@ -50,7 +60,7 @@ func extractSecrets(path string, v any, isSecret func(string) bool, underHeaders
 				}
 				raw := secretBytes(child)
 				*out = append(*out, sealedValue{field: p, value: raw})
-				m[maskedPrefix+k] = Mask(string(raw))
+				m[maskedPrefix+k] = maskFor(k, string(raw))
 				continue
 			}
 			hdr := catalog.NormalizeName(k) == "customheaders" || catalog.NormalizeName(k) == "headers"

@@ -300,3 +300,21 @@ func TestTestConnectionSSRF(t *testing.T) {
 		t.Fatalf("hits = %d, target hits = %d; want 2 and 0", hits.Load(), targetHits.Load())
 	}
 }
+
+// A password or passphrase is masked whole: a few of its characters narrow a guess
+// far more than a few of a random API key's do.
+func TestPasswordsAreMaskedWhole(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	_, slug := e.mustCreate(h, map[string]any{"name": "pw", "ai_provider_id": "openai", "key": "sk-proj-abcdefghijklmnopqrstuvwxyz",
+		"configurations": map[string]any{"db_password": "correct-horse-battery", "SSH-Passphrase": "open sesame please now",
+			"api_token": "tok-abcdefghijklmnopqrstu"}})
+	got := e.do("GET", "/v1/integrations/"+slug, h, nil)
+	conf := got.json["configurations"].(map[string]any)
+	if conf["masked_db_password"] != "****" || conf["masked_SSH-Passphrase"] != "****" {
+		t.Fatalf("passwords not masked whole: %v", conf)
+	}
+	if conf["masked_api_token"] != "tok****rstu" || got.json["masked_key"] != "sk-****wxyz" {
+		t.Fatalf("keys lost their Portkey-style mask: %v %v", got.json["masked_key"], conf)
+	}
+}
