@@ -348,6 +348,8 @@ func (s *Server) approvalDenied(a *approvals.Approval) *refusal {
 	if a.Comment != "" {
 		msg += ": " + a.Comment
 	}
+	msg += ". The denial holds for this exact call until " + a.ExpiresAt.UTC().Format(time.RFC3339) +
+		"; a call with different arguments asks for a new approval"
 	return &refusal{status: fiber.StatusForbidden, code: "approval_denied", msg: msg, approval: a}
 }
 
@@ -356,7 +358,7 @@ func (s *Server) pendingRefusal(cl *call) *refusal {
 	url := s.cfg.PublicURL + "/admin/v1/approvals/" + a.ID
 	return &refusal{status: fiber.StatusAccepted, code: "approval_pending", approval: a,
 		msg: "this call needs human approval (" + strings.TrimSpace(cl.dec.Reason) + "). Approval " + a.ID +
-			" is pending; an approver can approve it at " + url + " or with `portcullis approvals approve " + a.ID +
+			" is pending; an approver can approve it with POST " + url + "/approve or with `portcullis approvals approve " + a.ID +
 			"`. Call again with exactly the same arguments after it is approved; it expires at " + a.ExpiresAt.UTC().Format(time.RFC3339) + "."}
 }
 

@@ -202,6 +202,9 @@ func TestApprovalRetryForwardsExactlyOnce(t *testing.T) {
 		t.Fatalf("first call: %d %s", resp.StatusCode, body)
 	}
 	id := waitPending(t, g, security)
+	if !strings.Contains(body, "approve it with POST "+"http") || !strings.Contains(body, id+"/approve") {
+		t.Fatalf("the pending message does not say how to approve: %s", body)
+	}
 	// Changed arguments are a different request: they do not use this approval.
 	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", security, "application/json", `{}`); resp.StatusCode != 200 {
 		t.Fatalf("approve: %d %s", resp.StatusCode, b)
@@ -243,6 +246,11 @@ func TestApprovalDeniedCommentReachesAgent(t *testing.T) {
 	b := <-got
 	if !strings.Contains(b, "not during the freeze") || !strings.Contains(b, `"isError":true`) || g.up.hits.Load() != 0 {
 		t.Fatalf("agent saw %s (hits %d)", b, g.up.hits.Load())
+	}
+	// The same call again gets the denial at once, and is told how long it holds.
+	_, again := g.mcp(agent, toolCall("sensitive", `{"slug":"x"}`))
+	if !strings.Contains(again, "approval_denied") || !strings.Contains(again, "holds for this exact call until") || g.up.hits.Load() != 0 {
+		t.Fatalf("repeat of a denied call: %s (hits %d)", again, g.up.hits.Load())
 	}
 }
 
