@@ -3,7 +3,6 @@ package approvals
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -164,10 +163,7 @@ func decisionBody(raw []byte) (comment, field, msg string) {
 	}
 	for k, val := range obj {
 		if k != "comment" {
-			if len(k) > 64 {
-				k = k[:64] + "..."
-			}
-			return "", "body", fmt.Sprintf(`unknown field %q: the body takes only "comment"`, k)
+			return "", "body", "unknown field " + strictjson.QuoteKey(k) + `: the body takes only "comment"`
 		}
 		s, ok := val.(string)
 		if !ok {

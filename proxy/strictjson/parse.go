@@ -12,8 +12,9 @@ import (
 // DefaultMaxDepth is the nesting limit the proxy applies to request bodies.
 const DefaultMaxDepth = 32
 
-// Error says what is wrong with the input and where. Its message is safe to show a client:
-// it names a byte offset and a rule, never the input's content.
+// Error says what is wrong with the input and where. Its message names a byte offset and a
+// rule; of the input's content it names only the object keys a key rule refused, quoted with
+// %q (so control characters are escaped) and cut to maxKeyInMsg bytes, never a value.
 type Error struct {
 	Offset int
 	Rule   string // "duplicate_key" | "ambiguous_key" | "max_depth" | "invalid_utf8" | "syntax"
@@ -154,7 +155,7 @@ func (p *parser) object(depth int) (any, error) {
 			return nil, err
 		}
 		if _, dup := m[k]; dup {
-			return nil, &Error{Offset: keyAt, Rule: "duplicate_key", Msg: "duplicate object key"}
+			return nil, &Error{Offset: keyAt, Rule: "duplicate_key", Msg: "duplicate object key " + QuoteKey(k)}
 		}
 		if fold, err := foldClass(k, keyAt); err != nil {
 			return nil, err
@@ -182,7 +183,7 @@ func (p *parser) object(depth int) (any, error) {
 		case '}':
 			p.pos++
 			if needFold {
-				if err := foldCollision(m, objAt); err != nil {
+				if err := p.foldCollision(m, objAt, depth); err != nil {
 					return nil, err
 				}
 			}
@@ -384,7 +385,7 @@ func foldClass(k string, at int) (bool, error) {
 		} else if c >= 0x80 {
 			need = true
 			if strings.ContainsRune(k, '\u212A') || strings.ContainsRune(k, '\u017F') {
-				return false, &Error{Offset: at, Rule: "ambiguous_key", Msg: "object key with a letter that case-folds to ASCII"}
+				return false, &Error{Offset: at, Rule: "ambiguous_key", Msg: "object key " + QuoteKey(k) + " has a letter that case-folds to ASCII"}
 			}
 			break
 		}
@@ -392,14 +393,70 @@ func foldClass(k string, at int) (bool, error) {
 	return need, nil
 }
 
-func foldCollision(m map[string]any, at int) error {
+// foldCollision refuses the object m, whose first key starts at objAt, if two of its keys
+// differ only in case. The map has lost the keys' order and offsets, so only when there is a
+// collision is the object read again to name the first key, in document order, that
+// collides with an earlier one: the success path pays nothing for the message.
+func (p *parser) foldCollision(m map[string]any, objAt, depth int) error {
 	seen := make(map[string]struct{}, len(m))
 	for k := range m {
 		f := strings.ToLower(k)
 		if _, dup := seen[f]; dup {
-			return &Error{Offset: at, Rule: "ambiguous_key", Msg: "object keys that differ only in case"}
+			return p.locateFoldCollision(objAt, depth)
 		}
 		seen[f] = struct{}{}
 	}
 	return nil
+}
+
+// locateFoldCollision reads again the object whose first key starts at objAt, which has
+// already parsed without error, and reports the first key that differs only in case from
+// an earlier one, at that later key's offset.
+func (p *parser) locateFoldCollision(objAt, depth int) error {
+	q := parser{data: p.data, pos: objAt, maxDepth: p.maxDepth}
+	first := make(map[string]string) // folded key -> the first key folding to it
+	for {
+		q.skipSpace()
+		keyAt := q.pos
+		k, err := q.string()
+		if err != nil {
+			break
+		}
+		f := strings.ToLower(k)
+		if prev, ok := first[f]; ok {
+			return &Error{Offset: keyAt, Rule: "ambiguous_key",
+				Msg: "object keys " + QuoteKey(prev) + " and " + QuoteKey(k) + " differ only in case"}
+		}
+		first[f] = k
+		q.skipSpace()
+		q.pos++ // ':'
+		q.skipSpace()
+		if _, err := q.value(depth); err != nil {
+			break
+		}
+		q.skipSpace()
+		if q.pos >= len(q.data) || q.data[q.pos] != ',' {
+			break
+		}
+		q.pos++
+	}
+	// Unreachable: the object parsed once and foldCollision found a collision in it.
+	return &Error{Offset: objAt, Rule: "ambiguous_key", Msg: "object keys that differ only in case"}
+}
+
+// maxKeyInMsg bounds how much of a key an error message repeats.
+const maxKeyInMsg = 64
+
+// QuoteKey renders a key for an error message as %q does, cut to its first maxKeyInMsg
+// bytes (backing off to a rune boundary, so a rune is never split into \x escapes) and
+// followed by "..." outside the quotes when cut, so a message never echoes a huge key.
+func QuoteKey(k string) string {
+	if len(k) <= maxKeyInMsg {
+		return strconv.Quote(k)
+	}
+	n := maxKeyInMsg
+	for n > 0 && !utf8.RuneStart(k[n]) {
+		n--
+	}
+	return strconv.Quote(k[:n]) + "..."
 }

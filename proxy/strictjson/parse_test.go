@@ -101,12 +101,18 @@ func TestParseEndOfInput(t *testing.T) {
 // FuzzParse checks that whatever Parse accepts, encoding/json reads the same way, and that
 // Parse never panics.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{`{"a":1}`, `[1,"x",{"b":null}]`, `"\ud83d\ude00"`, `{"a":{"a":1}}`, `-1.5e3`} {
+	for _, s := range []string{`{"a":1}`, `[1,"x",{"b":null}]`, `"\ud83d\ude00"`, `{"a":{"a":1}}`, `-1.5e3`,
+		`{"a":1,"a":2}`, `[{"b":{"x":1},"B":2}]`, "{\"k\":1,\"\u212a\":2}"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, err := Parse(data, DefaultMaxDepth)
 		if err != nil {
+			// A key rule points at the opening quote of the key it refuses.
+			if e, ok := err.(*Error); ok && (e.Rule == "duplicate_key" || e.Rule == "ambiguous_key") &&
+				(e.Offset >= len(data) || data[e.Offset] != '"') {
+				t.Fatalf("Parse(%q) = %v: offset is not a key's opening quote", data, err)
+			}
 			return
 		}
 		var std any
@@ -128,5 +134,82 @@ func BenchmarkParseToolCall(b *testing.B) {
 		if _, err := Parse(body, DefaultMaxDepth); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Mixed-case keys take the case-fold check on the success path.
+func BenchmarkParseMixedCaseKeys(b *testing.B) {
+	body := []byte(`{"Name":"prod openai","AI_Provider_ID":"openai","Key":"sk-test-1234567890abcdef","description":"main key","Workspace":{"ID":"ws-1","Slug":"main"}}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := Parse(body, DefaultMaxDepth); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A refused key is named in the message (quoted with %q, cut to 64 bytes) and the offset
+// is that of the later, offending key's opening quote.
+func TestParseKeyErrorsNameTheKey(t *testing.T) {
+	long := strings.Repeat("0123456789", 10) // 100 bytes
+	long64 := long[:64]
+	cut := `"` + long64 + `"...`
+	// 63 bytes then a 2-byte rune straddling byte 64: the cut backs off to a rune boundary.
+	wide := strings.Repeat("a", 63) + "éé"
+	cases := []struct {
+		note   string
+		in     string
+		rule   string
+		offset int
+		msg    string
+	}{
+		{"duplicate key", `{"name":"c","name":"d"}`, "duplicate_key", 12,
+			`json: duplicate object key "name" at byte 12`},
+		{"duplicate key in an object in an array", `{"items":[{"id":1},{"id":2,"id":3}]}`, "duplicate_key", 27,
+			`json: duplicate object key "id" at byte 27`},
+		{"duplicate key via escape is named decoded", `{"name":"a","n\u0061me":"b"}`, "duplicate_key", 12,
+			`json: duplicate object key "name" at byte 12`},
+		{"duplicate key with a control character", `{"a\nb":1, "a\nb":2}`, "duplicate_key", 11,
+			`json: duplicate object key "a\nb" at byte 11`},
+		{"keys differing in case", `{"name":"c","Name":"d"}`, "ambiguous_key", 12,
+			`json: object keys "name" and "Name" differ only in case at byte 12`},
+		{"keys differing in case, upper first", `{"Name":"c","name":"d"}`, "ambiguous_key", 12,
+			`json: object keys "Name" and "name" differ only in case at byte 12`},
+		{"first clash in document order", `{"name":1,"x":{"y":2},"NAME":3,"Name":4,"X":5}`, "ambiguous_key", 22,
+			`json: object keys "name" and "NAME" differ only in case at byte 22`},
+		{"keys differing in case in an array", `[{"ok":1},{"id":1,"ID":2}]`, "ambiguous_key", 18,
+			`json: object keys "id" and "ID" differ only in case at byte 18`},
+		{"kelvin sign", "{\"k\":1,\"\u212a\":2}", "ambiguous_key", 7,
+			"json: object key \"\u212a\" has a letter that case-folds to ASCII at byte 7"},
+		{"kelvin sign first", "{\"\u212aey\":1,\"key\":2}", "ambiguous_key", 1,
+			"json: object key \"\u212aey\" has a letter that case-folds to ASCII at byte 1"},
+		{"long s", "{\"s\":1,\"\u017f\":2}", "ambiguous_key", 7,
+			"json: object key \"\u017f\" has a letter that case-folds to ASCII at byte 7"},
+		{"long duplicate key is cut", `{"` + long + `":1,"` + long + `":2}`, "duplicate_key", 106,
+			`json: duplicate object key ` + cut + ` at byte 106`},
+		{"long keys differing in case are cut", `{"` + long + `x":1,"` + long + `X":2}`, "ambiguous_key", 107,
+			`json: object keys ` + cut + ` and ` + cut + ` differ only in case at byte 107`},
+		{"64-byte key is not cut", `{"` + long64 + `":1,"` + long64 + `":2}`, "duplicate_key", 70,
+			`json: duplicate object key "` + long64 + `" at byte 70`},
+		{"cut at a rune boundary", `{"` + wide + `":1,"` + wide + `":2}`, "duplicate_key", 73,
+			`json: duplicate object key "` + strings.Repeat("a", 63) + `"... at byte 73`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.note, func(t *testing.T) {
+			for range 20 { // the case-fold check ranges over a map: the answer must not vary
+				_, err := Parse([]byte(tc.in), DefaultMaxDepth)
+				var e *Error
+				if !errors.As(err, &e) {
+					t.Fatalf("Parse(%q) error = %v, want *Error", tc.in, err)
+				}
+				if e.Rule != tc.rule || e.Offset != tc.offset || err.Error() != tc.msg {
+					t.Fatalf("Parse(%q) = rule %q, offset %d, %q\nwant rule %q, offset %d, %q",
+						tc.in, e.Rule, e.Offset, err.Error(), tc.rule, tc.offset, tc.msg)
+				}
+				if tc.in[tc.offset] != '"' {
+					t.Fatalf("test offset %d is not a key's opening quote", tc.offset)
+				}
+			}
+		})
 	}
 }
