@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -60,5 +61,22 @@ func TestCheckpointCommitIsSyncedUnderNormal(t *testing.T) {
 		if lv != 2 {
 			t.Fatalf("a checkpoint committed at synchronous %d, want 2 (FULL): %v", lv, levels)
 		}
+	}
+}
+
+// An Append whose caller has already given up writes nothing and fails: the caller
+// must not act, and no row claims a decision it did not act on.
+func TestAppendWithDoneContextWritesNothing(t *testing.T) {
+	l := openTest(t, testConfig(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Append(ctx, sampleEvent(1)); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append with a canceled context: %v, want ErrUnavailable and context.Canceled", err)
+	}
+	if err := l.Append(context.Background(), sampleEvent(2)); err != nil {
+		t.Fatal(err)
+	}
+	if l.appended.Load() != 1 {
+		t.Fatalf("%d rows appended, want 1 (only the live caller's)", l.appended.Load())
 	}
 }

@@ -381,6 +381,12 @@ func (l *Log) append(ctx context.Context, ev *Event) error {
 	if err := checkEvent(ev); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+	if err := ctx.Err(); err != nil {
+		// The caller has given up (its client left, or its deadline passed): it will not
+		// act, so its row is not written. Once a row is being committed, the commit runs
+		// to its end, inline or in the writer.
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	p := &pending{ev: ev, enq: time.Now(), done: make(chan error, 1)}
 	if ev.Time.IsZero() {
 		ev.Time = p.enq
