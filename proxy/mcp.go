@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -144,11 +145,22 @@ func (s *Server) toolInfo(tool string) policies.ToolInfo {
 
 var unknownToolInfo = toolInfoFor("other", "high")
 
+// parseErrorCode is the JSON-RPC code for a body strictjson refused: -32700 (parse
+// error) for what is not JSON at all, -32600 (invalid request) for JSON the gateway will
+// not read ambiguously: duplicate or case-folded keys, nesting past the limit.
+func parseErrorCode(err error) int {
+	var je *strictjson.Error
+	if errors.As(err, &je) && (je.Rule == "duplicate_key" || je.Rule == "ambiguous_key" || je.Rule == "max_depth") {
+		return rpcInvalidRequest
+	}
+	return rpcParseError
+}
+
 func (s *Server) handleMCP(c *fiber.Ctx) error {
 	body := c.Request().Body()
 	v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
 	if err != nil {
-		return s.rpcError(c, fiber.StatusBadRequest, nil, rpcParseError, "request body: "+err.Error())
+		return s.rpcError(c, fiber.StatusBadRequest, nil, parseErrorCode(err), "request body: "+err.Error())
 	}
 	var msgs []*rpcMessage
 	batch := false

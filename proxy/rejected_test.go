@@ -14,10 +14,11 @@ func TestRejectedRequestsAreAudited(t *testing.T) {
 	tok := token(t, "agent-7", "acme", "agent")
 	secret := "sk-rejectcanary0123456789abcdef"
 
-	if resp, out := g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"forbidden","arguments":{}}}`); resp.StatusCode != 400 {
+	if resp, out := g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"forbidden","arguments":{}}}`); resp.StatusCode != 400 ||
+		!strings.Contains(out, `"code":-32600`) || !strings.Contains(out, `duplicate object key \"name\"`) {
 		t.Fatalf("duplicate key: %d %s", resp.StatusCode, out)
 	}
-	if resp, out := g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"key":"`+secret+`"`); resp.StatusCode != 400 {
+	if resp, out := g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"key":"`+secret+`"`); resp.StatusCode != 400 || !strings.Contains(out, `"code":-32700`) {
 		t.Fatalf("truncated: %d %s", resp.StatusCode, out)
 	}
 	if resp, out := g.do("GET", "/admin/v1/audit", tok, "", ""); resp.StatusCode != 403 {
@@ -69,7 +70,7 @@ func TestRejectedRequestsAreAudited(t *testing.T) {
 	if rejected != 4 || denied != 1 || authFailed != 1 {
 		t.Fatalf("rows: %d rejected (want 4), %d deny (want 1), %d auth_failed (want 1)\n%s", rejected, denied, authFailed, rows)
 	}
-	if !strings.Contains(rows, `"reason":"jsonrpc_-32700`) || !strings.Contains(rows, `"reason":"forbidden: `) ||
+	if !strings.Contains(rows, `"reason":"jsonrpc_-32700`) || !strings.Contains(rows, `"reason":"jsonrpc_-32600`) || !strings.Contains(rows, `"reason":"forbidden: `) ||
 		!strings.Contains(rows, `"reason":"not_found: no such approval"`) {
 		t.Fatalf("reasons not recorded:\n%s", rows)
 	}
