@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy/authn"
@@ -91,17 +92,31 @@ func fiberCode(status int) string {
 	}
 }
 
+// fiberMessage is a fixed text per status: a fiber.Error's own message may quote the
+// request (fasthttp's parse errors hold the whole request head, Authorization included),
+// and an error response never repeats the request.
 func fiberMessage(fe *fiber.Error) string {
 	switch fe.Code {
 	case fiber.StatusRequestEntityTooLarge:
 		return "request body exceeds the limit"
 	case fiber.StatusRequestTimeout:
 		return "request not received in time"
+	case fiber.StatusBadRequest:
+		return "malformed HTTP request"
+	case fiber.StatusNotFound:
+		return "no such route"
+	case fiber.StatusMethodNotAllowed:
+		return "method not allowed"
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		return "request headers too large"
 	}
 	if fe.Code >= 500 {
 		return "internal error"
 	}
-	return fe.Message
+	if t := utils.StatusMessage(fe.Code); t != "" {
+		return strings.ToLower(t)
+	}
+	return "request refused"
 }
 
 // admit is the first middleware: panic containment, request id, pre-auth limit.

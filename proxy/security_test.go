@@ -372,3 +372,38 @@ func TestAuditBeforeAction(t *testing.T) {
 
 var _ = sync.Mutex{}
 var _ = json.Marshal
+
+// A request fasthttp cannot parse is refused with a fixed message: fasthttp's own error
+// text quotes the request head, Authorization included, and a response never repeats it.
+func TestMalformedRequestIsNotEchoed(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	canary := "Bearer eyJcanary.token.value"
+	for _, head := range []string{
+		"GET  /v1/integrations HTTP/1.1\r\nHost: gw\r\nAuthorization: " + canary + "\r\nCookie: session=cookiecanary\r\n\r\n",
+		"POST /v1/integrations HTTP/1.1\r\nHost: gw\r\nAuthorization: " + canary + "\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+		"POST /v1/integrations HTTP/1.1\r\nHost: gw\r\nAuthorization: " + canary + "\r\nTransfer-Encoding: xchunked\r\n\r\n{}",
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte(head)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", head, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != 400 || strings.Contains(string(b), "canary") || !strings.Contains(string(b), resp.Header.Get("X-Request-Id")) ||
+			resp.Header.Get("X-Request-Id") == "" {
+			t.Fatalf("%q: %d %s, want 400 with a request id and without the request's head", head, resp.StatusCode, b)
+		}
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+}
