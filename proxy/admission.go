@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
+	"github.com/valyala/fasthttp"
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy/authn"
@@ -168,8 +170,7 @@ func retryAfterSeconds(d time.Duration) string { return strconv.Itoa(retrySecond
 // query string is refused outright, even alongside a valid header: query strings end up in
 // logs and browser history.
 func (s *Server) authenticate(c *fiber.Ctx) error {
-	args := c.Context().QueryArgs()
-	if args.Has("access_token") || args.Has("token") || args.Has("jwt") {
+	if queryHoldsToken(c.Context().QueryArgs()) {
 		return s.unauthorized(c, &authn.Error{Code: "invalid_request", Description: "tokens in the query string are not accepted; use the Authorization header"})
 	}
 	id, err := s.d.Auth.AuthenticateHeader(c.Request().Header.Peek(fiber.HeaderAuthorization))
@@ -178,6 +179,19 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 	}
 	c.Locals(localIdentity, id)
 	return c.Next()
+}
+
+// queryHoldsToken reports a query parameter named access_token, token or jwt, in any case.
+func queryHoldsToken(args *fasthttp.Args) bool {
+	if args.Len() == 0 {
+		return false
+	}
+	for k := range args.All() {
+		if bytes.EqualFold(k, []byte("access_token")) || bytes.EqualFold(k, []byte("token")) || bytes.EqualFold(k, []byte("jwt")) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) unauthorized(c *fiber.Ctx, err error) error {

@@ -157,6 +157,9 @@ func parseErrorCode(err error) int {
 }
 
 func (s *Server) handleMCP(c *fiber.Ctx) error {
+	if err := requireJSON(c); err != nil {
+		return err
+	}
 	body := c.Request().Body()
 	v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
 	if err != nil {

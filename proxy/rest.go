@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net/url"
 	"strconv"
@@ -21,7 +22,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 	if !s.underPrefix(path) {
 		return badRequest("invalid_path", "path", "the normalised path %q is outside the proxied prefixes", path)
 	}
-	tool, info, params := s.routes.match(methodOf(c), path)
+	tool, info, params, renames := s.routes.match(methodOf(c), path)
 	// Arguments come from the query, the JSON body and the path. A name given twice
 	// (a repeated query parameter, or the same name in two places) could be read one way
 	// by policy and another by the upstream, so it is refused.
@@ -33,10 +34,8 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		args[string(k)] = string(v)
 	}
 	if body := c.Request().Body(); len(body) > 0 {
-		ct := string(c.Request().Header.ContentType())
-		if !strings.HasPrefix(ct, fiber.MIMEApplicationJSON) && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
-			return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type",
-				msg: "request bodies must be application/json"}
+		if err := requireJSON(c); err != nil {
+			return err
 		}
 		v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
 		if err != nil {
@@ -50,6 +49,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 				args[k] = x
 			}
 		} else {
+			if _, dup := args["body"]; dup {
+				return badRequest("ambiguous_argument", "body", `"body" is given in the query, and the JSON body (not an object) is read as "body" too`)
+			}
 			args["body"] = v
 		}
 	}
@@ -58,6 +60,17 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 			return badRequest("ambiguous_argument", k, "%q in the query or body differs from the path", k)
 		}
 		args[k] = v
+	}
+	for from, to := range renames {
+		v, ok := args[from]
+		if !ok {
+			continue
+		}
+		if _, dup := args[to]; dup {
+			return badRequest("ambiguous_argument", from, "%q and %q name the same argument of %s; give one", from, to, tool)
+		}
+		delete(args, from)
+		args[to] = v
 	}
 	cl := s.newCall(c, "rest", tool, info, args)
 	r := s.decide(c.UserContext(), cl)
@@ -131,4 +144,21 @@ func (s *Server) underPrefix(path string) bool {
 		}
 	}
 	return false
+}
+
+// requireJSON refuses a body whose media type is not JSON (application/json or a
+// +json type, any case, parameters allowed): a body the proxy reads as JSON must be one
+// the upstream reads as JSON too.
+func requireJSON(c *fiber.Ctx) error {
+	ct := c.Request().Header.ContentType()
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = bytes.TrimSpace(ct)
+	if bytes.EqualFold(ct, []byte(fiber.MIMEApplicationJSON)) ||
+		(len(ct) > 5 && bytes.EqualFold(ct[len(ct)-5:], []byte("+json")) && bytes.IndexByte(ct, '/') > 0) {
+		return nil
+	}
+	return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type",
+		msg: "request bodies must be application/json"}
 }

@@ -162,3 +162,59 @@ func TestMCPStreamMethodsTakeNoBody(t *testing.T) {
 		t.Fatalf("DELETE /mcp with a body: %d %s (hits %d)", resp.StatusCode, out, g.up.hits.Load())
 	}
 }
+
+// Second review (adversarial): a body the proxy reads as JSON must be one the upstream
+// reads as JSON, a query "body" cannot hide behind a non-object body, a route's renamed
+// argument reaches policy under its one name, and a query token is refused in any case.
+const echoArgsPolicy = `package portcullis
+
+import rego.v1
+
+default decision := {"action": "deny", "reason": "no"}
+
+decision := {"action": "allow", "reason": "ok"} if input.tool == "echo"
+
+decision := {"action": "deny", "reason": sprintf("saw %v", [input.arguments])} if input.tool == "create_integration"
+`
+
+func TestSecondReviewFindings(t *testing.T) {
+	g := newGateway(t, gwOptions{policy: echoArgsPolicy})
+	tok := token(t, "agent-7", "acme", "agent")
+
+	for _, ct := range []string{"text/plain", "application/jsonp", "multipart/form-data", ""} {
+		resp, out := g.do("POST", "/mcp", tok, ct, toolCall("echo", `{}`), "Accept", "application/json")
+		if resp.StatusCode != http.StatusUnsupportedMediaType || !strings.Contains(out, "unsupported_media_type") {
+			t.Errorf("MCP with Content-Type %q: %d %s, want 415", ct, resp.StatusCode, out)
+		}
+		if resp, out := g.do("POST", "/v1/integrations", tok, ct, `{"name":"x"}`); resp.StatusCode != http.StatusUnsupportedMediaType {
+			t.Errorf("REST with Content-Type %q: %d %s, want 415", ct, resp.StatusCode, out)
+		}
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("a body with a non-JSON media type was forwarded (%d hits)", g.up.hits.Load())
+	}
+	if resp, out := g.do("POST", "/mcp", tok, "Application/JSON; charset=utf-8", toolCall("echo", `{}`), "Accept", "application/json"); resp.StatusCode != 200 {
+		t.Fatalf("MCP with Application/JSON; charset=utf-8: %d %s", resp.StatusCode, out)
+	}
+
+	if resp, out := g.do("POST", "/v1/integrations?body=x", tok, "application/json", `["a"]`); resp.StatusCode != 400 || !strings.Contains(out, "ambiguous_argument") {
+		t.Fatalf("query body plus a non-object body: %d %s, want 400 ambiguous_argument", resp.StatusCode, out)
+	}
+
+	// /ai/llm spells the workspace workspaceId: policy reads workspace_id on every route.
+	if _, out := g.do("POST", "/ai/llm", tok, "application/json", `{"name":"a","workspaceId":"ws-victim"}`); !strings.Contains(out, `\"workspace_id\": \"ws-victim\"`) || strings.Contains(out, "workspaceId") {
+		t.Fatalf("/ai/llm: policy did not see workspace_id: %s", out)
+	}
+	if resp, out := g.do("POST", "/ai/llm", tok, "application/json", `{"name":"a","workspaceId":"ws-1","workspace_id":"ws-2"}`); resp.StatusCode != 400 || !strings.Contains(out, "ambiguous_argument") {
+		t.Fatalf("both spellings: %d %s, want 400 ambiguous_argument", resp.StatusCode, out)
+	}
+
+	for _, q := range []string{"ACCESS_TOKEN=x", "Token=x", "JWT=x"} {
+		if resp, out := g.do("GET", "/v1/integrations?"+q, tok, "", ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("query %s: %d %s, want 401", q, resp.StatusCode, out)
+		}
+	}
+	if g.up.hits.Load() != 1 {
+		t.Fatalf("upstream hits %d, want 1 (the one allowed echo)", g.up.hits.Load())
+	}
+}

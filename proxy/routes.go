@@ -18,6 +18,12 @@ type Route struct {
 	// Category is read, write, destructive or other; Risk is low, medium or high.
 	Category string `yaml:"category"`
 	Risk     string `yaml:"risk"`
+	// Args renames arguments as the policy (and the audit row) sees them, so one policy
+	// reads one name on every route of a tool: {"workspaceId": "workspace_id"} for a
+	// route whose body spells it differently. Names are exact (the bundled backend reads
+	// keys case-sensitively); a request that gives both names is refused (400
+	// ambiguous_argument). The upstream still receives the bytes as sent.
+	Args map[string]string `yaml:"args"`
 }
 
 func (r Route) validate() error {
@@ -33,34 +39,39 @@ func (r Route) validate() error {
 	if r.Tool == "" {
 		errs = append(errs, errors.New("tool: must be set"))
 	}
+	for from, to := range r.Args {
+		if from == "" || to == "" || from == to {
+			errs = append(errs, fmt.Errorf("args: %q -> %q: both names must be set and differ", from, to))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // DefaultRoutes is the route table for the bundled integrations backend: Portkey's
 // /v1/integrations API and the seed 003/004 shapes that map onto the same resource.
 var DefaultRoutes = []Route{
-	{"GET", "/v1/providers", "list_providers", "read", "low"},
-	{"GET", "/v1/providers/{key}", "list_providers", "read", "low"},
-	{"GET", "/v1/integrations", "list_integrations", "read", "low"},
-	{"POST", "/v1/integrations", "create_integration", "write", "medium"},
-	{"GET", "/v1/integrations/{slug}", "get_integration", "read", "low"},
-	{"PUT", "/v1/integrations/{slug}", "update_integration", "destructive", "medium"},
-	{"DELETE", "/v1/integrations/{slug}", "delete_integration", "destructive", "high"},
-	{"GET", "/v1/integrations/{slug}/models", "list_integration_models", "read", "low"},
-	{"PUT", "/v1/integrations/{slug}/models", "update_integration_models", "destructive", "medium"},
-	{"DELETE", "/v1/integrations/{slug}/models", "delete_integration_model", "destructive", "high"},
-	{"GET", "/v1/integrations/{slug}/workspaces", "list_integration_workspaces", "read", "low"},
-	{"PUT", "/v1/integrations/{slug}/workspaces", "update_integration_workspaces", "destructive", "medium"},
-	{"POST", "/v1/integrations/{slug}/test", "test_integration", "other", "low"},
-	{"POST", "/ai/llm", "create_integration", "write", "medium"},
-	{"POST", "/ai/llm/{id}/validate", "test_integration", "other", "low"},
-	{"GET", "/integrations/credentials", "list_integrations", "read", "low"},
-	{"POST", "/integrations/credentials", "create_integration", "write", "medium"},
-	{"GET", "/integrations/credentials/{id}", "get_integration", "read", "low"},
-	{"PATCH", "/integrations/credentials/{id}", "update_integration", "destructive", "medium"},
-	{"DELETE", "/integrations/credentials/{id}", "delete_integration", "destructive", "high"},
-	{"POST", "/integrations/credentials/{id}/test-connection", "test_integration", "other", "low"},
-	{"POST", "/integrations/{provider}/test-connection", "test_integration", "other", "low"},
+	{Method: "GET", Path: "/v1/providers", Tool: "list_providers", Category: "read", Risk: "low"},
+	{Method: "GET", Path: "/v1/providers/{key}", Tool: "list_providers", Category: "read", Risk: "low"},
+	{Method: "GET", Path: "/v1/integrations", Tool: "list_integrations", Category: "read", Risk: "low"},
+	{Method: "POST", Path: "/v1/integrations", Tool: "create_integration", Category: "write", Risk: "medium"},
+	{Method: "GET", Path: "/v1/integrations/{slug}", Tool: "get_integration", Category: "read", Risk: "low"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}", Tool: "update_integration", Category: "destructive", Risk: "medium"},
+	{Method: "DELETE", Path: "/v1/integrations/{slug}", Tool: "delete_integration", Category: "destructive", Risk: "high"},
+	{Method: "GET", Path: "/v1/integrations/{slug}/models", Tool: "list_integration_models", Category: "read", Risk: "low"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}/models", Tool: "update_integration_models", Category: "destructive", Risk: "medium"},
+	{Method: "DELETE", Path: "/v1/integrations/{slug}/models", Tool: "delete_integration_model", Category: "destructive", Risk: "high"},
+	{Method: "GET", Path: "/v1/integrations/{slug}/workspaces", Tool: "list_integration_workspaces", Category: "read", Risk: "low"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}/workspaces", Tool: "update_integration_workspaces", Category: "destructive", Risk: "medium"},
+	{Method: "POST", Path: "/v1/integrations/{slug}/test", Tool: "test_integration", Category: "other", Risk: "low"},
+	{Method: "POST", Path: "/ai/llm", Tool: "create_integration", Category: "write", Risk: "medium", Args: map[string]string{"workspaceId": "workspace_id"}},
+	{Method: "POST", Path: "/ai/llm/{id}/validate", Tool: "test_integration", Category: "other", Risk: "low"},
+	{Method: "GET", Path: "/integrations/credentials", Tool: "list_integrations", Category: "read", Risk: "low"},
+	{Method: "POST", Path: "/integrations/credentials", Tool: "create_integration", Category: "write", Risk: "medium"},
+	{Method: "GET", Path: "/integrations/credentials/{id}", Tool: "get_integration", Category: "read", Risk: "low"},
+	{Method: "PATCH", Path: "/integrations/credentials/{id}", Tool: "update_integration", Category: "destructive", Risk: "medium"},
+	{Method: "DELETE", Path: "/integrations/credentials/{id}", Tool: "delete_integration", Category: "destructive", Risk: "high"},
+	{Method: "POST", Path: "/integrations/credentials/{id}/test-connection", Tool: "test_integration", Category: "other", Risk: "low"},
+	{Method: "POST", Path: "/integrations/{provider}/test-connection", Tool: "test_integration", Category: "other", Risk: "low"},
 }
 
 // toolInfoFor is the ToolInfo the policy sees for a category and risk.
@@ -82,6 +93,7 @@ type compiledRoute struct {
 	segments []string // "{x}" marks a parameter
 	tool     string
 	info     policies.ToolInfo
+	args     map[string]string // renames, Route.Args
 }
 
 // routeTable matches method + path to a route. Later routes (configured ones) win over
@@ -94,7 +106,7 @@ type routeTable struct {
 func newRouteTable(extra []Route) *routeTable {
 	t := &routeTable{}
 	for _, r := range append(append([]Route(nil), DefaultRoutes...), extra...) {
-		cr := compiledRoute{method: r.Method, segments: splitPath(r.Path), tool: r.Tool, info: toolInfoFor(r.Category, r.Risk)}
+		cr := compiledRoute{method: r.Method, segments: splitPath(r.Path), tool: r.Tool, info: toolInfoFor(r.Category, r.Risk), args: r.Args}
 		replaced := false
 		for i := range t.routes {
 			if t.routes[i].method == cr.method && strings.Join(t.routes[i].segments, "/") == strings.Join(cr.segments, "/") {
@@ -122,9 +134,9 @@ func splitPath(p string) []string {
 	return strings.Split(p, "/")
 }
 
-// match returns the tool, its info and the path parameters. An unmapped route gets the
-// tool name "http:METHOD /path", which the example policy denies.
-func (t *routeTable) match(method, path string) (string, policies.ToolInfo, map[string]string) {
+// match returns the tool, its info, the path parameters and the route's argument renames.
+// An unmapped route gets the tool name "http:METHOD /path", which the example policy denies.
+func (t *routeTable) match(method, path string) (string, policies.ToolInfo, map[string]string, map[string]string) {
 	segs := splitPath(path)
 	for i := range t.routes {
 		r := &t.routes[i]
@@ -151,8 +163,8 @@ func (t *routeTable) match(method, path string) (string, policies.ToolInfo, map[
 			}
 		}
 		if ok {
-			return r.tool, r.info, params
+			return r.tool, r.info, params, r.args
 		}
 	}
-	return "http:" + method + " " + path, toolInfoFor("other", "high"), nil
+	return "http:" + method + " " + path, toolInfoFor("other", "high"), nil, nil
 }

@@ -411,3 +411,29 @@ func TestWarnLogLevelKeepsTheWitness(t *testing.T) {
 		t.Fatalf("verify --witness: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 }
+
+// The example policy keeps an agent in its workspace on every route that creates an
+// integration: /ai/llm spells the field workspaceId, and the route table hands it to
+// policy as workspace_id, so the same rule refuses it.
+func TestWorkspaceRuleHoldsOnEveryCreateRoute(t *testing.T) {
+	url, dir, _ := startServe(t)
+	agent := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent")
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/integrations", `{"name":"a1","ai_provider_id":"openai","key":"k-0123456789abcdef","workspace_id":"ws-victim"}`},
+		{"/ai/llm", `{"name":"a2","aiType":"OPENAI","endpoint":"https://api.openai.com/v1","secret":"s-0123456789abcdef","workspaceId":"ws-victim"}`},
+		{"/integrations/credentials", `{"name":"a3","provider":"postgresql","auth_type":"user_password","workspace_id":"ws-victim","config":{"host":"db.example.com","database":"d","username":"u"},"credentials":{"password":"p-0123456789"}}`},
+	} {
+		req, _ := http.NewRequest("POST", url+tc.path, strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer "+agent)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || !strings.Contains(string(b), `workspace_id \"ws-victim\" is not the caller's workspace`) {
+			t.Errorf("POST %s into another workspace: %d %s, want 403 from the workspace rule", tc.path, resp.StatusCode, b)
+		}
+	}
+}
