@@ -141,6 +141,28 @@ denials contains reason if {
 	reason := sprintf("%s: workspace_id must be a string, got %s", [input.tool, type_name(ws)])
 }
 
+# A workspaces list (update_integration_workspaces) names workspaces too: each entry must
+# be the caller's own workspace, as a workspace_id must.
+denials contains reason if {
+	not list_mode
+	tools[input.tool].workspace_scoped
+	some entry in input.arguments.workspaces
+	ws := entry.id
+	ws != input.caller.workspace
+	reason := sprintf("%s: workspaces entry %v is not the caller's workspace %q", [input.tool, ws, input.caller.workspace])
+}
+
+# Global workspace access opens an integration to every workspace of the org: an
+# org-wide change, for admins only.
+denials contains reason if {
+	not list_mode
+	tools[input.tool].workspace_scoped
+	some key in ["global_workspace_access", "global_workspace_access_settings"]
+	key in object.keys(input.arguments)
+	not "admin" in input.caller.roles
+	reason := sprintf("%s: %s opens the integration to every workspace; only role admin may set it", [input.tool, key])
+}
+
 # tools/list filtering asks "could this caller ever call the tool?" with empty arguments.
 # Any other mode, or none, is a real call, so the scope checks apply by default.
 list_mode if input.mode == "list"

@@ -132,6 +132,25 @@ test_create_workspace_not_a_string_denied if {
 	d.reason == "create_integration: workspace_id must be a string, got number"
 }
 
+test_update_workspaces_other_workspace_denied if {
+	d := decide(call("update_integration_workspaces", agent, {"slug": "victim", "workspaces": [{"id": "ws-1", "enabled": true}, {"id": "ws-victim", "enabled": true}]}))
+	d.action == "deny"
+	d.reason == `update_integration_workspaces: workspaces entry ws-victim is not the caller's workspace "ws-1"`
+}
+
+test_update_workspaces_own_workspace_allowed if {
+	d := decide(call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": [{"id": "ws-1", "enabled": false}]}))
+	d.action == "rate_limit"
+}
+
+test_global_workspace_access_needs_admin if {
+	d := decide(call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": [], "global_workspace_access": true}))
+	d.action == "deny"
+	contains(d.reason, "global_workspace_access opens the integration to every workspace")
+	admin := object.union(agent, {"roles": ["admin"]})
+	decide(call("update_integration_workspaces", admin, {"slug": "mine", "workspaces": [], "global_workspace_access": true})).action == "rate_limit"
+}
+
 test_create_workspace_when_caller_has_none_denied if {
 	caller := object.union(agent, {"workspace": ""})
 	d := decide(call("create_integration", caller, {"name": "x", "workspace_id": "ws-1"}))
