@@ -277,7 +277,8 @@ func (s *Server) requestApproval(ctx context.Context, cl *call) (approvalOutcome
 	if err != nil {
 		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be encoded"}
 	}
-	hash, err := approvals.CanonicalHash(cl.id.Caller, cl.tool, raw, cl.dec.Revision)
+	target := cl.surface + " " + cl.method + " " + cl.path + " " + s.upstreamFor(cl.surface).cfg.Name
+	hash, err := approvals.CanonicalHash(cl.id.Caller, cl.tool, target, raw, cl.dec.Revision)
 	if err != nil {
 		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be canonicalised"}
 	}

@@ -418,3 +418,27 @@ func TestHeldMCPCallStreamsProgress(t *testing.T) {
 		return
 	}
 }
+
+// An approval is bound to where the call goes: one given for a REST delete cannot be
+// spent by the same tool with the same arguments over MCP.
+func TestApprovalIsBoundToItsSurface(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 100 * time.Millisecond }})
+	op := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security", "approver")
+	if resp, b := g.do("DELETE", "/v1/integrations/prod", op, "", ""); resp.StatusCode != 202 {
+		t.Fatalf("REST delete: %d %s, want 202 pending", resp.StatusCode, b)
+	}
+	id := waitPending(t, g, security)
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", security, "application/json", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	if _, b := g.mcp(op, toolCall("delete_integration", `{"slug":"prod"}`)); !strings.Contains(b, "approval_pending") || strings.Contains(b, id) {
+		t.Fatalf("MCP delete spent the REST approval: %s", b)
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+	if resp, b := g.do("DELETE", "/v1/integrations/prod", op, "", ""); resp.StatusCode != 200 || g.up.hits.Load() != 1 {
+		t.Fatalf("the approved REST delete: %d %s (hits %d)", resp.StatusCode, b, g.up.hits.Load())
+	}
+}

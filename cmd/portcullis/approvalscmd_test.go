@@ -51,7 +51,7 @@ func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
 func fileApproval(t *testing.T, svc *approvals.Service, args string) *approvals.Approval {
 	t.Helper()
 	caller := policies.Caller{Sub: "agent-7", Org: "acme", Session: "s1"}
-	h, err := approvals.CanonicalHash(caller, "delete_integration", []byte(args), "rev")
+	h, err := approvals.CanonicalHash(caller, "delete_integration", "rest DELETE /v1/integrations/prod rest", []byte(args), "rev")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,22 +19,24 @@ import (
 const maxCanonicalDepth = 64
 
 // CanonicalHash identifies one request for approval purposes: SHA-256 (hex) over the
-// caller's sub, org, workspace and session, the tool, the policy revision and the
-// canonical JSON of the arguments (object keys sorted, number literals kept as written,
-// no insignificant whitespace). Each part is length-prefixed so no two different
-// requests share an encoding. Empty rawArgs means {}. Duplicate keys, invalid UTF-8 and
-// trailing data are errors: they are inputs that could be read two ways.
-func CanonicalHash(caller policies.Caller, tool string, rawArgs []byte, revision string) (string, error) {
+// caller's sub, org, workspace and session, the tool, the target (where the call goes:
+// the proxy passes surface, method, path and upstream name, so an approval given for a
+// REST call cannot be spent on the same tool over MCP, or against another upstream), the
+// policy revision and the canonical JSON of the arguments (object keys sorted, number
+// literals kept as written, no insignificant whitespace). Each part is length-prefixed so
+// no two different requests share an encoding. Empty rawArgs means {}. Duplicate keys,
+// invalid UTF-8 and trailing data are errors: they are inputs that could be read two ways.
+func CanonicalHash(caller policies.Caller, tool, target string, rawArgs []byte, revision string) (string, error) {
 	canon, err := canonicalJSON(rawArgs)
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
-	io.WriteString(h, "portcullis.approval.v1\n")
+	io.WriteString(h, "portcullis.approval.v2\n")
 	var lenBuf [binary.MaxVarintLen64]byte
 	for _, part := range [][]byte{
 		[]byte(caller.Sub), []byte(caller.Org), []byte(caller.Workspace), []byte(caller.Session),
-		[]byte(tool), []byte(revision), canon,
+		[]byte(tool), []byte(target), []byte(revision), canon,
 	} {
 		h.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(part)))])
 		h.Write(part)

@@ -10,11 +10,14 @@ import (
 	"github.com/portcullis/portcullis/policies"
 )
 
+// testTarget is where the tests' approved calls go (surface, method, path, upstream).
+const testTarget = "mcp POST /mcp mcp"
+
 func TestCanonicalHash(t *testing.T) {
 	base := policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "s-1", Roles: []string{"agent"}}
 	const tool, rev = "create_integration", "rev-1"
 	args := `{"name":"prod openai","config":{"b":1,"a":[1,2,{"y":true,"x":null}]},"n":10}`
-	ref, err := CanonicalHash(base, tool, []byte(args), rev)
+	ref, err := CanonicalHash(base, tool, testTarget, []byte(args), rev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +35,7 @@ func TestCanonicalHash(t *testing.T) {
 	}
 	for _, tc := range same {
 		t.Run("same/"+tc.name, func(t *testing.T) {
-			got, err := CanonicalHash(base, tool, []byte(tc.args), rev)
+			got, err := CanonicalHash(base, tool, testTarget, []byte(tc.args), rev)
 			if err != nil || got != ref {
 				t.Fatalf("got %s, %v; want the reference hash", got, err)
 			}
@@ -44,7 +47,7 @@ func TestCanonicalHash(t *testing.T) {
 	withRoles := base
 	withRoles.Roles = []string{"agent", "extra"}
 	withRoles.Claims = map[string]any{"iat": 1}
-	if got, _ := CanonicalHash(withRoles, tool, []byte(args), rev); got != ref {
+	if got, _ := CanonicalHash(withRoles, tool, testTarget, []byte(args), rev); got != ref {
 		t.Fatal("roles or claims changed the hash")
 	}
 
@@ -70,9 +73,16 @@ func TestCanonicalHash(t *testing.T) {
 		{"session", policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "s-2"}, tool, args, rev},
 		{"field boundary moved between sub and org", policies.Caller{Sub: "agent-7a", Org: "cme", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
 	}
+	// The same tool and arguments sent elsewhere (REST instead of MCP, another upstream)
+	// is another request.
+	for _, target := range []string{"rest DELETE /v1/integrations/prod rest", "mcp POST /mcp other-upstream", ""} {
+		if got, _ := CanonicalHash(base, tool, target, []byte(args), rev); got == ref {
+			t.Fatalf("target %q hashes like %q", target, testTarget)
+		}
+	}
 	for _, tc := range different {
 		t.Run("different/"+tc.name, func(t *testing.T) {
-			got, err := CanonicalHash(tc.caller, tc.tool, []byte(tc.args), tc.rev)
+			got, err := CanonicalHash(tc.caller, tc.tool, testTarget, []byte(tc.args), tc.rev)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,8 +93,8 @@ func TestCanonicalHash(t *testing.T) {
 	}
 
 	t.Run("empty arguments mean {}", func(t *testing.T) {
-		a, _ := CanonicalHash(base, tool, nil, rev)
-		b, _ := CanonicalHash(base, tool, []byte(" {} "), rev)
+		a, _ := CanonicalHash(base, tool, testTarget, nil, rev)
+		b, _ := CanonicalHash(base, tool, testTarget, []byte(" {} "), rev)
 		if a != b {
 			t.Fatal("nil and {} hash differently")
 		}
@@ -100,7 +110,7 @@ func TestCanonicalHash(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run("error/"+tc.name, func(t *testing.T) {
-			_, err := CanonicalHash(base, tool, []byte(tc.args), rev)
+			_, err := CanonicalHash(base, tool, testTarget, []byte(tc.args), rev)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
 			}
@@ -143,8 +153,8 @@ func FuzzCanonicalJSON(f *testing.F) {
 		}
 		// Re-encoding the decoded value (Go sorts keys, compacts) hashes the same.
 		re, _ := json.Marshal(v1)
-		h1, err1 := CanonicalHash(agent, "t", raw, "r")
-		h2, err2 := CanonicalHash(agent, "t", re, "r")
+		h1, err1 := CanonicalHash(agent, "t", testTarget, raw, "r")
+		h2, err2 := CanonicalHash(agent, "t", testTarget, re, "r")
 		if err1 != nil || err2 != nil || h1 != h2 {
 			t.Fatalf("re-encoded %s hashes differently from %s", re, raw)
 		}

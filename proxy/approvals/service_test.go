@@ -61,7 +61,7 @@ var (
 
 func request(t testing.TB, caller policies.Caller, args string) Request {
 	t.Helper()
-	h, err := CanonicalHash(caller, "delete_integration", []byte(args), "rev-1")
+	h, err := CanonicalHash(caller, "delete_integration", testTarget, []byte(args), "rev-1")
 	if err != nil {
 		t.Fatal(err)
 	}
