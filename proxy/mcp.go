@@ -147,10 +147,11 @@ var unknownToolInfo = toolInfoFor("other", "high")
 
 // parseErrorCode is the JSON-RPC code for a body strictjson refused: -32700 (parse
 // error) for what is not JSON at all, -32600 (invalid request) for JSON the gateway will
-// not read ambiguously: duplicate or case-folded keys, nesting past the limit.
+// not read ambiguously or evaluate: duplicate or case-folded keys, nesting past the
+// limit, numbers out of range.
 func parseErrorCode(err error) int {
 	var je *strictjson.Error
-	if errors.As(err, &je) && (je.Rule == "duplicate_key" || je.Rule == "ambiguous_key" || je.Rule == "max_depth") {
+	if errors.As(err, &je) && (je.Rule == "duplicate_key" || je.Rule == "ambiguous_key" || je.Rule == "max_depth" || je.Rule == "number_range") {
 		return rpcInvalidRequest
 	}
 	return rpcParseError

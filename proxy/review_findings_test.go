@@ -218,3 +218,19 @@ func TestSecondReviewFindings(t *testing.T) {
 		t.Fatalf("upstream hits %d, want 1 (the one allowed echo)", g.up.hits.Load())
 	}
 }
+
+// A number policy cannot evaluate is refused before policy: a 400, not a policy error
+// (which would log at ERROR and count in policy-error alerts for any caller's typo).
+func TestOutOfRangeNumberIsA400(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-7", "acme", "agent")
+	if resp, out := g.mcp(tok, toolCall("echo", `{"page_size":1e999999}`)); resp.StatusCode != 400 || !strings.Contains(out, `"code":-32600`) || !strings.Contains(out, "number out of range") {
+		t.Fatalf("MCP: %d %s, want 400 -32600", resp.StatusCode, out)
+	}
+	if resp, out := g.do("POST", "/v1/integrations", tok, "application/json", `{"page_size":1e999999}`); resp.StatusCode != 400 || !strings.Contains(out, "number out of range") {
+		t.Fatalf("REST: %d %s, want 400", resp.StatusCode, out)
+	}
+	if logs := g.logText(); strings.Contains(logs, "policy error") || strings.Contains(logs, "number too big") || g.up.hits.Load() != 0 {
+		t.Fatalf("reached policy or the upstream (hits %d):\n%s", g.up.hits.Load(), logs)
+	}
+}

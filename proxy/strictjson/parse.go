@@ -17,7 +17,7 @@ const DefaultMaxDepth = 32
 // %q (so control characters are escaped) and cut to maxKeyInMsg bytes, never a value.
 type Error struct {
 	Offset int
-	Rule   string // "duplicate_key" | "ambiguous_key" | "max_depth" | "invalid_utf8" | "syntax"
+	Rule   string // "duplicate_key" | "ambiguous_key" | "max_depth" | "number_range" | "invalid_utf8" | "syntax"
 	Msg    string
 }
 
@@ -257,12 +257,28 @@ func (p *parser) number() (any, error) {
 		if p.pos < len(p.data) && (p.data[p.pos] == '+' || p.data[p.pos] == '-') {
 			p.pos++
 		}
+		expAt := p.pos
 		if digits() == 0 {
 			return nil, p.errorf("syntax", "invalid number exponent")
 		}
+		if p.pos-expAt > 4 || (p.pos-expAt == 4 && string(p.data[expAt:p.pos]) > strconv.Itoa(maxExponent)) {
+			return nil, &Error{Offset: start, Rule: "number_range", Msg: "number out of range (exponent beyond ±" + strconv.Itoa(maxExponent) + ")"}
+		}
+	}
+	if p.pos-start > maxNumberLen {
+		return nil, &Error{Offset: start, Rule: "number_range", Msg: "number out of range (longer than " + strconv.Itoa(maxNumberLen) + " characters)"}
 	}
 	return json.Number(p.data[start:p.pos]), nil
 }
+
+// Numbers stay literals (json.Number), but policy evaluation refuses those whose binary
+// exponent passes 1e5, and big literals cost big-number arithmetic: a number is refused
+// here, as a 400 before policy, past maxNumberLen characters or with an exponent past
+// ±maxExponent. Both are far beyond any quantity an API call carries.
+const (
+	maxNumberLen = 400
+	maxExponent  = 4000
+)
 
 func (p *parser) string() (string, error) {
 	p.pos++ // opening quote
