@@ -787,6 +787,9 @@ func (l *Log) writeBatch(batch []*pending) error {
 	for i, p := range batch {
 		r := &l.rows[i]
 		r.fromEvent(p.ev)
+		// Free text can carry what arguments' redaction never saw: a secret in a REST
+		// path or a tool name, a policy reason quoting input, an approver's comment.
+		r.Tool, r.Path, r.Reason = l.redactor.scrub(r.Tool), l.redactor.scrub(r.Path), l.redactor.scrub(r.Reason)
 		seq++
 		r.Seq, r.PrevHash = seq, prev
 		r.Hash = l.hs.rowHash(r)

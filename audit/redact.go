@@ -104,9 +104,15 @@ func (r *Redactor) walk(v any, secret bool) (any, bool) {
 			nv    any
 		}
 		var changes []change
+		// {"name": "Authorization", "value": "..."}: a header or parameter given as a
+		// name/value pair is secret when its name is.
+		pairSecret := false
+		if name, ok := x["name"].(string); ok && r.IsSecretField(name) {
+			pairSecret = true
+		}
 		for k, val := range x {
 			nk := r.scrub(k)
-			nv, ch := r.walk(val, secret || r.IsSecretField(k))
+			nv, ch := r.walk(val, secret || r.IsSecretField(k) || (pairSecret && k == "value"))
 			if ch || nk != k {
 				changes = append(changes, change{k, nk, nv})
 			}
@@ -198,6 +204,8 @@ var (
 		"privatekey", "apikey", "accesskey", "authorization", "connectionstring", "connstr",
 		"signingkey", "encryptionkey", "cookie"}
 	secretSuffixes = []string{"key", "keys", "token", "pwd", "dsn", "auth"}
+	// secretNames are secret as whole names only ("pin", not "spin" or "pinned").
+	secretNames = []string{"pass", "pin", "otp", "totp", "passcode"}
 )
 
 // IsSecretField reports whether a field of this name holds a secret. The name is
@@ -205,7 +213,8 @@ var (
 // secretAccessKey are the same. Secret: anything containing secret, password,
 // passwd, passphrase, credential, privatekey, apikey, accesskey, authorization,
 // connectionstring, connstr, signingkey, encryptionkey or cookie, and anything
-// ending in key, keys, token, pwd, dsn or auth. Not secret, checked first: names
+// ending in key, keys, token, pwd, dsn or auth, and the whole names pass, pin, otp,
+// totp and passcode. Not secret, checked first: names
 // ending in keyid(s), maskedkey, publickey, sortkey, partitionkey, primarykey,
 // foreignkey, idempotencykey or cachekey. "max_tokens" and "token_url" are not
 // secret (they do not end in "token").
@@ -241,6 +250,11 @@ func isSecretName(name string, folded bool) bool {
 	}
 	for _, s := range secretSuffixes {
 		if bytes.HasSuffix(n, []byte(s)) {
+			return true
+		}
+	}
+	for _, s := range secretNames {
+		if string(n) == s {
 			return true
 		}
 	}
@@ -338,17 +352,27 @@ func (r *Redactor) matchAt(s string, i int) (start, end int) {
 				}
 			}
 		}
-	case 'B', 'b': // Bearer <token>: the token goes, the word stays
-		if boundaryBefore(s, i) && i+7 < len(s) && strings.EqualFold(s[i:i+7], "bearer ") {
-			j := i + 7
-			for j < len(s) && s[j] == ' ' {
-				j++
+	case 'B', 'b': // Bearer <token> / Basic <base64>: the credential goes, the word stays
+		if boundaryBefore(s, i) && i+6 < len(s) {
+			j := 0
+			if i+7 < len(s) && strings.EqualFold(s[i:i+7], "bearer ") {
+				j = i + 7
+			} else if strings.EqualFold(s[i:i+6], "basic ") {
+				j = i + 6
 			}
-			if n := run(s, j, isBearerChar); n >= 8 && !isRedacted(s[j:j+n]) {
-				return j, j + n
+			if j > 0 {
+				for j < len(s) && s[j] == ' ' {
+					j++
+				}
+				if n := run(s, j, isBearerChar); n >= 8 && !isRedacted(s[j:j+n]) {
+					return j, j + n
+				}
 			}
 		}
-	case ':': // scheme://user:password@host: the password goes
+	case ':': // scheme://user:password@host: the password goes; password: x / "password":"x" too
+		if start, end := r.secretAfterColon(s, i); end > start {
+			return start, end
+		}
 		if i+3 < len(s) && s[i+1] == '/' && s[i+2] == '/' {
 			auth := s[i+3:]
 			if e := strings.IndexAny(auth, "/?# \t\r\n\"'<>"); e >= 0 {
@@ -377,6 +401,45 @@ func (r *Redactor) matchAt(s string, i int) (start, end int) {
 		}
 	}
 	return 0, 0
+}
+
+// secretAfterColon matches "name: value", "name":"value" and 'name': 'value' where name
+// is a secret field name (JSON or YAML held in a string, a header line, a comment): the
+// value goes, up to its closing quote or the next delimiter.
+func (r *Redactor) secretAfterColon(s string, i int) (start, end int) {
+	k := i
+	quote := byte(0)
+	if k > 0 && (s[k-1] == '"' || s[k-1] == '\'') {
+		quote = s[k-1]
+		k--
+	}
+	e := k
+	for k > 0 && (isAlnum(s[k-1]) || s[k-1] == '_' || s[k-1] == '-' || s[k-1] == '.') {
+		k--
+	}
+	if k == e || (quote != 0 && (k == 0 || s[k-1] != quote)) || !r.IsSecretField(s[k:e]) {
+		return 0, 0
+	}
+	j := i + 1
+	for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
+		j++
+	}
+	stop := ";&,\t\r\n\"'}] "
+	if j < len(s) && (s[j] == '"' || s[j] == '\'') {
+		stop = string(s[j]) + "\r\n"
+		j++
+	}
+	n := 0
+	for j+n < len(s) && strings.IndexByte(stop, s[j+n]) < 0 {
+		n++
+	}
+	if n == 0 || isRedacted(s[j:j+n]) {
+		return 0, 0
+	}
+	if v := s[j : j+n]; strings.EqualFold(v, "bearer") || strings.EqualFold(v, "basic") {
+		return 0, 0 // "Authorization: Bearer x": the scheme's own pattern takes the credential
+	}
+	return j, j + n
 }
 
 func run(s string, i int, ok func(byte) bool) int {

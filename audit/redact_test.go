@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -55,6 +57,13 @@ func TestRedactValuePatterns(t *testing.T) {
 		{"url password", "postgres://admin:hunter2@db:5432/x", "postgres://admin:" + mac("hunter2") + "@db:5432/x"},
 		{"query secret", "https://h/p?api_key=abc123&x=1", "https://h/p?api_key=" + mac("abc123") + "&x=1"},
 		{"conn string", "Server=db;Password=pa55;User=sa", "Server=db;Password=" + mac("pa55") + ";User=sa"},
+		{"basic auth", "Authorization: Basic dXNlcjpodW50ZXIy", "Authorization: Basic " + mac("dXNlcjpodW50ZXIy")},
+		{"yaml-ish", "password: hunter2 and more", "password: " + mac("hunter2") + " and more"},
+		{"json in a string", `{"apiKey":"plainsecret123","password":"hunter2","name":"x"}`,
+			`{"apiKey":"` + mac("plainsecret123") + `","password":"` + mac("hunter2") + `","name":"x"}`},
+		{"single quotes", `{'client_secret': 'abc def'}`, `{'client_secret': '` + mac("abc def") + `'}`},
+		{"not a secret name", `{"note":"hello"} time: 10:30`, `{"note":"hello"} time: 10:30`},
+		{"in a path", "/v1/integrations/sk-ant-abcdefghijklmnop/models", "/v1/integrations/" + mac("sk-ant-abcdefghijklmnop") + "/models"},
 		// Not secrets.
 		{"masked", "sk-****abcd", "sk-****abcd"},
 		{"short sk", "risk-assessment", "risk-assessment"},
@@ -255,5 +264,56 @@ func TestRedactCopiesOnlyWhatChanges(t *testing.T) {
 	}
 	if reflect.ValueOf(out["cfg"]).UnsafePointer() != reflect.ValueOf(in["cfg"]).UnsafePointer() {
 		t.Error("an unchanged nested map was copied")
+	}
+}
+
+// A name/value pair is secret when its name is; pass, pin and otp are secret names.
+func TestRedactPairsAndShortNames(t *testing.T) {
+	r := NewRedactor(testKey)
+	mac := func(s string) string { return r.mac(s) }
+	var in any
+	if err := json.Unmarshal([]byte(`{"headers":[{"name":"Authorization","value":"Basic-less opaque"},{"name":"X-Trace","value":"t-1"}],
+		"pass":"hunter2","pin":"1234","spin":"fast","otp":"999111"}`), &in); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(r.Value(in))
+	for _, want := range []string{`"value":"` + mac("Basic-less opaque") + `"`, `"value":"t-1"`, `"pass":"` + mac("hunter2") + `"`,
+		`"pin":"` + mac("1234") + `"`, `"spin":"fast"`, `"otp":"` + mac("999111") + `"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("redacted %s lacks %s", out, want)
+		}
+	}
+}
+
+// Free-text columns are scrubbed as the row is written: a secret in a REST path, a tool
+// name or a reason (an approver's comment, a policy reason quoting input) never lands,
+// and the chain still verifies.
+func TestFreeTextColumnsAreScrubbed(t *testing.T) {
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	ev := sampleEvent(1)
+	ev.Path = "/v1/integrations/sk-ant-abcdefghijklmnop"
+	ev.Tool = "http:GET /x/ghp_abcdefghijklmnopqrstuvwxyz0123"
+	ev.Reason = "approver said: password=hunter2, Authorization: Basic dXNlcjpodW50ZXIy"
+	if err := l.Append(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := l.Export(context.Background(), &buf, "jsonl", Filter{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"sk-ant-abcdefghijklmnop", "ghp_abcdefghijklmnopqrstuvwxyz0123", "hunter2", "dXNlcjpodW50ZXIy"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Fatalf("%s reached the row: %s", secret, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "/v1/integrations/hmac-sha256:") || !strings.Contains(buf.String(), "password=hmac-sha256:") {
+		t.Fatalf("scrubbed columns lost their shape: %s", buf.String())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Verify(context.Background(), cfg.Path, pubKey(t, cfg)); err != nil || !rep.OK {
+		t.Fatalf("verify: %v %s", err, rep.String())
 	}
 }

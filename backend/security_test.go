@@ -318,3 +318,14 @@ func TestPasswordsAreMaskedWhole(t *testing.T) {
 		t.Fatalf("keys lost their Portkey-style mask: %v %v", got.json["masked_key"], conf)
 	}
 }
+
+// A key sent as a path segment (a client's mistake) does not reach the log.
+func TestPathSecretNotLogged(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	canary := "sk-proj-pathcanary0123456789"
+	e.do("GET", "/v1/integrations/"+canary, h, nil)
+	if strings.Contains(e.logs.String(), canary) || !strings.Contains(e.logs.String(), "/v1/integrations/hmac-sha256:") {
+		t.Fatalf("log: %s", e.logs.String())
+	}
+}

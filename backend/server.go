@@ -17,6 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/backend/catalog"
 	"github.com/portcullis/portcullis/backend/crypto"
 	"github.com/portcullis/portcullis/backend/ssrf"
@@ -207,12 +208,21 @@ func (s *Server) recoverAndLog(next http.Handler) http.Handler {
 					s.writeErr(sw, r, errInternal())
 				}
 			}
-			s.logger.Info("backend: request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			s.logger.Info("backend: request", "method", r.Method, "path", logRedactor.String(r.URL.Path), "status", sw.status,
 				"duration_ms", time.Since(start).Milliseconds(), "request_id", rid, "org", li.org)
 		}()
 		next.ServeHTTP(sw, r)
 	})
 }
+
+// logRedactor scrubs credential-looking parts of what the log repeats from a request
+// (a key sent as a path segment). Its key is per process: marks correlate within one
+// run's log, which is all a log line needs.
+var logRedactor = func() *audit.Redactor {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return audit.NewRedactor(k)
+}()
 
 func requestID(ctx context.Context) string {
 	s, _ := ctx.Value(ridKey{}).(string)
@@ -225,7 +235,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.authenticate(r.Context(), r.Header)
 		if err != nil {
-			s.logger.Info("backend: authentication failed", "reason", err.Error(), "path", r.URL.Path, "request_id", requestID(r.Context()))
+			s.logger.Info("backend: authentication failed", "reason", err.Error(), "path", logRedactor.String(r.URL.Path), "request_id", requestID(r.Context()))
 			w.Header().Set("WWW-Authenticate", `Portkey-Api-Key realm="portcullis-backend"`)
 			s.writeErr(w, r, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized",
 				Message: "authentication required: send a valid x-portkey-api-key or the proxy's identity assertion"})
