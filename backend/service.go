@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,9 @@ import (
 
 var (
 	slugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	// uuidRe is the shape of an integration id. A slug of that shape is refused: routes
+	// take a slug or an id, and one must never be taken for the other.
+	uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	wsRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 )
 
@@ -90,14 +94,36 @@ func checkConfigurations(p *problems, prov *catalog.Provider, conf map[string]an
 		}
 		s, ok := v.(string)
 		if !ok || !isHTTPURL(s) {
-			p.add("configurations."+k, "must be an absolute http or https URL")
+			p.add("configurations."+k, "must be an absolute http or https URL, without credentials, query string or fragment")
 		}
 	}
 }
 
 func isHTTPURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
+		u.RawQuery == "" && !u.ForceQuery && u.Fragment == ""
+}
+
+// configSecret says which top-level configuration keys are sealed: the provider's secret
+// fields, those the caller marked (seed "credentials"), names that read as secrets, and
+// any key the provider does not know: a field nobody described is not shown in clear.
+func configSecret(prov *catalog.Provider, force map[string]bool) func(string) bool {
+	return func(k string) bool { return prov.IsSecret(k) || force[k] || !prov.Knows(k) }
+}
+
+// checkNotMasked refuses a secret sent back in its masked form ("sk-****abcd", as a read
+// shows it): storing the mask would destroy the credential it stands for.
+func checkNotMasked(p *problems, key *string, vals []sealedValue) {
+	const why = "looks like a masked value (it holds \"****\"); send the secret itself, or leave the field out to keep the stored one"
+	if key != nil && strings.Contains(*key, "****") {
+		p.add("key", why)
+	}
+	for _, v := range vals {
+		if bytes.Contains(v.value, []byte("****")) {
+			p.add(v.field, why)
+		}
+	}
 }
 
 // hasField reports whether a required field is present in stored (masked) form.
@@ -151,6 +177,9 @@ func Slugify(name string) string {
 	if s == "" {
 		return "integration"
 	}
+	if uuidRe.MatchString(s) {
+		return "integration-" + s // never an id's shape
+	}
 	return s
 }
 
@@ -186,6 +215,8 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	prov := s.provider(&p, "ai_provider_id", r.AIProviderID)
 	if r.Slug != "" && !slugRe.MatchString(r.Slug) {
 		p.add("slug", "must be lowercase letters, digits and '-', 1-63 characters, starting with a letter or digit")
+	} else if uuidRe.MatchString(r.Slug) {
+		p.add("slug", "must not have the shape of an integration id (a UUID): routes take either, and an id always means the id")
 	}
 	if len([]rune(r.Description)) > maxDescLen {
 		p.add("description", "must be at most %d characters", maxDescLen)
@@ -215,10 +246,10 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	var vals []sealedValue
 	conf := map[string]any{}
 	if r.Configurations != nil {
-		isSecret := func(k string) bool { return prov.IsSecret(k) || r.forceSecret[k] }
-		conf = extractSecrets("configurations", r.Configurations, isSecret, false, &vals).(map[string]any)
+		conf = extractSecrets("configurations", r.Configurations, configSecret(prov, r.forceSecret), false, &vals).(map[string]any)
 	}
 	checkRequired(&p, prov, r.AuthType, hasKey, conf)
+	checkNotMasked(&p, r.Key, vals)
 	if len(p) > 0 {
 		return nil, p.err()
 	}
@@ -331,13 +362,13 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 			if v == nil {
 				continue
 			}
-			isSecret := func(k string) bool { return prov.IsSecret(k) || r.forceSecret[k] }
-			part := extractSecrets("configurations", map[string]any{k: v}, isSecret, false, &vals).(map[string]any)
+			part := extractSecrets("configurations", map[string]any{k: v}, configSecret(prov, r.forceSecret), false, &vals).(map[string]any)
 			for pk, pv := range part {
 				it.Configurations[pk] = pv
 			}
 		}
 		checkRequired(&p, prov, it.AuthType, it.MaskedKey != "", it.Configurations)
+		checkNotMasked(&p, r.Key, vals)
 		if len(p) > 0 {
 			return ch, p.err()
 		}
@@ -463,7 +494,7 @@ func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsR
 		}
 		if v, ok := m.Configurations["custom_host"]; ok && v != nil {
 			if sv, ok := v.(string); !ok || !isHTTPURL(sv) {
-				p.add(f+".configurations.custom_host", "must be an absolute http or https URL")
+				p.add(f+".configurations.custom_host", "must be an absolute http or https URL, without credentials, query string or fragment")
 			}
 		}
 		if h, ok := m.Configurations["custom_headers"]; ok && h != nil {
@@ -623,6 +654,12 @@ func (s *Server) probe(ctx context.Context, prov *catalog.Provider, conf map[str
 func (s *Server) probeErr(field string, err error) *apiError {
 	if err == nil {
 		return nil
+	}
+	// The HTTP client's error names the URL, query string included: only the cause may
+	// be repeated.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
 	if errors.Is(err, ssrf.ErrRefused) {
 		return errField(http.StatusBadRequest, "target_refused", field, strings.TrimPrefix(err.Error(), "ssrf: "))

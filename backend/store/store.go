@@ -317,6 +317,27 @@ func (s *Store) Get(ctx context.Context, sc Scope, ref string) (*Integration, er
 	return get(ctx, s.x, sc, ref)
 }
 
+// IsID reports whether ref has the shape of an integration id (a lowercase UUID).
+func IsID(ref string) bool {
+	if len(ref) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := ref[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 type querier interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
@@ -328,8 +349,13 @@ var (
 
 func get(ctx context.Context, q querier, sc Scope, ref string) (*Integration, error) {
 	where, args := scopeWhere(sc)
-	it, err := scanIntegration(q.QueryRowContext(ctx, `SELECT `+cols+` FROM integrations WHERE `+where+
-		` AND (slug = ? OR id = ?)`, append(args, ref, ref)...))
+	// A reference is an id when it has an id's shape, else a slug: never both, so a slug
+	// cannot stand in for another integration's id.
+	by := ` AND slug = ?`
+	if IsID(ref) {
+		by = ` AND id = ?`
+	}
+	it, err := scanIntegration(q.QueryRowContext(ctx, `SELECT `+cols+` FROM integrations WHERE `+where+by, append(args, ref)...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

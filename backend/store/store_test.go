@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/portcullis/portcullis/backend/crypto"
 )
 
@@ -30,7 +32,7 @@ func drivers(t *testing.T, f func(t *testing.T, s *Store)) {
 
 func integ(org, name string) *Integration {
 	now := time.Now()
-	return &Integration{ID: fmt.Sprintf("%s-%s-%d", org, name, now.UnixNano()), Org: org, Slug: name, Name: name,
+	return &Integration{ID: uuid.NewString(), Org: org, Slug: name, Name: name,
 		Provider: "openai", Status: "active", Configurations: map[string]any{}, CreatedAt: now, UpdatedAt: now}
 }
 
