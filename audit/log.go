@@ -192,6 +192,15 @@ func (l *Log) start(ctx context.Context) error {
 	if err := l.wdb.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'lookup_through'`).Scan(&l.lookupThrough); err != nil {
 		return fmt.Errorf("audit: reading lookup state: %w", err)
 	}
+	if l.lookupThrough > seq {
+		// Past the last row: only an edit does that, and it would keep every new row out
+		// of the lookup index. Index from the last row on (verify reports the edit).
+		l.logger.Warn("audit: lookup index claims rows that do not exist; indexing from the last row", "lookup_through", l.lookupThrough, "last_seq", seq)
+		l.lookupThrough = seq
+		if _, err := l.wdb.ExecContext(ctx, `UPDATE audit_meta SET value = ? WHERE key = 'lookup_through'`, strconv.FormatInt(seq, 10)); err != nil {
+			return fmt.Errorf("audit: resetting lookup state: %w", err)
+		}
+	}
 	if err := l.checkTail(ctx); err != nil {
 		return err
 	}

@@ -160,12 +160,14 @@ func (f *Filter) where() (string, []any) {
 		}
 	}
 	// Caller and request id go through audit_lookup, which the writer fills shortly after
-	// each commit; the rows past it are matched on the column itself.
+	// each commit; the rows past it are scanned. Either way the row's own column must
+	// match: the side table (outside the chain) narrows the search, it never decides
+	// which rows match, so an edit of it cannot attribute a row to another caller.
 	for _, c := range []struct{ col, prefix, val string }{
 		{"caller_sub", "s:", f.Sub}, {"request_id", "r:", f.RequestID},
 	} {
 		if c.val != "" {
-			conds = append(conds, "(seq IN (SELECT seq FROM audit_lookup WHERE k = ?) OR (seq > "+lookupThroughSQL+" AND "+c.col+" = ?))")
+			conds = append(conds, "(seq IN (SELECT seq FROM audit_lookup WHERE k = ?) OR seq > "+lookupThroughSQL+") AND "+c.col+" = ?")
 			args = append(args, c.prefix+c.val, c.val)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -278,6 +279,11 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 		return rep, err
 	}
 	rep.LogID = logID
+	if why, err := checkLookups(ctx, tx); err != nil {
+		return rep, err
+	} else if why != "" {
+		rep.Problems = append(rep.Problems, why)
+	}
 	cps, err := loadCheckpoints(ctx, tx)
 	if err != nil {
 		return rep, err
@@ -454,4 +460,45 @@ func loadCheckpoints(ctx context.Context, q interface {
 		return nil, fmt.Errorf("audit: reading checkpoints: %w", err)
 	}
 	return cps, nil
+}
+
+// checkLookups compares the lookup index (audit_lookup, outside the chain) with the rows
+// it claims to cover: queries by caller or request id use it to find rows, so a missing
+// entry would hide a row from them. Entries naming no row or the wrong one cannot change
+// an answer (queries check the row's own column) but are reported as the edit they are.
+func checkLookups(ctx context.Context, tx *sql.Tx) (string, error) {
+	var through, last int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(CAST(value AS INTEGER), 0) FROM audit_meta WHERE key = 'lookup_through'`).Scan(&through); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", nil
+		}
+		return "", fmt.Errorf("audit: verify: reading lookup state: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&last); err != nil {
+		return "", fmt.Errorf("audit: verify: %w", err)
+	}
+	var missing, wrong int64
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events e WHERE e.seq <= ? AND (
+		(e.caller_sub <> '' AND NOT EXISTS (SELECT 1 FROM audit_lookup l WHERE l.k = 's:' || e.caller_sub AND l.seq = e.seq)) OR
+		(e.request_id <> '' AND NOT EXISTS (SELECT 1 FROM audit_lookup l WHERE l.k = 'r:' || e.request_id AND l.seq = e.seq)))`, through).Scan(&missing); err != nil {
+		return "", fmt.Errorf("audit: verify: checking the lookup index: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_lookup l WHERE NOT EXISTS (
+		SELECT 1 FROM audit_events e WHERE e.seq = l.seq AND (l.k = 's:' || e.caller_sub OR l.k = 'r:' || e.request_id))`).Scan(&wrong); err != nil {
+		return "", fmt.Errorf("audit: verify: checking the lookup index: %w", err)
+	}
+	var faults []string
+	if through > last {
+		faults = append(faults, fmt.Sprintf("claims to cover seq %d, past the last row %d", through, last))
+	}
+	if missing > 0 {
+		faults = append(faults, fmt.Sprintf("%d rows it covers have no entry (queries by caller or request id would miss them)", missing))
+	}
+	if wrong > 0 {
+		faults = append(faults, fmt.Sprintf("%d entries name no row, or a row with another caller or request id", wrong))
+	}
+	if len(faults) == 0 {
+		return "", nil
+	}
+	return "lookup index (audit_lookup, outside the chain) was edited: " + strings.Join(faults, "; "), nil
 }
