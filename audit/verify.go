@@ -474,7 +474,9 @@ func checkLookups(ctx context.Context, tx *sql.Tx) (string, error) {
 		}
 		return "", fmt.Errorf("audit: verify: reading lookup state: %w", err)
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&last); err != nil {
+	// The chain's last seq: its last row, or a prune anchor when every row was pruned.
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM audit_events), 0),
+		COALESCE((SELECT MAX(seq) FROM audit_checkpoints WHERE kind = 'prune'), 0))`).Scan(&last); err != nil {
 		return "", fmt.Errorf("audit: verify: %w", err)
 	}
 	var missing, wrong int64

@@ -291,7 +291,10 @@ func TestVerifyWitnessCatchesTruncation(t *testing.T) {
 		t.Fatalf("intact log against its witness: %+v %v", rep, err)
 	}
 
-	tamper(t, cfg.Path, `DELETE FROM audit_events WHERE seq > 15`, `DELETE FROM audit_checkpoints WHERE seq > 15`)
+	// A careful editor trims the lookup index too (verify catches an index left claiming
+	// the removed rows).
+	tamper(t, cfg.Path, `DELETE FROM audit_events WHERE seq > 15`, `DELETE FROM audit_checkpoints WHERE seq > 15`,
+		`DELETE FROM audit_lookup WHERE seq > 15`, `UPDATE audit_meta SET value = '15' WHERE key = 'lookup_through'`)
 	if rep, err := Verify(context.Background(), cfg.Path, pub); err != nil || !rep.OK || rep.LastSeq != 15 {
 		t.Fatalf("the database alone should still look whole (that is the point of a witness): %+v %v", rep, err)
 	}
