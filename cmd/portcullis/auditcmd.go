@@ -146,6 +146,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		if len(witness) > 0 {
 			fmt.Fprintf(stdout, "witness: %d logged checkpoints checked\n", len(witness))
+		} else {
+			fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
+				"the newest one left cut off or rewritten, go unseen; check against serve's log with --witness LOGFILE")
 		}
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)

@@ -72,6 +72,9 @@ func TestAuditVerifyCmd(t *testing.T) {
 	if !regexp.MustCompile(`, log [0-9a-f]{32}\n`).MatchString(out) {
 		t.Fatalf("verify does not print the log id: %q", out)
 	}
+	if !strings.Contains(out, "note: without --witness") {
+		t.Fatalf("plain verify does not say what only the witness catches: %q", out)
+	}
 	key, err := audit.LoadSigningKey(filepath.Join(dir, "audit-signing.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +115,7 @@ func TestAuditVerifyWitnessCmd(t *testing.T) {
 	t.Setenv("PORTCULLIS_DATA_DIR", dir)
 	logPath := filepath.Join(dir, "serve.log")
 	if code, out, errOut := runAuditCmd(t, "verify", "--witness", logPath); code != 0 ||
-		!strings.Contains(out, "logged checkpoints checked") || !strings.Contains(out, "OK: 40 rows") {
+		!strings.Contains(out, "logged checkpoints checked") || !strings.Contains(out, "OK: 40 rows") || strings.Contains(out, "note: without --witness") {
 		t.Fatalf("verify --witness on an intact log: %d %q %q", code, out, errOut)
 	}
 	db, err := sql.Open("sqlite", filepath.Join(dir, "audit.db"))
