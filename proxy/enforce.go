@@ -363,12 +363,15 @@ func (s *Server) pendingRefusal(cl *call) *refusal {
 			"`. Call again with exactly the same arguments after it is approved; it expires at " + a.ExpiresAt.UTC().Format(time.RFC3339) + "."}
 }
 
-// auditApprovalDecision records an approver's decision when it is made, so a denial that is
-// never retried still has its row.
+// auditApprovalDecision records an approver's decision when it is made, and an approval's
+// expiry when it lapses, so a denial or expiry that is never retried still has its row.
 func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) {
 	decision := "approval_granted"
-	if a.Status == approvals.StatusDenied {
+	switch a.Status {
+	case approvals.StatusDenied:
 		decision = "approval_denied"
+	case approvals.StatusExpired:
+		decision = "approval_expired"
 	}
 	c := &a.Caller
 	s.d.Audit.AppendAsync(&audit.Event{

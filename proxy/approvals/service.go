@@ -147,8 +147,9 @@ func (s *Service) Close() error {
 	return err
 }
 
-// OnDecision registers fn to be called after each approve or deny is committed (for the
-// audit trail). fn runs synchronously on the deciding request, outside the service's
+// OnDecision registers fn to be called after each approve, deny or expiry is committed
+// (for the audit trail; a.Status says which). fn runs synchronously on the deciding
+// request, or on the goroutine that found the approval overdue, outside the service's
 // locks; set it before serving.
 func (s *Service) OnDecision(fn func(ctx context.Context, a Approval)) {
 	s.mu.Lock()
@@ -231,8 +232,8 @@ func (s *Service) Get(ctx context.Context, id string) (*Approval, error) {
 	}
 	if (a.Status == StatusPending || a.Status == StatusApproved) && !live(a, s.nowMillis()) {
 		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
 		res, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status))
+		s.writeMu.Unlock()
 		if err != nil {
 			return nil, fmt.Errorf("approvals: expiring approval: %w", err)
 		}
@@ -242,6 +243,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Approval, error) {
 		}
 		a.Status = StatusExpired
 		s.notify(a.ID)
+		s.reportExpired(ctx, []string{a.ID})
 	}
 	return a, nil
 }
@@ -367,6 +369,7 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 	for _, id := range expired {
 		s.notify(id)
 	}
+	s.reportExpired(ctx, expired)
 	if existing != nil {
 		return existing, false, nil
 	}
@@ -416,7 +419,27 @@ func (s *Service) expireDue(ctx context.Context) error {
 	for _, id := range ids {
 		s.notify(id)
 	}
+	s.reportExpired(ctx, ids)
 	return err
+}
+
+// reportExpired tells the OnDecision hook of approvals that just expired, so an approval
+// nobody decided still leaves its row when it lapses, not only when the agent retries.
+func (s *Service) reportExpired(ctx context.Context, ids []string) {
+	s.mu.Lock()
+	hook := s.onDecision
+	s.mu.Unlock()
+	if hook == nil {
+		return
+	}
+	for _, id := range ids {
+		a, err := s.Get(context.WithoutCancel(ctx), id)
+		if err != nil {
+			s.log.Error("approvals: reading an expired approval for the audit trail", "approval_id", id, "err", err)
+			continue
+		}
+		hook(ctx, *a)
+	}
 }
 
 func (s *Service) sweep() {
@@ -487,6 +510,9 @@ func (s *Service) Deny(ctx context.Context, id string, approver policies.Caller,
 
 func (s *Service) decide(ctx context.Context, id string, approver *policies.Caller, comment string, to Status) (*Approval, error) {
 	a, err := s.decideLocked(ctx, id, approver, comment, to)
+	if a != nil && errors.Is(err, ErrExpired) {
+		s.reportExpired(ctx, []string{a.ID}) // it lapsed just now, found by this attempt
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -521,10 +547,14 @@ func (s *Service) decideLocked(ctx context.Context, id string, approver *policie
 	now := s.now()
 	nowMs := now.UnixMilli()
 	if (a.Status == StatusPending || a.Status == StatusApproved) && !live(a, nowMs) {
-		if _, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status)); err != nil {
+		res, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status))
+		if err != nil {
 			return nil, fmt.Errorf("approvals: expiring approval: %w", err)
 		}
 		s.notify(a.ID)
+		if n, _ := res.RowsAffected(); n == 1 {
+			return a, ErrExpired // newly expired: decide reports it
+		}
 		return nil, ErrExpired
 	}
 	switch a.Status {

@@ -709,3 +709,44 @@ func TestReleaseAfterConsume(t *testing.T) {
 		t.Fatal("single use broken after a release")
 	}
 }
+
+// An approval that lapses is reported to the OnDecision hook once, whichever path finds
+// it overdue (the sweeper, a read, a late decision), so the audit trail has its
+// approval_expired row even when the agent never retries.
+func TestExpiryIsReportedOnce(t *testing.T) {
+	clk := &testClock{t: time.Now()}
+	s, _ := newTestService(t, clk, func(c *Config) { c.SweepInterval = time.Hour })
+	var mu sync.Mutex
+	seen := map[string][]Status{}
+	s.OnDecision(func(_ context.Context, a Approval) {
+		mu.Lock()
+		seen[a.ID] = append(seen[a.ID], a.Status)
+		mu.Unlock()
+	})
+	swept := mustRequest(t, s, request(t, agent, `{"slug":"a"}`))
+	read := mustRequest(t, s, request(t, agent, `{"slug":"b"}`))
+	late := mustRequest(t, s, request(t, agent, `{"slug":"c"}`))
+	clk.advance(time.Hour)
+
+	if got, err := s.Get(context.Background(), read.ID); err != nil || got.Status != StatusExpired {
+		t.Fatalf("read: %+v %v", got, err)
+	}
+	if _, err := s.Approve(context.Background(), late.ID, alice, ""); !errors.Is(err, ErrExpired) {
+		t.Fatalf("late approve: %v, want ErrExpired", err)
+	}
+	if err := s.expireDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Found again: no second report.
+	s.Get(context.Background(), read.ID)
+	s.Approve(context.Background(), late.ID, alice, "")
+	s.expireDue(context.Background())
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range []*Approval{swept, read, late} {
+		if st := seen[a.ID]; len(st) != 1 || st[0] != StatusExpired {
+			t.Errorf("approval %s reported %v, want one expiry", a.ID, st)
+		}
+	}
+}
