@@ -15,7 +15,11 @@ const (
 	KindOutcome     = "outcome"
 	KindApproval    = "approval"
 	KindAuthFailure = "auth_failure"
+	KindShadow      = "shadow"
 )
+
+// Kinds are the values of a row's kind column; filters accept only these.
+var Kinds = []string{KindDecision, KindOutcome, KindApproval, KindAuthFailure, KindShadow}
 
 // Decisions are the values the gateway writes in a row's decision column (proxy:
 // decisionLabel and the refusal codes settle records, recordOutcome, the auth

@@ -186,6 +186,8 @@ func TestParseFilter(t *testing.T) {
 		{"until before since", "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", []string{`"until"`}, nil},
 		{"repeated", "tool=a&tool=b", []string{`"tool": given 2 times`}, nil},
 		{"unknown decision", "decision=maybe", []string{`"decision": want one of allow, deny`, `got "maybe"`}, nil},
+		{"unknown kind", "kind=decisoin", []string{`"kind": want one of decision, outcome, approval, auth_failure, shadow`, `got "decisoin"`}, nil},
+		{"kind", "kind=shadow", nil, func(f Filter) bool { return f.Kind == "shadow" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -596,6 +598,19 @@ func TestQueuedRowIsNotOvertakenInline(t *testing.T) {
 	for i, ev := range p.Events { // newest first
 		if want := fmt.Sprintf("req-%d", 199-i); ev.RequestID != want {
 			t.Fatalf("row seq %d is %s, want %s (a queued row was overtaken)", ev.Seq, ev.RequestID, want)
+		}
+	}
+}
+
+// Spreadsheet formulas are defused in CSV cells, also behind leading blanks or a line
+// break; ordinary values are left alone.
+func TestCSVSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"=1+1": "'=1+1", "@SUM(A1)": "'@SUM(A1)", "\n=1+1": "'\n=1+1", "  +cmd": "'  +cmd", "\tx": "'\tx",
+		"-5": "'-5", "create_integration": "create_integration", "a=b": "a=b", "": "", "  ": "  ",
+	} {
+		if got := csvSafe(in); got != want {
+			t.Errorf("csvSafe(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

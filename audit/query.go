@@ -89,6 +89,10 @@ func ParseFilter(v url.Values) (Filter, error) {
 			}
 			f.Decision = val
 		case "kind":
+			if !slices.Contains(Kinds, val) {
+				errs = append(errs, fmt.Errorf("audit: parameter %q: want one of %s, got %q", k, strings.Join(Kinds, ", "), val))
+				continue
+			}
 			f.Kind = val
 		case "approval_id":
 			f.ApprovalID = val
@@ -429,7 +433,9 @@ func (e *encoder) write(r *row) error {
 // a reason) must not run when an auditor opens the export. Such cells get a
 // leading apostrophe; JSON lines carry the exact values.
 func csvSafe(s string) string {
-	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+	// Spreadsheets skip leading blanks and line breaks before reading a formula.
+	t := strings.TrimLeft(s, " \t\r\n")
+	if t != "" && strings.IndexByte("=+-@", t[0]) >= 0 || s != "" && strings.IndexByte("\t\r", s[0]) >= 0 {
 		return "'" + s
 	}
 	return s
