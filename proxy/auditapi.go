@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"net/url"
+	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/proxy/authn"
 )
 
 // handleAuditQuery is GET /admin/v1/audit for callers with the auditor role. Auditors see
@@ -36,4 +39,35 @@ func (s *Server) handleAuditQuery(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(fiber.Map{"data": page.Events, "next_cursor": page.NextCursor})
+}
+
+// auditAdminReads records who read the audit trail or the approvals: a successful GET on
+// the admin API leaves an "allow" row naming the caller, the path and the query (its
+// filters), written after the answer (a read changes nothing). Refusals have their
+// "rejected" rows already, and approve and deny their approval rows.
+func (s *Server) auditAdminReads(c *fiber.Ctx) error {
+	err := c.Next()
+	if err != nil || c.Method() != fiber.MethodGet || c.Response().StatusCode() >= 400 {
+		return err
+	}
+	id, ok := c.Locals(localIdentity).(*authn.Identity)
+	if !ok || id == nil {
+		return nil
+	}
+	path := string(c.Request().URI().Path())
+	area, _, _ := strings.Cut(strings.TrimPrefix(path, "/admin/v1/"), "/")
+	args := map[string]any{}
+	for k, v := range c.Context().QueryArgs().All() {
+		args[string(k)] = string(v)
+	}
+	argsJSON, _ := audit.AppendJSON(nil, s.d.Redactor.Value(args))
+	cr := &id.Caller
+	s.d.Audit.AppendAsync(&audit.Event{
+		Time: time.Now().UTC(), Kind: audit.KindDecision, RequestID: requestID(c),
+		Caller: audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
+			Session: cr.Session, ClientAddr: c.Context().RemoteIP().String()},
+		Surface: "rest", Tool: "admin:read_" + area, Method: fiber.MethodGet, Path: path, Arguments: argsJSON,
+		Decision: "allow", Reason: "admin API read (" + area + "), allowed by the API's own role checks", Status: c.Response().StatusCode(),
+	})
+	return nil
 }

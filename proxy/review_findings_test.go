@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -232,5 +233,48 @@ func TestOutOfRangeNumberIsA400(t *testing.T) {
 	}
 	if logs := g.logText(); strings.Contains(logs, "policy error") || strings.Contains(logs, "number too big") || g.up.hits.Load() != 0 {
 		t.Fatalf("reached policy or the upstream (hits %d):\n%s", g.up.hits.Load(), logs)
+	}
+}
+
+// Reading the audit trail or the approvals is itself recorded: who read, where, with
+// which filters (redacted); a refused read keeps its rejected row only.
+func TestAdminReadsAreAudited(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	aud := token(t, "aud-1", "acme", "auditor")
+	if resp, out := g.do("GET", "/admin/v1/audit?tool=echo&decision=allow", aud, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("audit query: %d %s", resp.StatusCode, out)
+	}
+	if resp, out := g.do("GET", "/admin/v1/approvals?status=all", token(t, "sec-1", "acme", "approver"), "", ""); resp.StatusCode != 200 {
+		t.Fatalf("approvals list: %d %s", resp.StatusCode, out)
+	}
+	if resp, _ := g.do("GET", "/admin/v1/audit", token(t, "agent-7", "acme", "agent"), "", ""); resp.StatusCode != 403 {
+		t.Fatalf("agent on the audit API: %d", resp.StatusCode)
+	}
+	rows := g.auditRows()
+	for i := 0; i < 50 && strings.Count(rows, `"admin:read_`) < 2; i++ {
+		rows = g.auditRows()
+	}
+	var reads []struct {
+		Tool, Decision, Path string
+		Caller               struct{ Sub string }
+		Arguments            map[string]string
+	}
+	for _, line := range strings.Split(strings.TrimSpace(rows), "\n") {
+		if !strings.Contains(line, `"admin:read_`) {
+			continue
+		}
+		var r struct {
+			Tool, Decision, Path string
+			Caller               struct{ Sub string }
+			Arguments            map[string]string
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		reads = append(reads, r)
+	}
+	if len(reads) != 2 || reads[0].Tool != "admin:read_audit" || reads[0].Caller.Sub != "aud-1" || reads[0].Arguments["tool"] != "echo" ||
+		reads[0].Decision != "allow" || reads[1].Tool != "admin:read_approvals" || reads[1].Caller.Sub != "sec-1" {
+		t.Fatalf("admin read rows: %+v\n%s", reads, rows)
 	}
 }

@@ -198,7 +198,7 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	authed.Post(s.cfg.MCP.Path, s.handleMCP)
 	authed.Get(s.cfg.MCP.Path, s.handleMCPPassthrough)
 	authed.Delete(s.cfg.MCP.Path, s.handleMCPPassthrough)
-	admin := authed.Group("/admin/v1")
+	admin := authed.Group("/admin/v1", s.auditAdminReads)
 	if s.d.Approvals != nil {
 		s.d.Approvals.Mount(admin, callerOf, s.auditRejected)
 	}
