@@ -376,3 +376,19 @@ func TestIDsMasksAndUnknownFields(t *testing.T) {
 		t.Fatalf("custom_host with a query string: %d %s", r.status, r.body)
 	}
 }
+
+// A blank key is no key: refused on create and on update, never stored as the secret.
+func TestBlankKeyIsRefused(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	if r := e.create(h, map[string]any{"name": "blank", "ai_provider_id": "openai", "key": "   "}); r.status != 400 || r.errField() != "key" {
+		t.Fatalf("create with a blank key: %d %s", r.status, r.body)
+	}
+	_, slug := e.mustCreate(h, map[string]any{"name": "ok", "ai_provider_id": "openai", "key": "sk-proj-abcdefghijklmnop1234"})
+	if r := e.do("PUT", "/v1/integrations/"+slug, h, map[string]any{"key": " \t "}); r.status != 400 || r.errField() != "key" {
+		t.Fatalf("update with a blank key: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/v1/integrations?current_page=-1", h, nil); r.status != 400 || !strings.Contains(r.errMessage(), "from 1 to 1000000") {
+		t.Fatalf("bad page: %d %s", r.status, r.body)
+	}
+}

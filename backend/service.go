@@ -224,7 +224,10 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	if r.WorkspaceID != "" && !wsRe.MatchString(r.WorkspaceID) {
 		p.add("workspace_id", "must be 1-128 letters, digits or _ . : -")
 	}
-	hasKey := r.Key != nil && *r.Key != ""
+	hasKey := r.Key != nil && strings.TrimSpace(*r.Key) != ""
+	if r.Key != nil && *r.Key != "" && !hasKey {
+		p.add("key", "must not be blank")
+	}
 	if hasKey && len(*r.Key) > maxSecretLen {
 		p.add("key", "must be at most %d bytes", maxSecretLen)
 	}
@@ -315,8 +318,8 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 	if r.Description != nil && len([]rune(*r.Description)) > maxDescLen {
 		p.add("description", "must be at most %d characters", maxDescLen)
 	}
-	if r.Key != nil && *r.Key == "" {
-		p.add("key", "must not be empty; omit key to keep the stored one")
+	if r.Key != nil && strings.TrimSpace(*r.Key) == "" {
+		p.add("key", "must not be empty or blank; omit key to keep the stored one")
 	}
 	if r.Key != nil && len(*r.Key) > maxSecretLen {
 		p.add("key", "must be at most %d bytes", maxSecretLen)
@@ -414,7 +417,7 @@ func parsePage(p *problems, cur, size string) page {
 	if cur != "" {
 		n, err := strconv.Atoi(cur)
 		if err != nil || n < 0 || n > 1_000_000 {
-			p.add("current_page", "must be a non-negative integer")
+			p.add("current_page", "must be an integer from 1 to 1000000 (0 is read as 1)")
 		} else if n > 1 {
 			pg.offset = (n - 1) * pg.limit
 		}
