@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"regexp"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,9 +141,32 @@ func (s *Server) routes() http.Handler {
 	s.seedRoutes(mux)
 	mux.Handle("/mcp", s.authed(s.mcpHandler().ServeHTTP))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.writeErr(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+				Message: r.Method + " is not allowed on this route; use " + strings.Join(allow, ", ")})
+			return
+		}
 		s.writeErr(w, r, &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "no such route"})
 	})
 	return s.recoverAndLog(mux)
+}
+
+// allowedMethods lists the methods mux serves r's path with (the catch-all aside), so a
+// known route asked with the wrong method is a 405 naming them, not a 404.
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := *r
+		probe.Method = m
+		if _, pattern := mux.Handler(&probe); pattern != "/" && pattern != "" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 var requestIDRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)

@@ -37,8 +37,8 @@ func TestAccessLogAndUnknownRoutes(t *testing.T) {
 	if r := e.do("GET", "/v2/nothing", h, nil); r.status != 404 || r.json["error"] == nil {
 		t.Fatalf("unknown route: %d %s", r.status, r.body)
 	}
-	// A method the route does not serve falls through to the JSON 404.
-	if r := e.do("PATCH", "/v1/integrations/x", h, nil); r.status != 404 || r.json["error"] == nil {
-		t.Fatalf("wrong method: %d", r.status)
+	// A method the route does not serve is a JSON 405 naming the methods it does.
+	if r := e.do("PATCH", "/v1/integrations/x", h, nil); r.status != 405 || r.json["error"] == nil || !strings.Contains(r.errMessage(), "use GET, PUT, DELETE") {
+		t.Fatalf("wrong method: %d %s", r.status, r.body)
 	}
 }
