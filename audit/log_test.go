@@ -188,6 +188,7 @@ func TestParseFilter(t *testing.T) {
 		{"unknown decision", "decision=maybe", []string{`"decision": want one of allow, deny`, `got "maybe"`}, nil},
 		{"unknown kind", "kind=decisoin", []string{`"kind": want one of decision, outcome, approval, auth_failure, shadow`, `got "decisoin"`}, nil},
 		{"kind", "kind=shadow", nil, func(f Filter) bool { return f.Kind == "shadow" }},
+		{"approver", "approver=alice", nil, func(f Filter) bool { return f.Approver == "alice" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -612,5 +613,26 @@ func TestCSVSafe(t *testing.T) {
 		if got := csvSafe(in); got != want {
 			t.Errorf("csvSafe(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Rows can be found by the approver who decided them, in a query and in an export.
+func TestFilterByApprover(t *testing.T) {
+	l := openTest(t, testConfig(t))
+	ctx := context.Background()
+	for i, who := range []string{"alice", "bob", "alice", ""} {
+		ev := sampleEvent(i)
+		ev.Approver = who
+		if err := l.Append(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := l.Query(ctx, Filter{Approver: "alice"})
+	if err != nil || len(page.Events) != 2 || page.Events[0].Approver != "alice" || page.Events[1].Approver != "alice" {
+		t.Fatalf("query by approver: %v %+v", err, page)
+	}
+	var buf bytes.Buffer
+	if err := l.Export(ctx, &buf, "jsonl", Filter{Approver: "bob"}); err != nil || strings.Count(buf.String(), "\n") != 1 {
+		t.Fatalf("export by approver: %v %q", err, buf.String())
 	}
 }

@@ -29,6 +29,7 @@ type Filter struct {
 	Decision     string
 	Kind         string
 	ApprovalID   string
+	Approver     string // who decided an approval (approval rows, and calls made with it)
 	RequestID    string
 	// Cursor continues a Query from a previous Page.NextCursor. Export ignores it.
 	Cursor string
@@ -50,7 +51,7 @@ const (
 )
 
 // ParseFilter reads a Filter from query parameters: since, until (RFC 3339), sub,
-// org, tool, decision, kind, approval_id, request_id, cursor, limit (1-1000,
+// org, tool, decision, kind, approval_id, approver, request_id, cursor, limit (1-1000,
 // default 100). Unknown parameters are refused. Every problem is reported, each
 // naming its parameter.
 func ParseFilter(v url.Values) (Filter, error) {
@@ -96,6 +97,8 @@ func ParseFilter(v url.Values) (Filter, error) {
 			f.Kind = val
 		case "approval_id":
 			f.ApprovalID = val
+		case "approver":
+			f.Approver = val
 		case "request_id":
 			f.RequestID = val
 		case "cursor":
@@ -157,7 +160,7 @@ func (f *Filter) where() (string, []any) {
 	}
 	for _, c := range []struct{ col, val string }{
 		{"caller_org", f.Org}, {"tool", f.Tool}, {"decision", f.Decision},
-		{"kind", f.Kind}, {"approval_id", f.ApprovalID},
+		{"kind", f.Kind}, {"approval_id", f.ApprovalID}, {"approver", f.Approver},
 	} {
 		if c.val != "" {
 			add(c.col+" = ?", c.val)
@@ -338,7 +341,7 @@ func (f *Filter) matches(r *row) bool {
 	}
 	for _, c := range []struct{ want, got string }{
 		{f.Org, r.Org}, {f.Tool, r.Tool}, {f.Decision, r.Decision}, {f.Kind, r.Kind},
-		{f.ApprovalID, r.ApprovalID}, {f.Sub, r.Sub}, {f.RequestID, r.RequestID},
+		{f.ApprovalID, r.ApprovalID}, {f.Approver, r.Approver}, {f.Sub, r.Sub}, {f.RequestID, r.RequestID},
 	} {
 		if c.want != "" && c.want != c.got {
 			return false

@@ -22,6 +22,7 @@ var auditUsage = `Usage:
                           [--archive FILE | --witness LOGFILE]
   portcullis audit export [--data-dir DIR] [--db PATH] [--format jsonl|csv] [--out FILE]
                           [--since RFC3339] [--until RFC3339] [--tool T] [--sub S] [--org O] [--decision D]
+                          [--approval-id ID] [--approver SUB] [--request-id ID]
   portcullis audit tail   [--data-dir DIR] [--db PATH] [-n 20] [--follow] [--interval 1s]
   portcullis audit prune  --before RFC3339 --archive FILE [--data-dir DIR] [--db PATH] [--key PATH]
 
@@ -74,6 +75,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.StringVar(&f.Sub, "sub", "", "only this caller subject")
 		fs.StringVar(&f.Org, "org", "", "only this org")
 		fs.StringVar(&f.Decision, "decision", "", "only this decision: "+auditDecisionList)
+		fs.StringVar(&f.ApprovalID, "approval-id", "", "only rows of this approval")
+		fs.StringVar(&f.Approver, "approver", "", "only rows of approvals this subject decided")
+		fs.StringVar(&f.RequestID, "request-id", "", "only rows of this request")
 		fs.StringVar(&out, "out", "", "write to this new file instead of stdout")
 	case "tail":
 		fs.IntVar(&n, "n", 20, "rows to show")
