@@ -153,11 +153,12 @@ denials contains reason if {
 }
 
 # Global workspace access opens an integration to every workspace of the org: an
-# org-wide change, for admins only.
+# org-wide change, for admins only. REST names it global_workspace_access, the MCP tool
+# global_workspace_access_enabled.
 denials contains reason if {
 	not list_mode
 	tools[input.tool].workspace_scoped
-	some key in ["global_workspace_access", "global_workspace_access_settings"]
+	some key in ["global_workspace_access", "global_workspace_access_settings", "global_workspace_access_enabled"]
 	key in object.keys(input.arguments)
 	not "admin" in input.caller.roles
 	reason := sprintf("%s: %s opens the integration to every workspace; only role admin may set it", [input.tool, key])

@@ -151,6 +151,13 @@ test_global_workspace_access_needs_admin if {
 	decide(call("update_integration_workspaces", admin, {"slug": "mine", "workspaces": [], "global_workspace_access": true})).action == "rate_limit"
 }
 
+# The MCP tool spells it global_workspace_access_enabled.
+test_global_workspace_access_over_mcp_needs_admin if {
+	d := decide(call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": [], "global_workspace_access_enabled": true}))
+	d.action == "deny"
+	contains(d.reason, "global_workspace_access_enabled opens the integration to every workspace")
+}
+
 test_create_workspace_when_caller_has_none_denied if {
 	caller := object.union(agent, {"workspace": ""})
 	d := decide(call("create_integration", caller, {"name": "x", "workspace_id": "ws-1"}))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"hash"
@@ -360,11 +361,16 @@ func (r *Redactor) matchAt(s string, i int) (start, end int) {
 			} else if strings.EqualFold(s[i:i+6], "basic ") {
 				j = i + 6
 			}
+			basic := j == i+6
 			if j > 0 {
 				for j < len(s) && s[j] == ' ' {
 					j++
 				}
-				if n := run(s, j, isBearerChar); n >= 8 && !isRedacted(s[j:j+n]) {
+				if strings.HasPrefix(s[j:], RedactedPrefix) {
+					return 0, 0 // redacted already: scrubbing twice changes nothing
+				}
+				// "Basic" must hold base64 of user:password, so "a basic question" stays.
+				if n := run(s, j, isBearerChar); n >= 8 && (!basic || isBasicCredential(s[j:j+n])) {
 					return j, j + n
 				}
 			}
@@ -379,7 +385,7 @@ func (r *Redactor) matchAt(s string, i int) (start, end int) {
 				auth = auth[:e]
 			}
 			if at := strings.LastIndexByte(auth, '@'); at > 0 {
-				if colon := strings.IndexByte(auth[:at], ':'); colon >= 0 && colon+1 < at {
+				if colon := strings.IndexByte(auth[:at], ':'); colon >= 0 && colon+1 < at && !isRedacted(auth[colon+1:at]) {
 					return i + 3 + colon + 1, i + 3 + at
 				}
 			}
@@ -420,6 +426,11 @@ func (r *Redactor) secretAfterColon(s string, i int) (start, end int) {
 	if k == e || (quote != 0 && (k == 0 || s[k-1] != quote)) || !r.IsSecretField(s[k:e]) {
 		return 0, 0
 	}
+	// Unquoted, "name: value" is also prose ("missing token: provide it"): only names
+	// that say secret outright (password, api_key, client_secret...) count there.
+	if quote == 0 && !strongSecretName(s[k:e]) {
+		return 0, 0
+	}
 	j := i + 1
 	for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
 		j++
@@ -440,6 +451,27 @@ func (r *Redactor) secretAfterColon(s string, i int) (start, end int) {
 		return 0, 0 // "Authorization: Bearer x": the scheme's own pattern takes the credential
 	}
 	return j, j + n
+}
+
+// strongSecretName reports a secret name by its infix (password, secret, apikey...),
+// not by a suffix such as key or token, which ordinary words end in too.
+func strongSecretName(name string) bool {
+	if !isSecretName(name, false) {
+		return false
+	}
+	n := strings.ToLower(strings.NewReplacer("-", "", "_", "", ".", "").Replace(name))
+	for _, w := range secretInfixes {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// isBasicCredential reports whether tok is base64 of "user:password".
+func isBasicCredential(tok string) bool {
+	b, err := base64.StdEncoding.DecodeString(tok)
+	return err == nil && bytes.IndexByte(b, ':') > 0
 }
 
 func run(s string, i int, ok func(byte) bool) int {

@@ -317,3 +317,28 @@ func TestFreeTextColumnsAreScrubbed(t *testing.T) {
 		t.Fatalf("verify: %v %s", err, rep.String())
 	}
 }
+
+// Scrubbing is idempotent (text redacted once, e.g. a reason quoting redacted input, keeps
+// its marks when the row scrubs it again), and ordinary prose is left alone.
+func TestScrubIsIdempotentAndSparesProse(t *testing.T) {
+	r := NewRedactor(testKey)
+	for _, in := range []string{
+		"Authorization: Bearer abcdefghijkl.mnop", "Authorization: Basic dXNlcjpodW50ZXIy",
+		"postgres://admin:hunter2@db:5432/x", "password=pa55;x", "password: hunter2", `{"apiKey":"plainsecret123"}`,
+		"sk-proj-abcdefghijklmnop", "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123",
+	} {
+		once := r.String(in)
+		if once == in {
+			t.Errorf("%q: nothing redacted", in)
+		}
+		if twice := r.String(once); twice != once {
+			t.Errorf("%q: scrubbed twice %q, once %q", in, twice, once)
+		}
+	}
+	for _, prose := range []string{"a basic question about integrations", "missing token: provide the header",
+		"key: the slug of the integration", "Basic plan includes everything"} {
+		if got := r.String(prose); got != prose {
+			t.Errorf("prose %q became %q", prose, got)
+		}
+	}
+}

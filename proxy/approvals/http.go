@@ -165,6 +165,9 @@ func decisionBody(raw []byte) (comment, field, msg string) {
 		if k != "comment" {
 			return "", "body", "unknown field " + strictjson.QuoteKey(k) + `: the body takes only "comment"`
 		}
+		if val == nil {
+			continue // "comment": null is no comment
+		}
 		s, ok := val.(string)
 		if !ok {
 			return "", "comment", "comment: must be a string, got " + jsonType(val)

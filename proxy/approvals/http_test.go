@@ -203,7 +203,7 @@ func TestAdminAPI(t *testing.T) {
 				}
 			}},
 		{name: "approve twice", method: "POST", path: base + pending.ID + "/approve", sub: "alice", wantStatus: 409, wantCode: "not_pending"},
-		{name: "named approver approves", method: "POST", path: base + secApproval.ID + "/approve", sub: "carol", wantStatus: 200},
+		{name: "named approver approves (comment null)", method: "POST", path: base + secApproval.ID + "/approve", sub: "carol", body: `{"comment":null}`, wantStatus: 200},
 		{name: "deny without comment", method: "POST", path: base + toDeny.ID + "/deny", sub: "alice", wantStatus: 400, wantCode: "invalid_request"},
 		{name: "deny", method: "POST", path: base + toDeny.ID + "/deny", sub: "alice", body: `{"comment":"use the staging key"}`, wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {

@@ -325,7 +325,12 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 	approversJSON, _ := json.Marshal(approvers)
 
 	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			s.writeMu.Unlock()
+		}
+	}()
 	now := s.now()
 	nowMs := now.UnixMilli()
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -366,6 +371,8 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 	if err := tx.Commit(); err != nil {
 		return nil, false, fmt.Errorf("approvals: committing request: %w", err)
 	}
+	s.writeMu.Unlock() // the hook runs outside the service's locks
+	locked = false
 	for _, id := range expired {
 		s.notify(id)
 	}

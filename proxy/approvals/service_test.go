@@ -750,3 +750,21 @@ func TestExpiryIsReportedOnce(t *testing.T) {
 		}
 	}
 }
+
+// The expiry hook runs outside the service's locks, also when Request finds the overdue
+// approval: a hook that calls back into the service does not deadlock.
+func TestExpiryHookRunsOutsideLocks(t *testing.T) {
+	clk := &testClock{t: time.Now()}
+	s, _ := newTestService(t, clk, func(c *Config) { c.SweepInterval = time.Hour })
+	req := request(t, agent, `{"slug":"a"}`)
+	mustRequest(t, s, req)
+	clk.advance(time.Hour)
+	s.OnDecision(func(ctx context.Context, a Approval) { s.Release(ctx, a.ID) })
+	done := make(chan struct{})
+	go func() { s.Request(context.Background(), req); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Request deadlocked: the expiry hook ran while writeMu was held")
+	}
+}

@@ -261,6 +261,9 @@ func (p *parser) number() (any, error) {
 		if digits() == 0 {
 			return nil, p.errorf("syntax", "invalid number exponent")
 		}
+		for expAt < p.pos-1 && p.data[expAt] == '0' { // 1e0005 is 1e5
+			expAt++
+		}
 		if p.pos-expAt > 4 || (p.pos-expAt == 4 && string(p.data[expAt:p.pos]) > strconv.Itoa(maxExponent)) {
 			return nil, &Error{Offset: start, Rule: "number_range", Msg: "number out of range (exponent beyond ±" + strconv.Itoa(maxExponent) + ")"}
 		}
