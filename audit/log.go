@@ -229,7 +229,8 @@ func (l *Log) start(ctx context.Context) error {
 		return err
 	}
 	l.reader = rd
-	l.logger.Info("audit: log open", "path", l.cfg.Path, "log_id", l.logID, "seq", l.seq, "mode", l.cfg.Mode,
+	// On the witness's logger: the log id it names is what witness lines are checked against.
+	l.witness().Info("audit: log open", "path", l.cfg.Path, "log_id", l.logID, "seq", l.seq, "mode", l.cfg.Mode,
 		"synchronous", l.cfg.Synchronous, "key_id", KeyID(l.key.Public().(ed25519.PublicKey)))
 	return nil
 }
@@ -1051,14 +1052,18 @@ func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	}
 	l.lastCP, l.lastCPTime = c.Seq, now
 	l.checkpoints.Add(1)
-	witness := l.cfg.Witness
-	if witness == nil {
-		witness = l.logger
-	}
-	witness.Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
+	l.witness().Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
 		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID, "log_id", c.LogID,
 		"signature", base64.StdEncoding.EncodeToString(c.Signature))
 	return nil
+}
+
+// witness is the logger for checkpoint lines: Config.Witness, else the log's logger.
+func (l *Log) witness() *slog.Logger {
+	if l.cfg.Witness != nil {
+		return l.cfg.Witness
+	}
+	return l.logger
 }
 
 // checkpointSyncHook, when set (tests), is called just before a checkpoint's commit

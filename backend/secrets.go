@@ -25,14 +25,21 @@ func Mask(s string) string {
 	}
 }
 
-// maskFor masks the secret in field k. Passwords and passphrases are guessable from a
-// few characters, so none of theirs is shown; API keys and the like follow Mask.
-func maskFor(k, v string) string {
-	n := catalog.NormalizeName(k)
-	if strings.Contains(n, "password") || strings.Contains(n, "passphrase") || strings.Contains(n, "passwd") {
+// maskFor masks the secret v held in field k. Passwords and passphrases are guessable
+// from a few characters, so none of theirs is shown, and neither is anything of a whole
+// object or array sealed as one (its JSON ends in a nested value's last characters); API
+// keys and the like follow Mask.
+func maskFor(k string, v any, raw string) string {
+	if _, isString := v.(string); !isString {
 		return "****"
 	}
-	return Mask(v)
+	n := catalog.NormalizeName(k)
+	for _, w := range []string{"password", "passphrase", "passwd", "pwd", "passcode"} {
+		if strings.Contains(n, w) {
+			return "****"
+		}
+	}
+	return Mask(raw)
 }
 
 const maskedPrefix = "masked_"
@@ -60,7 +67,7 @@ func extractSecrets(path string, v any, isSecret func(string) bool, underHeaders
 				}
 				raw := secretBytes(child)
 				*out = append(*out, sealedValue{field: p, value: raw})
-				m[maskedPrefix+k] = maskFor(k, string(raw))
+				m[maskedPrefix+k] = maskFor(k, child, string(raw))
 				continue
 			}
 			hdr := catalog.NormalizeName(k) == "customheaders" || catalog.NormalizeName(k) == "headers"

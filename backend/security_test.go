@@ -312,10 +312,12 @@ func TestPasswordsAreMaskedWhole(t *testing.T) {
 	h := e.as("acme", "")
 	_, slug := e.mustCreate(h, map[string]any{"name": "pw", "ai_provider_id": "openai", "key": "sk-proj-abcdefghijklmnopqrstuvwxyz",
 		"configurations": map[string]any{"db_password": "correct-horse-battery", "SSH-Passphrase": "open sesame please now",
+			"db_pwd": "Tr0ub4dor&3xyzabc", "extra": map[string]any{"password": "Tr0ub4dor&3xyz"},
 			"api_token": "tok-abcdefghijklmnopqrstu"}})
 	got := e.do("GET", "/v1/integrations/"+slug, h, nil)
 	conf := got.json["configurations"].(map[string]any)
-	if conf["masked_db_password"] != "****" || conf["masked_SSH-Passphrase"] != "****" {
+	if conf["masked_db_password"] != "****" || conf["masked_SSH-Passphrase"] != "****" || conf["masked_db_pwd"] != "****" ||
+		conf["masked_extra"] != "****" {
 		t.Fatalf("passwords not masked whole: %v", conf)
 	}
 	if conf["masked_api_token"] != "tok****rstu" || got.json["masked_key"] != "sk-****wxyz" {
@@ -351,7 +353,8 @@ func TestIDsMasksAndUnknownFields(t *testing.T) {
 		t.Fatalf("get by id: %d %s", r.status, r.body)
 	}
 
-	if r := e.do("PUT", "/v1/integrations/"+slug, h, map[string]any{"key": "sk-****QRST"}); r.status != 400 || r.errField() != "key" || !strings.Contains(r.errMessage(), "masked") {
+	if r := e.do("PUT", "/v1/integrations/"+slug, h, map[string]any{"key": "sk-****QRST"}); r.status != 400 || r.errField() != "key" || !strings.Contains(r.errMessage(), "masked") ||
+		strings.Count(r.errMessage(), "masked value") != 1 {
 		t.Fatalf("masked key sent back: %d %s", r.status, r.body)
 	}
 	if r := e.do("GET", "/v1/integrations/"+slug, h, nil); r.json["masked_key"] != "sk-****QRST" {

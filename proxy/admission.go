@@ -57,8 +57,8 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	}
 	s.metrics.refused(he.code)
 	if early {
-		s.log.Info("request refused before admission", "request_id", rid, "status", he.status, "code", he.code,
-			"method", methodOf(c), "path", s.d.Redactor.Value(string(c.Request().URI().Path())), "client_addr", c.Context().RemoteIP().String())
+		s.log.Warn("request refused before admission", "request_id", rid, "status", he.status, "code", he.code,
+			"method", methodOf(c), "path", s.d.Redactor.String(string(c.Request().URI().Path())), "client_addr", c.Context().RemoteIP().String())
 	}
 	if he.status >= 400 && he.status < 500 && he.status != fiber.StatusUnauthorized {
 		s.auditRejected(c, he.code, he.msg) // 401s have their auth_failure rows

@@ -46,9 +46,10 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 		id:       id,
 		clientIP: c.Context().RemoteIP().String(),
 		surface:  surface,
-		tool:     tool,
+		tool:     s.d.Redactor.String(tool), // an unmapped route's tool name holds its path
 		method:   methodOf(c),
-		path:     string(c.Request().URI().Path()),
+		// What policy, the audit row and the log see; the upstream gets the path as sent.
+		path: s.d.Redactor.String(string(c.Request().URI().Path())),
 	}
 	// Only the redacted arguments are kept: secrets never reach policy, audit or logs.
 	redacted, _ := s.d.Redactor.Value(args).(map[string]any)
@@ -57,7 +58,7 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 	}
 	cl.input = policies.Input{
 		Surface:   surface,
-		Tool:      tool,
+		Tool:      cl.tool,
 		Arguments: redacted,
 		HTTP:      policies.HTTPInfo{Method: cl.method, Path: cl.path},
 		Caller:    id.Caller,

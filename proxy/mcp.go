@@ -158,7 +158,7 @@ func parseErrorCode(err error) int {
 }
 
 func (s *Server) handleMCP(c *fiber.Ctx) error {
-	if err := requireJSON(c); err != nil {
+	if err := requireJSON(c, false); err != nil {
 		return err
 	}
 	body := c.Request().Body()

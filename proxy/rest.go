@@ -34,7 +34,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		args[string(k)] = string(v)
 	}
 	if body := c.Request().Body(); len(body) > 0 {
-		if err := requireJSON(c); err != nil {
+		if err := requireJSON(c, true); err != nil {
 			return err
 		}
 		v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
@@ -146,19 +146,22 @@ func (s *Server) underPrefix(path string) bool {
 	return false
 }
 
-// requireJSON refuses a body whose media type is not JSON (application/json or a
-// +json type, any case, parameters allowed): a body the proxy reads as JSON must be one
-// the upstream reads as JSON too.
-func requireJSON(c *fiber.Ctx) error {
+// requireJSON refuses a body whose media type is not JSON (application/json, or with
+// plusJSON a +json type; any case, parameters allowed): a body the proxy reads as JSON
+// must be one the upstream reads as JSON too. MCP's transport takes application/json only.
+func requireJSON(c *fiber.Ctx, plusJSON bool) error {
 	ct := c.Request().Header.ContentType()
 	if i := bytes.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
 	ct = bytes.TrimSpace(ct)
 	if bytes.EqualFold(ct, []byte(fiber.MIMEApplicationJSON)) ||
-		(len(ct) > 5 && bytes.EqualFold(ct[len(ct)-5:], []byte("+json")) && bytes.IndexByte(ct, '/') > 0) {
+		(plusJSON && len(ct) > 5 && bytes.EqualFold(ct[len(ct)-5:], []byte("+json")) && bytes.IndexByte(ct, '/') > 0) {
 		return nil
 	}
-	return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type",
-		msg: "request bodies must be application/json"}
+	msg := "request bodies must be application/json (or a +json type)"
+	if !plusJSON {
+		msg = "request bodies must be application/json"
+	}
+	return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type", msg: msg}
 }

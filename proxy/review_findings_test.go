@@ -278,3 +278,24 @@ func TestAdminReadsAreAudited(t *testing.T) {
 		t.Fatalf("admin read rows: %+v\n%s", reads, rows)
 	}
 }
+
+// A secret in an unmapped REST path reaches neither policy, the log nor the audit row
+// (the upstream still gets the path as sent); MCP bodies must be application/json itself.
+func TestPathSecretsAndMCPMediaType(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-7", "acme", "agent")
+	secret := "sk-proj-abcdefghijklmnop1234"
+	if resp, out := g.do("GET", "/v1/nosuch/"+secret, tok, "", ""); resp.StatusCode != 403 || strings.Contains(out, secret) {
+		t.Fatalf("unmapped route with a secret in its path: %d %s", resp.StatusCode, out)
+	}
+	rows := g.auditRows()
+	if logs := g.logText(); strings.Contains(logs, secret) || strings.Contains(rows, secret) {
+		t.Fatalf("the path's secret reached the log or the audit trail:\n%s\n%s", logs, rows)
+	}
+	if resp, out := g.do("POST", "/mcp", tok, "application/vnd.api+json", toolCall("echo", `{}`), "Accept", "application/json"); resp.StatusCode != 415 {
+		t.Fatalf("MCP with a +json type: %d %s, want 415", resp.StatusCode, out)
+	}
+	if g.up.hits.Load() != 0 {
+		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+}

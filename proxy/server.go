@@ -53,6 +53,8 @@ type AuditQuerier interface {
 // Redactor replaces secret values in decoded JSON. *audit.Redactor implements it.
 type Redactor interface {
 	Value(v any) any
+	// String redacts credential-looking parts of free text (a path, a tool name).
+	String(s string) string
 }
 
 // Deps are the collaborators the proxy needs. Logger, Auth, Policy, Audit, Redactor and

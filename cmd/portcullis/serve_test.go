@@ -398,8 +398,8 @@ func TestWarnLogLevelKeepsTheWitness(t *testing.T) {
 	if strings.Contains(logs, `"level":"INFO","msg":"policy loaded"`) {
 		t.Fatalf("log_level warn still writes INFO lines:\n%s", logs)
 	}
-	if !strings.Contains(logs, `"msg":"audit checkpoint"`) {
-		t.Fatalf("log_level warn turned the witness off:\n%s", logs)
+	if !strings.Contains(logs, `"msg":"audit checkpoint"`) || !strings.Contains(logs, `"msg":"audit: log open"`) {
+		t.Fatalf("log_level warn turned the witness (checkpoints, and the log id at start) off:\n%s", logs)
 	}
 	witness := filepath.Join(t.TempDir(), "serve.log")
 	if err := os.WriteFile(witness, []byte(logs), 0o600); err != nil {
