@@ -117,6 +117,10 @@ func (s *Server) rateLimit(ctx context.Context, cl *call) *refusal {
 	if key == "" {
 		key = cl.id.Caller.Sub + "\x00" + cl.id.Caller.Session + "\x00" + cl.tool
 	}
+	// The window is part of the key: two rules sharing a key (a per-org limit) with
+	// different windows count separately. Sharing one counter, each would reset the other's
+	// window, and a cheap call under one rule would restore the quota of the other.
+	key += "\x00" + rl.Window.String()
 	res, err := s.limiter.Allow(ctx, key, rl.Max, rl.Window)
 	if err != nil {
 		// The limiter's store is down: fail closed, as for any policy we cannot enforce.
@@ -223,6 +227,21 @@ func (s *Server) settle(ctx context.Context, cl *call, r *refusal) *refusal {
 	return r
 }
 
+// notExecuted reports an outcome that says the upstream did not act on the call, the only
+// kind refund_on_error gives the unit back for: it was never sent (refused connection,
+// pacing, not forwarded) or the upstream turned it away (429, 503). A 500, 502 or a
+// timeout may come after the work was done, so they keep the unit: otherwise a call that
+// acts and then fails would escape the limit.
+func notExecuted(status int, errClass string) bool {
+	switch errClass {
+	case "refused", "paced", "canceled", "not_forwarded", "identity":
+		return true
+	case "":
+		return status == fiber.StatusTooManyRequests || status == fiber.StatusServiceUnavailable
+	}
+	return false
+}
+
 func (s *Server) refundIfAsked(cl *call) {
 	if cl.refund != "" {
 		_ = s.limiter.Refund(context.Background(), cl.refund, cl.window)
@@ -236,7 +255,7 @@ func (s *Server) recordOutcome(cl *call, status int, errClass string, latency ti
 	ev.Decision = "outcome"
 	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, errClass, latency.Microseconds()
 	s.d.Audit.AppendAsync(ev)
-	if status >= 500 || status == fiber.StatusTooManyRequests || errClass != "" {
+	if notExecuted(status, errClass) {
 		s.refundIfAsked(cl)
 	}
 	s.metrics.outcome(cl.surface, status, errClass, time.Since(cl.start))

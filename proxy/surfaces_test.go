@@ -306,24 +306,57 @@ import rego.v1
 decision := {"action": "rate_limit", "reason": "one at a time", "rate_limit": {"max": 1, "window": "60s", "refund_on_error": input.arguments.refund}}
 `
 
-// refund_on_error: a call the upstream fails does not use up the caller's budget when
-// the policy says so; without it, it does.
+// refund_on_error: a call the upstream turned away (503, 429) does not use up the
+// caller's budget when the policy says so; without it, it does. A failure that may come
+// after the upstream acted (500, 502) keeps the unit either way, so a call that acts and
+// then fails cannot escape the limit.
 func TestRateLimitRefundOnError(t *testing.T) {
-	for _, refund := range []bool{true, false} {
-		t.Run(fmt.Sprint("refund=", refund), func(t *testing.T) {
+	for _, tc := range []struct {
+		upstream   int
+		refund     bool
+		wantRefund bool
+	}{
+		{503, true, true}, {503, false, false}, {429, true, true}, {502, true, false}, {500, true, false},
+	} {
+		t.Run(fmt.Sprintf("upstream=%d refund=%v", tc.upstream, tc.refund), func(t *testing.T) {
 			g := newGateway(t, gwOptions{policy: refundPolicy})
-			g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) { w.WriteHeader(500) })
+			g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) { w.WriteHeader(tc.upstream) })
 			tok := token(t, "agent-1", "acme", "agent")
-			args := fmt.Sprintf(`{"refund":%v}`, refund)
-			if resp, _ := g.mcp(tok, toolCall("echo", args)); resp.StatusCode != 500 {
-				t.Fatalf("first call: %d, want the upstream's 500", resp.StatusCode)
+			args := fmt.Sprintf(`{"refund":%v}`, tc.refund)
+			if resp, _ := g.mcp(tok, toolCall("echo", args)); resp.StatusCode != tc.upstream {
+				t.Fatalf("first call: %d, want the upstream's %d", resp.StatusCode, tc.upstream)
 			}
 			_, body := g.mcp(tok, toolCall("echo", args))
-			limited := strings.Contains(body, "rate_limited")
-			if limited == refund {
-				t.Fatalf("second call after a failed first (refund_on_error=%v): %s", refund, body)
+			if limited := strings.Contains(body, "rate_limited"); limited == tc.wantRefund {
+				t.Fatalf("second call after a %d (refund_on_error=%v): %s", tc.upstream, tc.refund, body)
 			}
 		})
+	}
+}
+
+const sharedKeyPolicy = `package portcullis
+
+import rego.v1
+
+decision := {"action": "rate_limit", "reason": "per org", "rate_limit": {"max": 2, "window": "60s", "key": input.caller.org}} if input.tool == "echo"
+
+decision := {"action": "rate_limit", "reason": "per org", "rate_limit": {"max": 100, "window": "30s", "key": input.caller.org}} if input.tool == "cheap"
+`
+
+// Two rules sharing a key (per org) with different windows count apart: a cheap call under
+// one rule must not reset the other's window and restore its quota.
+func TestSharedRateLimitKeyAcrossWindows(t *testing.T) {
+	g := newGateway(t, gwOptions{policy: sharedKeyPolicy})
+	tok := token(t, "agent-1", "acme", "agent")
+	allowed := 0
+	for i := 0; i < 4; i++ {
+		if _, body := g.mcp(tok, toolCall("echo", `{}`)); !strings.Contains(body, "rate_limited") {
+			allowed++
+		}
+		g.mcp(tok, toolCall("cheap", `{}`))
+	}
+	if allowed != 2 {
+		t.Fatalf("%d echo calls admitted under a 2 per 60s per-org limit, want 2", allowed)
 	}
 }
 
