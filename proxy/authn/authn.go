@@ -178,8 +178,18 @@ func (a *Authenticator) Authenticate(header string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	if lim := a.cfg.MaxTokenLifetime; lim > 0 {
+		from := now
+		if iat, err := jwt.MapClaims(id.Caller.Claims).GetIssuedAt(); err == nil && iat != nil {
+			from = iat.Time
+		}
+		if id.Expires.Sub(from) > lim {
+			return nil, tokenErr(descTooLong, nil)
+		}
+	}
 	if a.cache != nil && now.Before(id.Expires) {
-		a.cache.put(key, id, id.Expires.UnixNano(), now.UnixNano())
+		until := min(id.Expires.UnixNano(), now.Add(a.cfg.CacheTTL).UnixNano())
+		a.cache.put(key, id, until, now.UnixNano())
 	}
 	return id, nil
 }
@@ -231,6 +241,14 @@ func (a *Authenticator) verify(tok string) (*Identity, error) {
 	})
 	if err != nil {
 		return nil, a.mapParseError(err, claims)
+	}
+	// A claim named twice ({"org":"a","org":"b"}) is read as the last one by the decoder:
+	// refuse it, as a header parameter named twice is, rather than pick one.
+	payload := tok[strings.IndexByte(tok, '.')+1 : strings.LastIndexByte(tok, '.')]
+	if raw, err := base64.RawURLEncoding.DecodeString(payload); err != nil {
+		return nil, tokenErr(descMalformed, err)
+	} else if _, dup, err := decodeObject(raw); err != nil || dup {
+		return nil, tokenErr(descDuplicateClaim, err)
 	}
 	return mapIdentity(claims, &a.cfg.Claims)
 }

@@ -17,6 +17,7 @@ const (
 	DefaultLeeway                 = 30 * time.Second
 	MaxLeeway                     = 5 * time.Minute
 	DefaultCacheSize              = 10000
+	DefaultCacheTTL               = 5 * time.Minute
 	DefaultMaxTokenBytes          = 8192
 	minHS256SecretBytes           = 32
 )
@@ -65,10 +66,17 @@ type Config struct {
 	Leeway time.Duration `yaml:"leeway"`
 	Claims ClaimNames    `yaml:"claims"`
 	// CacheSize bounds the verified-token cache (default 10000 entries; negative
-	// disables the cache). Entries live until the token's exp, even when a JWKS refresh
-	// removes the key that verified them: revocation by key removal therefore takes
-	// effect for new tokens at once and for already-seen tokens at their exp.
+	// disables the cache).
 	CacheSize int `yaml:"cache_size"`
+	// CacheTTL bounds how long a verified token is served from the cache before it is
+	// verified again (default 5m; never past its exp). Removing a key from the JWKS or
+	// the key files therefore refuses new tokens at once and already-seen ones within
+	// CacheTTL.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// MaxTokenLifetime, when set, refuses tokens whose exp is further than this from their
+	// iat (or, without iat, from now): a stolen long-lived token is not a key to keep.
+	// Default 0: no cap.
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
 	// MaxTokenBytes refuses longer tokens before any parsing (default 8192).
 	MaxTokenBytes int `yaml:"max_token_bytes"`
 }
@@ -86,6 +94,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = DefaultCacheSize
+	}
+	if c.CacheTTL == 0 {
+		c.CacheTTL = DefaultCacheTTL
 	}
 	if c.MaxTokenBytes == 0 {
 		c.MaxTokenBytes = DefaultMaxTokenBytes
@@ -143,6 +154,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		add("leeway is %s; it must be between 0 and %s", c.Leeway, MaxLeeway)
+	}
+	if c.CacheTTL < 0 {
+		add("cache_ttl must not be negative, got %s", c.CacheTTL)
+	}
+	if c.MaxTokenLifetime < 0 {
+		add("max_token_lifetime must not be negative (0 means no cap), got %s", c.MaxTokenLifetime)
 	}
 	for name, v := range map[string]string{"claims.sub": c.Claims.Sub, "claims.org": c.Claims.Org,
 		"claims.workspace": c.Claims.Workspace, "claims.roles": c.Claims.Roles, "claims.session": c.Claims.Session} {

@@ -123,6 +123,8 @@ const (
 	descNotYetValid     = "token is not valid yet"
 	descIssuedFuture    = "token was issued in the future"
 	descNoExp           = "token has no exp claim"
+	descTooLong         = "token lifetime (exp - iat) exceeds the configured maximum"
+	descDuplicateClaim  = "token claims name a claim more than once"
 	descNoAud           = "token has no aud claim"
 	descNoIss           = "token has no iss claim"
 	descAudience        = "token audience is not accepted"
