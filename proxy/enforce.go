@@ -35,6 +35,10 @@ type call struct {
 	rl       *ratelimit.Result
 	window   time.Duration
 	approval *approvals.Approval
+	// queryArgs names the REST arguments that came from the query string, sorted: the
+	// approval hash covers it, as the upstream may read an argument differently by where
+	// it was sent.
+	queryArgs string
 }
 
 func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolInfo, args map[string]any) *call {
@@ -297,7 +301,7 @@ func (s *Server) requestApproval(ctx context.Context, cl *call) (approvalOutcome
 	if err != nil {
 		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be encoded"}
 	}
-	target := cl.surface + " " + cl.method + " " + cl.path + " " + s.upstreamFor(cl.surface).cfg.Name
+	target := cl.surface + " " + cl.method + " " + cl.path + " " + s.upstreamFor(cl.surface).cfg.Name + " query:" + cl.queryArgs
 	hash, err := approvals.CanonicalHash(cl.id.Caller, cl.tool, target, raw, cl.dec.Revision)
 	if err != nil {
 		return approvalRefused, &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", msg: "arguments cannot be canonicalised"}

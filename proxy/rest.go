@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,6 +74,14 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		args[to] = v
 	}
 	cl := s.newCall(c, "rest", tool, info, args)
+	if qa := c.Context().QueryArgs(); qa.Len() > 0 {
+		names := make([]string, 0, qa.Len())
+		for k := range qa.All() {
+			names = append(names, string(k))
+		}
+		slices.Sort(names)
+		cl.queryArgs = strings.Join(names, ",")
+	}
 	r := s.decide(c.UserContext(), cl)
 	if r != nil && r.code == "approval_required" {
 		r = s.holdREST(c, cl)

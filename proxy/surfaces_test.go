@@ -475,3 +475,24 @@ func TestApprovalIsBoundToItsSurface(t *testing.T) {
 		t.Fatalf("the approved REST delete: %d %s (hits %d)", resp.StatusCode, b, g.up.hits.Load())
 	}
 }
+
+// A REST approval is bound to where each argument was sent: one given for an argument in
+// the body is not spent on the same argument in the query string.
+func TestApprovalIsBoundToArgumentLocation(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 100 * time.Millisecond }})
+	op := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security", "approver")
+	if resp, b := g.do("DELETE", "/v1/integrations/prod", op, "application/json", `{"cascade":"yes"}`); resp.StatusCode != 202 {
+		t.Fatalf("delete with a body: %d %s", resp.StatusCode, b)
+	}
+	id := waitPending(t, g, security)
+	if resp, b := g.do("POST", "/admin/v1/approvals/"+id+"/approve", security, "application/json", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := g.do("DELETE", "/v1/integrations/prod?cascade=yes", op, "", ""); resp.StatusCode != 202 || strings.Contains(b, id) {
+		t.Fatalf("the same argument in the query spent the approval: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := g.do("DELETE", "/v1/integrations/prod", op, "application/json", `{"cascade":"yes"}`); resp.StatusCode != 200 || g.up.hits.Load() != 1 {
+		t.Fatalf("the approved call: %d %s (hits %d)", resp.StatusCode, b, g.up.hits.Load())
+	}
+}
