@@ -370,7 +370,11 @@ func (r *Redactor) matchAt(s string, i int) (start, end int) {
 					return 0, 0 // redacted already: scrubbing twice changes nothing
 				}
 				// "Basic" must hold base64 of user:password, so "a basic question" stays.
-				if n := run(s, j, isBearerChar); n >= 8 && (!basic || isBasicCredential(s[j:j+n])) {
+				if basic {
+					if n := run(s, j, isB64Std); n >= 8 && isBasicCredential(s[j:j+n]) {
+						return j, j + n
+					}
+				} else if n := run(s, j, isBearerChar); n >= 8 {
 					return j, j + n
 				}
 			}
@@ -435,6 +439,9 @@ func (r *Redactor) secretAfterColon(s string, i int) (start, end int) {
 	for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
 		j++
 	}
+	if quote == 0 && j == i+1 {
+		return 0, 0 // unquoted needs a blank after the colon: "password: x", not "password:reset"
+	}
 	stop := ";&,\t\r\n\"'}] "
 	if j < len(s) && (s[j] == '"' || s[j] == '\'') {
 		stop = string(s[j]) + "\r\n"
@@ -468,11 +475,13 @@ func strongSecretName(name string) bool {
 	return false
 }
 
-// isBasicCredential reports whether tok is base64 of "user:password".
+// isBasicCredential reports whether tok is base64 (padded or not) of "user:password".
 func isBasicCredential(tok string) bool {
-	b, err := base64.StdEncoding.DecodeString(tok)
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(tok, "="))
 	return err == nil && bytes.IndexByte(b, ':') > 0
 }
+
+func isB64Std(c byte) bool { return isAlnum(c) || c == '+' || c == '/' || c == '=' }
 
 func run(s string, i int, ok func(byte) bool) int {
 	n := 0

@@ -326,6 +326,7 @@ func TestScrubIsIdempotentAndSparesProse(t *testing.T) {
 		"Authorization: Bearer abcdefghijkl.mnop", "Authorization: Basic dXNlcjpodW50ZXIy",
 		"postgres://admin:hunter2@db:5432/x", "password=pa55;x", "password: hunter2", `{"apiKey":"plainsecret123"}`,
 		"sk-proj-abcdefghijklmnop", "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123",
+		"Authorization: Basic dXNlcjpwYXNzd29yZA==.", "Authorization: Basic dXNlcjpwYXNzd29yZA",
 	} {
 		once := r.String(in)
 		if once == in {
@@ -336,7 +337,7 @@ func TestScrubIsIdempotentAndSparesProse(t *testing.T) {
 		}
 	}
 	for _, prose := range []string{"a basic question about integrations", "missing token: provide the header",
-		"key: the slug of the integration", "Basic plan includes everything"} {
+		"key: the slug of the integration", "Basic plan includes everything", "/v1/users/me/password:reset"} {
 		if got := r.String(prose); got != prose {
 			t.Errorf("prose %q became %q", prose, got)
 		}

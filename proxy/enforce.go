@@ -50,10 +50,10 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 		id:       id,
 		clientIP: c.Context().RemoteIP().String(),
 		surface:  surface,
-		tool:     s.d.Redactor.String(tool), // an unmapped route's tool name holds its path
+		tool:     s.scrubTool(tool), // an unmapped route's tool name holds its path
 		method:   methodOf(c),
 		// What policy, the audit row and the log see; the upstream gets the path as sent.
-		path: s.d.Redactor.String(string(c.Request().URI().Path())),
+		path: s.scrubPath(string(c.Request().URI().Path())),
 	}
 	// Only the redacted arguments are kept: secrets never reach policy, audit or logs.
 	redacted, _ := s.d.Redactor.Value(args).(map[string]any)
@@ -72,6 +72,35 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 	}
 	c.Locals(localCall, cl)
 	return cl
+}
+
+// scrubPath redacts credential-looking parts of a path one segment at a time, so a
+// pattern that runs on (a bearer token may hold '/') never swallows the segments after
+// it: policy and the audit row still see where the call goes. Clean paths are returned
+// as they are, without allocating.
+func (s *Server) scrubPath(p string) string {
+	if s.d.Redactor.String(p) == p {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		segs[i] = s.d.Redactor.String(seg)
+	}
+	return strings.Join(segs, "/")
+}
+
+// scrubTool redacts a tool name; an unmapped route's ("http:GET /path") path part is
+// scrubbed as a path.
+func (s *Server) scrubTool(tool string) string {
+	if rest, ok := strings.CutPrefix(tool, "http:"); ok {
+		if method, path, ok := strings.Cut(rest, " "); ok {
+			if sp := s.scrubPath(path); sp != path {
+				return "http:" + method + " " + sp
+			}
+			return tool
+		}
+	}
+	return s.d.Redactor.String(tool)
 }
 
 func (s *Server) upstreamFor(surface string) *upstream {

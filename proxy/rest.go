@@ -80,6 +80,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 			names = append(names, string(k))
 		}
 		slices.Sort(names)
+		for i, n := range names {
+			names[i] = strconv.Quote(n) // unambiguous: a name may hold any character
+		}
 		cl.queryArgs = strings.Join(names, ",")
 	}
 	r := s.decide(c.UserContext(), cl)

@@ -292,6 +292,12 @@ func TestPathSecretsAndMCPMediaType(t *testing.T) {
 	if logs := g.logText(); strings.Contains(logs, secret) || strings.Contains(rows, secret) {
 		t.Fatalf("the path's secret reached the log or the audit trail:\n%s\n%s", logs, rows)
 	}
+	// Scrubbed a segment at a time: the rest of the path stays visible to policy and audit.
+	g.do("GET", "/v1/x/Bearer%20abcdefghijklmn/admin/delete", tok, "", "")
+	if rows = g.auditRows(); !strings.Contains(rows, `/v1/x/Bearer hmac-sha256:`) || !strings.Contains(rows, `/admin/delete`) ||
+		strings.Contains(rows, "abcdefghijklmn") {
+		t.Fatalf("path scrubbing lost the path or kept the token:\n%s", rows)
+	}
 	if resp, out := g.do("POST", "/mcp", tok, "application/vnd.api+json", toolCall("echo", `{}`), "Accept", "application/json"); resp.StatusCode != 415 {
 		t.Fatalf("MCP with a +json type: %d %s, want 415", resp.StatusCode, out)
 	}

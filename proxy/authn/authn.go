@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
 // Identity is a verified caller. Identities may be served from the cache and shared
@@ -242,12 +243,13 @@ func (a *Authenticator) verify(tok string) (*Identity, error) {
 	if err != nil {
 		return nil, a.mapParseError(err, claims)
 	}
-	// A claim named twice ({"org":"a","org":"b"}) is read as the last one by the decoder:
-	// refuse it, as a header parameter named twice is, rather than pick one.
+	// A claim named twice ({"org":"a","org":"b"}, also inside a nested claim such as
+	// realm_access.roles, or as names differing only in case) is read as the last one by
+	// the decoder: refuse it, as a header parameter named twice is, rather than pick one.
 	payload := tok[strings.IndexByte(tok, '.')+1 : strings.LastIndexByte(tok, '.')]
 	if raw, err := base64.RawURLEncoding.DecodeString(payload); err != nil {
 		return nil, tokenErr(descMalformed, err)
-	} else if _, dup, err := decodeObject(raw); err != nil || dup {
+	} else if _, err := strictjson.Parse(raw, strictjson.DefaultMaxDepth); err != nil {
 		return nil, tokenErr(descDuplicateClaim, err)
 	}
 	return mapIdentity(claims, &a.cfg.Claims)

@@ -124,7 +124,7 @@ const (
 	descIssuedFuture    = "token was issued in the future"
 	descNoExp           = "token has no exp claim"
 	descTooLong         = "token lifetime (exp - iat) exceeds the configured maximum"
-	descDuplicateClaim  = "token claims name a claim more than once"
+	descDuplicateClaim  = "token claims are ambiguous (a name given twice at some depth, or names differing only in case)"
 	descNoAud           = "token has no aud claim"
 	descNoIss           = "token has no iss claim"
 	descAudience        = "token audience is not accepted"

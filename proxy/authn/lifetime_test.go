@@ -58,3 +58,20 @@ func TestMaxTokenLifetime(t *testing.T) {
 		t.Fatalf("a token within the cap: %v", err)
 	}
 }
+
+// A claim named twice inside a nested claim (read through a dotted claim name) is
+// refused too.
+func TestNestedDuplicateClaimIsRefused(t *testing.T) {
+	a := newAuth(t, func(c *Config) { c.Claims.Roles = "realm_access.roles" })
+	enc := base64.RawURLEncoding.EncodeToString
+	payload := fmt.Sprintf(`{"sub":"alice","org":"acme","realm_access":{"roles":["user"],"roles":["admin"]},"iss":%q,"aud":%q,"iat":%d,"exp":%d}`,
+		testIssuer, testAudience, t0.Add(-time.Minute).Unix(), t0.Add(time.Hour).Unix())
+	input := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(input, []byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := input + "." + enc(sig)
+	_, err = a.Authenticate("Bearer " + tok)
+	assertRefused(t, tok, err, CodeInvalidToken, descDuplicateClaim)
+}
