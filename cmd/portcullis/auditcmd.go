@@ -78,7 +78,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.StringVar(&f.ApprovalID, "approval-id", "", "only rows of this approval")
 		fs.StringVar(&f.Approver, "approver", "", "only rows of approvals this subject decided")
 		fs.StringVar(&f.RequestID, "request-id", "", "only rows of this request")
-		fs.StringVar(&out, "out", "", "write to this new file instead of stdout")
+		fs.StringVar(&out, "out", "", "write to this new file instead of stdout (- is stdout)")
 	case "tail":
 		fs.IntVar(&n, "n", 20, "rows to show")
 		fs.BoolVar(&follow, "follow", false, "keep printing new rows")
@@ -200,7 +200,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		defer rd.Close()
 		w := stdout
 		var file *os.File
-		if out != "" {
+		if out != "" && out != "-" {
 			// Never overwrite: an export may be evidence.
 			if file, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
 				return fail(err)
@@ -214,6 +214,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			}
 			if cerr := file.Close(); err == nil {
 				err = cerr
+			}
+			if err != nil {
+				// A partial export must not pass for a whole one.
+				if rerr := os.Remove(out); rerr == nil {
+					err = fmt.Errorf("%w (the partial %s was removed)", err, out)
+				}
 			}
 		}
 		if err != nil {

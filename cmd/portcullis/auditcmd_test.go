@@ -177,6 +177,14 @@ func TestAuditExportCmd(t *testing.T) {
 	if code, _, errOut := runAuditCmd(t, "export", "--format", "csv", "--out", outFile); code != 1 || !strings.Contains(errOut, "exists") {
 		t.Fatalf("overwrote export: %d %s", code, errOut)
 	}
+	// --out - is stdout, not a file named "-".
+	t.Chdir(t.TempDir())
+	if code, out, errOut := runAuditCmd(t, "export", "--out", "-"); code != 0 || strings.Count(out, "\n") != 40 {
+		t.Fatalf("--out -: %d, %d lines, %s", code, strings.Count(out, "\n"), errOut)
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Fatal(`--out - wrote a file named "-"`)
+	}
 	code, _, errOut = runAuditCmd(t, "export", "--format", "xml", "--since", "yesterday")
 	if code != 2 || !strings.Contains(errOut, "--format") || !strings.Contains(errOut, "--since") {
 		t.Fatalf("bad flags: %d %q", code, errOut)

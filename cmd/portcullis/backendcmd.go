@@ -104,7 +104,7 @@ func backendServe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "listen address")
 	fs.StringVar(&cfg.CatalogPath, "catalog", "", "provider catalog YAML (default: embedded)")
 	fs.IntVar(&cfg.MaxPerProvider, "max-per-provider", 50, "integrations per provider per org")
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
 	logger := backendLogger(stderr)
@@ -158,7 +158,7 @@ func backendKeysCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs, cfg, _ := backendFlags("keys create", stderr)
 	org := fs.String("org", "", "org the key acts for (required)")
 	name := fs.String("name", "", "label for the key")
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
 	if *org == "" {
@@ -177,7 +177,7 @@ func backendKeysCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 
 func backendRewrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, cfg, prev := backendFlags("rewrap", stderr)
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)

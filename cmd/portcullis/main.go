@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -67,6 +68,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // parseFlags parses a command's flags. ok is false when the command must stop with code:
 // 0 after -h or --help (the flag package has printed the usage), 2 on a bad flag.
+// parseFlagsOnly is parseFlags for commands that take no positional arguments: a stray
+// word ends flag parsing, and every flag after it would otherwise be dropped silently
+// (`serve extra --listen ...` serving on the default address).
+func parseFlagsOnly(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code, false
+	}
+	if fs.NArg() > 0 {
+		name := fs.Name()
+		if !strings.HasPrefix(name, "portcullis ") {
+			name = "portcullis " + name
+		}
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q (this command takes flags only; any after it would be ignored)\n", name, fs.Arg(0))
+		return 2, false
+	}
+	return 0, true
+}
+
 func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	err := fs.Parse(args)
 	switch {

@@ -8,9 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/portcullis/portcullis"
 	"github.com/portcullis/portcullis/policies"
@@ -184,7 +184,7 @@ func policyEvalCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	path := fs.String("policy", "", "policy file or directory (default ./policy.example.rego, else the embedded example)")
 	inputPath := fs.String("input", "", "input document as JSON: a file, or - for stdin (required)")
 	allowNet := fs.Bool("allow-network", false, "permit http.send and net.lookup_ip_addr")
-	timeout := fs.Duration("timeout", time.Second, "evaluation deadline")
+	timeout := fs.Duration("timeout", policies.DefaultTimeout, "evaluation deadline (default: serve's)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -204,6 +204,9 @@ func policyEvalCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	opts, name := policySource(*path, false)
 	opts.AllowNetwork = *allowNet
 	opts.Timeout = *timeout
+	// print() output goes to the debug log: here, to stderr, where an author debugging
+	// a policy looks.
+	opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	eng, err := policies.New(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "portcullis policy eval: %s: %v\n", name, err)

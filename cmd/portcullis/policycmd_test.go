@@ -104,3 +104,20 @@ func TestPolicyEvalPrintsDurationsAsPolicyWritesThem(t *testing.T) {
 		t.Fatalf("decision = %+v, want rate_limit 10 per 1m0s", got)
 	}
 }
+
+// A policy's print() output reaches the author running policy eval (stderr).
+func TestPolicyEvalShowsPrint(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.rego")
+	if err := os.WriteFile(pol, []byte("package portcullis\n\nimport rego.v1\n\ndecision := {\"action\": \"allow\", \"reason\": \"ok\"} if {\n\tprint(\"tool is\", input.tool)\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "in.json")
+	if err := os.WriteFile(in, []byte(`{"tool":"get_integration","caller":{"sub":"a","org":"acme"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runPolicyCmd(t, "eval", "-policy", pol, "-input", in)
+	if code != 0 || !strings.Contains(stdout, `"allow"`) || !strings.Contains(stderr, "tool is get_integration") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}

@@ -437,3 +437,25 @@ func TestWorkspaceRuleHoldsOnEveryCreateRoute(t *testing.T) {
 		}
 	}
 }
+
+// A stray word before flags is refused, not taken as the end of the flags: every flag
+// after it would be dropped and the command would run on its defaults.
+func TestStrayArgumentIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		run  func(context.Context, []string, io.Writer, io.Writer) int
+		args []string
+	}{
+		{runServe, []string{"extra", "--listen", freeAddr(t), "--data-dir", dir}},
+		{runBackend, []string{"serve", "extra", "--data-dir", dir}},
+		{runBackend, []string{"keys", "create", "--org", "acme", "extra", "--data-dir", dir}},
+	} {
+		var out, errb bytes.Buffer
+		if code := tc.run(context.Background(), tc.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unexpected argument "extra"`) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and the stray word named", tc.args, code, errb.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "backend.db")); err == nil {
+		t.Fatal("a refused command wrote its database anyway")
+	}
+}
