@@ -94,7 +94,11 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		problems = append(problems, fmt.Sprintf("--url %q must be an absolute http or https URL", baseURL))
+		problems = append(problems, "--url must be an absolute http or https URL such as http://127.0.0.1:8080")
+	} else if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		// Credentials in the URL would be printed in errors; a query or fragment would be
+		// glued in front of the API path.
+		problems = append(problems, "--url must be scheme://host[:port][/path] only: no user:password@, query or fragment (the token goes in --token)")
 	}
 	if token == "" {
 		problems = append(problems, "--token (or PORTCULLIS_TOKEN) is required")

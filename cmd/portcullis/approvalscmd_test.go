@@ -108,6 +108,8 @@ func TestApprovalsCommand(t *testing.T) {
 		{name: "missing token", args: []string{"list", "--url", base}, wantCode: 2, wantErr: []string{"--token"}},
 		{name: "bad url and limit reported together", args: []string{"list", "--url", "ftp://x", "--token", "t", "--limit", "0"}, wantCode: 2,
 			wantErr: []string{"--url", "--limit"}},
+		{name: "credentials in the url refused, never printed", args: []string{"list", "--url", "http://u:hunter2@127.0.0.1:1/?x=1", "--token", "tok-alice"}, wantCode: 2,
+			wantErr: []string{"no user:password@, query or fragment"}},
 		{name: "server down", args: []string{"list", "--url", "http://127.0.0.1:1", "--token", "tok-alice"}, wantCode: 1, wantErr: []string{"calling"}},
 		{name: "no subcommand", args: nil, wantCode: 2, wantErr: []string{"Usage"}},
 	}
@@ -132,6 +134,9 @@ func TestApprovalsCommand(t *testing.T) {
 				if !strings.Contains(errOut.String(), w) {
 					t.Errorf("stderr lacks %q:\n%s", w, errOut.String())
 				}
+			}
+			if strings.Contains(errOut.String(), "hunter2") {
+				t.Errorf("a password from --url was printed:\n%s", errOut.String())
 			}
 			if strings.Contains(out.String()+errOut.String(), "tok-alice") {
 				t.Error("the token was printed")
