@@ -12,6 +12,10 @@ import (
 // Limits on what a decision may ask for. They reject nonsense (a window of a thousand
 // years, a limit that overflows a counter) rather than clamp it silently.
 const (
+	// minDuration: a window or approval ttl shorter than a second cannot be enforced as
+	// written (the limiter counts in sixteenths of a window; a human cannot approve in
+	// less), so it is refused rather than quietly meaning nothing.
+	minDuration  = time.Second
 	maxDuration  = 366 * 24 * time.Hour
 	maxRateLimit = 1 << 53
 )
@@ -105,7 +109,7 @@ func parseRateLimit(t *ast.Term) (*RateLimit, error) {
 	}
 	rl.Max = int(i)
 	if rl.Window, ok = durationField(obj, fWindow); !ok {
-		return nil, fmt.Errorf("window: want a positive duration (\"60s\", \"15m\" or seconds) up to %s, got %s", maxDuration, describe(obj.Get(fWindow)))
+		return nil, fmt.Errorf("window: want a duration (\"60s\", \"15m\" or seconds) from %s up to %s, got %s", minDuration, maxDuration, describe(obj.Get(fWindow)))
 	}
 	var err error
 	if rl.Key, err = optString(obj, fKey); err != nil {
@@ -154,7 +158,7 @@ func parseApproval(t *ast.Term) (*Approval, error) {
 		return nil, errors.New("approvers: empty (nobody could approve)")
 	}
 	if ap.TTL, ok = durationField(obj, fTTL); !ok {
-		return nil, fmt.Errorf("ttl: want a positive duration (\"15m\" or seconds) up to %s, got %s", maxDuration, describe(obj.Get(fTTL)))
+		return nil, fmt.Errorf("ttl: want a duration (\"15m\" or seconds) from %s up to %s, got %s", minDuration, maxDuration, describe(obj.Get(fTTL)))
 	}
 	return ap, nil
 }
@@ -167,7 +171,7 @@ func durationField(obj ast.Object, key *ast.Term) (time.Duration, bool) {
 		return 0, false
 	}
 	d, ok := parseDurationValue(t.Value)
-	if !ok || d <= 0 || d > maxDuration {
+	if !ok || d < minDuration || d > maxDuration {
 		return 0, false
 	}
 	return d, true

@@ -140,7 +140,17 @@ decision := {"action": "deny"} if to_number(input.caller.sub) > 0`,
 		{
 			name:    "rate_limit missing window",
 			policy:  `decision := {"action": "rate_limit", "rate_limit": {"max": 10}}`,
-			wantErr: "window: want a positive duration",
+			wantErr: "window: want a duration",
+		},
+		{
+			name:    "rate_limit window under a second",
+			policy:  `decision := {"action": "rate_limit", "rate_limit": {"max": 10, "window": "1ns"}}`,
+			wantErr: "from 1s up to",
+		},
+		{
+			name:    "approval ttl under a second",
+			policy:  `decision := {"action": "require_approval", "approval": {"approvers": ["role:security"], "ttl": "500ms"}}`,
+			wantErr: "ttl: want a duration",
 		},
 		{
 			name:    "rate_limit zero window",
