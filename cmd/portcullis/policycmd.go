@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis/portcullis"
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
 const policyUsage = `Usage:
@@ -245,6 +246,11 @@ func readPolicyInput(path string) (*policies.Input, error) {
 	}
 	if len(b) > maxPolicyInput {
 		return nil, fmt.Errorf("input %s: larger than %d bytes", path, maxPolicyInput)
+	}
+	// One reading, as the proxy's: no key given twice or in two cases ("tool" and
+	// "TOOL", which Go's decoder would both map onto Tool).
+	if _, err := strictjson.Parse(b, strictjson.DefaultMaxDepth); err != nil {
+		return nil, fmt.Errorf("input %s: %w", path, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -121,3 +121,16 @@ func TestPolicyEvalShowsPrint(t *testing.T) {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 }
+
+// policy eval reads its input as the proxy reads a body: a key given in two cases is an
+// error, not whichever one Go's decoder keeps.
+func TestPolicyEvalInputHasOneReading(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "in.json")
+	if err := os.WriteFile(in, []byte(`{"tool":"get_integration","TOOL":"delete_integration","caller":{"sub":"a","org":"acme"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runPolicyCmd(t, "eval", "-input", in)
+	if code != 1 || !strings.Contains(stderr, "differ only in case") {
+		t.Fatalf("exit %d, stderr %s; want 1 naming the clashing keys", code, stderr)
+	}
+}
