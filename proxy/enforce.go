@@ -39,6 +39,10 @@ type call struct {
 	// approval hash covers it, as the upstream may read an argument differently by where
 	// it was sent.
 	queryArgs string
+	// outStatus and outClass are what recordOutcome recorded (a batch's other calls share
+	// the forwarded request's outcome).
+	outStatus int
+	outClass  string
 }
 
 func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolInfo, args map[string]any) *call {
@@ -287,6 +291,7 @@ func (s *Server) recordOutcome(cl *call, status int, errClass string, latency ti
 	ev := s.event(cl, "outcome")
 	ev.Decision = "outcome"
 	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, errClass, latency.Microseconds()
+	cl.outStatus, cl.outClass = status, errClass
 	s.d.Audit.AppendAsync(ev)
 	if notExecuted(status, errClass) {
 		s.refundIfAsked(cl)

@@ -251,9 +251,9 @@ func (s *Server) handleMCPBatch(c *fiber.Ctx, msgs []*rpcMessage) error {
 		}
 		// The assertion names the first call's decision; every call gets its outcome row.
 		err := s.forwardMCP(c, msgs, calls[0])
-		status := c.Response().StatusCode()
+		// The others share its outcome, failure included (then also its refund, if asked).
 		for _, cl := range calls[1:] {
-			s.recordOutcome(cl, status, "", time.Since(cl.start))
+			s.recordOutcome(cl, calls[0].outStatus, calls[0].outClass, time.Since(cl.start))
 		}
 		return err
 	}

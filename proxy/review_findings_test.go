@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/proxy"
 )
 
 // Regression tests for the request-path review: each input here was once read one way
@@ -303,5 +307,26 @@ func TestPathSecretsAndMCPMediaType(t *testing.T) {
 	}
 	if g.up.hits.Load() != 0 {
 		t.Fatalf("upstream hit %d times", g.up.hits.Load())
+	}
+}
+
+// A batch whose forward fails records the failure for every call in it, not a 200.
+func TestBatchFailureOutcomeForEveryCall(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.MCP.Upstream.URL = "http://" + addr + "/mcp" }})
+	tok := token(t, "agent-7", "acme", "agent")
+	batch := `[` + strings.Replace(toolCall("echo", `{}`), `"id":7`, `"id":1`, 1) + `,` + strings.Replace(toolCall("echo", `{}`), `"id":7`, `"id":2`, 1) + `]`
+	if resp, out := g.mcp(tok, batch); resp.StatusCode != 502 {
+		t.Fatalf("batch to a refusing upstream: %d %s", resp.StatusCode, out)
+	}
+	rows := g.auditRows()
+	for i := 0; i < 100 && strings.Count(rows, `"decision":"outcome"`) < 2; i++ {
+		time.Sleep(10 * time.Millisecond) // outcome rows are written without waiting
+		rows = g.auditRows()
+	}
+	if n := strings.Count(rows, `"decision":"outcome"`); n != 2 || strings.Count(rows, `"error_class":"refused"`) != 2 || strings.Contains(rows, `"status":200`) {
+		t.Fatalf("outcome rows (%d) do not both record the refused forward:\n%s", n, rows)
 	}
 }
