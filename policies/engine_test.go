@@ -993,3 +993,57 @@ func TestDecideDoesNotLogPolicyErrors(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A policy file that is a symlink is reloaded when the file it points to is edited, not
+// only when the link changes.
+func TestWatchSymlinkTargetEdit(t *testing.T) {
+	real, links := t.TempDir(), t.TempDir()
+	target := filepath.Join(real, "policy.rego")
+	writeFile(t, target, allowPolicy)
+	link := filepath.Join(links, "policy.rego")
+	if err := os.Symlink(target, link); err != nil {
+		t.Skipf("symlinks unavailable: %v", err)
+	}
+	e, err := New(context.Background(), Options{Path: link, debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.Watch(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Decide(context.Background(), sampleInput()).Reason != "v2" {
+		if time.Now().After(deadline) {
+			t.Fatal("an edit of the symlink's target was not picked up")
+		}
+		writeFile(t, target, denyPolicy)
+		time.Sleep(40 * time.Millisecond)
+	}
+}
+
+// A policy directory replaced by a new one (mv pd pd.old; mkdir pd) is watched anew.
+func TestWatchReplacedDirectory(t *testing.T) {
+	parent := t.TempDir()
+	pd := filepath.Join(parent, "pd")
+	writeFile(t, filepath.Join(pd, "main.rego"), allowPolicy)
+	e, err := New(context.Background(), Options{Path: pd, debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.Watch(ctx) }()
+	time.Sleep(50 * time.Millisecond) // the watch is set up
+	if err := os.Rename(pd, filepath.Join(parent, "pd.old")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(pd, "main.rego"), allowPolicy)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Decide(context.Background(), sampleInput()).Reason != "v2" {
+		if time.Now().After(deadline) {
+			t.Fatal("an edit in the replacing directory was not picked up")
+		}
+		writeFile(t, filepath.Join(pd, "main.rego"), denyPolicy)
+		time.Sleep(40 * time.Millisecond)
+	}
+}

@@ -53,7 +53,7 @@ func (e *Engine) Watch(ctx context.Context) error {
 				return errors.New("policies: watch: watcher closed")
 			}
 			for _, r := range roots {
-				if r.dir && ev.Has(fsnotify.Create) && strings.HasPrefix(ev.Name, r.path) {
+				if r.dir && ev.Has(fsnotify.Create) && (ev.Name == r.path || strings.HasPrefix(ev.Name, r.path+string(filepath.Separator))) {
 					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !strings.HasPrefix(fi.Name(), ".") {
 						if err := addTree(w, ev.Name); err != nil {
 							e.log.Warn("policy watch: cannot watch new directory", "path", ev.Name, "err", err)
@@ -77,14 +77,20 @@ func (e *Engine) Watch(ctx context.Context) error {
 	}
 }
 
-// watchRoot is one watched policy path and the filter for events under it.
+// watchRoot is one watched policy path and the filter for events under it. target is
+// where a symlinked policy file points (its directory is watched too, so an edit of the
+// target is seen, not only a change of the link).
 type watchRoot struct {
-	path string
-	dir  bool
+	path   string
+	dir    bool
+	target string
 }
 
 func (r watchRoot) relevant(name string) bool {
 	name = filepath.Clean(name)
+	if r.target != "" && name == r.target {
+		return true
+	}
 	base := filepath.Base(name)
 	if strings.HasPrefix(base, "..") && filepath.Dir(name) == r.dirOf() {
 		// Kubernetes ConfigMap/Secret volumes update by swapping a "..data" symlink; the
@@ -116,12 +122,26 @@ func addRoot(w *fsnotify.Watcher, path string) (watchRoot, error) {
 		if err := addTree(w, root); err != nil {
 			return watchRoot{}, fmt.Errorf("policies: watch %s: %w", root, err)
 		}
+		// The parent too: a directory replaced by another (mv pd pd.old; mkdir pd) is seen
+		// as a create of the root, and the new tree is watched then.
+		if err := w.Add(filepath.Dir(root)); err != nil {
+			return watchRoot{}, fmt.Errorf("policies: watch %s: %w", filepath.Dir(root), err)
+		}
 		return watchRoot{path: root, dir: true}, nil
 	}
 	if err := w.Add(filepath.Dir(root)); err != nil {
 		return watchRoot{}, fmt.Errorf("policies: watch %s: %w", filepath.Dir(root), err)
 	}
-	return watchRoot{path: root}, nil
+	r := watchRoot{path: root}
+	if target, err := filepath.EvalSymlinks(root); err == nil && target != root {
+		if abs, err := filepath.Abs(root); err != nil || target != abs {
+			r.target = target
+			if err := w.Add(filepath.Dir(target)); err != nil {
+				return watchRoot{}, fmt.Errorf("policies: watch %s (where %s points): %w", filepath.Dir(target), root, err)
+			}
+		}
+	}
+	return r, nil
 }
 
 func addTree(w *fsnotify.Watcher, root string) error {
