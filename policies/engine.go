@@ -128,14 +128,16 @@ func (e *Engine) Reload(ctx context.Context) error {
 	if err != nil {
 		e.reloadFailures.Add(1)
 		e.log.Warn("policy reload refused; the last good policy keeps deciding", "revision", old.revision, "err", err)
-		return err
-	}
-	e.state.Store(st)
-	if st.revision != old.revision {
-		e.log.Info("policy reloaded", "revision", st.revision, "previous", old.revision, "files", len(st.files))
 	} else {
-		e.log.Debug("policy reloaded; content unchanged", "revision", st.revision)
+		e.state.Store(st)
+		if st.revision != old.revision {
+			e.log.Info("policy reloaded", "revision", st.revision, "previous", old.revision, "files", len(st.files))
+		} else {
+			e.log.Debug("policy reloaded; content unchanged", "revision", st.revision)
+		}
 	}
+	// The shadow reloads on its own: a broken live policy does not hold back a candidate
+	// (often the fix being tried), and a broken candidate does not hold back the live one.
 	if e.opts.ShadowPath != "" {
 		// A broken candidate must not hold back the live policy; it is logged, not returned.
 		if sh, err := load(ctx, e.shadowOptions()); err != nil {
@@ -145,7 +147,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 			e.shadow.Store(sh)
 		}
 	}
-	return nil
+	return err
 }
 
 // ReloadFailures counts the reloads refused since New: of the live policy (the last good

@@ -1047,3 +1047,27 @@ func TestWatchReplacedDirectory(t *testing.T) {
 		time.Sleep(40 * time.Millisecond)
 	}
 }
+
+// While the live policy is broken, an edit of the shadow policy still reloads it.
+func TestShadowReloadsWhileLiveIsBroken(t *testing.T) {
+	dir := t.TempDir()
+	live, cand := filepath.Join(dir, "live.rego"), filepath.Join(dir, "candidate.rego")
+	writeFile(t, live, allowPolicy)
+	writeFile(t, cand, allowPolicy)
+	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.ShadowRevision()
+	writeFile(t, live, brokenRego)
+	writeFile(t, cand, denyPolicy)
+	if e.Reload(context.Background()) == nil {
+		t.Fatal("Reload with a broken live policy reported success")
+	}
+	if e.ShadowRevision() == before {
+		t.Fatal("the shadow policy was not reloaded while the live one is broken")
+	}
+	if d := e.Decide(context.Background(), sampleInput()); d.Reason != "v1" {
+		t.Fatalf("live decision %+v, want the last good policy's", d)
+	}
+}
