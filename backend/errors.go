@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -71,24 +72,103 @@ func decodeStrict(r *http.Request, v any) *apiError {
 	if err != nil {
 		return jsonError(err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errField(http.StatusBadRequest, "invalid_json", "body", "must hold exactly one JSON object")
-	}
-	// encoding/json matches field names ignoring case (and Unicode folds such as the
-	// Kelvin sign for k), so "Workspace_ID" would fill workspace_id although the proxy's
-	// policy, which reads keys exactly, never saw a workspace_id. Only exact names pass.
+	// Unknown (or inexactly spelt) keys first, by their full path with array indexes
+	// (models[1].extra), which the decoder's own error lacks.
 	var generic any
 	if err := json.Unmarshal(raw, &generic); err == nil {
 		if field := inexactKey(generic, reflect.TypeOf(v), ""); field != "" {
 			return errField(http.StatusBadRequest, "validation_error", field, "unknown field (field names are case-sensitive)")
 		}
 	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) && ute.Type != nil {
+			if p := pathAt(raw, ute.Offset); p != "" {
+				return errField(http.StatusBadRequest, "validation_error", p, "must be "+jsonKind(ute.Type.Kind().String()))
+			}
+		}
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errField(http.StatusBadRequest, "invalid_json", "body", "must hold exactly one JSON object")
+	}
+	// (encoding/json matches field names ignoring case, and Unicode folds such as the
+	// Kelvin sign for k, so "Workspace_ID" would fill workspace_id although the proxy's
+	// policy, which reads keys exactly, never saw a workspace_id: the inexactKey check
+	// above lets only exact names pass.)
 	return nil
+}
+
+// pathAt names the JSON value that ends at byte off of raw, as a path with array indexes
+// ("models[1].enabled"), or "" when it cannot tell.
+func pathAt(raw []byte, off int64) string {
+	type frame struct {
+		array     bool
+		index     int
+		key       string
+		expectKey bool
+	}
+	var stack []frame
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.array {
+				fmt.Fprintf(&b, "[%d]", f.index)
+			} else if f.key != "" {
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(f.key)
+			}
+		}
+		return b.String()
+	}
+	// value marks a value starting in the innermost container.
+	value := func() {
+		if n := len(stack); n > 0 && stack[n-1].array {
+			stack[n-1].index++
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		top := len(stack) - 1
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				value()
+				if dec.InputOffset() >= off {
+					return path() // an object or array where the field wants something else
+				}
+				stack = append(stack, frame{array: t == '[', index: -1, expectKey: t == '{'})
+			default:
+				stack = stack[:top]
+				if n := len(stack); n > 0 && !stack[n-1].array {
+					stack[n-1].expectKey = true
+				}
+			}
+			continue
+		case string:
+			if top >= 0 && !stack[top].array && stack[top].expectKey {
+				stack[top].key, stack[top].expectKey = t, false
+				continue
+			}
+		}
+		value()
+		if dec.InputOffset() >= off {
+			return path()
+		}
+		if top >= 0 && !stack[top].array {
+			stack[top].expectKey = true
+		}
+	}
 }
 
 // inexactKey returns the path of the first object key that matches no field of t by its
@@ -135,8 +215,8 @@ func inexactKey(v any, t reflect.Type, path string) string {
 		}
 	case []any:
 		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
-			for _, e := range x {
-				if f := inexactKey(e, t.Elem(), path); f != "" {
+			for i, e := range x {
+				if f := inexactKey(e, t.Elem(), strings.TrimSuffix(path, ".")+"["+strconv.Itoa(i)+"]."); f != "" {
 					return f
 				}
 			}
