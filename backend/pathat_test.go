@@ -26,3 +26,22 @@ func TestDecodeErrorsNameTheArrayIndex(t *testing.T) {
 		t.Errorf("pathAt = %q, want a[2].b[1]", p)
 	}
 }
+
+// Workspace limits must be an object or a list, not a bare word or number.
+func TestWorkspaceLimitsShape(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	_, slug := e.mustCreate(h, map[string]any{"name": "ws", "ai_provider_id": "openai", "key": "sk-proj-abcdefghijklmnop1234"})
+	r := e.do("PUT", "/v1/integrations/"+slug+"/workspaces", h, map[string]any{"workspaces": []any{
+		map[string]any{"id": "ws-1", "enabled": true, "usage_limits": "banana"},
+		map[string]any{"id": "ws-2", "enabled": true, "rate_limits": -5},
+	}})
+	if r.status != 400 || !strings.Contains(string(r.body), "workspaces[0].usage_limits") || !strings.Contains(string(r.body), "workspaces[1].rate_limits") {
+		t.Fatalf("bad limits: %d %s", r.status, r.body)
+	}
+	if r := e.do("PUT", "/v1/integrations/"+slug+"/workspaces", h, map[string]any{"workspaces": []any{
+		map[string]any{"id": "ws-1", "enabled": true, "usage_limits": map[string]any{"credit_limit": 10}},
+	}}); r.status != 200 {
+		t.Fatalf("good limits: %d %s", r.status, r.body)
+	}
+}

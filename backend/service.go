@@ -565,6 +565,12 @@ func (s *Server) putWorkspaces(ctx context.Context, c *Caller, ref string, r wor
 			p.add(f+".enabled", "is required (true or false)")
 		}
 		for name, v := range map[string]any{"usage_limits": w.UsageLimits, "rate_limits": w.RateLimits} {
+			switch v.(type) {
+			case nil, map[string]any, []any:
+			default:
+				p.add(f+"."+name, "must be an object or a list of limits (or left out)")
+				continue
+			}
 			if d, n := jsonShape(v, 1); d > 4 || n > 64 {
 				p.add(f+"."+name, "too deep or too large")
 			}
