@@ -45,3 +45,18 @@ func TestWorkspaceLimitsShape(t *testing.T) {
 		t.Fatalf("good limits: %d %s", r.status, r.body)
 	}
 }
+
+// Filtering a list by an unknown provider is an error naming the parameter, not an empty list.
+func TestListByUnknownProvider(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	if r := e.do("GET", "/v1/integrations?ai_provider_id=nope", h, nil); r.status != 400 || r.errField() != "ai_provider_id" {
+		t.Fatalf("unknown provider filter: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/integrations/credentials?provider=nope", h, nil); r.status != 400 || r.errField() != "provider" {
+		t.Fatalf("unknown provider filter (credentials): %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/v1/integrations?ai_provider_id=openai", h, nil); r.status != 200 {
+		t.Fatalf("known provider filter: %d %s", r.status, r.body)
+	}
+}

@@ -268,7 +268,7 @@ func (s *Server) handleCredCreate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleCredList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	its, total, ae := s.listIntegrations(r.Context(), callerFrom(r.Context()), listReq{CurrentPage: q.Get("current_page"),
-		PageSize: q.Get("page_size"), Provider: q.Get("provider")})
+		PageSize: q.Get("page_size"), Provider: q.Get("provider"), ProviderField: "provider"})
 	if ae != nil {
 		s.writeErr(w, r, ae)
 		return

@@ -427,6 +427,8 @@ func parsePage(p *problems, cur, size string) page {
 
 type listReq struct {
 	CurrentPage, PageSize, WorkspaceID, Type, Provider string
+	// ProviderField is the query parameter Provider came from (for errors).
+	ProviderField string
 }
 
 func (s *Server) listIntegrations(ctx context.Context, c *Caller, r listReq) ([]store.Integration, int, *apiError) {
@@ -439,6 +441,16 @@ func (s *Server) listIntegrations(ctx context.Context, c *Caller, r listReq) ([]
 	}
 	if r.WorkspaceID != "" && !wsRe.MatchString(r.WorkspaceID) {
 		p.add("workspace_id", "must be 1-128 letters, digits or _ . : -")
+	}
+	if r.Provider != "" {
+		// An unknown provider is an error, not an empty list; an alias finds its provider.
+		field := r.ProviderField
+		if field == "" {
+			field = "ai_provider_id"
+		}
+		if prov := s.provider(&p, field, r.Provider); prov != nil {
+			r.Provider = prov.Key
+		}
 	}
 	if len(p) > 0 {
 		return nil, 0, p.err()
