@@ -50,6 +50,14 @@ func parseDecision(v ast.Value, tool string) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
+	// A limit or approval terms on another action would be ignored: a policy that meant
+	// "rate_limit" but wrote "allow" must not become an unlimited allow.
+	if obj.Get(fRateLimit) != nil && action != ActionRateLimit {
+		return Decision{}, fmt.Errorf("rate_limit: given with action %q; only a rate_limit decision takes one", action)
+	}
+	if obj.Get(fApproval) != nil && action != ActionRequireApproval {
+		return Decision{}, fmt.Errorf("approval: given with action %q; only a require_approval decision takes one", action)
+	}
 	if d.Reason, err = optString(obj, fReason); err != nil {
 		return Decision{}, err
 	}
@@ -94,6 +102,9 @@ func parseRateLimit(t *ast.Term) (*RateLimit, error) {
 	if !ok {
 		return nil, fmt.Errorf("is %s, want an object", ast.ValueName(t.Value))
 	}
+	if k := unknownKey(obj, fMax, fWindow, fKey, fRefundOnError); k != "" {
+		return nil, fmt.Errorf("%s: unknown field (want max, window, key, refund_on_error)", k)
+	}
 	rl := &RateLimit{}
 	mt := obj.Get(fMax)
 	if mt == nil {
@@ -133,6 +144,9 @@ func parseApproval(t *ast.Term) (*Approval, error) {
 	if !ok {
 		return nil, fmt.Errorf("is %s, want an object", ast.ValueName(t.Value))
 	}
+	if k := unknownKey(obj, fApprovers, fTTL); k != "" {
+		return nil, fmt.Errorf("%s: unknown field (want approvers, ttl)", k)
+	}
 	ap := &Approval{}
 	at := obj.Get(fApprovers)
 	if at == nil {
@@ -165,6 +179,23 @@ func parseApproval(t *ast.Term) (*Approval, error) {
 
 // durationField reads a duration given as a Go duration string ("60s", "15m") or a number
 // of seconds. It must be positive and at most maxDuration.
+// unknownKey returns the first key of obj (in sorted order) that is not one of allowed,
+// or "": a misspelt field ("windw") is an error, not silently ignored.
+func unknownKey(obj ast.Object, allowed ...*ast.Term) string {
+	var bad string
+	obj.Foreach(func(k, _ *ast.Term) {
+		for _, a := range allowed {
+			if k.Equal(a) {
+				return
+			}
+		}
+		if name := k.String(); bad == "" || name < bad {
+			bad = name
+		}
+	})
+	return bad
+}
+
 func durationField(obj ast.Object, key *ast.Term) (time.Duration, bool) {
 	t := obj.Get(key)
 	if t == nil {

@@ -143,6 +143,26 @@ decision := {"action": "deny"} if to_number(input.caller.sub) > 0`,
 			wantErr: "window: want a duration",
 		},
 		{
+			name:    "rate_limit given with allow",
+			policy:  `decision := {"action": "allow", "rate_limit": {"max": 1, "window": "60s"}}`,
+			wantErr: `rate_limit: given with action "allow"`,
+		},
+		{
+			name:    "approval given with deny",
+			policy:  `decision := {"action": "deny", "approval": {"approvers": ["role:x"], "ttl": "15m"}}`,
+			wantErr: `approval: given with action "deny"`,
+		},
+		{
+			name:    "misspelt rate_limit field",
+			policy:  `decision := {"action": "rate_limit", "rate_limit": {"max": 10, "window": "60s", "maxx": 99}}`,
+			wantErr: `"maxx": unknown field`,
+		},
+		{
+			name:    "misspelt approval field",
+			policy:  `decision := {"action": "require_approval", "approval": {"approvers": ["role:x"], "ttl": "15m", "approver": "bob"}}`,
+			wantErr: `"approver": unknown field`,
+		},
+		{
 			name:    "rate_limit window under a second",
 			policy:  `decision := {"action": "rate_limit", "rate_limit": {"max": 10, "window": "1ns"}}`,
 			wantErr: "from 1s up to",
@@ -302,7 +322,10 @@ func TestDecideParsesDecisions(t *testing.T) {
 		{"approval with ttl seconds and approver set", `{"action": "require_approval", "approval": {"approvers": {"role:security", "role:admin"}, "ttl": 900}}`,
 			Decision{Action: ActionRequireApproval, Reason: "tool create_integration requires approval",
 				Approval: &Approval{Approvers: []string{"role:admin", "role:security"}, TTL: 15 * time.Minute}}},
-		{"blocks of other actions ignored", `{"action": "allow", "rate_limit": {"max": -1}}`, Decision{Action: ActionAllow}},
+		// A policy's own extra fields are its business; a limit or approval block on
+		// another action is refused instead (see TestDecideFailsClosed): an allow with a
+		// rate_limit block is a policy that meant to limit.
+		{"extra top-level fields ignored", `{"action": "allow", "labels": ["x"]}`, Decision{Action: ActionAllow}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
