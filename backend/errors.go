@@ -72,6 +72,9 @@ func decodeStrict(r *http.Request, v any) *apiError {
 	if err != nil {
 		return jsonError(err)
 	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+		return errField(http.StatusBadRequest, "invalid_json", "body", "must be a JSON object")
+	}
 	// Unknown (or inexactly spelt) keys first, by their full path with array indexes
 	// (models[1].extra), which the decoder's own error lacks.
 	var generic any

@@ -60,3 +60,15 @@ func TestListByUnknownProvider(t *testing.T) {
 		t.Fatalf("known provider filter: %d %s", r.status, r.body)
 	}
 }
+
+// A body must be a JSON object: null or an array is not an update that changes nothing.
+func TestBodyMustBeAnObject(t *testing.T) {
+	e := newEnv(t)
+	h := e.as("acme", "")
+	_, slug := e.mustCreate(h, map[string]any{"name": "obj", "ai_provider_id": "openai", "key": "sk-proj-abcdefghijklmnop1234"})
+	for _, body := range []string{`null`, `[]`, `"x"`} {
+		if r := e.do("PUT", "/v1/integrations/"+slug, h, body); r.status != 400 || r.errField() != "body" {
+			t.Errorf("PUT %s: %d %s", body, r.status, r.body)
+		}
+	}
+}
