@@ -824,20 +824,34 @@ func TestWatchDirectory(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "main.rego"), "package portcullis\n\ndecision := {\"action\": \"deny\", \"reason\": data.team.msg}\n")
 	writeFile(t, filepath.Join(dir, "team", "data.json"), `{"msg": "one"}`)
-	e, err := New(context.Background(), Options{Path: dir, debounce: 20 * time.Millisecond})
+	e := watching(t, dir)
+	eventually(t, e, "two", "data edit in a subdirectory was not picked up", func() {
+		writeFile(t, filepath.Join(dir, "team", "data.json"), `{"msg": "two"}`)
+	})
+}
+
+// watching starts an engine on path with its watch running until the test ends.
+func watching(t *testing.T, path string) *Engine {
+	t.Helper()
+	e, err := New(context.Background(), Options{Path: path, debounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go func() { _ = e.Watch(ctx) }()
+	return e
+}
 
+// eventually repeats edit until e decides with reason want; after 5 s it fails with what.
+func eventually(t *testing.T, e *Engine, want, what string, edit func()) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for e.Decide(context.Background(), sampleInput()).Reason != "two" {
+	for e.Decide(context.Background(), sampleInput()).Reason != want {
 		if time.Now().After(deadline) {
-			t.Fatal("data edit in a subdirectory was not picked up")
+			t.Fatal(what)
 		}
-		writeFile(t, filepath.Join(dir, "team", "data.json"), `{"msg": "two"}`)
+		edit()
 		time.Sleep(40 * time.Millisecond)
 	}
 }
@@ -1027,21 +1041,8 @@ func TestWatchSymlinkTargetEdit(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Skipf("symlinks unavailable: %v", err)
 	}
-	e, err := New(context.Background(), Options{Path: link, debounce: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = e.Watch(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Decide(context.Background(), sampleInput()).Reason != "v2" {
-		if time.Now().After(deadline) {
-			t.Fatal("an edit of the symlink's target was not picked up")
-		}
-		writeFile(t, target, denyPolicy)
-		time.Sleep(40 * time.Millisecond)
-	}
+	e := watching(t, link)
+	eventually(t, e, "v2", "an edit of the symlink's target was not picked up", func() { writeFile(t, target, denyPolicy) })
 }
 
 // A policy directory replaced by a new one (mv pd pd.old; mkdir pd) is watched anew.
@@ -1049,26 +1050,15 @@ func TestWatchReplacedDirectory(t *testing.T) {
 	parent := t.TempDir()
 	pd := filepath.Join(parent, "pd")
 	writeFile(t, filepath.Join(pd, "main.rego"), allowPolicy)
-	e, err := New(context.Background(), Options{Path: pd, debounce: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = e.Watch(ctx) }()
+	e := watching(t, pd)
 	time.Sleep(50 * time.Millisecond) // the watch is set up
 	if err := os.Rename(pd, filepath.Join(parent, "pd.old")); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(pd, "main.rego"), allowPolicy)
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Decide(context.Background(), sampleInput()).Reason != "v2" {
-		if time.Now().After(deadline) {
-			t.Fatal("an edit in the replacing directory was not picked up")
-		}
+	eventually(t, e, "v2", "an edit in the replacing directory was not picked up", func() {
 		writeFile(t, filepath.Join(pd, "main.rego"), denyPolicy)
-		time.Sleep(40 * time.Millisecond)
-	}
+	})
 }
 
 // While the live policy is broken, an edit of the shadow policy still reloads it.

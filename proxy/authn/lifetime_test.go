@@ -13,17 +13,23 @@ import (
 // caller mapping would otherwise read whichever the decoder kept.
 func TestDuplicateClaimIsRefused(t *testing.T) {
 	a := newAuth(t, nil)
+	tok := signRawHS256(t, fmt.Sprintf(`{"sub":"alice","org":"acme","org":"globex","iss":%q,"aud":%q,"iat":%d,"exp":%d}`,
+		testIssuer, testAudience, t0.Add(-time.Minute).Unix(), t0.Add(time.Hour).Unix()))
+	_, err := a.Authenticate("Bearer " + tok)
+	assertRefused(t, tok, err, CodeInvalidToken, descDuplicateClaim)
+}
+
+// signRawHS256 signs a literal claims JSON (for shapes jwt.MapClaims cannot hold, such as
+// a name given twice) with the test secret.
+func signRawHS256(t *testing.T, payload string) string {
+	t.Helper()
 	enc := base64.RawURLEncoding.EncodeToString
-	payload := fmt.Sprintf(`{"sub":"alice","org":"acme","org":"globex","iss":%q,"aud":%q,"iat":%d,"exp":%d}`,
-		testIssuer, testAudience, t0.Add(-time.Minute).Unix(), t0.Add(time.Hour).Unix())
 	input := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload))
 	sig, err := jwt.SigningMethodHS256.Sign(input, []byte(testSecret))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := input + "." + enc(sig)
-	_, err = a.Authenticate("Bearer " + tok)
-	assertRefused(t, tok, err, CodeInvalidToken, descDuplicateClaim)
+	return input + "." + enc(sig)
 }
 
 // A verified token is served from the cache for at most CacheTTL, then verified again, so
@@ -63,15 +69,8 @@ func TestMaxTokenLifetime(t *testing.T) {
 // refused too.
 func TestNestedDuplicateClaimIsRefused(t *testing.T) {
 	a := newAuth(t, func(c *Config) { c.Claims.Roles = "realm_access.roles" })
-	enc := base64.RawURLEncoding.EncodeToString
-	payload := fmt.Sprintf(`{"sub":"alice","org":"acme","realm_access":{"roles":["user"],"roles":["admin"]},"iss":%q,"aud":%q,"iat":%d,"exp":%d}`,
-		testIssuer, testAudience, t0.Add(-time.Minute).Unix(), t0.Add(time.Hour).Unix())
-	input := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload))
-	sig, err := jwt.SigningMethodHS256.Sign(input, []byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := input + "." + enc(sig)
-	_, err = a.Authenticate("Bearer " + tok)
+	tok := signRawHS256(t, fmt.Sprintf(`{"sub":"alice","org":"acme","realm_access":{"roles":["user"],"roles":["admin"]},"iss":%q,"aud":%q,"iat":%d,"exp":%d}`,
+		testIssuer, testAudience, t0.Add(-time.Minute).Unix(), t0.Add(time.Hour).Unix()))
+	_, err := a.Authenticate("Bearer " + tok)
 	assertRefused(t, tok, err, CodeInvalidToken, descDuplicateClaim)
 }
