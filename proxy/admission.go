@@ -253,18 +253,16 @@ func (s *Server) auditRejected(c *fiber.Ctx, code, msg string) {
 	if path == s.cfg.MCP.Path {
 		surface = "mcp"
 	}
-	cr := &id.Caller
 	reason, _ := s.d.Redactor.Value(code + ": " + msg).(string) // messages may quote input
 	s.d.Audit.AppendAsync(&audit.Event{
 		Time:      time.Now().UTC(),
 		Kind:      audit.KindDecision,
 		RequestID: requestID(c),
-		Caller: audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
-			Session: cr.Session, ClientAddr: c.Context().RemoteIP().String()},
-		Surface:  surface,
-		Method:   methodOf(c),
-		Path:     path,
-		Decision: "rejected",
-		Reason:   reason,
+		Caller:    auditCaller(&id.Caller, c.Context().RemoteIP().String()),
+		Surface:   surface,
+		Method:    methodOf(c),
+		Path:      path,
+		Decision:  "rejected",
+		Reason:    reason,
 	})
 }

@@ -61,11 +61,9 @@ func (s *Server) auditAdminReads(c *fiber.Ctx) error {
 		args[string(k)] = string(v)
 	}
 	argsJSON, _ := audit.AppendJSON(nil, s.d.Redactor.Value(args))
-	cr := &id.Caller
 	s.d.Audit.AppendAsync(&audit.Event{
 		Time: time.Now().UTC(), Kind: audit.KindDecision, RequestID: requestID(c),
-		Caller: audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
-			Session: cr.Session, ClientAddr: c.Context().RemoteIP().String()},
+		Caller:  auditCaller(&id.Caller, c.Context().RemoteIP().String()),
 		Surface: "rest", Tool: "admin:read_" + area, Method: fiber.MethodGet, Path: path, Arguments: argsJSON,
 		Decision: "allow", Reason: "admin API read (" + area + "), allowed by the API's own role checks", Status: c.Response().StatusCode(),
 	})

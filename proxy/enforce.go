@@ -124,6 +124,18 @@ type refusal struct {
 	approval   *approvals.Approval
 }
 
+// serviceError is r as an HTTP error with Retry-After: for refusals that say the gateway
+// itself cannot serve (audit, rate limiter or approvals store down), not the call.
+func (r *refusal) serviceError() *httpError {
+	return &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
+}
+
+// auditCaller is cr as the audit trail records it, with the client's address.
+func auditCaller(cr *policies.Caller, clientAddr string) audit.Caller {
+	return audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
+		Session: cr.Session, ClientAddr: clientAddr}
+}
+
 // decide evaluates policy and applies rate limits. It does not wait for approvals: a
 // require_approval decision comes back as a refusal with code "approval_required" and the
 // caller of decide chooses how to hold (long-poll or SSE).
@@ -198,12 +210,11 @@ func (s *Server) event(cl *call, kind string) *audit.Event {
 		cl.argsJSON, _ = audit.AppendJSON(nil, cl.input.Arguments)
 	}
 	ev := &audit.Event{
-		Time:       time.Now().UTC(),
-		Kind:       kind,
-		RequestID:  cl.rid,
-		DecisionID: cl.did,
-		Caller: audit.Caller{Sub: c.Sub, Org: c.Org, Workspace: c.Workspace, Roles: c.Roles,
-			Session: c.Session, ClientAddr: cl.clientIP},
+		Time:           time.Now().UTC(),
+		Kind:           kind,
+		RequestID:      cl.rid,
+		DecisionID:     cl.did,
+		Caller:         auditCaller(c, cl.clientIP),
 		Surface:        cl.surface,
 		Tool:           cl.tool,
 		Method:         cl.method,
@@ -434,7 +445,7 @@ func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) 
 	c := &a.Caller
 	s.d.Audit.AppendAsync(&audit.Event{
 		Time: time.Now().UTC(), Kind: "approval", Surface: a.Surface, Tool: a.Tool,
-		Caller:    audit.Caller{Sub: c.Sub, Org: c.Org, Workspace: c.Workspace, Roles: c.Roles, Session: c.Session},
+		Caller:    auditCaller(c, ""),
 		Arguments: a.Arguments, Decision: decision, Reason: a.Comment, PolicyRevision: a.PolicyRevision,
 		ApprovalID: a.ID, Approver: a.DecidedBy,
 	})

@@ -356,7 +356,7 @@ func toolErrorResult(id any, r *refusal, rid string) json.RawMessage {
 func (s *Server) mcpRefusal(c *fiber.Ctx, m *rpcMessage, cl *call, r *refusal) error {
 	if r.code == "audit_unavailable" || r.code == "rate_limiter_unavailable" || r.code == "approvals_unavailable" {
 		// The gateway itself cannot serve: an HTTP error, not a tool result.
-		return &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
+		return r.serviceError()
 	}
 	if r.rl != nil {
 		setRateLimitHeaders(c, r.rl)
@@ -395,8 +395,7 @@ func (s *Server) passCall(c *fiber.Ctx, method string) (*call, error) {
 	cl := s.newCall(c, "mcp", "mcp:"+method, toolInfoFor("read", "low"), nil)
 	cl.dec.Revision = s.d.Policy.Revision()
 	if err := s.auditDecision(c.UserContext(), cl, "pass", method+" passes without a policy decision"); err != nil {
-		r := auditUnavailable
-		return nil, &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
+		return nil, auditUnavailable.serviceError()
 	}
 	return cl, nil
 }

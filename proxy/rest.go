@@ -74,19 +74,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		args[to] = v
 	}
 	cl := s.newCall(c, "rest", tool, info, args)
-	if qa := c.Context().QueryArgs(); qa.Len() > 0 {
-		names := make([]string, 0, qa.Len())
-		for k := range qa.All() {
-			names = append(names, string(k))
-		}
-		slices.Sort(names)
-		for i, n := range names {
-			names[i] = strconv.Quote(n) // unambiguous: a name may hold any character
-		}
-		cl.queryArgs = strings.Join(names, ",")
-	}
 	r := s.decide(c.UserContext(), cl)
 	if r != nil && r.code == "approval_required" {
+		cl.queryArgs = queryArgNames(c) // only an approval needs them
 		r = s.holdREST(c, cl)
 	} else {
 		r = s.settle(c.UserContext(), cl, r)
@@ -176,4 +166,19 @@ func requireJSON(c *fiber.Ctx, plusJSON bool) error {
 		msg = "request bodies must be application/json"
 	}
 	return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type", msg: msg}
+}
+
+// queryArgNames lists the query parameter names, sorted and quoted (a name may hold any
+// character, so the list reads one way only), for the approval hash.
+func queryArgNames(c *fiber.Ctx) string {
+	qa := c.Context().QueryArgs()
+	if qa.Len() == 0 {
+		return ""
+	}
+	names := make([]string, 0, qa.Len())
+	for k := range qa.All() {
+		names = append(names, strconv.Quote(string(k)))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ",")
 }
