@@ -24,9 +24,6 @@ import (
 
 var (
 	slugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	// uuidRe is the shape of an integration id. A slug of that shape is refused: routes
-	// take a slug or an id, and one must never be taken for the other.
-	uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	wsRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 )
 
@@ -112,16 +109,13 @@ func configSecret(prov *catalog.Provider, force map[string]bool) func(string) bo
 	return func(k string) bool { return prov.IsSecret(k) || force[k] || !prov.Knows(k) }
 }
 
-// checkNotMasked refuses a secret sent back in its masked form ("sk-****abcd", as a read
-// shows it): storing the mask would destroy the credential it stands for.
-func checkNotMasked(p *problems, key *string, vals []sealedValue) {
-	const why = "looks like a masked value (it holds \"****\"); send the secret itself, or leave the field out to keep the stored one"
-	if key != nil && strings.Contains(*key, "****") {
-		p.add("key", why)
-	}
+// checkNotMasked refuses a secret (key included) sent back in its masked form
+// ("sk-****abcd", as a read shows it): storing the mask would destroy the credential it
+// stands for.
+func checkNotMasked(p *problems, vals []sealedValue) {
 	for _, v := range vals {
-		if v.field != "key" && bytes.Contains(v.value, []byte("****")) { // key: checked above
-			p.add(v.field, why)
+		if bytes.Contains(v.value, []byte("****")) {
+			p.add(v.field, "looks like a masked value (it holds \"****\"); send the secret itself, or leave the field out to keep the stored one")
 		}
 	}
 }
@@ -177,8 +171,8 @@ func Slugify(name string) string {
 	if s == "" {
 		return "integration"
 	}
-	if uuidRe.MatchString(s) {
-		return "integration-" + s // never an id's shape
+	if store.IsID(s) {
+		return "integration-" + s // never an id's shape (routes take a slug or an id)
 	}
 	return s
 }
@@ -215,7 +209,7 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	prov := s.provider(&p, "ai_provider_id", r.AIProviderID)
 	if r.Slug != "" && !slugRe.MatchString(r.Slug) {
 		p.add("slug", "must be lowercase letters, digits and '-', 1-63 characters, starting with a letter or digit")
-	} else if uuidRe.MatchString(r.Slug) {
+	} else if store.IsID(r.Slug) {
 		p.add("slug", "must not have the shape of an integration id (a UUID): routes take either, and an id always means the id")
 	}
 	if len([]rune(r.Description)) > maxDescLen {
@@ -247,12 +241,15 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	}
 	id := uuid.NewString()
 	var vals []sealedValue
+	if hasKey {
+		vals = append(vals, sealedValue{field: "key", value: []byte(*r.Key)})
+	}
 	conf := map[string]any{}
 	if r.Configurations != nil {
 		conf = extractSecrets("configurations", r.Configurations, configSecret(prov, r.forceSecret), false, &vals).(map[string]any)
 	}
 	checkRequired(&p, prov, r.AuthType, hasKey, conf)
-	checkNotMasked(&p, r.Key, vals)
+	checkNotMasked(&p, vals)
 	if len(p) > 0 {
 		return nil, p.err()
 	}
@@ -261,7 +258,6 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 		Configurations: conf, AllowAllModels: true, GlobalWorkspaceAccess: map[string]any{"enabled": false},
 		CreatedBy: c.Sub, Slug: r.Slug}
 	if hasKey {
-		vals = append(vals, sealedValue{field: "key", value: []byte(*r.Key)})
 		it.MaskedKey = Mask(*r.Key)
 	}
 	secrets, err := s.seal(c.Org, id, vals)
@@ -371,7 +367,7 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 			}
 		}
 		checkRequired(&p, prov, it.AuthType, it.MaskedKey != "", it.Configurations)
-		checkNotMasked(&p, r.Key, vals)
+		checkNotMasked(&p, vals)
 		if len(p) > 0 {
 			return ch, p.err()
 		}
