@@ -197,7 +197,7 @@ func (l *Log) start(ctx context.Context) error {
 		// of the lookup index. Index from the last row on (verify reports the edit).
 		l.logger.Warn("audit: lookup index claims rows that do not exist; indexing from the last row", "lookup_through", l.lookupThrough, "last_seq", seq)
 		l.lookupThrough = seq
-		if _, err := l.wdb.ExecContext(ctx, `UPDATE audit_meta SET value = ? WHERE key = 'lookup_through'`, strconv.FormatInt(seq, 10)); err != nil {
+		if err := setLookupThrough(ctx, l.wdb, seq); err != nil {
 			return fmt.Errorf("audit: resetting lookup state: %w", err)
 		}
 	}
@@ -1227,9 +1227,17 @@ func (l *Log) addLookups(from, to int64) error {
 			return err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_meta SET value = ? WHERE key = 'lookup_through'`, strconv.FormatInt(to, 10)); err != nil {
+	if err := setLookupThrough(ctx, tx, to); err != nil {
 		tx.Rollback()
 		return err
 	}
 	return tx.Commit()
+}
+
+// setLookupThrough records the last seq the lookup index covers.
+func setLookupThrough(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, seq int64) error {
+	_, err := db.ExecContext(ctx, `UPDATE audit_meta SET value = ? WHERE key = 'lookup_through'`, strconv.FormatInt(seq, 10))
+	return err
 }

@@ -292,9 +292,11 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 	// Checkpoints that name no log were signed before logs had ids. One signed
 	// after this log's first named checkpoint cannot be its own: it was copied in
 	// from another log that shares the key.
+	sigFault := make([]string, len(cps)) // each signature is checked once
 	named := int64(math.MaxInt64)
 	for i := range cps {
-		if cps[i].LogID != "" && cps[i].verifySig(pub) == "" {
+		sigFault[i] = cps[i].verifySig(pub)
+		if cps[i].LogID != "" && sigFault[i] == "" {
 			named = min(named, cps[i].TS)
 		}
 	}
@@ -303,7 +305,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 	legacy := 0
 	for i := range cps {
 		c := &cps[i]
-		if why := c.verifySig(pub); why != "" {
+		if why := sigFault[i]; why != "" {
 			rep.checkpointFault(c, why)
 			continue
 		}
