@@ -83,6 +83,21 @@ func startServe(t *testing.T) (string, string, *syncBuffer) {
 	return "", "", nil
 }
 
+// postJSON POSTs body as JSON with the bearer token and returns the response, its body read.
+func postJSON(t *testing.T, url, token, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b
+}
+
 func mintToken(t *testing.T, dir string, args ...string) string {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -178,15 +193,7 @@ func TestMCPClientThroughServe(t *testing.T) {
 	rest := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent", "--session", "s2")
 	var last *http.Response
 	for i := 1; i <= 11; i++ {
-		req, _ := http.NewRequest("POST", url+"/v1/integrations", strings.NewReader(fmt.Sprintf(`{"name":"rest %d","ai_provider_id":"openai","key":%q}`, i, canary)))
-		req.Header.Set("Authorization", "Bearer "+rest)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := postJSON(t, url+"/v1/integrations", rest, fmt.Sprintf(`{"name":"rest %d","ai_provider_id":"openai","key":%q}`, i, canary))
 		if i <= 10 && resp.StatusCode != 200 {
 			t.Fatalf("REST create %d: %d %s", i, resp.StatusCode, body)
 		}
@@ -423,15 +430,7 @@ func TestWorkspaceRuleHoldsOnEveryCreateRoute(t *testing.T) {
 		{"/ai/llm", `{"name":"a2","aiType":"OPENAI","endpoint":"https://api.openai.com/v1","secret":"s-0123456789abcdef","workspaceId":"ws-victim"}`},
 		{"/integrations/credentials", `{"name":"a3","provider":"postgresql","auth_type":"user_password","workspace_id":"ws-victim","config":{"host":"db.example.com","database":"d","username":"u"},"credentials":{"password":"p-0123456789"}}`},
 	} {
-		req, _ := http.NewRequest("POST", url+tc.path, strings.NewReader(tc.body))
-		req.Header.Set("Authorization", "Bearer "+agent)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, b := postJSON(t, url+tc.path, agent, tc.body)
 		if resp.StatusCode != 403 || !strings.Contains(string(b), `workspace_id \"ws-victim\" is not the caller's workspace`) {
 			t.Errorf("POST %s into another workspace: %d %s, want 403 from the workspace rule", tc.path, resp.StatusCode, b)
 		}
