@@ -33,7 +33,7 @@
 // succeeds again (it retries every second) or, after Close, until the next Open can
 // store them.
 //
-// # Redaction
+// # Redaction (package audit/redact)
 //
 // Arguments reach the audit trail, policy input and logs only after Redactor.Value
 // has replaced secrets with "hmac-sha256:<16 hex>", the first 8 bytes of

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portcullis/portcullis/audit/redact"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,7 +53,7 @@ type Log struct {
 	logger   *slog.Logger
 	key      ed25519.PrivateKey
 	logID    string // names this log in its signed checkpoints (audit_meta log_id)
-	redactor *Redactor
+	redactor *redact.Redactor
 	wdb      *sql.DB
 	reader   *Reader
 	lock     *os.File // exclusive lock on Path + ".lock" while open
@@ -144,7 +146,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	l := &Log{
-		cfg: cfg, logger: logger, key: key, redactor: NewRedactor(hkey), wdb: wdb, lock: lock,
+		cfg: cfg, logger: logger, key: key, redactor: redact.New(hkey), wdb: wdb, lock: lock,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
 		stopped: make(chan struct{}), hs: newHasher(),
 		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1), rotateAt: journalRotateBytes,
@@ -352,7 +354,7 @@ func checkRow(hs *hasher, r *row, seq int64, prev []byte) string {
 }
 
 // Redactor returns the redactor keyed with this log's HMAC key.
-func (l *Log) Redactor() *Redactor { return l.redactor }
+func (l *Log) Redactor() *redact.Redactor { return l.redactor }
 
 // Healthy returns why the log cannot take rows now (nil when it can): it is closed,
 // or the database refuses rows (full), in which case Append fails until that clears.
@@ -799,7 +801,7 @@ func (l *Log) writeBatch(batch []*pending) error {
 		r.fromEvent(p.ev)
 		// Free text can carry what arguments' redaction never saw: a secret in a REST
 		// path or a tool name, a policy reason quoting input, an approver's comment.
-		r.Tool, r.Path, r.Reason = l.redactor.scrub(r.Tool), l.redactor.scrub(r.Path), l.redactor.scrub(r.Reason)
+		r.Tool, r.Path, r.Reason = l.redactor.String(r.Tool), l.redactor.String(r.Path), l.redactor.String(r.Reason)
 		seq++
 		r.Seq, r.PrevHash = seq, prev
 		r.Hash = l.hs.rowHash(r)

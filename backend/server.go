@@ -18,7 +18,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/backend/catalog"
 	"github.com/portcullis/portcullis/backend/crypto"
 	"github.com/portcullis/portcullis/backend/ssrf"
@@ -242,10 +242,10 @@ func (s *Server) recoverAndLog(next http.Handler) http.Handler {
 // logRedactor scrubs credential-looking parts of what the log repeats from a request
 // (a key sent as a path segment). Its key is per process: marks correlate within one
 // run's log, which is all a log line needs.
-var logRedactor = func() *audit.Redactor {
+var logRedactor = func() *redact.Redactor {
 	k := make([]byte, 32)
 	_, _ = rand.Read(k)
-	return audit.NewRedactor(k)
+	return redact.New(k)
 }()
 
 func requestID(ctx context.Context) string {

@@ -1,4 +1,4 @@
-package audit
+package redact
 
 import (
 	"bytes"
@@ -14,12 +14,12 @@ import (
 	"unicode"
 )
 
-// RedactedPrefix starts every redacted value.
-const RedactedPrefix = "hmac-sha256:"
+// Prefix starts every redacted value.
+const Prefix = "hmac-sha256:"
 
-// redactedLen is len(RedactedPrefix) + 16 hex digits (the first 8 bytes of the MAC:
+// redactedLen is len(Prefix) + 16 hex digits (the first 8 bytes of the MAC:
 // enough to correlate uses of one secret, too short to be worth attacking).
-const redactedLen = len(RedactedPrefix) + 16
+const redactedLen = len(Prefix) + 16
 
 // Redactor replaces secrets in decoded JSON values with a keyed HMAC. It is safe
 // for concurrent use. The same Redactor must feed policy input, audit rows and
@@ -30,7 +30,7 @@ type Redactor struct {
 
 // NewRedactor returns a Redactor keyed with key (at least 16 random bytes; the
 // Log loads or generates it from Config.HMACKeyPath). The key is copied.
-func NewRedactor(key []byte) *Redactor {
+func New(key []byte) *Redactor {
 	k := bytes.Clone(key)
 	r := &Redactor{}
 	r.macs.New = func() any { return hmac.New(sha256.New, k) }
@@ -167,10 +167,10 @@ func (r *Redactor) walk(v any, secret bool) (any, bool) {
 }
 
 func isRedacted(s string) bool {
-	if len(s) != redactedLen || !strings.HasPrefix(s, RedactedPrefix) {
+	if len(s) != redactedLen || !strings.HasPrefix(s, Prefix) {
 		return false
 	}
-	for i := len(RedactedPrefix); i < len(s); i++ {
+	for i := len(Prefix); i < len(s); i++ {
 		c := s[i]
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return false
@@ -190,7 +190,7 @@ func (r *Redactor) appendMAC(dst []byte, secret string) []byte {
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	r.macs.Put(h)
-	dst = append(dst, RedactedPrefix...)
+	dst = append(dst, Prefix...)
 	return hex.AppendEncode(dst, sum[:8])
 }
 
@@ -366,7 +366,7 @@ func (r *Redactor) matchAt(s string, i int) (start, end int) {
 				for j < len(s) && s[j] == ' ' {
 					j++
 				}
-				if strings.HasPrefix(s[j:], RedactedPrefix) {
+				if strings.HasPrefix(s[j:], Prefix) {
 					return 0, 0 // redacted already: scrubbing twice changes nothing
 				}
 				// "Basic" must hold base64 of user:password, so "a basic question" stays.
