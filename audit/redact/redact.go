@@ -48,7 +48,15 @@ func New(key []byte) *Redactor {
 // Go types are round-tripped through encoding/json first, so nothing escapes
 // redaction by having an unexpected type.
 func (r *Redactor) Value(v any) any {
-	out, _ := r.walk(v, false)
+	out, _ := r.walk(v, false, nil)
+	return out
+}
+
+// ValueSchema is Value with a tool's secret marks (see Schema): a value the schema
+// marks writeOnly or format: password is replaced whatever its name. A nil schema
+// is Value.
+func (r *Redactor) ValueSchema(v any, s *Schema) any {
+	out, _ := r.walk(v, s.Secret(), s)
 	return out
 }
 
@@ -74,7 +82,7 @@ func (r *Redactor) String(s string) string { return r.scrub(s) }
 // nothing needed redacting is returned as is, not copied: most arguments hold no
 // secret, and this runs on every call. A copy is made only where something changed,
 // so v itself is never modified.
-func (r *Redactor) walk(v any, secret bool) (any, bool) {
+func (r *Redactor) walk(v any, secret bool, sch *Schema) (any, bool) {
 	switch x := v.(type) {
 	case nil:
 		return nil, false
@@ -105,15 +113,10 @@ func (r *Redactor) walk(v any, secret bool) (any, bool) {
 			nv    any
 		}
 		var changes []change
-		// {"name": "Authorization", "value": "..."}: a header or parameter given as a
-		// name/value pair is secret when its name is.
-		pairSecret := false
-		if name, ok := x["name"].(string); ok && r.IsSecretField(name) {
-			pairSecret = true
-		}
 		for k, val := range x {
 			nk := r.scrub(k)
-			nv, ch := r.walk(val, secret || r.IsSecretField(k) || (pairSecret && k == "value"))
+			fs, below := Field(x, k, sch)
+			nv, ch := r.walk(val, secret || fs, below)
 			if ch || nk != k {
 				changes = append(changes, change{k, nk, nv})
 			}
@@ -134,8 +137,9 @@ func (r *Redactor) walk(v any, secret bool) (any, bool) {
 		return out, true
 	case []any:
 		var out []any
+		is := sch.Items()
 		for i, val := range x {
-			nv, ch := r.walk(val, secret)
+			nv, ch := r.walk(val, secret || is.Secret(), is)
 			if ch && out == nil {
 				out = make([]any, len(x))
 				copy(out, x)
@@ -161,7 +165,7 @@ func (r *Redactor) walk(v any, secret bool) (any, bool) {
 		if err := dec.Decode(&generic); err != nil {
 			return r.mac(string(b)), true
 		}
-		out, _ := r.walk(generic, secret)
+		out, _ := r.walk(generic, secret, sch)
 		return out, true
 	}
 }
@@ -194,32 +198,81 @@ func (r *Redactor) appendMAC(dst []byte, secret string) []byte {
 	return hex.AppendEncode(dst, sum[:8])
 }
 
-// Field-name rules, applied to the normalised name (lower case; '-', '_', ' ' and
-// '.' removed). Not-secret suffixes win first: they name identifiers or masked or
-// public material (aws_access_key_id, private_key_id, masked_key, public_key);
-// an AKIA... value under aws_access_key_id is still caught by its value pattern.
+// Field-name rules, applied to the normalised name (lower case, letters and digits
+// only). Not-secret suffixes win first: they name identifiers, counts, or masked or
+// public material (aws_access_key_id, client_id, max_tokens, token_url, masked_key,
+// public_key); an AKIA... value under aws_access_key_id is still caught by its value
+// pattern.
 var (
-	notSecretSuffixes = []string{"keyid", "keyids", "maskedkey", "publickey", "sortkey",
-		"partitionkey", "primarykey", "foreignkey", "idempotencykey", "cachekey"}
+	notSecretSuffixes = []string{"id", "ids", "maskedkey", "publickey", "sortkey",
+		"partitionkey", "primarykey", "foreignkey", "idempotencykey", "cachekey",
+		"tokens", "tokenurl", "tokenuri", "tokenendpoint"}
 	secretInfixes = []string{"secret", "password", "passwd", "passphrase", "credential",
 		"privatekey", "apikey", "accesskey", "authorization", "connectionstring", "connstr",
-		"signingkey", "encryptionkey", "cookie"}
-	secretSuffixes = []string{"key", "keys", "token", "pwd", "dsn", "auth"}
+		"signingkey", "encryptionkey", "cookie", "token", "signature"}
+	secretSuffixes = []string{"key", "keys", "pwd", "dsn", "auth"}
 	// secretNames are secret as whole names only ("pin", not "spin" or "pinned").
 	secretNames = []string{"pass", "pin", "otp", "totp", "passcode"}
 )
 
-// IsSecretField reports whether a field of this name holds a secret. The name is
-// normalised (lower case; '-', '_', ' ', '.' removed), so AWS_Secret-Access-Key and
-// secretAccessKey are the same. Secret: anything containing secret, password,
-// passwd, passphrase, credential, privatekey, apikey, accesskey, authorization,
-// connectionstring, connstr, signingkey, encryptionkey or cookie, and anything
-// ending in key, keys, token, pwd, dsn or auth, and the whole names pass, pin, otp,
-// totp and passcode. Not secret, checked first: names
-// ending in keyid(s), maskedkey, publickey, sortkey, partitionkey, primarykey,
-// foreignkey, idempotencykey or cachekey. "max_tokens" and "token_url" are not
-// secret (they do not end in "token").
+// IsSecretName reports whether a field of this name holds a secret. It is the one
+// name rule of the product: the proxy redacts by it and the backend seals by it. The
+// name is normalised (lower case, Unicode letters folded, everything but letters and
+// digits dropped), so AWS_Secret-Access-Key and secretAccessKey are the same. Secret:
+// anything containing secret, password, passwd, passphrase, credential, privatekey,
+// apikey, accesskey, authorization, connectionstring, connstr, signingkey,
+// encryptionkey, cookie, token or signature, anything ending in key, keys, pwd, dsn or
+// auth, and the whole names pass, pin, otp, totp and passcode. Not secret, checked
+// first: names ending in id or ids (identifiers of a secret), tokens (counts),
+// tokenurl, tokenuri, tokenendpoint, maskedkey, publickey, sortkey, partitionkey,
+// primarykey, foreignkey, idempotencykey or cachekey.
+func IsSecretName(name string) bool { return isSecretName(name, false) }
+
+// IsSecretContainer reports whether every value under a field of this name is secret
+// whatever its own name: headers (custom_headers, extra_headers, headers) carry
+// credentials under names nobody can list in advance.
+func IsSecretContainer(name string) bool {
+	if len(name) < 7 {
+		return false
+	}
+	var stack [64]byte
+	return bytes.HasSuffix(normaliseInto(stack[:0], name), []byte("headers"))
+}
+
+// IsSecretField is IsSecretName; a Redactor method so that callers holding one need
+// no second import.
 func (r *Redactor) IsSecretField(name string) bool { return isSecretName(name, false) }
+
+func normalise(name string) []byte { return normaliseInto(make([]byte, 0, len(name)), name) }
+
+// normaliseInto appends name's normal form to n; it allocates only for non-ASCII names.
+func normaliseInto(n []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
+		case c >= 0x80:
+			return normaliseFolded(name)
+		default:
+			continue
+		}
+		n = append(n, c)
+	}
+	return n
+}
+
+func normaliseFolded(name string) []byte {
+	f := foldName(name)
+	n := make([]byte, 0, len(f))
+	for i := 0; i < len(f); i++ {
+		if c := f[i]; c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			n = append(n, c)
+		}
+	}
+	return n
+}
 
 func isSecretName(name string, folded bool) bool {
 	var stack [64]byte
@@ -227,15 +280,16 @@ func isSecretName(name string, folded bool) bool {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		switch {
-		case c == '-' || c == '_' || c == ' ' || c == '.':
-			continue
 		case c >= 'A' && c <= 'Z':
 			c += 'a' - 'A'
+		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
 		case c >= 0x80 && !folded:
 			// Non-ASCII: fold Unicode letters too, so a decoder that matches names
 			// ignoring case (KELVIN SIGN is k, LONG S is s) cannot be handed a secret
 			// under a name this check does not recognise.
 			return isSecretName(foldName(name), true)
+		default:
+			continue
 		}
 		n = append(n, c)
 	}
@@ -259,7 +313,7 @@ func isSecretName(name string, folded bool) bool {
 			return true
 		}
 	}
-	return false
+	return string(n) == "key"
 }
 
 // scrub replaces credential-looking substrings of s. It allocates only when it
@@ -466,9 +520,9 @@ func strongSecretName(name string) bool {
 	if !isSecretName(name, false) {
 		return false
 	}
-	n := strings.ToLower(strings.NewReplacer("-", "", "_", "", ".", "").Replace(name))
+	n := normalise(name)
 	for _, w := range secretInfixes {
-		if strings.Contains(n, w) {
+		if w != "token" && w != "signature" && bytes.Contains(n, []byte(w)) {
 			return true
 		}
 	}
