@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/backend/catalog"
 )
 
@@ -25,7 +26,7 @@ func FuzzExtractSecrets(f *testing.F) {
 			return // not JSON, or refused by validation before extraction
 		}
 		var vals []sealedValue
-		out := extractSecrets("configurations", conf, prov.IsSecret, false, &vals)
+		out := extractSecrets("configurations", conf, configSchema(prov, nil), &vals)
 		if p := unmaskedSecret(out, false); p != "" {
 			t.Fatalf("secret-named key %q kept its value: %v", p, out)
 		}
@@ -49,11 +50,10 @@ func unmaskedSecret(v any, underHeaders bool) string {
 				}
 				continue
 			}
-			if underHeaders || catalog.LooksSecret(k) {
+			if underHeaders || redact.IsSecretName(k) {
 				return k
 			}
-			n := catalog.NormalizeName(k)
-			if p := unmaskedSecret(c, n == "customheaders" || n == "headers"); p != "" {
+			if p := unmaskedSecret(c, redact.IsSecretContainer(k)); p != "" {
 				return k + "." + p
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/portcullis/portcullis/audit/redact"
+
 	"github.com/portcullis/portcullis/backend/catalog"
 	"github.com/portcullis/portcullis/backend/store"
 )
@@ -51,17 +53,19 @@ type sealedValue struct {
 	value []byte
 }
 
-// extractSecrets walks a JSON value under path, replacing every secret leaf k: v by
-// masked_k: Mask(v) and collecting v for sealing. A key is secret when isSecret says so
-// at the top level, when its name reads as a secret at any depth (whatever its case or
-// separators), or when it sits under custom_headers (header values carry credentials).
-func extractSecrets(path string, v any, isSecret func(string) bool, underHeaders bool, out *[]sealedValue) any {
+// extractSecrets walks a JSON value under path, replacing every secret k: v by
+// masked_k: Mask(v) and collecting v for sealing. What is secret is decided by
+// redact.Field, the rule the proxy's redactor follows too: the schema's marks (sch:
+// the provider's secret fields, and every key it does not know), secret names at any
+// depth, secret name/value pairs and the values of headers objects.
+func extractSecrets(path string, v any, sch *redact.Schema, out *[]sealedValue) any {
 	switch t := v.(type) {
 	case map[string]any:
 		m := make(map[string]any, len(t))
 		for k, child := range t {
 			p := path + "." + escapeSeg(k)
-			if underHeaders || isSecret(k) || catalog.LooksSecret(k) {
+			secret, below := redact.Field(t, k, sch)
+			if secret || below.Secret() {
 				if child == nil {
 					continue
 				}
@@ -70,20 +74,42 @@ func extractSecrets(path string, v any, isSecret func(string) bool, underHeaders
 				m[maskedPrefix+k] = maskFor(k, child, string(raw))
 				continue
 			}
-			hdr := catalog.NormalizeName(k) == "customheaders" || catalog.NormalizeName(k) == "headers"
-			m[k] = extractSecrets(p, child, catalog.LooksSecret, hdr, out)
+			m[k] = extractSecrets(p, child, below, out)
 		}
 		return m
 	case []any:
 		a := make([]any, len(t))
 		for i, child := range t {
-			a[i] = extractSecrets(path+"."+strconv.Itoa(i), child, catalog.LooksSecret, underHeaders, out)
+			a[i] = extractSecrets(path+"."+strconv.Itoa(i), child, sch.Items(), out)
 		}
 		return a
 	default:
 		return v
 	}
 }
+
+// configSchema marks a provider's configurations: its secret fields, the keys the
+// caller marked secret (seed 004 credentials), and every key it does not know (a field
+// nobody described is not shown in clear). The fields it knows as not secret are
+// plain; custom_headers' values are secret as every headers object's are.
+func configSchema(prov *catalog.Provider, force map[string]bool) *redact.Schema {
+	props := map[string]*redact.Schema{}
+	for _, f := range prov.ConfigFields() {
+		if prov.IsSecret(f) {
+			props[f] = redact.Marked()
+		} else {
+			props[f] = nil
+		}
+	}
+	for k := range force {
+		props[k] = redact.Marked()
+	}
+	return redact.Object(props, redact.Marked())
+}
+
+// modelConfSchema marks a model's configurations as configSchema does an
+// integration's: custom_host is plain, header values and every other key are secret.
+var modelConfSchema = redact.Object(map[string]*redact.Schema{"custom_host": nil, "custom_headers": nil}, redact.Marked())
 
 func secretBytes(v any) []byte {
 	if s, ok := v.(string); ok {

@@ -102,13 +102,6 @@ func isHTTPURL(s string) bool {
 		u.RawQuery == "" && !u.ForceQuery && u.Fragment == ""
 }
 
-// configSecret says which top-level configuration keys are sealed: the provider's secret
-// fields, those the caller marked (seed "credentials"), names that read as secrets, and
-// any key the provider does not know: a field nobody described is not shown in clear.
-func configSecret(prov *catalog.Provider, force map[string]bool) func(string) bool {
-	return func(k string) bool { return prov.IsSecret(k) || force[k] || !prov.Knows(k) }
-}
-
 // checkNotMasked refuses a secret (key included) sent back in its masked form
 // ("sk-****abcd", as a read shows it): storing the mask would destroy the credential it
 // stands for.
@@ -246,7 +239,7 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	}
 	conf := map[string]any{}
 	if r.Configurations != nil {
-		conf = extractSecrets("configurations", r.Configurations, configSecret(prov, r.forceSecret), false, &vals).(map[string]any)
+		conf = extractSecrets("configurations", r.Configurations, configSchema(prov, r.forceSecret), &vals).(map[string]any)
 	}
 	checkRequired(&p, prov, r.AuthType, hasKey, conf)
 	checkNotMasked(&p, vals)
@@ -361,7 +354,7 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 			if v == nil {
 				continue
 			}
-			part := extractSecrets("configurations", map[string]any{k: v}, configSecret(prov, r.forceSecret), false, &vals).(map[string]any)
+			part := extractSecrets("configurations", map[string]any{k: v}, configSchema(prov, r.forceSecret), &vals).(map[string]any)
 			for pk, pv := range part {
 				it.Configurations[pk] = pv
 			}
@@ -491,7 +484,7 @@ func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsR
 		if !modelSlugRe.MatchString(m.Slug) {
 			p.add(f+".slug", "is required: 1-128 letters, digits or _ . : @ / -")
 		} else if seen[m.Slug] {
-			p.add(f+".slug", "duplicate %q", m.Slug)
+			p.add(f+".slug", "duplicates the slug of an earlier model")
 		}
 		seen[m.Slug] = true
 		if m.Enabled == nil {
@@ -528,7 +521,7 @@ func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsR
 			IsFinetune: m.IsFinetune, BaseModelSlug: m.BaseModelSlug}
 		if m.Configurations != nil {
 			sm.Configurations = extractSecrets(store.ModelSecretPrefix(m.Slug)+"configurations", m.Configurations,
-				catalog.LooksSecret, false, &vals).(map[string]any)
+				modelConfSchema, &vals).(map[string]any)
 		}
 		models = append(models, sm)
 	}

@@ -60,7 +60,7 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 		path: s.scrubPath(string(c.Request().URI().Path())),
 	}
 	// Only the redacted arguments are kept: secrets never reach policy, audit or logs.
-	redacted, _ := s.d.Redactor.Value(args).(map[string]any)
+	redacted, _ := s.d.Redactor.ValueSchema(args, s.secrets.For(tool)).(map[string]any)
 	if redacted == nil {
 		redacted = map[string]any{}
 	}

@@ -489,6 +489,7 @@ func (s *Server) filterToolsResult(msg map[string]any, cl *call) bool {
 	if !ok {
 		return false
 	}
+	s.secrets.learn(tools) // before filtering: a tool hidden from this caller is still called by others
 	kept := tools[:0]
 	for _, t := range tools {
 		tm, _ := t.(map[string]any)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,6 +25,12 @@ type Route struct {
 	// keys case-sensitively); a request that gives both names is refused (400
 	// ambiguous_argument). The upstream still receives the bytes as sent.
 	Args map[string]string `yaml:"args"`
+	// Schema is a JSON Schema (as JSON text) of the request body whose secret marks
+	// (writeOnly: true, format: password) are redacted from policy input, the audit
+	// trail and approvals, whatever the fields are called. The marks of every route of a
+	// tool, and of the tool's inputSchema in the MCP upstream's tools/list, apply to the
+	// tool on both surfaces.
+	Schema string `yaml:"schema"`
 }
 
 func (r Route) validate() error {
@@ -39,6 +46,14 @@ func (r Route) validate() error {
 	if r.Tool == "" {
 		errs = append(errs, errors.New("tool: must be set"))
 	}
+	if r.Schema != "" {
+		var v any
+		if err := json.Unmarshal([]byte(r.Schema), &v); err != nil {
+			errs = append(errs, fmt.Errorf("schema: not JSON: %v", err))
+		} else if _, ok := v.(map[string]any); !ok {
+			errs = append(errs, errors.New("schema: must be a JSON object (a JSON Schema)"))
+		}
+	}
 	for from, to := range r.Args {
 		if from == "" || to == "" || from == to {
 			errs = append(errs, fmt.Errorf("args: %q -> %q: both names must be set and differ", from, to))
@@ -47,31 +62,43 @@ func (r Route) validate() error {
 	return errors.Join(errs...)
 }
 
+// The bundled backend's secret marks, as the REST bodies spell its fields. Free-form
+// configuration objects are the backend's safe default: every value is secret except
+// custom_host, the one field every provider knows as not secret; header values are
+// always secret.
+const (
+	confSchema      = `{"type":"object","properties":{"custom_host":{"type":"string"},"custom_headers":{"type":"object","additionalProperties":{"type":"string","writeOnly":true}}},"additionalProperties":{"writeOnly":true}}`
+	integrationBody = `{"type":"object","properties":{"key":{"type":"string","writeOnly":true},"configurations":` + confSchema + `}}`
+	modelsBody      = `{"type":"object","properties":{"models":{"type":"array","items":{"type":"object","properties":{"configurations":` + confSchema + `}}}}}`
+	aiLLMBody       = `{"type":"object","properties":{"key":{"type":"string","writeOnly":true},"secret":{"type":"string","writeOnly":true}}}`
+	credentialsBody = `{"type":"object","properties":{"credentials":{"type":"object","writeOnly":true},"config":` + confSchema + `}}`
+)
+
 // DefaultRoutes is the route table for the bundled integrations backend: Portkey's
 // /v1/integrations API and the seed 003/004 shapes that map onto the same resource.
 var DefaultRoutes = []Route{
 	{Method: "GET", Path: "/v1/providers", Tool: "list_providers", Category: "read", Risk: "low"},
 	{Method: "GET", Path: "/v1/providers/{key}", Tool: "list_providers", Category: "read", Risk: "low"},
 	{Method: "GET", Path: "/v1/integrations", Tool: "list_integrations", Category: "read", Risk: "low"},
-	{Method: "POST", Path: "/v1/integrations", Tool: "create_integration", Category: "write", Risk: "medium"},
+	{Method: "POST", Path: "/v1/integrations", Tool: "create_integration", Category: "write", Risk: "medium", Schema: integrationBody},
 	{Method: "GET", Path: "/v1/integrations/{slug}", Tool: "get_integration", Category: "read", Risk: "low"},
-	{Method: "PUT", Path: "/v1/integrations/{slug}", Tool: "update_integration", Category: "destructive", Risk: "medium"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}", Tool: "update_integration", Category: "destructive", Risk: "medium", Schema: integrationBody},
 	{Method: "DELETE", Path: "/v1/integrations/{slug}", Tool: "delete_integration", Category: "destructive", Risk: "high"},
 	{Method: "GET", Path: "/v1/integrations/{slug}/models", Tool: "list_integration_models", Category: "read", Risk: "low"},
-	{Method: "PUT", Path: "/v1/integrations/{slug}/models", Tool: "update_integration_models", Category: "destructive", Risk: "medium"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}/models", Tool: "update_integration_models", Category: "destructive", Risk: "medium", Schema: modelsBody},
 	{Method: "DELETE", Path: "/v1/integrations/{slug}/models", Tool: "delete_integration_model", Category: "destructive", Risk: "high"},
 	{Method: "GET", Path: "/v1/integrations/{slug}/workspaces", Tool: "list_integration_workspaces", Category: "read", Risk: "low"},
 	{Method: "PUT", Path: "/v1/integrations/{slug}/workspaces", Tool: "update_integration_workspaces", Category: "destructive", Risk: "medium"},
 	{Method: "POST", Path: "/v1/integrations/{slug}/test", Tool: "test_integration", Category: "other", Risk: "low"},
-	{Method: "POST", Path: "/ai/llm", Tool: "create_integration", Category: "write", Risk: "medium", Args: map[string]string{"workspaceId": "workspace_id"}},
-	{Method: "POST", Path: "/ai/llm/{id}/validate", Tool: "test_integration", Category: "other", Risk: "low"},
+	{Method: "POST", Path: "/ai/llm", Tool: "create_integration", Category: "write", Risk: "medium", Args: map[string]string{"workspaceId": "workspace_id"}, Schema: aiLLMBody},
+	{Method: "POST", Path: "/ai/llm/{id}/validate", Tool: "test_integration", Category: "other", Risk: "low", Schema: aiLLMBody},
 	{Method: "GET", Path: "/integrations/credentials", Tool: "list_integrations", Category: "read", Risk: "low"},
-	{Method: "POST", Path: "/integrations/credentials", Tool: "create_integration", Category: "write", Risk: "medium"},
+	{Method: "POST", Path: "/integrations/credentials", Tool: "create_integration", Category: "write", Risk: "medium", Schema: credentialsBody},
 	{Method: "GET", Path: "/integrations/credentials/{id}", Tool: "get_integration", Category: "read", Risk: "low"},
-	{Method: "PATCH", Path: "/integrations/credentials/{id}", Tool: "update_integration", Category: "destructive", Risk: "medium"},
+	{Method: "PATCH", Path: "/integrations/credentials/{id}", Tool: "update_integration", Category: "destructive", Risk: "medium", Schema: credentialsBody},
 	{Method: "DELETE", Path: "/integrations/credentials/{id}", Tool: "delete_integration", Category: "destructive", Risk: "high"},
-	{Method: "POST", Path: "/integrations/credentials/{id}/test-connection", Tool: "test_integration", Category: "other", Risk: "low"},
-	{Method: "POST", Path: "/integrations/{provider}/test-connection", Tool: "test_integration", Category: "other", Risk: "low"},
+	{Method: "POST", Path: "/integrations/credentials/{id}/test-connection", Tool: "test_integration", Category: "other", Risk: "low", Schema: credentialsBody},
+	{Method: "POST", Path: "/integrations/{provider}/test-connection", Tool: "test_integration", Category: "other", Risk: "low", Schema: credentialsBody},
 }
 
 // toolInfoFor is the ToolInfo the policy sees for a category and risk.

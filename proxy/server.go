@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
@@ -50,9 +52,11 @@ type AuditQuerier interface {
 	Query(ctx context.Context, f audit.Filter) (audit.Page, error)
 }
 
-// Redactor replaces secret values in decoded JSON. *audit.Redactor implements it.
+// Redactor replaces secret values in decoded JSON. *redact.Redactor implements it.
 type Redactor interface {
 	Value(v any) any
+	// ValueSchema is Value with the secret marks of the tool's schema.
+	ValueSchema(v any, s *redact.Schema) any
 	// String redacts credential-looking parts of free text (a path, a tool name).
 	String(s string) string
 }
@@ -79,6 +83,7 @@ type Deps struct {
 
 // Server is the proxy.
 type Server struct {
+	secrets *toolSecrets // secret marks of each tool's arguments
 	cfg     Config
 	d       Deps
 	log     *slog.Logger
@@ -126,13 +131,18 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.AuditorRole == "" {
 		d.AuditorRole = "auditor"
 	}
+	secrets, err := newToolSecrets(append(append([]Route(nil), DefaultRoutes...), cfg.REST.Routes...))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: rest: %w", err)
+	}
 	s := &Server{
-		cfg:    cfg,
-		d:      d,
-		log:    d.Logger,
-		routes: newRouteTable(cfg.REST.Routes),
-		mcpUp:  newUpstream(cfg.MCP.Upstream),
-		restUp: newUpstream(cfg.REST.Upstream),
+		secrets: secrets,
+		cfg:     cfg,
+		d:       d,
+		log:     d.Logger,
+		routes:  newRouteTable(cfg.REST.Routes),
+		mcpUp:   newUpstream(cfg.MCP.Upstream),
+		restUp:  newUpstream(cfg.REST.Upstream),
 		client: &fasthttp.Client{
 			Name:                     "portcullis",
 			NoDefaultUserAgentHeader: true,

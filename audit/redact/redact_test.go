@@ -270,7 +270,7 @@ func TestRedactPairsAndShortNames(t *testing.T) {
 	r := New(testKey)
 	mac := func(s string) string { return r.mac(s) }
 	var in any
-	if err := json.Unmarshal([]byte(`{"headers":[{"name":"Authorization","value":"Basic-less opaque"},{"name":"X-Trace","value":"t-1"}],
+	if err := json.Unmarshal([]byte(`{"params":[{"name":"Authorization","value":"Basic-less opaque"},{"name":"X-Trace","value":"t-1"}],
 		"pass":"hunter2","pin":"1234","spin":"fast","otp":"999111"}`), &in); err != nil {
 		t.Fatal(err)
 	}

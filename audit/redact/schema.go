@@ -204,8 +204,9 @@ func Object(props map[string]*Schema, additional *Schema) *Schema {
 // ArrayOf is an array whose elements have items' marks.
 func ArrayOf(items *Schema) *Schema { return &Schema{items: items} }
 
-// headerValues marks every value of a headers object (see IsSecretContainer).
-var headerValues = &Schema{additional: &Schema{secret: true}}
+// headerValues marks every value under a headers field (see IsSecretContainer), as an
+// object of name: value or as a list.
+var headerValues = &Schema{additional: &Schema{secret: true}, items: &Schema{secret: true}}
 
 // Field says whether the value under key k of the object m is secret, and which marks
 // apply below it. It is the one rule both the redactor and the backend's sealing

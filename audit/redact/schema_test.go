@@ -81,14 +81,14 @@ func TestSchemaPathsListTheMarks(t *testing.T) {
 	}
 }
 
-// Header values are secret under any headers object, whatever the header's name; a
-// list of name/value pairs keeps the pair rule (only the value of a secret name goes).
+// Header values are secret under any headers field, whatever the header's name, as an
+// object or as a list of name/value pairs (the backend seals them the same way).
 func TestHeaderValuesAreSecretWhateverTheirName(t *testing.T) {
 	r := New(testKey)
 	in := decode(t, `{"custom_headers": {"X-Tenant-Creds": "canary-h1", "x-plain": "canary-h2"},
-		"configurations": {"Extra_Headers": {"anything": "canary-h3"}}}`)
+		"configurations": {"Extra_Headers": {"anything": "canary-h3"}}, "headers": [{"name": "X-Trace", "value": "canary-h4"}]}`)
 	out, _ := json.Marshal(r.Value(in))
-	for _, c := range []string{"canary-h1", "canary-h2", "canary-h3"} {
+	for _, c := range []string{"canary-h1", "canary-h2", "canary-h3", "canary-h4"} {
 		if strings.Contains(string(out), c) {
 			t.Errorf("%s survived: %s", c, out)
 		}

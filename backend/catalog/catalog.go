@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/portcullis/portcullis/audit/redact"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -216,9 +218,10 @@ func (p *Provider) ConfigFields() []string {
 }
 
 // IsSecret reports whether field f of p must be encrypted and masked: listed by the
-// row, or named like a secret (see LooksSecret). "key" is always secret.
+// row, or named like a secret (redact.IsSecretName, the rule the proxy redacts by).
+// "key" is always secret.
 func (p *Provider) IsSecret(f string) bool {
-	return f == "key" || slices.Contains(p.SecretFields, f) || LooksSecret(f)
+	return f == "key" || slices.Contains(p.SecretFields, f) || redact.IsSecretName(f)
 }
 
 // IsURL reports whether field f must hold an http(s) URL.
@@ -244,11 +247,6 @@ func (p *Provider) ResolveBaseURL(cfg map[string]any) (string, error) {
 
 var hostLabelRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
-// secretWords mark a field name as secret wherever it appears, whatever its case or
-// separators (AWS_Secret-Access-Key, clientSecret, x-api-key...).
-var secretWords = []string{"secret", "password", "passwd", "passphrase", "token", "apikey",
-	"privatekey", "credential", "accesskey", "authorization", "cookie", "connectionstring", "signature"}
-
 // NormalizeName lowercases f and drops everything but letters and digits.
 func NormalizeName(f string) string {
 	var b strings.Builder
@@ -258,22 +256,4 @@ func NormalizeName(f string) string {
 		}
 	}
 	return b.String()
-}
-
-// LooksSecret reports whether a field name reads as a secret. Identifiers of a secret
-// (aws_access_key_id, client_id) are not secrets themselves.
-func LooksSecret(f string) bool {
-	n := NormalizeName(f)
-	if n == "key" || n == "pwd" || n == "pass" {
-		return true
-	}
-	if strings.HasSuffix(n, "id") || strings.HasSuffix(n, "ids") {
-		return false
-	}
-	for _, w := range secretWords {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
 }

@@ -77,7 +77,14 @@ func TestLoadFileAddsProviderWithoutCode(t *testing.T) {
 	}
 }
 
-func TestLooksSecret(t *testing.T) {
+// A provider's secret fields are its row's and every name the shared rule
+// (redact.IsSecretName) reads as secret: the proxy redacts by the same rule.
+func TestProviderSecretsFollowTheSharedNameRule(t *testing.T) {
+	c, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := c.Get("openai")
 	cases := map[string]bool{
 		"key": true, "aws_secret_access_key": true, "AWS_Secret-Access-Key": true, "clientSecret": true,
 		"X-Api-Key": true, "Authorization": true, "password": true, "private_key": true, "refresh_token": true,
@@ -85,8 +92,8 @@ func TestLooksSecret(t *testing.T) {
 		"aws_access_key_id": false, "client_id": false, "resource_name": false, "custom_host": false, "aws_region": false,
 	}
 	for name, want := range cases {
-		if got := LooksSecret(name); got != want {
-			t.Errorf("LooksSecret(%q) = %v, want %v", name, got, want)
+		if got := p.IsSecret(name); got != want {
+			t.Errorf("IsSecret(%q) = %v, want %v", name, got, want)
 		}
 	}
 }
