@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/portcullis/portcullis/audit/redact"
+
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -174,7 +176,35 @@ func schemaFor[In any](tweak func(props map[string]*jsonschema.Schema)) *jsonsch
 	if tweak != nil {
 		tweak(sc.Properties)
 	}
+	markSecrets(sc)
 	return sc
+}
+
+// markSecrets marks every secret field of a tool's input schema writeOnly, by the rule
+// the backend seals by (redact.Field): secret names, the values of headers objects,
+// and every key of a free-form configurations object but custom_host (what the catalog
+// knows as not secret for every provider). The proxy reads these marks from tools/list
+// and redacts the same fields from policy input and the audit trail.
+func markSecrets(sc *jsonschema.Schema) {
+	if sc == nil {
+		return
+	}
+	for name, p := range sc.Properties {
+		switch {
+		case redact.IsSecretName(name):
+			p.WriteOnly = true
+		case redact.IsSecretContainer(name):
+			p.AdditionalProperties = &jsonschema.Schema{Type: "string", WriteOnly: true}
+		case name == "configurations" && len(p.Properties) == 0:
+			p.Properties = map[string]*jsonschema.Schema{
+				"custom_host":    {Type: "string", Description: "Custom base URL"},
+				"custom_headers": {Type: "object", Description: "Extra request headers; values are secret", AdditionalProperties: &jsonschema.Schema{WriteOnly: true}},
+			}
+			p.AdditionalProperties = &jsonschema.Schema{WriteOnly: true, Description: "Any other provider field is stored encrypted and shown masked"}
+		}
+		markSecrets(p)
+		markSecrets(p.Items)
+	}
 }
 
 func pageLimits(props map[string]*jsonschema.Schema) {
@@ -261,17 +291,112 @@ func decodeArgs[In any](raw json.RawMessage, sc *jsonschema.Schema, resolved *js
 		return in, ae
 	}
 	if err := resolved.Validate(m); err != nil {
-		msg := err.Error()
-		field := "arguments"
-		for name := range sc.Properties {
-			if strings.Contains(msg, `"`+name+`"`) || strings.Contains(msg, "/"+name) {
-				field = name
-				break
-			}
-		}
-		return in, errField(http.StatusBadRequest, "validation_error", field, "violates the tool's input schema: "+msg)
+		field, rule := schemaViolation(err, sc)
+		return in, errField(http.StatusBadRequest, "validation_error", field, "violates the tool's input schema: "+rule)
 	}
 	return in, nil
+}
+
+// schemaViolation names the argument and the rule a validation error is about, from
+// the validator's schema path and keyword. The validator's own message quotes the
+// value ("enum: sk-... does not equal any of"), and a value may be a secret sent in the
+// wrong field, so nothing of the message but the path and the keyword is used: the
+// rule is described from the tool's schema.
+func schemaViolation(err error, sc *jsonschema.Schema) (field, rule string) {
+	var path, inner string
+	for _, seg := range strings.Split(err.Error(), ": ") {
+		if p, ok := strings.CutPrefix(seg, "validating "); ok {
+			path, inner = p, ""
+			continue
+		}
+		if inner == "" {
+			inner = seg
+		}
+	}
+	keyword, _, _ := strings.Cut(inner, " ")
+	keyword = strings.TrimSuffix(keyword, ":")
+	node, field := sc, ""
+	toks := strings.Split(strings.Trim(path, "/"), "/")
+	for i := 0; i < len(toks); i++ {
+		switch {
+		case toks[i] == "properties" && i+1 < len(toks) && node != nil:
+			name := strings.ReplaceAll(strings.ReplaceAll(toks[i+1], "~1", "/"), "~0", "~")
+			if field != "" {
+				field += "."
+			}
+			field += name
+			node = node.Properties[name]
+			i++
+		case toks[i] == "items" && node != nil:
+			field += "[]"
+			node = node.Items
+		case toks[i] == "additionalProperties" && node != nil:
+			field += ".*"
+			node = node.AdditionalProperties
+		}
+	}
+	if field == "" {
+		field = "arguments"
+	}
+	return field, describeRule(keyword, node)
+}
+
+func describeRule(keyword string, n *jsonschema.Schema) string {
+	if n == nil {
+		n = &jsonschema.Schema{}
+	}
+	num := func(f *float64) string {
+		if f == nil {
+			return "the limit"
+		}
+		return strconv.FormatFloat(*f, 'f', -1, 64)
+	}
+	count := func(i *int) string {
+		if i == nil {
+			return "the limit"
+		}
+		return strconv.Itoa(*i)
+	}
+	switch keyword {
+	case "enum":
+		vals := make([]string, 0, len(n.Enum))
+		for _, v := range n.Enum {
+			vals = append(vals, fmt.Sprint(v))
+		}
+		return "must be one of: " + strings.Join(vals, ", ")
+	case "const":
+		return "must equal the schema's constant"
+	case "type":
+		t := n.Type
+		if t == "" {
+			t = strings.Join(n.Types, " or ")
+		}
+		return "must be of type " + t
+	case "minLength":
+		return "must be at least " + count(n.MinLength) + " characters"
+	case "maxLength":
+		return "must be at most " + count(n.MaxLength) + " characters"
+	case "minimum":
+		return "must be at least " + num(n.Minimum)
+	case "maximum":
+		return "must be at most " + num(n.Maximum)
+	case "exclusiveMinimum":
+		return "must be more than " + num(n.ExclusiveMinimum)
+	case "exclusiveMaximum":
+		return "must be less than " + num(n.ExclusiveMaximum)
+	case "pattern":
+		return "must match the pattern " + n.Pattern
+	case "minItems":
+		return "must have at least " + count(n.MinItems) + " items"
+	case "maxItems":
+		return "must have at most " + count(n.MaxItems) + " items"
+	case "required":
+		return "is missing a required property"
+	case "":
+		return "is not valid"
+	default:
+		return "breaks the schema's " + keyword + " rule"
+	}
 }
 
 func pageStr(n int) string {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/portcullis/portcullis/audit/redact"
 )
 
 type headerRT struct {
@@ -242,8 +243,8 @@ func TestMCPArgumentErrorsUseEnvelope(t *testing.T) {
 		{"page_size over 100", "list_integrations", map[string]any{"page_size": 1000}, "page_size", "schema"},
 		{"type not in enum", "list_integrations", map[string]any{"type": "team"}, "type", "schema"},
 		{"alert_threshold over 100", "update_integration_workspaces", map[string]any{"slug": "x",
-			"workspaces": []any{map[string]any{"id": "w", "enabled": true, "alert_threshold": 150}}}, "workspaces", "schema"},
-		{"unknown provider", "create_integration", map[string]any{"name": "n", "ai_provider_id": "nope"}, "ai_provider_id", "schema"},
+			"workspaces": []any{map[string]any{"id": "w", "enabled": true, "alert_threshold": 150}}}, "workspaces[].alert_threshold", "must be at most 100"},
+		{"unknown provider", "create_integration", map[string]any{"name": "n", "ai_provider_id": "nope"}, "ai_provider_id", "must be one of: "},
 		{"provider rule", "create_integration", map[string]any{"name": "n", "ai_provider_id": "azure-openai", "key": "k"}, "configurations.resource_name", "is required"},
 		{"bad custom_host", "update_integration", map[string]any{"slug": "x", "custom_host": "gopher://x"}, "configurations.custom_host", "http or https"},
 	}
@@ -267,5 +268,71 @@ func TestMergeConfigurations(t *testing.T) {
 	}
 	if _, ae := mergeConfigurations(map[string]any{"custom_host": "https://a"}, map[string]any{"custom_host": "https://b"}); ae == nil || ae.Field != "configurations.custom_host" {
 		t.Fatalf("a field given twice: %+v", ae)
+	}
+}
+
+// Every field the backend seals is marked in tools/list (writeOnly), so the proxy, which
+// reads the marks, redacts exactly what the backend treats as write-only; fields the
+// catalog knows as plain stay unmarked.
+func TestToolSchemasMarkEverySecretTheBackendSeals(t *testing.T) {
+	e := newEnv(t)
+	m := e.mcpClient(t, e.as("acme", ""))
+	lt, err := m.s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks := map[string][]string{}
+	for _, tl := range lt.Tools {
+		b, _ := json.Marshal(tl.InputSchema)
+		marks[tl.Name] = redact.CompileSchema(b).Paths()
+	}
+	want := map[string][]string{
+		"create_integration":        {"aws_secret_access_key", "configurations.*", "configurations.custom_headers.*", "key"},
+		"update_integration":        {"aws_secret_access_key", "configurations.*", "configurations.custom_headers.*", "key"},
+		"update_integration_models": {"models[].configurations.custom_headers.*"},
+		"get_integration":           nil,
+	}
+	for tool, w := range want {
+		if !slices.Equal(marks[tool], w) {
+			t.Errorf("%s marks %v, want %v", tool, marks[tool], w)
+		}
+	}
+}
+
+// A secret pasted into the wrong argument never comes back in the error: the error
+// names the argument and the rule, whichever rule it breaks.
+func TestArgumentErrorsNeverEchoTheValue(t *testing.T) {
+	e := newEnv(t)
+	m := e.mcpClient(t, e.as("acme", ""))
+	const secret = "sk-proj-CANARYabcdefghijklmnop0123456789"
+	long := strings.Repeat("A", 300) + secret
+	cases := []struct {
+		name, tool string
+		args       map[string]any
+		field      string
+	}{
+		{"enum", "create_integration", map[string]any{"name": "n", "ai_provider_id": secret}, "ai_provider_id"},
+		{"enum on a list filter", "list_integrations", map[string]any{"type": secret}, "type"},
+		{"maxLength", "create_integration", map[string]any{"name": long, "ai_provider_id": "openai", "key": "k"}, "name"},
+		{"type", "list_integrations", map[string]any{"page_size": secret}, "page_size"},
+		{"nested type", "update_integration_workspaces", map[string]any{"slug": "x",
+			"workspaces": []any{map[string]any{"id": "w", "enabled": secret}}}, "workspaces"},
+		{"duplicate model slug", "update_integration_models", map[string]any{"slug": "x",
+			"models": []any{map[string]any{"slug": secret[:20], "enabled": true}, map[string]any{"slug": secret[:20], "enabled": true}}}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := m.call(t, tc.tool, tc.args)
+			if !r.res.IsError {
+				t.Fatalf("accepted: %s", r.raw)
+			}
+			if strings.Contains(string(r.raw), secret[:20]) || strings.Contains(string(r.raw), "CANARY") {
+				t.Fatalf("the value came back: %s", r.raw)
+			}
+			errObj, _ := r.env["error"].(map[string]any)
+			if f, _ := errObj["field"].(string); tc.field != "" && !strings.HasPrefix(f, tc.field) {
+				t.Fatalf("field %q, want %s...: %s", f, tc.field, r.raw)
+			}
+		})
 	}
 }
