@@ -39,4 +39,3 @@ func TestFreeTextColumnsAreScrubbed(t *testing.T) {
 		t.Fatalf("verify: %v %s", err, rep.String())
 	}
 }
-

@@ -19,4 +19,3 @@ func BenchmarkRedactor(b *testing.B) {
 		_ = r.Value(args)
 	}
 }
-
