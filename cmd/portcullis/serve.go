@@ -250,6 +250,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go discoverTools(ctx, srv, log)
 	log.Info("portcullis listening", "url", cfg.Proxy.PublicURL, "mcp", cfg.Proxy.PublicURL+cfg.Proxy.MCP.Path,
 		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
 	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)
@@ -267,6 +268,29 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// discoverTools learns the secret marks of the MCP upstream's tool schemas: at start
+// (retrying while the upstream comes up), then every 10 minutes. The route table's marks
+// apply meanwhile; a failure keeps what was learned.
+func discoverTools(ctx context.Context, srv *proxy.Server, log *slog.Logger) {
+	wait := 500 * time.Millisecond
+	for {
+		n, err := srv.DiscoverTools(ctx)
+		next := 10 * time.Minute
+		if err != nil {
+			log.Warn("tool discovery failed; redacting by the route table's marks and field names meanwhile", "err", err, "retry_in", wait.String())
+			next, wait = wait, min(2*wait, time.Minute)
+		} else {
+			log.Debug("tool discovery: learned the secret marks of the upstream's tools", "tools", n)
+			wait = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
 }
 
 // devTokenHint is the one command serve prints and logs for minting a token it accepts in

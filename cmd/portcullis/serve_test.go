@@ -53,9 +53,17 @@ func (s *syncBuffer) String() string {
 // backend, SQLite) in a temp data dir and returns the proxy URL, the data dir and the log.
 func startServe(t *testing.T) (string, string, *syncBuffer) {
 	t.Helper()
+	return startServeWith(t, overrides{})
+}
+
+// startServeWith is startServe with overrides (a policy, a config file); the data dir
+// and the listen addresses are the test's own.
+func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
+	t.Helper()
 	dir := t.TempDir()
 	listen := freeAddr(t)
-	cfg, err := loadConfig(overrides{dataDir: dir, listen: listen, backendListen: freeAddr(t)})
+	o.dataDir, o.listen, o.backendListen = dir, listen, freeAddr(t)
+	cfg, err := loadConfig(o)
 	if err != nil {
 		t.Fatal(err)
 	}
