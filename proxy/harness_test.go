@@ -112,6 +112,7 @@ type gateway struct {
 	audit     *audit.Log
 	approvals *approvals.Service
 	identity  *proxy.IdentitySigner
+	srv       *proxy.Server
 	logs      *bytes.Buffer
 	logMu     *sync.Mutex
 }
@@ -208,6 +209,7 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.srv = srv
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	g.url = "http://" + ln.Addr().String()
