@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/jsonenc"
 	"github.com/portcullis/portcullis/proxy/authn"
 )
 
@@ -60,7 +61,7 @@ func (s *Server) auditAdminReads(c *fiber.Ctx) error {
 	for k, v := range c.Context().QueryArgs().All() {
 		args[string(k)] = string(v)
 	}
-	argsJSON, _ := audit.AppendJSON(nil, s.d.Redactor.Value(args))
+	argsJSON, _ := jsonenc.Append(nil, s.d.Redactor.Value(args))
 	s.d.Audit.AppendAsync(&audit.Event{
 		Time: time.Now().UTC(), Kind: audit.KindDecision, RequestID: requestID(c),
 		Caller:  auditCaller(&id.Caller, c.Context().RemoteIP().String()),

@@ -11,6 +11,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/jsonenc"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
@@ -207,7 +208,7 @@ var auditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code: "a
 func (s *Server) event(cl *call, kind string) *audit.Event {
 	c := &cl.id.Caller
 	if cl.argsJSON == nil {
-		cl.argsJSON, _ = audit.AppendJSON(nil, cl.input.Arguments)
+		cl.argsJSON, _ = jsonenc.Append(nil, cl.input.Arguments)
 	}
 	ev := &audit.Event{
 		Time:           time.Now().UTC(),

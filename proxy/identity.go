@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/jsonenc"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -77,31 +77,31 @@ func (s *IdentitySigner) AppendSign(dst []byte, c *policies.Caller, requestID, d
 	defer signBufs.Put(bp)
 	claims := bp.claims[:0]
 	claims = append(claims, `{"iss":"portcullis","sub":`...)
-	claims = audit.AppendJSONString(claims, c.Sub)
+	claims = jsonenc.AppendString(claims, c.Sub)
 	claims = append(claims, `,"aud":`...)
-	claims = audit.AppendJSONString(claims, s.audience)
+	claims = jsonenc.AppendString(claims, s.audience)
 	claims = append(claims, `,"org":`...)
-	claims = audit.AppendJSONString(claims, c.Org)
+	claims = jsonenc.AppendString(claims, c.Org)
 	if c.Workspace != "" {
 		claims = append(claims, `,"ws":`...)
-		claims = audit.AppendJSONString(claims, c.Workspace)
+		claims = jsonenc.AppendString(claims, c.Workspace)
 	}
 	claims = append(claims, `,"roles":[`...)
 	for i, r := range c.Roles {
 		if i > 0 {
 			claims = append(claims, ',')
 		}
-		claims = audit.AppendJSONString(claims, r)
+		claims = jsonenc.AppendString(claims, r)
 	}
 	claims = append(claims, `],"rid":`...)
-	claims = audit.AppendJSONString(claims, requestID)
+	claims = jsonenc.AppendString(claims, requestID)
 	if decisionID != "" {
 		claims = append(claims, `,"did":`...)
-		claims = audit.AppendJSONString(claims, decisionID)
+		claims = jsonenc.AppendString(claims, decisionID)
 	}
 	// The request id is unique per process (random prefix + counter), so it serves as jti.
 	claims = append(claims, `,"jti":`...)
-	claims = audit.AppendJSONString(claims, requestID)
+	claims = jsonenc.AppendString(claims, requestID)
 	claims = append(claims, `,"iat":`...)
 	claims = strconv.AppendInt(claims, now.Unix(), 10)
 	claims = append(claims, `,"exp":`...)

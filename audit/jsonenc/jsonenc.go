@@ -1,4 +1,4 @@
-package audit
+package jsonenc
 
 import (
 	"encoding/json"
@@ -6,14 +6,14 @@ import (
 	"unicode/utf8"
 )
 
-// AppendJSON appends the JSON encoding of v, a decoded JSON value (map[string]any,
+// Append appends the JSON encoding of v, a decoded JSON value (map[string]any,
 // []any, string, json.Number, bool, nil), to dst. The bytes are exactly what
 // json.Marshal produces (keys sorted, HTML-safe escaping), so stored arguments do not
 // depend on which of the two wrote them; values of other types go through
 // json.Marshal itself. It exists because arguments are encoded for the audit row on
 // every call, and json.Marshal's reflection over map[string]any costs several times
 // more. A json.Number that is not a valid number is an error, as in json.Marshal.
-func AppendJSON(dst []byte, v any) ([]byte, error) {
+func Append(dst []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return append(dst, "null"...), nil
@@ -23,7 +23,7 @@ func AppendJSON(dst []byte, v any) ([]byte, error) {
 		}
 		return append(dst, "false"...), nil
 	case string:
-		return AppendJSONString(dst, x), nil
+		return AppendString(dst, x), nil
 	case json.Number:
 		if x == "" {
 			// json.Marshal writes an empty Number as 0.
@@ -48,10 +48,10 @@ func AppendJSON(dst []byte, v any) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = AppendJSONString(dst, k)
+			dst = AppendString(dst, k)
 			dst = append(dst, ':')
 			var err error
-			if dst, err = AppendJSON(dst, x[k]); err != nil {
+			if dst, err = Append(dst, x[k]); err != nil {
 				return dst, err
 			}
 		}
@@ -66,7 +66,7 @@ func AppendJSON(dst []byte, v any) ([]byte, error) {
 				dst = append(dst, ',')
 			}
 			var err error
-			if dst, err = AppendJSON(dst, e); err != nil {
+			if dst, err = Append(dst, e); err != nil {
 				return dst, err
 			}
 		}
@@ -88,10 +88,10 @@ func isJSONNumber(s string) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// AppendJSONString appends s as a JSON string, escaped as encoding/json does with HTML
+// AppendString appends s as a JSON string, escaped as encoding/json does with HTML
 // escaping on: ", \ and control characters; <, > and &; U+2028 and U+2029. Invalid
 // UTF-8 becomes U+FFFD, so the result is always valid JSON whatever s held.
-func AppendJSONString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {

@@ -1,4 +1,4 @@
-package audit
+package jsonenc
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// AppendJSON must write exactly what json.Marshal writes: stored arguments are hashed,
+// Append must write exactly what json.Marshal writes: stored arguments are hashed,
 // and rows written before and after it replaced json.Marshal must not differ in form.
 func TestAppendJSONMatchesMarshal(t *testing.T) {
 	cases := []any{
@@ -21,15 +21,15 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 	}
 	for _, v := range cases {
 		want, werr := json.Marshal(v)
-		got, gerr := AppendJSON(nil, v)
+		got, gerr := Append(nil, v)
 		if (werr == nil) != (gerr == nil) || string(got) != string(want) {
-			t.Errorf("AppendJSON(%#v) = %q, %v; json.Marshal = %q, %v", v, got, gerr, want, werr)
+			t.Errorf("Append(%#v) = %q, %v; json.Marshal = %q, %v", v, got, gerr, want, werr)
 		}
 	}
-	if _, err := AppendJSON(nil, json.Number("12abc")); err == nil {
+	if _, err := Append(nil, json.Number("12abc")); err == nil {
 		t.Error("an invalid json.Number must be an error, as in json.Marshal")
 	}
-	if _, err := AppendJSON(nil, map[string]any{"n": json.Number("true")}); err == nil {
+	if _, err := Append(nil, map[string]any{"n": json.Number("true")}); err == nil {
 		t.Error(`json.Number("true") must be an error, as in json.Marshal`)
 	}
 }
@@ -75,9 +75,9 @@ func TestAppendJSONRandomTrees(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := AppendJSON([]byte("prefix"), v)
+		got, err := Append([]byte("prefix"), v)
 		if err != nil || string(got) != "prefix"+string(want) {
-			t.Fatalf("tree %d: AppendJSON = %q, %v; json.Marshal = %q", i, got, err, want)
+			t.Fatalf("tree %d: Append = %q, %v; json.Marshal = %q", i, got, err, want)
 		}
 	}
 }
@@ -90,11 +90,11 @@ func BenchmarkArgumentsEncoding(b *testing.B) {
 			_, _ = json.Marshal(v)
 		}
 	})
-	b.Run("AppendJSON", func(b *testing.B) {
+	b.Run("Append", func(b *testing.B) {
 		b.ReportAllocs()
 		var buf []byte
 		for b.Loop() {
-			buf, _ = AppendJSON(buf[:0], v)
+			buf, _ = Append(buf[:0], v)
 		}
 	})
 }
