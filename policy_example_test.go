@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/format"
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 func exampleOptions(withTests bool) policies.Options {
@@ -43,14 +44,14 @@ func TestExamplePolicyDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	agent := policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1"}
-	operator := policies.Caller{Sub: "olga", Org: "acme", Workspace: "ws-1", Roles: []string{"operator"}, Session: "s-2"}
-	noOrg := policies.Caller{Sub: "stray", Roles: []string{"admin"}}
+	agent := principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1"}
+	operator := principal.Caller{Sub: "olga", Org: "acme", Workspace: "ws-1", Roles: []string{"operator"}, Session: "s-2"}
+	noOrg := principal.Caller{Sub: "stray", Roles: []string{"admin"}}
 
 	tests := []struct {
 		name   string
 		tool   string
-		caller policies.Caller
+		caller principal.Caller
 		args   map[string]any
 		mode   string
 		want   policies.Decision

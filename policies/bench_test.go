@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // The example policy at the repository root (read from disk: this package imports no
@@ -28,11 +29,11 @@ type benchCase struct {
 }
 
 func benchCases() []benchCase {
-	agent := Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1",
+	agent := principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1",
 		Claims: map[string]any{"iss": "https://idp.example", "aud": "portcullis", "exp": float64(1900000000)}}
 	operator := agent
 	operator.Roles = []string{"operator"}
-	in := func(tool string, c Caller, cat string, args map[string]any) *Input {
+	in := func(tool string, c principal.Caller, cat string, args map[string]any) *Input {
 		return &Input{Surface: "mcp", Tool: tool, Arguments: args, HTTP: HTTPInfo{Method: "POST", Path: "/mcp"},
 			Caller: c, ToolInfo: ToolInfo{Category: cat, Risk: "medium"}, Upstream: "integrations", Mode: "call"}
 	}

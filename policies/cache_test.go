@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 const cachePolicy = `package portcullis
@@ -24,7 +26,7 @@ func TestDecisionCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := func(args map[string]any, roles ...string) *Input {
-		return &Input{Surface: "mcp", Tool: "t", Arguments: args, Caller: Caller{Sub: "a", Org: "o", Roles: roles}}
+		return &Input{Surface: "mcp", Tool: "t", Arguments: args, Caller: principal.Caller{Sub: "a", Org: "o", Roles: roles}}
 	}
 	cases := []struct {
 		note      string
@@ -62,7 +64,7 @@ func TestNonDeterministicPolicyIsNotCached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &Input{Tool: "t", Caller: Caller{Sub: "a", Org: "o"}}
+	in := &Input{Tool: "t", Caller: principal.Caller{Sub: "a", Org: "o"}}
 	e.Decide(ctx, in)
 	e.Decide(ctx, in)
 	if n := e.evals.Load(); n != 2 {

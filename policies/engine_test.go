@@ -20,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/types"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 func engineFor(t testing.TB, src string, mutate ...func(*Options)) *Engine {
@@ -41,7 +42,7 @@ func sampleInput() *Input {
 		Tool:      "create_integration",
 		Arguments: map[string]any{"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>"},
 		HTTP:      HTTPInfo{Method: "POST", Path: "/mcp"},
-		Caller:    Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1"},
+		Caller:    principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1"},
 		ToolInfo:  ToolInfo{Category: "write", Risk: "medium"},
 		Upstream:  "integrations",
 		Mode:      "call",

@@ -1,6 +1,10 @@
 package policies
 
-import "time"
+import (
+	"time"
+
+	"github.com/portcullis/portcullis/policies/principal"
+)
 
 // Actions a policy may return.
 const (
@@ -9,26 +13,6 @@ const (
 	ActionRateLimit       = "rate_limit"
 	ActionRequireApproval = "require_approval"
 )
-
-// Caller is the authenticated principal, as taken from verified JWT claims.
-type Caller struct {
-	Sub       string         `json:"sub"`
-	Org       string         `json:"org"`
-	Workspace string         `json:"workspace"`
-	Roles     []string       `json:"roles"`
-	Session   string         `json:"session"`
-	Claims    map[string]any `json:"claims,omitempty"`
-}
-
-// HasRole reports whether the caller holds role r.
-func (c *Caller) HasRole(r string) bool {
-	for _, x := range c.Roles {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
 
 // ToolInfo describes the tool being called (from the route table or tool catalog).
 type ToolInfo struct {
@@ -46,13 +30,13 @@ type HTTPInfo struct {
 // Input is the policy input document (input.* in Rego). Arguments must already be
 // redacted: secret values never reach policy.
 type Input struct {
-	Surface   string         `json:"surface"` // "mcp" | "rest"
-	Tool      string         `json:"tool"`
-	Arguments map[string]any `json:"arguments"`
-	HTTP      HTTPInfo       `json:"http"`
-	Caller    Caller         `json:"caller"`
-	ToolInfo  ToolInfo       `json:"tool_info"`
-	Upstream  string         `json:"upstream"`
+	Surface   string           `json:"surface"` // "mcp" | "rest"
+	Tool      string           `json:"tool"`
+	Arguments map[string]any   `json:"arguments"`
+	HTTP      HTTPInfo         `json:"http"`
+	Caller    principal.Caller `json:"caller"`
+	ToolInfo  ToolInfo         `json:"tool_info"`
+	Upstream  string           `json:"upstream"`
 	// Mode is "call" for a real call and "list" when the proxy asks whether a tool should
 	// be shown in tools/list (arguments are then empty). A policy that denies in list
 	// mode hides the tool.

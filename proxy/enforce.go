@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/jsonenc"
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
 	"github.com/portcullis/portcullis/proxy/ratelimit"
@@ -132,7 +133,7 @@ func (r *refusal) serviceError() *httpError {
 }
 
 // auditCaller is cr as the audit trail records it, with the client's address.
-func auditCaller(cr *policies.Caller, clientAddr string) audit.Caller {
+func auditCaller(cr *principal.Caller, clientAddr string) audit.Caller {
 	return audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
 		Session: cr.Session, ClientAddr: clientAddr}
 }

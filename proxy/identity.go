@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/audit/jsonenc"
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // IdentityHeader carries the proxy's signed assertion of who the caller is. The caller's
@@ -72,7 +72,7 @@ func (s *IdentitySigner) PublicKey() ed25519.PublicKey { return s.pub }
 // forwarded request, so the JWT is assembled by hand: the header is constant, the
 // claims are appended to a pooled buffer, and the HMAC state is pooled.
 // TestIdentityAssertionVerifies checks the result with golang-jwt.
-func (s *IdentitySigner) AppendSign(dst []byte, c *policies.Caller, requestID, decisionID string, now time.Time) ([]byte, error) {
+func (s *IdentitySigner) AppendSign(dst []byte, c *principal.Caller, requestID, decisionID string, now time.Time) ([]byte, error) {
 	bp := signBufs.Get().(*signBuf)
 	defer signBufs.Put(bp)
 	claims := bp.claims[:0]

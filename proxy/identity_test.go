@@ -7,15 +7,14 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // The hand-assembled assertion must be a JWT any standard library verifies, with every
 // claim intact, for both algorithms and for claim values that need escaping.
 func TestIdentityAssertionVerifies(t *testing.T) {
 	dir := t.TempDir()
-	callers := []policies.Caller{
+	callers := []principal.Caller{
 		{Sub: "agent-1", Org: "acme", Workspace: "ws-1", Roles: []string{"agent", "operator"}},
 		{Sub: "we\"ird\\sub\n\x01", Org: "ünïcode", Roles: nil},
 		{Sub: "bad utf8 \xff", Org: "o"},
@@ -60,7 +59,7 @@ func BenchmarkIdentitySign(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := &policies.Caller{Sub: "agent-1", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}}
+	c := &principal.Caller{Sub: "agent-1", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}}
 	b.ReportAllocs()
 	var buf []byte
 	for i := 0; i < b.N; i++ {

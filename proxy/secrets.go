@@ -13,7 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis/portcullis/audit/redact"
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // toolSecrets holds, per tool name, the secret marks of its arguments: writeOnly and
@@ -105,7 +105,7 @@ func (t *toolSecrets) learn(tools []any) {
 func (s *Server) DiscoverTools(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	caller := &policies.Caller{Sub: "portcullis", Org: "portcullis", Roles: []string{"discovery"}}
+	caller := &principal.Caller{Sub: "portcullis", Org: "portcullis", Roles: []string{"discovery"}}
 	rt := &assertingTransport{s: s, caller: caller, headers: s.mcpUp.headers}
 	client := mcp.NewClient(&mcp.Implementation{Name: "portcullis-discovery", Version: "1"}, nil)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.mcpUp.base,
@@ -144,7 +144,7 @@ func (s *Server) DiscoverTools(ctx context.Context) (int, error) {
 // headers to the discovery client's requests.
 type assertingTransport struct {
 	s       *Server
-	caller  *policies.Caller
+	caller  *principal.Caller
 	headers [][2]string
 	n       atomic.Uint64
 }

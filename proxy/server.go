@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
 	"github.com/portcullis/portcullis/proxy/pacer"
@@ -300,7 +301,7 @@ func (g *idSource) next(kind string) string {
 	return string(buf)
 }
 
-func callerOf(c *fiber.Ctx) *policies.Caller {
+func callerOf(c *fiber.Ctx) *principal.Caller {
 	if id, ok := c.Locals(localIdentity).(*authn.Identity); ok {
 		return &id.Caller
 	}

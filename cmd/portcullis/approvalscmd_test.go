@@ -11,7 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/approvals"
 )
 
@@ -24,7 +24,7 @@ func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	tokens := map[string]policies.Caller{
+	tokens := map[string]principal.Caller{
 		"tok-alice": {Sub: "alice", Org: "acme", Roles: []string{"approver"}},
 		"tok-agent": {Sub: "agent-7", Org: "acme", Roles: []string{"approver"}},
 		"tok-bob":   {Sub: "bob", Org: "acme", Roles: []string{"developer"}},
@@ -38,7 +38,7 @@ func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
 		c.Locals("caller", &cl)
 		return c.Next()
 	})
-	svc.Mount(admin, func(c *fiber.Ctx) *policies.Caller { cl, _ := c.Locals("caller").(*policies.Caller); return cl }, nil)
+	svc.Mount(admin, func(c *fiber.Ctx) *principal.Caller { cl, _ := c.Locals("caller").(*principal.Caller); return cl }, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
 
 func fileApproval(t *testing.T, svc *approvals.Service, args string) *approvals.Approval {
 	t.Helper()
-	caller := policies.Caller{Sub: "agent-7", Org: "acme", Session: "s1"}
+	caller := principal.Caller{Sub: "agent-7", Org: "acme", Session: "s1"}
 	h, err := approvals.CanonicalHash(caller, "delete_integration", "rest DELETE /v1/integrations/prod rest", []byte(args), "rev")
 	if err != nil {
 		t.Fatal(err)

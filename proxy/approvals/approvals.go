@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // Status is where an approval is in its life.
@@ -46,9 +46,9 @@ type Approval struct {
 	// Hash is CanonicalHash of the request this approval authorises.
 	Hash string `json:"hash"`
 	// Caller is the requester (sub, org, workspace, roles, session; claims are not kept).
-	Caller  policies.Caller `json:"caller"`
-	Tool    string          `json:"tool"`
-	Surface string          `json:"surface"`
+	Caller  principal.Caller `json:"caller"`
+	Tool    string           `json:"tool"`
+	Surface string           `json:"surface"`
 	// Arguments are the redacted arguments, as the proxy gave them.
 	Arguments      json.RawMessage `json:"arguments"`
 	Reason         string          `json:"reason"`
@@ -66,7 +66,7 @@ type Approval struct {
 
 // Request is what the proxy files for a require_approval decision.
 type Request struct {
-	Caller         policies.Caller
+	Caller         principal.Caller
 	Tool, Surface  string
 	Arguments      json.RawMessage // redacted
 	Hash           string          // CanonicalHash of the request
@@ -88,7 +88,7 @@ type ListFilter struct {
 
 // canDecide reports whether approver may approve or deny a (ignoring state): same org,
 // not the requester, and matching the approvers list (or holding role when it is empty).
-func canDecide(a *Approval, approver *policies.Caller, role string) error {
+func canDecide(a *Approval, approver *principal.Caller, role string) error {
 	if approver == nil || approver.Org != a.Caller.Org {
 		return ErrNotFound
 	}
@@ -104,7 +104,7 @@ func canDecide(a *Approval, approver *policies.Caller, role string) error {
 	return nil
 }
 
-func eligible(a *Approval, c *policies.Caller, role string) bool {
+func eligible(a *Approval, c *principal.Caller, role string) bool {
 	if len(a.Approvers) == 0 {
 		return c.HasRole(role)
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 const maxCanonicalDepth = 64
@@ -26,7 +26,7 @@ const maxCanonicalDepth = 64
 // literals kept as written, no insignificant whitespace). Each part is length-prefixed so
 // no two different requests share an encoding. Empty rawArgs means {}. Duplicate keys,
 // invalid UTF-8 and trailing data are errors: they are inputs that could be read two ways.
-func CanonicalHash(caller policies.Caller, tool, target string, rawArgs []byte, revision string) (string, error) {
+func CanonicalHash(caller principal.Caller, tool, target string, rawArgs []byte, revision string) (string, error) {
 	canon, err := canonicalJSON(rawArgs)
 	if err != nil {
 		return "", err

@@ -7,14 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // testTarget is where the tests' approved calls go (surface, method, path, upstream).
 const testTarget = "mcp POST /mcp mcp"
 
 func TestCanonicalHash(t *testing.T) {
-	base := policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "s-1", Roles: []string{"agent"}}
+	base := principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "s-1", Roles: []string{"agent"}}
 	const tool, rev = "create_integration", "rev-1"
 	args := `{"name":"prod openai","config":{"b":1,"a":[1,2,{"y":true,"x":null}]},"n":10}`
 	ref, err := CanonicalHash(base, tool, testTarget, []byte(args), rev)
@@ -53,7 +53,7 @@ func TestCanonicalHash(t *testing.T) {
 
 	different := []struct {
 		name   string
-		caller policies.Caller
+		caller principal.Caller
 		tool   string
 		args   string
 		rev    string
@@ -67,11 +67,11 @@ func TestCanonicalHash(t *testing.T) {
 		{"nested null to false", base, tool, strings.Replace(args, `"x":null`, `"x":false`, 1), rev},
 		{"tool", base, "delete_integration", args, rev},
 		{"revision", base, tool, args, "rev-2"},
-		{"sub", policies.Caller{Sub: "agent-8", Org: "acme", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
-		{"org", policies.Caller{Sub: "agent-7", Org: "acme2", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
-		{"workspace", policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-2", Session: "s-1"}, tool, args, rev},
-		{"session", policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "s-2"}, tool, args, rev},
-		{"field boundary moved between sub and org", policies.Caller{Sub: "agent-7a", Org: "cme", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
+		{"sub", principal.Caller{Sub: "agent-8", Org: "acme", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
+		{"org", principal.Caller{Sub: "agent-7", Org: "acme2", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
+		{"workspace", principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-2", Session: "s-1"}, tool, args, rev},
+		{"session", principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "s-2"}, tool, args, rev},
+		{"field boundary moved between sub and org", principal.Caller{Sub: "agent-7a", Org: "cme", Workspace: "ws-1", Session: "s-1"}, tool, args, rev},
 	}
 	// The same tool and arguments sent elsewhere (REST instead of MCP, another upstream)
 	// is another request.

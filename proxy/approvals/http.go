@@ -8,7 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
@@ -31,7 +31,7 @@ import (
 //
 // refused, when not nil, is told of every 4xx answer other than 401 (the proxy records
 // those attempts in the audit trail); code and msg are what the caller is sent.
-func (s *Service) Mount(r fiber.Router, callerOf func(*fiber.Ctx) *policies.Caller, refused func(c *fiber.Ctx, code, msg string)) {
+func (s *Service) Mount(r fiber.Router, callerOf func(*fiber.Ctx) *principal.Caller, refused func(c *fiber.Ctx, code, msg string)) {
 	h := &handlers{s: s, callerOf: callerOf, refused: refused}
 	r.Get("/approvals", h.list)
 	r.Get("/approvals/:id", h.get)
@@ -41,7 +41,7 @@ func (s *Service) Mount(r fiber.Router, callerOf func(*fiber.Ctx) *policies.Call
 
 type handlers struct {
 	s        *Service
-	callerOf func(*fiber.Ctx) *policies.Caller
+	callerOf func(*fiber.Ctx) *principal.Caller
 	refused  func(c *fiber.Ctx, code, msg string)
 }
 
@@ -65,7 +65,7 @@ func (h *handlers) fieldError(c *fiber.Ctx, status int, code, field, msg string)
 	return c.Status(status).JSON(fiber.Map{"error": e})
 }
 
-func (h *handlers) caller(c *fiber.Ctx) *policies.Caller {
+func (h *handlers) caller(c *fiber.Ctx) *principal.Caller {
 	if h.callerOf == nil {
 		return nil
 	}

@@ -11,20 +11,19 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // testAppRefused mounts the API the way the proxy does: under /admin/v1, behind a
 // middleware that resolves the caller (here from X-Test-Sub, standing in for JWT
 // authentication), with refused as the refusal hook.
 func testAppRefused(s *Service, refused func(c *fiber.Ctx, code, msg string)) *fiber.App {
-	callers := map[string]policies.Caller{}
-	for _, c := range []policies.Caller{agent, alice, bob, carol, mallory,
+	callers := map[string]principal.Caller{}
+	for _, c := range []principal.Caller{agent, alice, bob, carol, mallory,
 		{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}} {
 		callers[c.Sub] = c
 	}
-	callers["agent-7-approver"] = policies.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}
+	callers["agent-7-approver"] = principal.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}
 	callers["agent-7"] = agent
 	app := fiber.New()
 	app.Use(func(c *fiber.Ctx) error { // as the proxy's admission does
@@ -42,8 +41,8 @@ func testAppRefused(s *Service, refused func(c *fiber.Ctx, code, msg string)) *f
 		c.Locals("caller", &cl)
 		return c.Next()
 	})
-	s.Mount(admin, func(c *fiber.Ctx) *policies.Caller {
-		cl, _ := c.Locals("caller").(*policies.Caller)
+	s.Mount(admin, func(c *fiber.Ctx) *principal.Caller {
+		cl, _ := c.Locals("caller").(*principal.Caller)
 		return cl
 	}, refused)
 	return app
@@ -117,7 +116,7 @@ func TestAdminAPI(t *testing.T) {
 	shortR := request(t, agent, `{"slug":"d"}`)
 	shortR.TTL = time.Minute
 	short := mustRequest(t, s, shortR)
-	foreign := mustRequest(t, s, request(t, policies.Caller{Sub: "agent-9", Org: "evil"}, `{"slug":"a"}`))
+	foreign := mustRequest(t, s, request(t, principal.Caller{Sub: "agent-9", Org: "evil"}, `{"slug":"a"}`))
 	base := "/admin/v1/approvals/"
 
 	cases := []struct {

@@ -18,9 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/portcullis/portcullis/policies/principal"
 	_ "modernc.org/sqlite" // driver "sqlite"
-
-	"github.com/portcullis/portcullis/policies"
 )
 
 //go:embed schema.sql
@@ -352,7 +351,7 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 			ID:     uuid.NewString(),
 			Status: StatusPending,
 			Hash:   r.Hash,
-			Caller: policies.Caller{Sub: r.Caller.Sub, Org: r.Caller.Org, Workspace: r.Caller.Workspace,
+			Caller: principal.Caller{Sub: r.Caller.Sub, Org: r.Caller.Org, Workspace: r.Caller.Workspace,
 				Roles: roles, Session: r.Caller.Session},
 			Tool: r.Tool, Surface: r.Surface, Arguments: append(json.RawMessage(nil), args...),
 			Reason: r.Reason, PolicyRevision: r.PolicyRevision, Approvers: approvers,
@@ -506,16 +505,16 @@ func (s *Service) Release(ctx context.Context, id string) (bool, error) {
 // Approve approves a pending approval. See the package doc for who may; errors are
 // ErrNotFound (also for other orgs), ErrSelfApproval, ErrNotApprover, ErrExpired,
 // ErrNotPending and ErrInvalidComment.
-func (s *Service) Approve(ctx context.Context, id string, approver policies.Caller, comment string) (*Approval, error) {
+func (s *Service) Approve(ctx context.Context, id string, approver principal.Caller, comment string) (*Approval, error) {
 	return s.decide(ctx, id, &approver, comment, StatusApproved)
 }
 
 // Deny denies a pending approval; comment is required and is what the agent is told.
-func (s *Service) Deny(ctx context.Context, id string, approver policies.Caller, comment string) (*Approval, error) {
+func (s *Service) Deny(ctx context.Context, id string, approver principal.Caller, comment string) (*Approval, error) {
 	return s.decide(ctx, id, &approver, comment, StatusDenied)
 }
 
-func (s *Service) decide(ctx context.Context, id string, approver *policies.Caller, comment string, to Status) (*Approval, error) {
+func (s *Service) decide(ctx context.Context, id string, approver *principal.Caller, comment string, to Status) (*Approval, error) {
 	a, err := s.decideLocked(ctx, id, approver, comment, to)
 	if a != nil && errors.Is(err, ErrExpired) {
 		s.reportExpired(ctx, []string{a.ID}) // it lapsed just now, found by this attempt
@@ -532,7 +531,7 @@ func (s *Service) decide(ctx context.Context, id string, approver *policies.Call
 	return a, nil
 }
 
-func (s *Service) decideLocked(ctx context.Context, id string, approver *policies.Caller, comment string, to Status) (*Approval, error) {
+func (s *Service) decideLocked(ctx context.Context, id string, approver *principal.Caller, comment string, to Status) (*Approval, error) {
 	comment = strings.TrimSpace(comment)
 	switch {
 	case len(comment) > maxCommentBytes:

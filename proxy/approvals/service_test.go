@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 type testClock struct {
@@ -52,14 +52,14 @@ func newTestService(t testing.TB, clk *testClock, mutate func(*Config)) (*Servic
 }
 
 var (
-	agent   = policies.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "sess-1", Roles: []string{"agent"}}
-	alice   = policies.Caller{Sub: "alice", Org: "acme", Roles: []string{"approver"}}
-	bob     = policies.Caller{Sub: "bob", Org: "acme", Roles: []string{"developer"}}
-	carol   = policies.Caller{Sub: "carol", Org: "acme", Roles: []string{"security"}}
-	mallory = policies.Caller{Sub: "mallory", Org: "evil", Roles: []string{"approver"}}
+	agent   = principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "sess-1", Roles: []string{"agent"}}
+	alice   = principal.Caller{Sub: "alice", Org: "acme", Roles: []string{"approver"}}
+	bob     = principal.Caller{Sub: "bob", Org: "acme", Roles: []string{"developer"}}
+	carol   = principal.Caller{Sub: "carol", Org: "acme", Roles: []string{"security"}}
+	mallory = principal.Caller{Sub: "mallory", Org: "evil", Roles: []string{"approver"}}
 )
 
-func request(t testing.TB, caller policies.Caller, args string) Request {
+func request(t testing.TB, caller principal.Caller, args string) Request {
 	t.Helper()
 	h, err := CanonicalHash(caller, "delete_integration", testTarget, []byte(args), "rev-1")
 	if err != nil {
@@ -159,24 +159,24 @@ func TestDecisionRules(t *testing.T) {
 	cases := []struct {
 		name      string
 		approvers []string
-		by        policies.Caller
+		by        principal.Caller
 		deny      bool
 		comment   string
 		want      error
 	}{
 		{name: "approver role approves", by: alice},
 		{name: "approver role denies with comment", by: alice, deny: true, comment: "not today"},
-		{name: "requester cannot approve own call", by: policies.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}, want: ErrSelfApproval},
-		{name: "requester cannot deny own call either", by: policies.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}, deny: true, comment: "x", want: ErrSelfApproval},
+		{name: "requester cannot approve own call", by: principal.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}, want: ErrSelfApproval},
+		{name: "requester cannot deny own call either", by: principal.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}, deny: true, comment: "x", want: ErrSelfApproval},
 		{name: "caller without the role", by: bob, want: ErrNotApprover},
-		{name: "caller with no sub", by: policies.Caller{Org: "acme", Roles: []string{"approver"}}, want: ErrNotApprover},
+		{name: "caller with no sub", by: principal.Caller{Org: "acme", Roles: []string{"approver"}}, want: ErrNotApprover},
 		{name: "approver of another org sees nothing", by: mallory, want: ErrNotFound},
 		{name: "named role approves", approvers: []string{"role:security"}, by: carol},
 		{name: "bare name is a role", approvers: []string{"security"}, by: carol},
 		{name: "approver role alone is not enough when approvers are named", approvers: []string{"role:security"}, by: alice, want: ErrNotApprover},
 		{name: "named user approves", approvers: []string{"user:bob"}, by: bob},
 		{name: "other user refused", approvers: []string{"user:bob"}, by: carol, want: ErrNotApprover},
-		{name: "named requester still cannot approve", approvers: []string{"user:agent-7"}, by: policies.Caller{Sub: "agent-7", Org: "acme"}, want: ErrSelfApproval},
+		{name: "named requester still cannot approve", approvers: []string{"user:agent-7"}, by: principal.Caller{Sub: "agent-7", Org: "acme"}, want: ErrSelfApproval},
 		{name: "deny needs a comment", by: alice, deny: true, comment: "  ", want: ErrInvalidComment},
 		{name: "comment too long", by: alice, comment: strings.Repeat("x", maxCommentBytes+1), want: ErrInvalidComment},
 	}
@@ -539,7 +539,7 @@ func TestSurvivesReopen(t *testing.T) {
 func TestListScopesByOrgAndStatus(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newTestService(t, nil, nil)
-	other := policies.Caller{Sub: "agent-9", Org: "evil"}
+	other := principal.Caller{Sub: "agent-9", Org: "evil"}
 	a1 := mustRequest(t, s, request(t, agent, `{"a":1}`))
 	a2 := mustRequest(t, s, request(t, agent, `{"a":2}`))
 	mustRequest(t, s, request(t, other, `{"a":1}`))

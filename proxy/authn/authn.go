@@ -17,7 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
@@ -25,7 +25,7 @@ import (
 // between requests: callers must treat them, including Caller.Roles and Caller.Claims,
 // as read-only.
 type Identity struct {
-	Caller  policies.Caller
+	Caller  principal.Caller
 	Expires time.Time
 	TokenID string // jti, when present
 }

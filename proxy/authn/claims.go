@@ -4,8 +4,7 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 const maxRoles = 256
@@ -24,7 +23,7 @@ func mapIdentity(claims jwt.MapClaims, names *ClaimNames) (*Identity, error) {
 	if !ok || sub == "" {
 		return nil, tokenErr(descSub, nil)
 	}
-	c := policies.Caller{Sub: sub, Claims: map[string]any(claims)}
+	c := principal.Caller{Sub: sub, Claims: map[string]any(claims)}
 	for _, f := range []struct {
 		dst  *string
 		name string

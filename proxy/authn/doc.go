@@ -1,5 +1,5 @@
 // Package authn authenticates callers of the proxy from an "Authorization: Bearer <JWT>"
-// header and maps verified claims to a policies.Caller.
+// header and maps verified claims to a principal.Caller.
 //
 // Verification is deliberately strict: the header is inspected before any signature work
 // (no alg "none", no crit, no key-by-URL or embedded keys, a short, plain kid), the
