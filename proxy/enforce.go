@@ -453,12 +453,6 @@ func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) 
 	})
 }
 
-// ShadowDecider evaluates a candidate policy beside the live one. *policies.Engine
-// implements it; ok is false when no shadow policy is configured.
-type ShadowDecider interface {
-	DecideShadow(ctx context.Context, in *policies.Input) (policies.Decision, bool)
-}
-
 // shadow records where the candidate policy would have decided differently. It never
 // changes what happens to the call.
 func (s *Server) shadow(ctx context.Context, sd ShadowDecider, cl *call) {

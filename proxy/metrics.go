@@ -94,18 +94,6 @@ func (m *metrics) outcome(surface string, status int, errClass string, latency t
 	}
 }
 
-// ReloadCounter is implemented by a Decider whose policy can be reloaded
-// (*policies.Engine): /metrics then counts the reloads it refused.
-type ReloadCounter interface {
-	ReloadFailures() (live, shadow uint64)
-}
-
-// ShadowReviser is implemented by a Decider with a shadow policy (*policies.Engine);
-// ShadowRevision is "" when none is configured.
-type ShadowReviser interface {
-	ShadowRevision() string
-}
-
 var (
 	policyRevisionDesc = prometheus.NewDesc("portcullis_policy_revision_info",
 		"The policy revision (content hash) deciding now (policy=live) and the shadow candidate (policy=shadow); always 1.",

@@ -246,13 +246,6 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready", "policy_revision": s.d.Policy.Revision()})
 }
 
-// IssuerReporter is implemented by an Authenticator that requires an issuer
-// (*authn.Authenticator): an issuer that is an OAuth issuer identifier is then
-// advertised as the authorization server in the resource metadata.
-type IssuerReporter interface {
-	Issuer() string
-}
-
 // resourceMetadata is RFC 9728 protected resource metadata. Optional members are present
 // only when known: resource_documentation when configured, authorization_servers when the
 // required token issuer is an OAuth issuer identifier (an https URL, RFC 8414).
