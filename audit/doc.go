@@ -71,9 +71,13 @@
 // re-verifying it) and on Close, always over rows SQLite holds. A checkpoint signs,
 // with Ed25519,
 //
-//	"portcullis-audit-checkpoint-v1" str(kind) u64(seq) str(head_hash) u64(ts)
+//	"portcullis-audit-checkpoint-v2" str(log_id) str(kind) u64(seq) str(head_hash) u64(ts)
 //
-// where kind is "periodic", "open", "close" or "prune". The private key lives in a
+// where log_id names the log (a checkpoint of one log is refused by another that
+// shares the key), kind is "periodic", "open", "close" or "prune", str is a 4-byte
+// big-endian length and the bytes, and u64 is big-endian. Checkpoints without a log id
+// (v1: the same message without str(log_id), under "portcullis-audit-checkpoint-v1")
+// still verify. The private key lives in a
 // file outside the database (or PORTCULLIS_AUDIT_SIGNING_KEY), so an attacker who
 // can rewrite the database can recompute the chain but not the signatures. Each
 // checkpoint is also written to the log, a second witness outside the database.

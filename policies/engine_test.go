@@ -51,7 +51,7 @@ func sampleInput() *Input {
 
 var revisionRE = regexp.MustCompile(`^sha256:[0-9a-f]{16}$`)
 
-// SECURITY.md row 3: every way a policy can fail to produce a well-formed decision is a
+// Policy fails closed: every way a policy can fail to produce a well-formed decision is a
 // deny marked as a policy error, with the cause kept for the audit row.
 func TestDecideFailsClosed(t *testing.T) {
 	tests := []struct {

@@ -20,7 +20,7 @@ import (
 	"github.com/portcullis/portcullis/proxy"
 )
 
-// SECURITY.md row 1 at the gateway: every refused token gets 401 with WWW-Authenticate
+// Strict JWT at the gateway: every refused token gets 401 with WWW-Authenticate
 // and the upstream sees nothing. (The full JWT corpus is in proxy/authn.)
 func TestUnauthenticatedCallsNeverReachUpstream(t *testing.T) {
 	g := newGateway(t, gwOptions{})
@@ -80,7 +80,7 @@ func TestUnauthenticatedCallsNeverReachUpstream(t *testing.T) {
 	}
 }
 
-// SECURITY.md row 2: the caller's token never goes upstream; the proxy's assertion does.
+// No token passthrough: the caller's token never goes upstream; the proxy's assertion does.
 func TestNoTokenPassthrough(t *testing.T) {
 	g := newGateway(t, gwOptions{})
 	tok := token(t, "agent-1", "acme", "agent")
@@ -114,7 +114,7 @@ func TestNoTokenPassthrough(t *testing.T) {
 	}
 }
 
-// SECURITY.md row 3: every way policy evaluation can fail is a deny, audited as a policy
+// Policy fails closed: every way policy evaluation can fail is a deny, audited as a policy
 // error, and nothing is forwarded.
 func TestPolicyFailsClosed(t *testing.T) {
 	undefined := "package portcullis\n\nimport rego.v1\n\ndecision := {\"action\": \"allow\"} if input.tool == \"echo\"\n"
@@ -171,7 +171,7 @@ func TestDenyShowsReason(t *testing.T) {
 	}
 }
 
-// SECURITY.md row 10: what can be read two ways is refused before policy, and the upstream
+// One reading of a request: what can be read two ways is refused before policy, and the upstream
 // receives exactly the bytes that were evaluated.
 func TestOneReadingOfARequest(t *testing.T) {
 	g := newGateway(t, gwOptions{})
@@ -247,7 +247,7 @@ func TestOneReadingOfARequest(t *testing.T) {
 	})
 }
 
-// SECURITY.md row 9: a panic is contained: 500 with a request id, the process keeps
+// Panics are contained: a panic is contained: 500 with a request id, the process keeps
 // serving, and the call's audit rows are written.
 type panicky struct{ proxy.Decider }
 
@@ -276,7 +276,7 @@ func TestPanicIsContained(t *testing.T) {
 	}
 }
 
-// SECURITY.md row 11: slow headers get 408 within the read timeout; a hung upstream gets
+// Timeouts: slow headers get 408 within the read timeout; a hung upstream gets
 // 504 within its budget.
 func TestTimeouts(t *testing.T) {
 	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) {
@@ -328,7 +328,7 @@ func TestTimeouts(t *testing.T) {
 	})
 }
 
-// SECURITY.md row 4: if the audit trail cannot take the decision row, nothing is forwarded.
+// Audit before action: if the audit trail cannot take the decision row, nothing is forwarded.
 func TestAuditBeforeAction(t *testing.T) {
 	g := newGateway(t, gwOptions{auditCfg: func(c *audit.Config) { c.MaxSizeBytes = 256 << 10 }})
 	tok := token(t, "agent-1", "acme", "agent")

@@ -35,7 +35,7 @@ func assertRefused(t *testing.T, tok string, err error, code, desc string) {
 	}
 }
 
-// TestStrictJWT is SECURITY.md row 1: every token here must be refused for the stated reason.
+// TestStrictJWT pins strict JWT verification: every token here must be refused for the stated reason.
 func TestStrictJWT(t *testing.T) {
 	k := testKeySet(t)
 	ecKid := thumb(t, &k.ec.PublicKey)

@@ -97,7 +97,8 @@ func es256(t *testing.T, key *ecdsa.PrivateKey, kid, jti string) string {
 	return sign(t, jwt.SigningMethodES256, key, map[string]any{"kid": kid}, with(baseClaims(), "jti", jti))
 }
 
-// TestJWKSRotation is SECURITY.md row 13.
+// TestJWKSRotation pins key rotation: a new kid is accepted after a JWKS refresh, a
+// removed kid is refused, and cached keys keep working while the JWKS is down.
 func TestJWKSRotation(t *testing.T) {
 	k := testKeySet(t)
 	k1, k2 := k.ec, mustEC()
