@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"embed"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -29,35 +30,34 @@ import (
 	"github.com/portcullis/portcullis/proxy/ratelimit"
 )
 
-// testPolicy covers every decision kind and the ways evaluation can fail.
-const testPolicy = `package portcullis
-
-import rego.v1
-
-default decision := {"action": "deny", "reason": "no rule allows this tool"}
-
-decision := {"action": "allow", "reason": "ok"} if input.tool in {"echo", "get_integration", "list_integrations", "create_integration", "visible"}
-
-decision := {"action": "deny", "reason": "forbidden: ask a human operator"} if input.tool in {"forbidden", "hidden"}
-
-decision := {"action": "rate_limit", "reason": "limited", "rate_limit": {"max": 2, "window": "60s"}} if input.tool == "limited"
-
-decision := {"action": "require_approval", "reason": "deletes need a human", "approval": {"approvers": ["role:security"], "ttl": "15m"}} if input.tool in {"sensitive", "delete_integration"}
-
-decision := {"action": "allow"} if input.tool == "conflict"
-
-decision := {"action": "deny"} if input.tool == "conflict"
-
-decision := {"action": "allow"} if {
-	input.tool == "slow"
-	count([x | some x in numbers.range(1, 100000000)]) > 0
-}
-`
-
 const callerSecret = "test-caller-secret-0123456789abcdef-0123456789"
 
 // upstream records what reaches it. A test asserts both the caller's answer and what the
 // upstream saw.
+// Test policies live in testdata/.
+//
+//go:embed testdata/*.rego
+var policyFiles embed.FS
+
+func policyText(name string) string {
+	b, err := policyFiles.ReadFile("testdata/" + name)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+var (
+	testPolicy      = policyText("default.rego")
+	slugsPolicy     = policyText("slugs.rego")
+	allowAllPolicy  = policyText("allow_all_tool_reason.rego")
+	echoArgsPolicy  = policyText("echo_args.rego")
+	refundPolicy    = policyText("refund.rego")
+	sharedKeyPolicy = policyText("shared_key.rego")
+	limitAllPolicy  = policyText("limit_all.rego")
+	allowAll        = policyText("allow_all.rego")
+)
+
 type upstream struct {
 	srv     *httptest.Server
 	hits    atomic.Int64

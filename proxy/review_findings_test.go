@@ -29,18 +29,6 @@ func TestNonObjectMCPBodyIsA400(t *testing.T) {
 	}
 }
 
-const slugsPolicy = `package portcullis
-
-import rego.v1
-
-default decision := {"action": "deny", "reason": "no"}
-
-decision := {"action": "allow", "reason": "harmless only"} if {
-	input.tool == "delete_integration_model"
-	input.arguments.slugs == "harmless"
-}
-`
-
 func TestArgumentsHaveOneReading(t *testing.T) {
 	g := newGateway(t, gwOptions{policy: slugsPolicy})
 	tok := token(t, "op", "acme", "operator")
@@ -136,13 +124,6 @@ func TestBatchToolsListIsFiltered(t *testing.T) {
 	}
 }
 
-const allowAllPolicy = `package portcullis
-
-import rego.v1
-
-decision := {"action": "allow", "reason": input.tool}
-`
-
 // Fiber routes on the path as sent; the proxy decides and forwards the normalised path,
 // which must still be under a proxied prefix.
 func TestNormalisedPathStaysUnderPrefix(t *testing.T) {
@@ -171,16 +152,6 @@ func TestMCPStreamMethodsTakeNoBody(t *testing.T) {
 // Second review (adversarial): a body the proxy reads as JSON must be one the upstream
 // reads as JSON, a query "body" cannot hide behind a non-object body, a route's renamed
 // argument reaches policy under its one name, and a query token is refused in any case.
-const echoArgsPolicy = `package portcullis
-
-import rego.v1
-
-default decision := {"action": "deny", "reason": "no"}
-
-decision := {"action": "allow", "reason": "ok"} if input.tool == "echo"
-
-decision := {"action": "deny", "reason": sprintf("saw %v", [input.arguments])} if input.tool == "create_integration"
-`
 
 func TestSecondReviewFindings(t *testing.T) {
 	g := newGateway(t, gwOptions{policy: echoArgsPolicy})

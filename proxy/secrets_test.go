@@ -13,11 +13,6 @@ import (
 	"github.com/portcullis/portcullis/proxy"
 )
 
-const allowAll = `package portcullis
-
-decision := {"action": "allow", "reason": "test policy allows every call"}
-`
-
 // blobServer is a third-party MCP upstream (the official SDK, stateless) whose tool
 // marks its argument "blob" writeOnly: a name no rule of ours reads as secret.
 func blobServer(t *testing.T) http.Handler {

@@ -299,13 +299,6 @@ func TestShadowPolicyIsRecordedNotEnforced(t *testing.T) {
 	}
 }
 
-const refundPolicy = `package portcullis
-
-import rego.v1
-
-decision := {"action": "rate_limit", "reason": "one at a time", "rate_limit": {"max": 1, "window": "60s", "refund_on_error": input.arguments.refund}}
-`
-
 // refund_on_error: a call the upstream turned away (503, 429) does not use up the
 // caller's budget when the policy says so; without it, it does. A failure that may come
 // after the upstream acted (500, 502) keeps the unit either way, so a call that acts and
@@ -333,15 +326,6 @@ func TestRateLimitRefundOnError(t *testing.T) {
 		})
 	}
 }
-
-const sharedKeyPolicy = `package portcullis
-
-import rego.v1
-
-decision := {"action": "rate_limit", "reason": "per org", "rate_limit": {"max": 2, "window": "60s", "key": input.caller.org}} if input.tool == "echo"
-
-decision := {"action": "rate_limit", "reason": "per org", "rate_limit": {"max": 100, "window": "30s", "key": input.caller.org}} if input.tool == "cheap"
-`
 
 // Two rules sharing a key (per org) with different windows count apart: a cheap call under
 // one rule must not reset the other's window and restore its quota.

@@ -234,13 +234,6 @@ func TestFilteredToolsListIsPrivate(t *testing.T) {
 	}
 }
 
-const limitAllPolicy = `package portcullis
-
-import rego.v1
-
-decision := {"action": "rate_limit", "reason": "limited", "rate_limit": {"max": 1, "window": "60s"}}
-`
-
 var retryInMessage = regexp.MustCompile(`retry after (\d+)s`)
 
 // The rate-limit answer states one retry time, in whole seconds, everywhere: the message,

@@ -1,0 +1,3 @@
+package portcullis
+
+decision := {"action": "allow", "reason": "test policy allows every call"}

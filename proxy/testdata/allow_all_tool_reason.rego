@@ -1,0 +1,5 @@
+package portcullis
+
+import rego.v1
+
+decision := {"action": "allow", "reason": input.tool}
