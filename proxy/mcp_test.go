@@ -6,25 +6,69 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy"
-	"github.com/portcullis/portcullis/proxy/authn"
 )
 
-// Regression tests for the new-user walkthrough: an official Go SDK client and server on
-// either side of the gateway, caching of filtered lists, rate-limit answers, resource
-// metadata, policy reload metrics, policy error logs and truncated bodies.
+func TestNonObjectMCPBodyIsA400(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	tok := token(t, "agent-7", "acme", "agent")
+	for _, body := range []string{`"x"`, `1`, `null`, `true`} {
+		if resp, out := g.mcp(tok, body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(out, `"error"`) {
+			t.Errorf("body %s: status %d %s, want a 400 JSON-RPC error", body, resp.StatusCode, out)
+		}
+	}
+	if strings.Contains(g.logText(), "panic in handler") || g.up.hits.Load() != 0 {
+		t.Fatalf("handler panicked or forwarded (hits %d)", g.up.hits.Load())
+	}
+}
+
+func TestBatchToolsListIsFiltered(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	g.up.setHandler(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"visible"},{"name":"hidden"}]}}]`))
+	})
+	_, out := g.mcp(token(t, "agent-7", "acme", "agent"), `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`)
+	if strings.Contains(out, `"hidden"`) || !strings.Contains(out, `"visible"`) {
+		t.Fatalf("batch tools/list not filtered: %s", out)
+	}
+}
+
+func TestMCPStreamMethodsTakeNoBody(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	if resp, out := g.do("DELETE", "/mcp", token(t, "a", "acme", "agent"), "application/json", toolCall("forbidden", `{}`)); resp.StatusCode != 400 || g.up.hits.Load() != 0 {
+		t.Fatalf("DELETE /mcp with a body: %d %s (hits %d)", resp.StatusCode, out, g.up.hits.Load())
+	}
+}
+
+// A batch whose forward fails records the failure for every call in it, not a 200.
+func TestBatchFailureOutcomeForEveryCall(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.MCP.Upstream.URL = "http://" + addr + "/mcp" }})
+	tok := token(t, "agent-7", "acme", "agent")
+	batch := `[` + strings.Replace(toolCall("echo", `{}`), `"id":7`, `"id":1`, 1) + `,` + strings.Replace(toolCall("echo", `{}`), `"id":7`, `"id":2`, 1) + `]`
+	if resp, out := g.mcp(tok, batch); resp.StatusCode != 502 {
+		t.Fatalf("batch to a refusing upstream: %d %s", resp.StatusCode, out)
+	}
+	rows := g.auditRows()
+	for i := 0; i < 100 && strings.Count(rows, `"decision":"outcome"`) < 2; i++ {
+		time.Sleep(10 * time.Millisecond) // outcome rows are written without waiting
+		rows = g.auditRows()
+	}
+	if n := strings.Count(rows, `"decision":"outcome"`); n != 2 || strings.Count(rows, `"error_class":"refused"`) != 2 || strings.Contains(rows, `"status":200`) {
+		t.Fatalf("outcome rows (%d) do not both record the refused forward:\n%s", n, rows)
+	}
+}
 
 // sdkUpstream makes the gateway's upstream an MCP server built with the official Go SDK
 // (stateless streamable HTTP, the bundled backend's setup): tools visible, hidden and
@@ -231,146 +275,5 @@ func TestFilteredToolsListIsPrivate(t *testing.T) {
 	resp, body = g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
 	if !strings.Contains(body, `"cacheScope":"private"`) || strings.Contains(body, `"public"`) || strings.Contains(resp.Header.Get("Cache-Control"), "public") {
 		t.Fatalf("SSE tools/list: Cache-Control %q, %s", resp.Header.Get("Cache-Control"), body)
-	}
-}
-
-var retryInMessage = regexp.MustCompile(`retry after (\d+)s`)
-
-// The rate-limit answer states one retry time, in whole seconds, everywhere: the message,
-// Retry-After and retry_after_seconds (a JSON number), within the limiter's bound of one
-// window plus one sub-window (60 s * 17/16).
-func TestRateLimitRetryIsOneNumber(t *testing.T) {
-	g := newGateway(t, gwOptions{policy: limitAllPolicy})
-	tok := token(t, "agent-1", "acme", "agent")
-	g.mcp(tok, toolCall("echo", `{}`))
-	_, body := g.mcp(tok, toolCall("echo", `{}`))
-	var out struct {
-		Result struct {
-			StructuredContent struct {
-				Error struct {
-					Message    string `json:"message"`
-					RetryAfter any    `json:"retry_after_seconds"`
-				} `json:"error"`
-			} `json:"structuredContent"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(body), &out); err != nil {
-		t.Fatal(err)
-	}
-	e := out.Result.StructuredContent.Error
-	n, isNumber := e.RetryAfter.(float64)
-	m := retryInMessage.FindStringSubmatch(e.Message)
-	if !isNumber || m == nil || m[1] != strconv.Itoa(int(n)) || n < 1 || n > 64 {
-		t.Fatalf("retry_after_seconds %#v and message %q disagree or are out of range", e.RetryAfter, e.Message)
-	}
-
-	g.do("POST", "/v1/integrations", tok, "application/json", `{"name":"x"}`)
-	resp, body := g.do("POST", "/v1/integrations", tok, "application/json", `{"name":"x"}`)
-	m = retryInMessage.FindStringSubmatch(body)
-	ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-	reset, _ := strconv.Atoi(resp.Header.Get("RateLimit-Reset"))
-	if resp.StatusCode != 429 || m == nil || m[1] != resp.Header.Get("Retry-After") || ra < 1 || ra > 64 || reset < ra || reset > 64 {
-		t.Fatalf("REST 429: Retry-After %q, RateLimit-Reset %q, body %s", resp.Header.Get("Retry-After"), resp.Header.Get("RateLimit-Reset"), body)
-	}
-}
-
-// The resource metadata holds no made-up documentation link; a configured one, and the
-// token issuer when it is an OAuth issuer identifier, are advertised.
-func TestResourceMetadata(t *testing.T) {
-	meta := func(g *gateway) map[string]any {
-		t.Helper()
-		resp, body := g.do("GET", "/.well-known/oauth-protected-resource", "", "", "")
-		var m map[string]any
-		if err := json.Unmarshal([]byte(body), &m); err != nil || resp.StatusCode != 200 {
-			t.Fatalf("metadata: %d %s", resp.StatusCode, body)
-		}
-		return m
-	}
-	m := meta(newGateway(t, gwOptions{}))
-	if _, ok := m["resource_documentation"]; ok {
-		t.Fatalf("default metadata has resource_documentation: %v", m)
-	}
-	if _, ok := m["authorization_servers"]; ok {
-		t.Fatalf("issuer %q is not an issuer identifier, yet authorization_servers is set: %v", "test", m)
-	}
-	m = meta(newGateway(t, gwOptions{
-		cfg:     func(c *proxy.Config) { c.ResourceDocumentation = "https://docs.example.com/gateway" },
-		authCfg: func(c *authn.Config) { c.Issuer = "https://idp.example.com/realms/acme" },
-	}))
-	if m["resource_documentation"] != "https://docs.example.com/gateway" {
-		t.Fatalf("resource_documentation = %v", m["resource_documentation"])
-	}
-	if as, _ := m["authorization_servers"].([]any); len(as) != 1 || as[0] != "https://idp.example.com/realms/acme" {
-		t.Fatalf("authorization_servers = %v", m["authorization_servers"])
-	}
-
-	cfg := proxy.Config{ResourceDocumentation: "/docs"}
-	cfg.MCP.Upstream.URL, cfg.REST.Upstream.URL = "http://127.0.0.1:1/mcp", "http://127.0.0.1:1"
-	cfg.SetDefaults(t.TempDir())
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "proxy.resource_documentation: must be an absolute http(s) URL") {
-		t.Fatalf("Validate with a relative resource_documentation = %v", err)
-	}
-}
-
-// A refused reload shows on /metrics (and the revision serving), while /readyz stays
-// ready on the last good policy.
-func TestPolicyReloadFailureMetrics(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "policy.rego")
-	if err := os.WriteFile(path, []byte(allowAllPolicy), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	engine, err := policies.New(context.Background(), policies.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newGateway(t, gwOptions{decider: func(proxy.Decider) proxy.Decider { return engine }})
-	rev := engine.Revision()
-	if err := os.WriteFile(path, []byte("package portcullis\n\ndecision := {"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if engine.Reload(context.Background()) == nil {
-		t.Fatal("a broken policy reloaded")
-	}
-	_, body := g.do("GET", "/metrics", "", "", "")
-	for _, want := range []string{
-		`portcullis_policy_reload_failures_total{policy="live"} 1`,
-		`portcullis_policy_reload_failures_total{policy="shadow"} 0`,
-		`portcullis_policy_revision_info{policy="live",revision="` + rev + `"} 1`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
-	}
-	if resp, body := g.do("GET", "/readyz", "", "", ""); resp.StatusCode != 200 || !strings.Contains(body, rev) {
-		t.Fatalf("/readyz after a refused reload: %d %s", resp.StatusCode, body)
-	}
-}
-
-// One policy error, one log line: ERROR, with the request id.
-func TestPolicyErrorIsLoggedOnce(t *testing.T) {
-	g := newGateway(t, gwOptions{})
-	resp, _ := g.mcp(token(t, "agent-1", "acme", "agent"), toolCall("conflict", `{}`))
-	rid := resp.Header.Get("X-Request-Id")
-	var lines []string
-	for _, l := range strings.Split(g.logText(), "\n") {
-		if strings.Contains(l, "policy error") {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) != 1 || !strings.Contains(lines[0], `"level":"ERROR"`) || !strings.Contains(lines[0], `"request_id":"`+rid+`"`) {
-		t.Fatalf("policy error log lines (want one ERROR with request id %s):\n%s", rid, strings.Join(lines, "\n"))
-	}
-}
-
-// A body that stops early says so, on both surfaces.
-func TestTruncatedBodySaysItEnded(t *testing.T) {
-	g := newGateway(t, gwOptions{})
-	tok := token(t, "agent-1", "acme", "agent")
-	if resp, body := g.do("POST", "/v1/integrations", tok, "application/json", `{"name":"x",`); resp.StatusCode != 400 ||
-		!strings.Contains(body, "unexpected end of JSON input at byte 12") || !strings.Contains(body, `"field":"body"`) {
-		t.Fatalf("REST: %d %s", resp.StatusCode, body)
-	}
-	if resp, body := g.mcp(tok, `{"jsonrpc":"2.0","id":1,`); resp.StatusCode != 400 || !strings.Contains(body, "unexpected end of JSON input at byte 24") {
-		t.Fatalf("MCP: %d %s", resp.StatusCode, body)
 	}
 }
