@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -170,4 +171,19 @@ func (e *testEnv) mustCreate(h map[string]string, body map[string]any) (id, slug
 		e.t.Fatalf("create: %d %s", r.status, r.body)
 	}
 	return r.json["id"].(string), r.json["slug"].(string)
+}
+
+// rawDBBytes is every byte of the store's database, -wal and -shm files.
+func (e *testEnv) rawDBBytes(t *testing.T) string {
+	t.Helper()
+	var sb strings.Builder
+	db := e.srv.store.Path()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		b, err := os.ReadFile(db + suffix)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		sb.Write(b)
+	}
+	return sb.String()
 }
