@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAuditorWithoutOrgIsRefused(t *testing.T) {
@@ -44,10 +45,8 @@ func TestAdminReadsAreAudited(t *testing.T) {
 	if resp, _ := g.do("GET", "/admin/v1/audit", token(t, "agent-7", "acme", "agent"), "", ""); resp.StatusCode != 403 {
 		t.Fatalf("agent on the audit API: %d", resp.StatusCode)
 	}
-	rows := g.auditRows()
-	for i := 0; i < 50 && strings.Count(rows, `"admin:read_`) < 2; i++ {
-		rows = g.auditRows()
-	}
+	var rows string
+	eventually(2*time.Second, func() bool { rows = g.auditRows(); return strings.Count(rows, `"admin:read_`) >= 2 })
 	var reads []struct {
 		Tool, Decision, Path string
 		Caller               struct{ Sub string }

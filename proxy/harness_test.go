@@ -6,6 +6,7 @@ import (
 	"context"
 	"embed"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -325,4 +326,52 @@ func identitySecretOf(t *testing.T, dir string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// eventually polls cond every 10 ms until it holds or timeout passes, and reports
+// whether it held: the one way these tests wait for what is written asynchronously.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// auditEvents reads every row, decoded, through the export path auditors use.
+func (g *gateway) auditEvents() []audit.Event {
+	g.t.Helper()
+	var out []audit.Event
+	for _, line := range strings.Split(strings.TrimSpace(g.auditRows()), "\n") {
+		if line == "" {
+			continue
+		}
+		var ev audit.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			g.t.Fatalf("audit row %q: %v", line, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// eventsWhere waits (up to 2 s) until at least n rows satisfy keep, and returns those rows.
+func (g *gateway) eventsWhere(n int, keep func(*audit.Event) bool) []audit.Event {
+	g.t.Helper()
+	var got []audit.Event
+	eventually(2*time.Second, func() bool {
+		got = got[:0]
+		for _, ev := range g.auditEvents() {
+			if keep(&ev) {
+				got = append(got, ev)
+			}
+		}
+		return len(got) >= n
+	})
+	return got
 }

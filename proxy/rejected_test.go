@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A known caller's request refused before any decision (malformed or smuggling-shaped
@@ -37,12 +38,8 @@ func TestRejectedRequestsAreAudited(t *testing.T) {
 		t.Fatalf("upstream called %d times", n)
 	}
 
-	rows := g.auditRows()
-	deadline := 50
-	for strings.Count(rows, `"decision":"rejected"`) < 4 && deadline > 0 {
-		rows = g.auditRows()
-		deadline--
-	}
+	var rows string
+	eventually(2*time.Second, func() bool { rows = g.auditRows(); return strings.Count(rows, `"decision":"rejected"`) >= 4 })
 	if strings.Contains(rows, secret) {
 		t.Fatal("a secret from a rejected body reached the audit trail")
 	}

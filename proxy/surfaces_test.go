@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy"
 )
 
@@ -256,8 +257,8 @@ func TestApprovalDeniedCommentReachesAgent(t *testing.T) {
 
 func waitPending(t *testing.T, g *gateway, approver string) string {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
+	var id string
+	if !eventually(3*time.Second, func() bool {
 		resp, body := g.do("GET", "/admin/v1/approvals?status=pending", approver, "", "")
 		if resp.StatusCode != 200 {
 			t.Fatalf("list approvals: %d %s", resp.StatusCode, body)
@@ -271,12 +272,13 @@ func waitPending(t *testing.T, g *gateway, approver string) string {
 			t.Fatalf("list approvals: %v: %s", err, body)
 		}
 		if len(out.Data) > 0 {
-			return out.Data[0].ID
+			id = out.Data[0].ID
 		}
-		time.Sleep(20 * time.Millisecond)
+		return id != ""
+	}) {
+		t.Fatal("no pending approval appeared")
 	}
-	t.Fatal("no pending approval appeared")
-	return ""
+	return id
 }
 
 // A shadow policy is evaluated beside the live one and only recorded: the live decision
@@ -288,14 +290,9 @@ func TestShadowPolicyIsRecordedNotEnforced(t *testing.T) {
 	if resp.StatusCode != 200 || strings.Contains(body, "isError") || g.up.hits.Load() != 1 {
 		t.Fatalf("the shadow policy changed the outcome: %d %s (hits %d)", resp.StatusCode, body, g.up.hits.Load())
 	}
-	rows := g.auditRows()
-	deadline := time.Now().Add(2 * time.Second)
-	for !strings.Contains(rows, "shadow_deny") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		rows = g.auditRows()
-	}
-	if !strings.Contains(rows, "shadow_deny") || !strings.Contains(rows, "candidate denies everything") {
-		t.Fatalf("no shadow row in the audit trail: %s", rows)
+	shadows := g.eventsWhere(1, func(ev *audit.Event) bool { return ev.Decision == "shadow_deny" })
+	if len(shadows) != 1 || !strings.HasSuffix(shadows[0].Reason, ": candidate denies everything") || shadows[0].Kind != audit.KindShadow {
+		t.Fatalf("want one shadow row with the candidate's reason, got %+v", shadows)
 	}
 }
 
