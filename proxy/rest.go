@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"iter"
 	"net/url"
 	"slices"
 	"strconv"
@@ -24,54 +25,15 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		return badRequest("invalid_path", "path", "the normalised path %q is outside the proxied prefixes", path)
 	}
 	tool, info, params, renames := s.routes.match(methodOf(c), path)
-	// Arguments come from the query, the JSON body and the path. A name given twice
-	// (a repeated query parameter, or the same name in two places) could be read one way
-	// by policy and another by the upstream, so it is refused.
-	args := make(map[string]any, 8)
-	for k, v := range c.Context().QueryArgs().All() {
-		if _, dup := args[string(k)]; dup {
-			return badRequest("ambiguous_argument", string(k), "query parameter %q is given more than once", k)
-		}
-		args[string(k)] = string(v)
-	}
-	if body := c.Request().Body(); len(body) > 0 {
+	body := c.Request().Body()
+	if len(body) > 0 {
 		if err := requireJSON(c, true); err != nil {
 			return err
 		}
-		v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
-		if err != nil {
-			return badRequest("invalid_json", "body", "request body: %v", err)
-		}
-		if obj, ok := v.(map[string]any); ok {
-			for k, x := range obj {
-				if _, dup := args[k]; dup {
-					return badRequest("ambiguous_argument", k, "%q is given both in the query and in the body", k)
-				}
-				args[k] = x
-			}
-		} else {
-			if _, dup := args["body"]; dup {
-				return badRequest("ambiguous_argument", "body", `"body" is given in the query, and the JSON body (not an object) is read as "body" too`)
-			}
-			args["body"] = v
-		}
 	}
-	for k, v := range params {
-		if x, dup := args[k]; dup && x != v {
-			return badRequest("ambiguous_argument", k, "%q in the query or body differs from the path", k)
-		}
-		args[k] = v
-	}
-	for from, to := range renames {
-		v, ok := args[from]
-		if !ok {
-			continue
-		}
-		if _, dup := args[to]; dup {
-			return badRequest("ambiguous_argument", from, "%q and %q name the same argument of %s; give one", from, to, tool)
-		}
-		delete(args, from)
-		args[to] = v
+	args, err := restArguments(c.Context().QueryArgs().All(), body, params, renames, tool)
+	if err != nil {
+		return err
 	}
 	cl := s.newCall(c, "rest", tool, info, args)
 	r := s.decide(c.UserContext(), cl)
@@ -88,7 +50,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 	if q := c.Request().URI().QueryString(); len(q) > 0 {
 		uri += "?" + string(q)
 	}
-	err := s.forward(c, cl, s.restUp, uri, s.restUp.cfg.Timeout)
+	err = s.forward(c, cl, s.restUp, uri, s.restUp.cfg.Timeout)
 	if cl.rl != nil {
 		setRateLimitHeaders(c, cl.rl)
 	}
@@ -181,4 +143,56 @@ func queryArgNames(c *fiber.Ctx) string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, ",")
+}
+
+// restArguments assembles the arguments policy sees of a REST call: the query, the JSON
+// body (an object's members; any other value as "body") and the path's parameters,
+// then the route's renames. A name given twice (a repeated query parameter, or the same
+// name in two places) could be read one way by policy and another by the upstream, so
+// it is refused (400 ambiguous_argument), as is a body that is not JSON.
+func restArguments(query iter.Seq2[[]byte, []byte], body []byte, params, renames map[string]string, tool string) (map[string]any, error) {
+	args := make(map[string]any, 8)
+	for k, v := range query {
+		if _, dup := args[string(k)]; dup {
+			return nil, badRequest("ambiguous_argument", string(k), "query parameter %q is given more than once", k)
+		}
+		args[string(k)] = string(v)
+	}
+	if len(body) > 0 {
+		v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
+		if err != nil {
+			return nil, badRequest("invalid_json", "body", "request body: %v", err)
+		}
+		if obj, ok := v.(map[string]any); ok {
+			for k, x := range obj {
+				if _, dup := args[k]; dup {
+					return nil, badRequest("ambiguous_argument", k, "%q is given both in the query and in the body", k)
+				}
+				args[k] = x
+			}
+		} else {
+			if _, dup := args["body"]; dup {
+				return nil, badRequest("ambiguous_argument", "body", `"body" is given in the query, and the JSON body (not an object) is read as "body" too`)
+			}
+			args["body"] = v
+		}
+	}
+	for k, v := range params {
+		if x, dup := args[k]; dup && x != v {
+			return nil, badRequest("ambiguous_argument", k, "%q in the query or body differs from the path", k)
+		}
+		args[k] = v
+	}
+	for from, to := range renames {
+		v, ok := args[from]
+		if !ok {
+			continue
+		}
+		if _, dup := args[to]; dup {
+			return nil, badRequest("ambiguous_argument", from, "%q and %q name the same argument of %s; give one", from, to, tool)
+		}
+		delete(args, from)
+		args[to] = v
+	}
+	return args, nil
 }
