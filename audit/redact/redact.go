@@ -226,7 +226,7 @@ var (
 // first: names ending in id or ids (identifiers of a secret), tokens (counts),
 // tokenurl, tokenuri, tokenendpoint, maskedkey, publickey, sortkey, partitionkey,
 // primarykey, foreignkey, idempotencykey or cachekey.
-func IsSecretName(name string) bool { return isSecretName(name, false) }
+func IsSecretName(name string) bool { return isSecretName(name) }
 
 // IsSecretContainer reports whether every value under a field of this name is secret
 // whatever its own name: headers (custom_headers, extra_headers, headers) carry
@@ -241,11 +241,14 @@ func IsSecretContainer(name string) bool {
 
 // IsSecretField is IsSecretName; a Redactor method so that callers holding one need
 // no second import.
-func (r *Redactor) IsSecretField(name string) bool { return isSecretName(name, false) }
+func (r *Redactor) IsSecretField(name string) bool { return isSecretName(name) }
 
 func normalise(name string) []byte { return normaliseInto(make([]byte, 0, len(name)), name) }
 
-// normaliseInto appends name's normal form to n; it allocates only for non-ASCII names.
+// normaliseInto appends name's normal form to n; it allocates only for non-ASCII names,
+// whose Unicode letters are folded too, so that a decoder that matches names ignoring
+// case (KELVIN SIGN is k, LONG S is s) cannot be handed a secret under a name this
+// check does not recognise.
 func normaliseInto(n []byte, name string) []byte {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -274,25 +277,9 @@ func normaliseFolded(name string) []byte {
 	return n
 }
 
-func isSecretName(name string, folded bool) bool {
+func isSecretName(name string) bool {
 	var stack [64]byte
-	n := stack[:0]
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
-		case c >= 0x80 && !folded:
-			// Non-ASCII: fold Unicode letters too, so a decoder that matches names
-			// ignoring case (KELVIN SIGN is k, LONG S is s) cannot be handed a secret
-			// under a name this check does not recognise.
-			return isSecretName(foldName(name), true)
-		default:
-			continue
-		}
-		n = append(n, c)
-	}
+	n := normaliseInto(stack[:0], name)
 	for _, s := range notSecretSuffixes {
 		if bytes.HasSuffix(n, []byte(s)) {
 			return false
@@ -517,7 +504,7 @@ func (r *Redactor) secretAfterColon(s string, i int) (start, end int) {
 // strongSecretName reports a secret name by its infix (password, secret, apikey...),
 // not by a suffix such as key or token, which ordinary words end in too.
 func strongSecretName(name string) bool {
-	if !isSecretName(name, false) {
+	if !isSecretName(name) {
 		return false
 	}
 	n := normalise(name)

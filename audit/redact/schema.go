@@ -219,11 +219,11 @@ func Field(m map[string]any, k string, sch *Schema) (secret bool, below *Schema)
 	if IsSecretContainer(k) {
 		below = merge(below.clone(), headerValues)
 	}
-	if below.Secret() || isSecretName(k, false) {
+	if below.Secret() || isSecretName(k) {
 		return true, below
 	}
 	if k == "value" {
-		if name, ok := m["name"].(string); ok && isSecretName(name, false) {
+		if name, ok := m["name"].(string); ok && isSecretName(name) {
 			return true, below
 		}
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -62,16 +60,12 @@ func TestSealedValuesNeverLeaveTheBackendInClear(t *testing.T) {
 	}
 	js := func(v any) string { b, _ := json.Marshal(v); return string(b) }
 	call := func(method, path, token string, body any) (int, string) {
-		req, _ := http.NewRequest(method, url+path, strings.NewReader(js(body)))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		b := ""
+		if body != nil {
+			b = js(body)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, string(b)
+		resp, out := doJSON(t, method, url+path, token, b)
+		return resp.StatusCode, string(out)
 	}
 	mcpCall := func(tool string, args map[string]any) string {
 		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})

@@ -94,9 +94,18 @@ func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
 // postJSON POSTs body as JSON with the bearer token and returns the response, its body read.
 func postJSON(t *testing.T, url, token, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	return doJSON(t, "POST", url, token, body)
+}
+
+// doJSON sends body (none when "") as JSON with the bearer token and returns the
+// response, its body read.
+func doJSON(t *testing.T, method, url, token, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
