@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"hash"
 	"time"
+
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // Event kinds.
@@ -32,14 +34,11 @@ var Decisions = []string{"allow", "deny", "rate_limited", "policy_error",
 	"shadow_allow", "shadow_deny", "shadow_rate_limit", "shadow_require_approval"}
 
 // Caller is who made the request, as far as it is known (an auth failure may know
-// only the client address).
+// only the client address): the principal and the address it called from. The
+// principal's claims are not stored.
 type Caller struct {
-	Sub        string   `json:"sub"`
-	Org        string   `json:"org"`
-	Workspace  string   `json:"workspace"`
-	Roles      []string `json:"roles"`
-	Session    string   `json:"session"`
-	ClientAddr string   `json:"client_addr"`
+	principal.Caller
+	ClientAddr string `json:"client_addr"`
 }
 
 // Event is one audit row. Seq, PrevHash and Hash are assigned by the log; callers
@@ -158,7 +157,7 @@ func (r *row) event() Event {
 	ev := Event{
 		Seq: r.Seq, Time: time.Unix(0, r.TS).UTC(), Kind: r.Kind,
 		RequestID: r.RequestID, DecisionID: r.DecisionID,
-		Caller: Caller{Sub: r.Sub, Org: r.Org, Workspace: r.Workspace, Session: r.Session,
+		Caller: Caller{Caller: principal.Caller{Sub: r.Sub, Org: r.Org, Workspace: r.Workspace, Session: r.Session},
 			ClientAddr: r.ClientAddr},
 		Surface: r.Surface, Tool: r.Tool, Method: r.Method, Path: r.Path,
 		Decision: r.Decision, Reason: r.Reason, PolicyRevision: r.PolicyRevision,

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 // testConfig returns a config rooted in a fresh temp dir with short durations.
@@ -48,8 +50,8 @@ func sampleEvent(i int) *Event {
 		Kind:       KindDecision,
 		RequestID:  fmt.Sprintf("req-%d", i),
 		DecisionID: fmt.Sprintf("dec-%d", i),
-		Caller: Caller{Sub: fmt.Sprintf("agent-%d", i%7), Org: "acme", Workspace: "ws-1",
-			Roles: []string{"agent"}, Session: "s1", ClientAddr: "127.0.0.1"},
+		Caller: Caller{Caller: principal.Caller{Sub: fmt.Sprintf("agent-%d", i%7), Org: "acme", Workspace: "ws-1",
+			Roles: []string{"agent"}, Session: "s1"}, ClientAddr: "127.0.0.1"},
 		Surface: "mcp", Tool: []string{"create_integration", "list_integrations", "delete_integration"}[i%3],
 		Method: "POST", Path: "/mcp",
 		Arguments:      json.RawMessage(`{"name":"prod openai","key":"hmac-sha256:0123456789abcdef"}`),

@@ -258,7 +258,7 @@ func (s *Server) auditRejected(c *fiber.Ctx, code, msg string) {
 		Time:      time.Now().UTC(),
 		Kind:      audit.KindDecision,
 		RequestID: requestID(c),
-		Caller:    auditCaller(&id.Caller, c.Context().RemoteIP().String()),
+		Caller:    audit.Caller{Caller: id.Caller, ClientAddr: c.Context().RemoteIP().String()},
 		Surface:   surface,
 		Method:    methodOf(c),
 		Path:      path,

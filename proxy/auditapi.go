@@ -64,7 +64,7 @@ func (s *Server) auditAdminReads(c *fiber.Ctx) error {
 	argsJSON, _ := jsonenc.Append(nil, s.d.Redactor.Value(args))
 	s.d.Audit.AppendAsync(&audit.Event{
 		Time: time.Now().UTC(), Kind: audit.KindDecision, RequestID: requestID(c),
-		Caller:  auditCaller(&id.Caller, c.Context().RemoteIP().String()),
+		Caller:  audit.Caller{Caller: id.Caller, ClientAddr: c.Context().RemoteIP().String()},
 		Surface: "rest", Tool: "admin:read_" + area, Method: fiber.MethodGet, Path: path, Arguments: argsJSON,
 		Decision: "allow", Reason: "admin API read (" + area + "), allowed by the API's own role checks", Status: c.Response().StatusCode(),
 	})

@@ -13,7 +13,6 @@ import (
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/jsonenc"
 	"github.com/portcullis/portcullis/policies"
-	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
 	"github.com/portcullis/portcullis/proxy/ratelimit"
@@ -132,12 +131,6 @@ func (r *refusal) serviceError() *httpError {
 	return &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
 }
 
-// auditCaller is cr as the audit trail records it, with the client's address.
-func auditCaller(cr *principal.Caller, clientAddr string) audit.Caller {
-	return audit.Caller{Sub: cr.Sub, Org: cr.Org, Workspace: cr.Workspace, Roles: cr.Roles,
-		Session: cr.Session, ClientAddr: clientAddr}
-}
-
 // decide evaluates policy and applies rate limits. It does not wait for approvals: a
 // require_approval decision comes back as a refusal with code "approval_required" and the
 // caller of decide chooses how to hold (long-poll or SSE).
@@ -216,7 +209,7 @@ func (s *Server) event(cl *call, kind string) *audit.Event {
 		Kind:           kind,
 		RequestID:      cl.rid,
 		DecisionID:     cl.did,
-		Caller:         auditCaller(c, cl.clientIP),
+		Caller:         audit.Caller{Caller: *c, ClientAddr: cl.clientIP},
 		Surface:        cl.surface,
 		Tool:           cl.tool,
 		Method:         cl.method,
@@ -447,7 +440,7 @@ func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) 
 	c := &a.Caller
 	s.d.Audit.AppendAsync(&audit.Event{
 		Time: time.Now().UTC(), Kind: "approval", Surface: a.Surface, Tool: a.Tool,
-		Caller:    auditCaller(c, ""),
+		Caller:    audit.Caller{Caller: *c},
 		Arguments: a.Arguments, Decision: decision, Reason: a.Comment, PolicyRevision: a.PolicyRevision,
 		ApprovalID: a.ID, Approver: a.DecidedBy,
 	})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/policies/principal"
 )
 
 func runAuditCmd(t *testing.T, args ...string) (int, string, string) {
@@ -46,7 +47,7 @@ func auditFixture(t *testing.T) string {
 	now := time.Now()
 	for i := 0; i < 40; i++ {
 		ev := &audit.Event{Kind: audit.KindDecision, RequestID: fmt.Sprintf("req-%d", i),
-			Caller: audit.Caller{Sub: "agent-1", Org: "acme"}, Surface: "rest",
+			Caller: audit.Caller{Caller: principal.Caller{Sub: "agent-1", Org: "acme"}}, Surface: "rest",
 			Tool: []string{"create_integration", "list_integrations"}[i%2], Decision: "allow",
 			Time: now}
 		if i < 10 {
