@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/portcullis/portcullis"
 	"github.com/portcullis/portcullis/policies"
@@ -138,20 +139,20 @@ func policyCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	return 0
 }
 
-// policyDecisionView is the Decision as the CLI prints it: durations in the same
-// notation a policy writes them ("1m0s"), not nanoseconds.
+// policyDecisionView is the Decision as the CLI prints it: durations as the policy wrote
+// them ("60s" stays "60s", 60 seconds stays 60), not re-spelt ("1m0s") or in nanoseconds.
 type policyDecisionView struct {
 	Action    string `json:"action"`
 	Reason    string `json:"reason"`
 	RateLimit *struct {
-		Max           int    `json:"max"`
-		Window        string `json:"window"`
-		Key           string `json:"key,omitempty"`
-		RefundOnError bool   `json:"refund_on_error,omitempty"`
+		Max           int             `json:"max"`
+		Window        json.RawMessage `json:"window"`
+		Key           string          `json:"key,omitempty"`
+		RefundOnError bool            `json:"refund_on_error,omitempty"`
 	} `json:"rate_limit,omitempty"`
 	Approval *struct {
-		Approvers []string `json:"approvers"`
-		TTL       string   `json:"ttl"`
+		Approvers []string        `json:"approvers"`
+		TTL       json.RawMessage `json:"ttl"`
 	} `json:"approval,omitempty"`
 	Revision    string `json:"revision"`
 	PolicyError bool   `json:"policy_error,omitempty"`
@@ -162,19 +163,33 @@ func policyView(d policies.Decision) policyDecisionView {
 	v := policyDecisionView{Action: d.Action, Reason: d.Reason, Revision: d.Revision, PolicyError: d.PolicyError, Error: d.Error}
 	if d.RateLimit != nil {
 		v.RateLimit = &struct {
-			Max           int    `json:"max"`
-			Window        string `json:"window"`
-			Key           string `json:"key,omitempty"`
-			RefundOnError bool   `json:"refund_on_error,omitempty"`
-		}{d.RateLimit.Max, d.RateLimit.Window.String(), d.RateLimit.Key, d.RateLimit.RefundOnError}
+			Max           int             `json:"max"`
+			Window        json.RawMessage `json:"window"`
+			Key           string          `json:"key,omitempty"`
+			RefundOnError bool            `json:"refund_on_error,omitempty"`
+		}{d.RateLimit.Max, durationAsWritten(d.RateLimit.WindowAsWritten, d.RateLimit.Window), d.RateLimit.Key, d.RateLimit.RefundOnError}
 	}
 	if d.Approval != nil {
 		v.Approval = &struct {
-			Approvers []string `json:"approvers"`
-			TTL       string   `json:"ttl"`
-		}{d.Approval.Approvers, d.Approval.TTL.String()}
+			Approvers []string        `json:"approvers"`
+			TTL       json.RawMessage `json:"ttl"`
+		}{d.Approval.Approvers, durationAsWritten(d.Approval.TTLAsWritten, d.Approval.TTL)}
 	}
 	return v
+}
+
+// durationAsWritten is the JSON of a duration as the policy wrote it: a number of seconds
+// stays a number, a string stays that string. Without the text, Go's spelling.
+func durationAsWritten(text string, d time.Duration) json.RawMessage {
+	if text == "" {
+		text = d.String()
+	}
+	var n json.Number
+	if err := json.Unmarshal([]byte(text), &n); err == nil {
+		return json.RawMessage(text)
+	}
+	b, _ := json.Marshal(text)
+	return b
 }
 
 // maxPolicyInput bounds the input document read by eval.
