@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,15 +18,22 @@ import (
 	"github.com/portcullis/portcullis/proxy/approvals"
 )
 
-const approvalsUsage = `Usage:
-  portcullis approvals list    [--status pending|approved|denied|expired|used|all] [--limit N]
-  portcullis approvals approve ID [--comment TEXT]
-  portcullis approvals deny    ID --comment TEXT
+var approvalsUsage = groupUsage("approvals", [][2]string{
+	{"list", "list approvals (pending by default)"},
+	{"approve ID", "approve a pending call; the held call is forwarded"},
+	{"deny ID --comment TEXT", "deny it; the comment reaches the agent"},
+}, approvalsNote)
 
-Common flags: --url (default http://127.0.0.1:8080, env PORTCULLIS_URL) and --token (env
-PORTCULLIS_TOKEN; prefer the environment, flags show up in process lists). The token is an
-approver's JWT, sent as Authorization: Bearer.
-`
+const approvalsNote = `The token is an approver's JWT (--token, or env PORTCULLIS_TOKEN: prefer the
+environment, flags show up in process lists), sent as Authorization: Bearer to the
+gateway's admin API at --url (env PORTCULLIS_URL). The same checks apply as anywhere:
+the approver's role, their org, never their own request. docs/approvals.md has the rules.`
+
+var approvalsAbout = map[string][2]string{
+	"list":    {"[flags]", "List approvals, newest first.\n\n" + approvalsNote},
+	"approve": {"ID [flags]", "Approve a pending call. A call still held is forwarded and returns its result; a\ncaller that stopped waiting repeats the same call to spend the approval.\n\n" + approvalsNote},
+	"deny":    {"ID --comment TEXT [flags]", "Deny a pending call. The comment reaches the agent, and the denial holds for that\nexact call until the approval's expiry.\n\n" + approvalsNote},
+}
 
 // runApprovals acts on approvals through the gateway's admin API, as the approver whose
 // token it is given: the same checks apply as in the console (role, org, not your own).
@@ -37,9 +43,7 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return 2
 	}
 	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("approvals "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, approvalsUsage); fs.PrintDefaults() }
+	fs := commandFlags("approvals "+sub, approvalsAbout[sub][0], approvalsAbout[sub][1], stderr)
 	var (
 		baseURL, token, status, comment string
 		limit                           int
@@ -52,7 +56,7 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fs.IntVar(&limit, "limit", 100, "most approvals to list (1-1000)")
 	case "approve", "deny":
 		fs.StringVar(&comment, "comment", "", "comment for the requester (required to deny)")
-	case "help", "-h", "--help":
+	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, approvalsUsage)
 		return 0
 	default:
