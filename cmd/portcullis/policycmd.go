@@ -32,7 +32,7 @@ const policyExit = `Exit status: 0 success; 1 test failures, compile errors, or 
 2 usage errors.`
 
 var policyAbout = map[string][2]string{
-	"test": {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
+	"test":  {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
 	"check": {"[flags] [PATH]", "Compile the policy and print its revision (the content hash audit rows carry),\nor the compiler's error.\n\n" + policyPathNote + "\n\n" + policyExit},
 	"eval": {"--input FILE|- [flags]", `Evaluate data.portcullis.decision for one input document (the JSON the proxy builds:
 docs/policy.md) and print the decision, durations as the policy wrote them. print()
