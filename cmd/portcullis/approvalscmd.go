@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -48,8 +49,10 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		baseURL, token, status, comment string
 		limit                           int
 	)
-	fs.StringVar(&baseURL, "url", approvalsEnv("PORTCULLIS_URL", "http://127.0.0.1:8080"), "gateway base URL")
-	fs.StringVar(&token, "token", os.Getenv("PORTCULLIS_TOKEN"), "approver's bearer token")
+	// The environment is read after parsing, not as the flags' defaults: -h prints
+	// defaults, and these may hold a token.
+	fs.StringVar(&baseURL, "url", "http://127.0.0.1:8080", "gateway base `URL` (env PORTCULLIS_URL)")
+	fs.StringVar(&token, "token", "", "approver's bearer `TOKEN` (env PORTCULLIS_TOKEN, which keeps it out of process lists)")
 	switch sub {
 	case "list":
 		fs.StringVar(&status, "status", "pending", "status to list: pending, approved, denied, expired, used or all")
@@ -76,6 +79,12 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		rest = fs.Args()[1:]
 	}
 
+	if v := os.Getenv("PORTCULLIS_URL"); v != "" && !flagGiven(fs, "url") {
+		baseURL = v
+	}
+	if token == "" {
+		token = os.Getenv("PORTCULLIS_TOKEN")
+	}
 	var problems []string
 	var id string
 	switch sub {
@@ -234,9 +243,9 @@ func approvalsLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func approvalsEnv(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+// flagGiven reports whether the command line set flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

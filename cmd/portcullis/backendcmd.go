@@ -90,8 +90,9 @@ func backendFlags(name string, stderr io.Writer) (*flag.FlagSet, *backend.Config
 	prev := &backendMultiFlag{}
 	fs.StringVar(&cfg.DataDir, "data-dir", backendDataDir(), "data `DIR` (env PORTCULLIS_DATA_DIR)")
 	fs.StringVar(&cfg.DBPath, "db", "", "SQLite database `FILE` (default <data-dir>/backend.db)")
-	fs.StringVar(&cfg.DatabaseURL, "database-url", os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL"),
-		"postgres:// URL to store integrations in PostgreSQL instead of SQLite (env PORTCULLIS_BACKEND_DATABASE_URL)")
+	// Not the flag's default: -h prints defaults, and the URL may hold a password.
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "",
+		"postgres:// `URL` to store integrations in PostgreSQL instead of SQLite (env PORTCULLIS_BACKEND_DATABASE_URL)")
 	fs.Var(prev, "previous-kek", "an older KEK (`BASE64`) still allowed to unwrap; repeatable (env PORTCULLIS_PREVIOUS_KEKS, comma-separated)")
 	return fs, cfg, prev
 }
@@ -117,6 +118,9 @@ func backendServe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.MaxPerProvider, "max-per-provider", 50, "integrations per provider per org")
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
 	}
 	logger := backendLogger(stderr)
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
@@ -172,6 +176,9 @@ func backendKeysCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
+	}
 	if *org == "" {
 		fmt.Fprintln(stderr, "portcullis backend keys create: --org is required")
 		return 2
@@ -190,6 +197,9 @@ func backendRewrap(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs, cfg, prev := backendFlags("rewrap", stderr)
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
 	}
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
 	n, err := backend.Rewrap(ctx, *cfg, backendLogger(stderr))

@@ -155,3 +155,16 @@ func TestCompletionCompletesSubcommandsAndFlags(t *testing.T) {
 		}
 	}
 }
+
+// -h prints defaults; a token or a database password in the environment must not be
+// among them.
+func TestHelpDoesNotPrintSecretsFromTheEnvironment(t *testing.T) {
+	t.Setenv("PORTCULLIS_TOKEN", "eyJcanary-token")
+	t.Setenv("PORTCULLIS_URL", "http://127.0.0.1:9/canary-url")
+	t.Setenv("PORTCULLIS_BACKEND_DATABASE_URL", "postgres://u:canary-password@db/x")
+	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"}} {
+		if help := helpOf(t, args...); strings.Contains(help, "canary") {
+			t.Errorf("%s -h prints a value from the environment:\n%s", strings.Join(args, " "), help)
+		}
+	}
+}
