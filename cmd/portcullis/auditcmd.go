@@ -157,7 +157,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stdout, "witness: %d logged checkpoints checked\n", len(witness))
 		} else {
 			fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
-				"the newest one left cut off or rewritten, go unseen; check against serve's log with --witness LOGFILE")
+				"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
+				filepath.Join(dataDir, "witness.log"))
 		}
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
