@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // configKey is one key of the config file: its dotted path and the kind of value.
@@ -151,5 +153,49 @@ func TestConfigurationDocListsEveryKey(t *testing.T) {
 	}
 	if checked < 40 {
 		t.Errorf("only %d defaults were checked; the table format changed?", checked)
+	}
+}
+
+// docs/config.example.yaml sets every key (lists of structs by their key alone), so a
+// user who copies it sees every knob. backend.enabled is there as a comment: set, it would
+// change the default (on unless both upstreams are set).
+func TestConfigExampleSetsEveryKey(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		if n.Kind == yaml.DocumentNode {
+			for _, c := range n.Content {
+				walk(c, prefix)
+			}
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			path := prefix + n.Content[i].Value
+			have[path] = true
+			walk(n.Content[i+1], path+".")
+		}
+	}
+	walk(&doc, "")
+	for _, k := range configKeys(reflect.TypeFor[Config](), "") {
+		if strings.Contains(k.path, "[]") || k.path == "backend.enabled" {
+			continue
+		}
+		if !have[k.path] {
+			t.Errorf("docs/config.example.yaml does not set %s", k.path)
+		}
+	}
+	if !strings.Contains(string(raw), "# enabled:") {
+		t.Error("docs/config.example.yaml lost its backend.enabled comment")
 	}
 }
