@@ -60,7 +60,7 @@ func TestExamplePolicyDecisions(t *testing.T) {
 			name: "agent creates in own org: rate limited 10/60s", tool: "create_integration", caller: agent,
 			args: map[string]any{"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>"},
 			want: policies.Decision{Action: policies.ActionRateLimit, Reason: "create_integration allowed for agent-7, at most 10 per 60s",
-				RateLimit: &policies.RateLimit{Max: 10, Window: 60 * time.Second}},
+				RateLimit: &policies.RateLimit{Max: 10, Window: 60 * time.Second, WindowAsWritten: "60s"}},
 		},
 		{
 			name: "agent creates in another workspace: denied naming it", tool: "create_integration", caller: agent,
@@ -74,7 +74,7 @@ func TestExamplePolicyDecisions(t *testing.T) {
 		{
 			name: "operator deletes: security approval within 15m", tool: "delete_integration", caller: operator, args: map[string]any{"slug": "prod-openai"},
 			want: policies.Decision{Action: policies.ActionRequireApproval, Reason: "delete_integration needs approval from role:security within 15m",
-				Approval: &policies.Approval{Approvers: []string{"role:security"}, TTL: 15 * time.Minute}},
+				Approval: &policies.Approval{Approvers: []string{"role:security"}, TTL: 15 * time.Minute, TTLAsWritten: "15m"}},
 		},
 		{
 			name: "agent reads: allowed", tool: "get_integration", caller: agent, args: map[string]any{"slug": "prod-openai"},
@@ -95,7 +95,7 @@ func TestExamplePolicyDecisions(t *testing.T) {
 		{
 			name: "list mode shows create to agents", tool: "create_integration", caller: agent, mode: "list",
 			want: policies.Decision{Action: policies.ActionRateLimit, Reason: "create_integration allowed for agent-7, at most 10 per 60s",
-				RateLimit: &policies.RateLimit{Max: 10, Window: 60 * time.Second}},
+				RateLimit: &policies.RateLimit{Max: 10, Window: 60 * time.Second, WindowAsWritten: "60s"}},
 		},
 	}
 	for _, tc := range tests {

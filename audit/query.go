@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Filter selects audit rows. Empty fields match everything. Since is inclusive,
@@ -352,8 +354,11 @@ func (f *Filter) matches(r *row) bool {
 
 // Tail writes the newest n rows (oldest of them first) as JSON lines; with follow
 // it then polls every interval (bounded to 50ms-10s) for new rows until ctx ends.
-func (r *Reader) Tail(ctx context.Context, w io.Writer, n int, follow bool, interval time.Duration) error {
-	out, _ := newEncoder(w, "jsonl")
+func (r *Reader) Tail(ctx context.Context, w io.Writer, format string, n int, follow bool, interval time.Duration) error {
+	out, err := newEncoder(w, format)
+	if err != nil {
+		return fmt.Errorf("audit: tail: %w", err)
+	}
 	var after int64
 	if err := r.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&after); err != nil {
 		return fmt.Errorf("audit: tail: %w", err)
@@ -388,7 +393,81 @@ type encoder struct {
 	bw     *bufio.Writer
 	json   *json.Encoder
 	csv    *csv.Writer
+	text   bool
 	record []string
+}
+
+// Tail's human format: one row a line, in columns of these widths (a longer value pushes
+// the rest of its line right rather than being cut), the reason last.
+const (
+	textTimeWidth     = 21 // 2006-01-02T15:04:05Z and a blank
+	textCallerWidth   = 22
+	textToolWidth     = 28
+	textDecisionWidth = 20
+)
+
+// TextHeader is the first line of Tail's human format.
+var TextHeader = textColumns("TIME", "CALLER", "TOOL", "DECISION", "REASON")
+
+func textColumns(when, caller, tool, decision, reason string) string {
+	var b strings.Builder
+	pad := func(s string, w int) {
+		b.WriteString(s)
+		b.WriteString(strings.Repeat(" ", max(w-utf8.RuneCountInString(s), 1)))
+	}
+	pad(when, textTimeWidth)
+	pad(caller, textCallerWidth)
+	pad(tool, textToolWidth)
+	pad(decision, textDecisionWidth)
+	b.WriteString(reason)
+	return strings.TrimRight(b.String(), " ")
+}
+
+// terminalSafe replaces control characters (escape sequences a caller could put in a
+// tool name or reason, line breaks) so a row is one line and cannot drive the terminal.
+func terminalSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError || r == '\u2028' || r == '\u2029' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// textLine is one row in Tail's human format: time, caller, tool, decision, reason. An
+// outcome row's reason is its status, error class and latency.
+func textLine(r *row) string {
+	caller := r.Sub
+	switch {
+	case caller == "":
+		caller = r.ClientAddr
+	case r.Org != "":
+		caller += "@" + r.Org
+	}
+	if caller == "" {
+		caller = "-"
+	}
+	tool := r.Tool
+	if tool == "" {
+		tool = "-"
+	}
+	reason := r.Reason
+	if r.Kind == "outcome" || (reason == "" && r.Status != 0) {
+		reason = "status " + strconv.FormatInt(r.Status, 10)
+		if r.ErrorClass != "" {
+			reason += " " + r.ErrorClass
+		}
+		reason += " in " + (time.Duration(r.LatencyMicros) * time.Microsecond).String()
+	}
+	if r.ApprovalID != "" {
+		reason += " (approval " + r.ApprovalID
+		if r.Approver != "" {
+			reason += " by " + r.Approver
+		}
+		reason += ")"
+	}
+	when := time.Unix(0, r.TS).UTC().Format("2006-01-02T15:04:05Z")
+	return textColumns(when, terminalSafe(caller), terminalSafe(tool), terminalSafe(r.Decision), terminalSafe(reason))
 }
 
 func newEncoder(w io.Writer, format string) (*encoder, error) {
@@ -397,6 +476,11 @@ func newEncoder(w io.Writer, format string) (*encoder, error) {
 	case "jsonl":
 		e.json = json.NewEncoder(e.bw)
 		e.json.SetEscapeHTML(false)
+	case "text":
+		e.text = true
+		if _, err := e.bw.WriteString(TextHeader + "\n"); err != nil {
+			return nil, fmt.Errorf("audit: export: %w", err)
+		}
 	case "csv":
 		e.csv = csv.NewWriter(e.bw)
 		if err := e.csv.Write(csvHeader); err != nil {
@@ -404,12 +488,16 @@ func newEncoder(w io.Writer, format string) (*encoder, error) {
 		}
 		e.record = make([]string, len(csvHeader))
 	default:
-		return nil, fmt.Errorf("audit: export format %q: want jsonl or csv", format)
+		return nil, fmt.Errorf("audit: export format %q: want jsonl, csv or text", format)
 	}
 	return e, nil
 }
 
 func (e *encoder) write(r *row) error {
+	if e.text {
+		e.bw.WriteString(textLine(r))
+		return e.bw.WriteByte('\n')
+	}
 	ev := r.event()
 	if e.json != nil {
 		if err := e.json.Encode(&ev); err != nil {

@@ -122,6 +122,7 @@ func parseRateLimit(t *ast.Term) (*RateLimit, error) {
 	if rl.Window, ok = durationField(obj, fWindow); !ok {
 		return nil, fmt.Errorf("window: want a duration (\"60s\", \"15m\" or seconds) from %s up to %s, got %s", minDuration, maxDuration, describe(obj.Get(fWindow)))
 	}
+	rl.WindowAsWritten = asWritten(obj.Get(fWindow))
 	var err error
 	if rl.Key, err = optString(obj, fKey); err != nil {
 		return nil, err
@@ -174,6 +175,7 @@ func parseApproval(t *ast.Term) (*Approval, error) {
 	if ap.TTL, ok = durationField(obj, fTTL); !ok {
 		return nil, fmt.Errorf("ttl: want a duration (\"15m\" or seconds) from %s up to %s, got %s", minDuration, maxDuration, describe(obj.Get(fTTL)))
 	}
+	ap.TTLAsWritten = asWritten(obj.Get(fTTL))
 	return ap, nil
 }
 
@@ -206,6 +208,18 @@ func durationField(obj ast.Object, key *ast.Term) (time.Duration, bool) {
 		return 0, false
 	}
 	return d, true
+}
+
+// asWritten is a duration term's text as the policy wrote it: the string, or the
+// number's digits. It does not allocate (both are strings underneath).
+func asWritten(t *ast.Term) string {
+	switch x := t.Value.(type) {
+	case ast.String:
+		return string(x)
+	case ast.Number:
+		return string(x)
+	}
+	return ""
 }
 
 func parseDurationValue(v ast.Value) (time.Duration, bool) {

@@ -191,7 +191,12 @@ func ShadowDiffers(live, shadow Decision) bool {
 	}
 	switch live.Action {
 	case ActionRateLimit:
-		return live.RateLimit == nil || shadow.RateLimit == nil || *live.RateLimit != *shadow.RateLimit
+		if live.RateLimit == nil || shadow.RateLimit == nil {
+			return true
+		}
+		l, s := *live.RateLimit, *shadow.RateLimit
+		l.WindowAsWritten, s.WindowAsWritten = "", "" // "60s" and "1m" are enforced alike
+		return l != s
 	case ActionRequireApproval:
 		return live.Approval == nil || shadow.Approval == nil ||
 			live.Approval.TTL != shadow.Approval.TTL || !slices.Equal(live.Approval.Approvers, shadow.Approval.Approvers)

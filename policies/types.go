@@ -45,16 +45,21 @@ type Input struct {
 
 // RateLimit is the rate_limit block of a decision.
 type RateLimit struct {
-	Max           int           `json:"max"`
-	Window        time.Duration `json:"window"`
-	Key           string        `json:"key,omitempty"` // empty: caller.sub + session + tool
-	RefundOnError bool          `json:"refund_on_error,omitempty"`
+	Max    int           `json:"max"`
+	Window time.Duration `json:"window"`
+	// WindowAsWritten is the window as the policy wrote it: "60s", or "60" for a
+	// number of seconds. Tools show it; enforcement uses Window.
+	WindowAsWritten string `json:"-"`
+	Key             string `json:"key,omitempty"` // empty: caller.sub + session + tool
+	RefundOnError   bool   `json:"refund_on_error,omitempty"`
 }
 
 // Approval is the approval block of a decision.
 type Approval struct {
 	Approvers []string      `json:"approvers"` // e.g. "role:security"
 	TTL       time.Duration `json:"ttl"`
+	// TTLAsWritten is the ttl as the policy wrote it ("15m", or "900" for seconds).
+	TTLAsWritten string `json:"-"`
 }
 
 // Decision is what the engine returns for one input. Decisions may be served from the

@@ -19,15 +19,22 @@ import (
 	"github.com/portcullis/portcullis/proxy/approvals"
 )
 
-const approvalsUsage = `Usage:
-  portcullis approvals list    [--status pending|approved|denied|expired|used|all] [--limit N]
-  portcullis approvals approve ID [--comment TEXT]
-  portcullis approvals deny    ID --comment TEXT
+var approvalsUsage = groupUsage("approvals", [][2]string{
+	{"list", "list approvals (pending by default)"},
+	{"approve ID", "approve a pending call; the held call is forwarded"},
+	{"deny ID --comment TEXT", "deny it; the comment reaches the agent"},
+}, approvalsNote)
 
-Common flags: --url (default http://127.0.0.1:8080, env PORTCULLIS_URL) and --token (env
-PORTCULLIS_TOKEN; prefer the environment, flags show up in process lists). The token is an
-approver's JWT, sent as Authorization: Bearer.
-`
+const approvalsNote = `The token is an approver's JWT (--token, or env PORTCULLIS_TOKEN: prefer the
+environment, flags show up in process lists), sent as Authorization: Bearer to the
+gateway's admin API at --url (env PORTCULLIS_URL). The same checks apply as anywhere:
+the approver's role, their org, never their own request. docs/approvals.md has the rules.`
+
+var approvalsAbout = map[string][2]string{
+	"list":    {"[flags]", "List approvals, newest first.\n\n" + approvalsNote},
+	"approve": {"ID [flags]", "Approve a pending call. A call still held is forwarded and returns its result; a\ncaller that stopped waiting repeats the same call to spend the approval.\n\n" + approvalsNote},
+	"deny":    {"ID --comment TEXT [flags]", "Deny a pending call. The comment reaches the agent, and the denial holds for that\nexact call until the approval's expiry.\n\n" + approvalsNote},
+}
 
 // runApprovals acts on approvals through the gateway's admin API, as the approver whose
 // token it is given: the same checks apply as in the console (role, org, not your own).
@@ -37,22 +44,22 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return 2
 	}
 	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("approvals "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, approvalsUsage); fs.PrintDefaults() }
+	fs := commandFlags("approvals "+sub, approvalsAbout[sub][0], approvalsAbout[sub][1], stderr)
 	var (
 		baseURL, token, status, comment string
 		limit                           int
 	)
-	fs.StringVar(&baseURL, "url", approvalsEnv("PORTCULLIS_URL", "http://127.0.0.1:8080"), "gateway base URL")
-	fs.StringVar(&token, "token", os.Getenv("PORTCULLIS_TOKEN"), "approver's bearer token")
+	// The environment is read after parsing, not as the flags' defaults: -h prints
+	// defaults, and these may hold a token.
+	fs.StringVar(&baseURL, "url", "http://127.0.0.1:8080", "gateway base `URL` (env PORTCULLIS_URL)")
+	fs.StringVar(&token, "token", "", "approver's bearer `TOKEN` (env PORTCULLIS_TOKEN, which keeps it out of process lists)")
 	switch sub {
 	case "list":
 		fs.StringVar(&status, "status", "pending", "status to list: pending, approved, denied, expired, used or all")
 		fs.IntVar(&limit, "limit", 100, "most approvals to list (1-1000)")
 	case "approve", "deny":
 		fs.StringVar(&comment, "comment", "", "comment for the requester (required to deny)")
-	case "help", "-h", "--help":
+	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, approvalsUsage)
 		return 0
 	default:
@@ -72,6 +79,12 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		rest = fs.Args()[1:]
 	}
 
+	if v := os.Getenv("PORTCULLIS_URL"); v != "" && !flagGiven(fs, "url") {
+		baseURL = v
+	}
+	if token == "" {
+		token = os.Getenv("PORTCULLIS_TOKEN")
+	}
 	var problems []string
 	var id string
 	switch sub {
@@ -230,9 +243,9 @@ func approvalsLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func approvalsEnv(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+// flagGiven reports whether the command line set flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

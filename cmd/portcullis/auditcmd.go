@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,27 +16,34 @@ import (
 	"github.com/portcullis/portcullis/audit"
 )
 
-var auditUsage = `Usage:
-  portcullis audit verify [--data-dir DIR] [--db PATH] [--key PATH | --pubkey BASE64]
-                          [--archive FILE | --witness LOGFILE]
-  portcullis audit export [--data-dir DIR] [--db PATH] [--format jsonl|csv] [--out FILE]
-                          [--since RFC3339] [--until RFC3339] [--tool T] [--sub S] [--org O] [--decision D]
-                          [--approval-id ID] [--approver SUB] [--request-id ID]
-  portcullis audit tail   [--data-dir DIR] [--db PATH] [-n 20] [--follow] [--interval 1s]
-  portcullis audit prune  --before RFC3339 --archive FILE [--data-dir DIR] [--db PATH] [--key PATH]
+var auditUsage = groupUsage("audit", [][2]string{
+	{"verify", "check the chain: sequence, links, hashes, checkpoint signatures (and a witness log)"},
+	{"export", "write rows as JSON lines or CSV, filtered"},
+	{"tail", "show the newest rows, and follow new ones"},
+	{"prune", "archive, verify, sign, then delete rows older than a time"},
+}, "Every audit command reads the database directly and may run while serve appends.\ndocs/audit.md explains the trail and its tamper model.")
 
-Defaults: --data-dir ./data (env PORTCULLIS_DATA_DIR), --db <data-dir>/audit.db,
---key <data-dir>/audit-signing.key, --format jsonl. The signing key may also come from
-PORTCULLIS_AUDIT_SIGNING_KEY. export's --until must be after --since; --decision is one of
-the values the gateway records:
-` + wrapList(audit.Decisions, "  ", 90) + `
-verify checks with the public key; prefer --pubkey from a copy kept away from the data dir,
-since whoever can rewrite the database may be able to read a key file beside it.
---witness checks the chain also against the checkpoints serve wrote to its JSON log: each
-must verify and the chain must still hold the row it signed (catches newest rows cut off
-together with their checkpoints).
-verify exits 1 on any fault.
-`
+var auditAbout = map[string][2]string{
+	"verify": {"[flags]", `Check the audit trail: sequence, links, hashes and checkpoint signatures, and the
+journal's rows as the chain's continuation. Names the first bad row; exits 1 on any fault.
+
+Prefer --pubkey from a copy kept away from the data dir: whoever can rewrite the
+database may be able to read a key file beside it. --witness also checks the chain
+against the checkpoints serve wrote to its log (<data-dir>/witness.log): each must
+verify and the chain must still hold the row it signed, which catches the newest rows
+cut off together with their checkpoints. The signing key may also come from
+PORTCULLIS_AUDIT_SIGNING_KEY.`},
+	"export": {"[flags]", `Write audit rows, oldest first, as JSON lines (exact values) or CSV (cells that
+would start a spreadsheet formula get a leading '). Includes rows still in the journal.
+--out never overwrites a file, and removes its partial file if the export fails.
+--until must be after --since; --decision is one of the values the gateway records:
+` + wrapList(audit.Decisions, "  ", 90)},
+	"tail": {"[flags]", `Show the newest rows, one a line in columns (time, caller, tool, decision, reason),
+or as JSON lines with --json; --follow keeps printing new ones. Rows written by another
+process may show a few milliseconds late.`},
+	"prune": {"--before TIME --archive FILE [flags]", `Archive the rows older than --before to a new file, verify the archive, sign a prune
+checkpoint, then delete the rows. 'audit verify --archive FILE' checks an archive later.`},
+}
 
 // runAudit verifies, exports, tails and prunes the audit trail. It reads the
 // database directly and can run while a server appends.
@@ -47,47 +53,46 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("audit "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, auditUsage); fs.PrintDefaults() }
+	fs := commandFlags("audit "+sub, auditAbout[sub][0], auditAbout[sub][1], stderr)
 	dataDir := auditDataDir()
 	var (
 		dbPath, keyPath, pubB64, archive, format, out string
 		since, until, before, witnessPath             string
 		f                                             audit.Filter
 		n                                             int
-		follow                                        bool
+		follow, asJSON                                bool
 		interval                                      time.Duration
 	)
-	fs.StringVar(&dataDir, "data-dir", dataDir, "data directory (env PORTCULLIS_DATA_DIR)")
-	fs.StringVar(&dbPath, "db", "", "audit database (default <data-dir>/audit.db)")
+	fs.StringVar(&dataDir, "data-dir", dataDir, "`DIR` holding the audit database and keys (env PORTCULLIS_DATA_DIR)")
+	fs.StringVar(&dbPath, "db", "", "audit database `FILE` (default <data-dir>/audit.db)")
 	switch sub {
 	case "verify":
-		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key file; its public key is used (default <data-dir>/audit-signing.key)")
-		fs.StringVar(&pubB64, "pubkey", "", "checkpoint public key, base64 of 32 bytes (instead of --key)")
-		fs.StringVar(&archive, "archive", "", "verify this prune archive instead of the database")
-		fs.StringVar(&witnessPath, "witness", "", "serve's JSON log: also check the chain against the checkpoints it recorded")
+		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key `FILE`; its public key is used (default <data-dir>/audit-signing.key)")
+		fs.StringVar(&pubB64, "pubkey", "", "checkpoint public key, `BASE64` of 32 bytes (instead of --key)")
+		fs.StringVar(&archive, "archive", "", "verify this prune archive `FILE` instead of the database")
+		fs.StringVar(&witnessPath, "witness", "", "serve's witness log `FILE` (<data-dir>/witness.log) or JSON log: also check the chain against the checkpoints it recorded")
 	case "export":
-		fs.StringVar(&format, "format", "jsonl", "jsonl or csv")
-		fs.StringVar(&since, "since", "", "only rows at or after this RFC 3339 time")
-		fs.StringVar(&until, "until", "", "only rows before this RFC 3339 time")
+		fs.StringVar(&format, "format", "jsonl", "`FORMAT`: jsonl or csv")
+		fs.StringVar(&since, "since", "", "only rows at or after this RFC 3339 `TIME`")
+		fs.StringVar(&until, "until", "", "only rows before this RFC 3339 `TIME`")
 		fs.StringVar(&f.Tool, "tool", "", "only this tool")
 		fs.StringVar(&f.Sub, "sub", "", "only this caller subject")
 		fs.StringVar(&f.Org, "org", "", "only this org")
-		fs.StringVar(&f.Decision, "decision", "", "only this decision: "+auditDecisionList)
+		fs.StringVar(&f.Decision, "decision", "", "only this `DECISION` (the values are listed above)")
 		fs.StringVar(&f.ApprovalID, "approval-id", "", "only rows of this approval")
 		fs.StringVar(&f.Approver, "approver", "", "only rows of approvals this subject decided")
 		fs.StringVar(&f.RequestID, "request-id", "", "only rows of this request")
-		fs.StringVar(&out, "out", "", "write to this new file instead of stdout (- is stdout)")
+		fs.StringVar(&out, "out", "", "write to this new `FILE` instead of stdout (- is stdout)")
 	case "tail":
 		fs.IntVar(&n, "n", 20, "rows to show")
 		fs.BoolVar(&follow, "follow", false, "keep printing new rows")
+		fs.BoolVar(&asJSON, "json", false, "print JSON lines (every field) instead of columns")
 		fs.DurationVar(&interval, "interval", time.Second, "poll interval with --follow (50ms-10s)")
 	case "prune":
-		fs.StringVar(&before, "before", "", "archive and delete rows older than this RFC 3339 time (required)")
-		fs.StringVar(&archive, "archive", "", "new archive file to write (required)")
-		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key file (default <data-dir>/audit-signing.key)")
-	case "help", "-h", "--help":
+		fs.StringVar(&before, "before", "", "archive and delete rows older than this RFC 3339 `TIME` (required)")
+		fs.StringVar(&archive, "archive", "", "new archive `FILE` to write (required)")
+		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key `FILE` (default <data-dir>/audit-signing.key)")
+	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, auditUsage)
 		return 0
 	default:
@@ -152,7 +157,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stdout, "witness: %d logged checkpoints checked\n", len(witness))
 		} else {
 			fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
-				"the newest one left cut off or rewritten, go unseen; check against serve's log with --witness LOGFILE")
+				"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
+				filepath.Join(dataDir, "witness.log"))
 		}
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
@@ -236,7 +242,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return fail(err)
 		}
 		defer rd.Close()
-		if err := rd.Tail(ctx, stdout, n, follow, interval); err != nil {
+		format := "text"
+		if asJSON {
+			format = "jsonl"
+		}
+		if err := rd.Tail(ctx, stdout, format, n, follow, interval); err != nil {
 			return fail(err)
 		}
 		return 0

@@ -194,13 +194,19 @@ func TestAuditExportCmd(t *testing.T) {
 
 func TestAuditTailCmd(t *testing.T) {
 	dir := auditFixture(t)
-	code, out, errOut := runAuditCmd(t, "tail", "--data-dir", dir, "-n", "3")
+	code, out, errOut := runAuditCmd(t, "tail", "--data-dir", dir, "-n", "3", "--json")
 	if code != 0 {
 		t.Fatalf("tail: %s", errOut)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[0], `"seq":38`) || !strings.Contains(lines[2], `"seq":40`) {
-		t.Fatalf("tail -n 3: %q", out)
+		t.Fatalf("tail -n 3 --json: %q", out)
+	}
+	// Without --json: a header and the same three rows in columns.
+	code, out, errOut = runAuditCmd(t, "tail", "--data-dir", dir, "-n", "3")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 4 || lines[0] != audit.TextHeader || !strings.Contains(lines[1], " allow") || strings.Contains(out, "{") {
+		t.Fatalf("tail -n 3: exit %d %q %s", code, out, errOut)
 	}
 	// --follow picks up a row appended while it runs, and stops with ctx.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -208,7 +214,7 @@ func TestAuditTailCmd(t *testing.T) {
 	var buf syncBuffer
 	done := make(chan int)
 	go func() {
-		done <- runAudit(ctx, []string{"tail", "--data-dir", dir, "-n", "0", "--follow", "--interval", "50ms"}, &buf, &buf)
+		done <- runAudit(ctx, []string{"tail", "--data-dir", dir, "-n", "0", "--follow", "--json", "--interval", "50ms"}, &buf, &buf)
 	}()
 	cfg := audit.Config{}
 	cfg.SetDefaults(dir)
@@ -303,16 +309,17 @@ func TestAuditExportRejectsImpossibleFilters(t *testing.T) {
 	}
 }
 
-// The usage shows every flag each subcommand takes and which are optional; a refused
+// Each subcommand's usage shows every flag it takes, with its default; a refused
 // decision lists the values export accepts.
 func TestAuditUsageText(t *testing.T) {
-	for _, want := range []string{"[--data-dir DIR]", "[--format jsonl|csv]", "--format jsonl"} {
-		if !strings.Contains(auditUsage, want) {
-			t.Errorf("usage lacks %s", want)
+	for _, sub := range []string{"verify", "export", "tail", "prune"} {
+		_, _, help := runAuditCmd(t, sub, "-h")
+		if !strings.Contains(help, "Usage: portcullis audit "+sub) || !strings.Contains(help, "--data-dir DIR") || !strings.Contains(help, "--db FILE") {
+			t.Errorf("audit %s -h does not show its usage line, --data-dir and --db:\n%s", sub, help)
 		}
 	}
-	if strings.Count(auditUsage, "[--data-dir DIR]") != 4 {
-		t.Errorf("--data-dir is not shown for every subcommand:\n%s", auditUsage)
+	if _, _, help := runAuditCmd(t, "export", "-h"); !strings.Contains(help, "--format FORMAT") || !strings.Contains(help, `jsonl or csv (default "jsonl")`) {
+		t.Errorf("export -h does not show --format and its default:\n%s", help)
 	}
 	// An unknown decision is refused with every value export accepts.
 	_, _, bad := runAuditCmd(t, "export", "--decision", "maybe")
@@ -327,9 +334,9 @@ func TestAuditUsageText(t *testing.T) {
 	}
 }
 
-// `audit help` lists every --decision value the filters accept, not a sample.
+// `audit export -h` lists every --decision value the filters accept, not a sample.
 func TestAuditHelpListsEveryDecision(t *testing.T) {
-	_, out, errOut := runAuditCmd(t, "help")
+	_, out, errOut := runAuditCmd(t, "export", "-h")
 	help := out + errOut
 	for _, d := range audit.Decisions {
 		if !regexp.MustCompile(`[ ,]` + regexp.QuoteMeta(d) + `(,|\n)`).MatchString(help) {

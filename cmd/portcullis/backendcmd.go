@@ -19,7 +19,9 @@ import (
 // runBackend implements `portcullis backend [serve|keys create|rewrap]`.
 func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sub := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && isHelp(args[0]) {
+		sub = "help"
+	} else if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		sub, args = args[0], args[1:]
 	}
 	switch sub {
@@ -27,12 +29,12 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return backendServe(ctx, args, stdout, stderr)
 	case "keys":
 		if len(args) == 0 || args[0] != "create" {
-			const keysUsage = "usage: portcullis backend keys create --org ORG [--name NAME] [--data-dir DIR]"
-			if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-				fmt.Fprintln(stdout, keysUsage)
+			keysUsage := groupUsage("backend keys", [][2]string{{"create", "create a service key for an org (shown once, stored hashed)"}}, "")
+			if len(args) > 0 && isHelp(args[0]) {
+				fmt.Fprint(stdout, keysUsage)
 				return 0
 			}
-			fmt.Fprintln(stderr, keysUsage)
+			fmt.Fprint(stderr, keysUsage)
 			return 2
 		}
 		return backendKeysCreate(ctx, args[1:], stdout, stderr)
@@ -49,15 +51,25 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) in
 }
 
 func backendUsage(w io.Writer) {
-	fmt.Fprint(w, `usage:
-  portcullis backend [serve] [--listen 127.0.0.1:8081] [--data-dir ./data] [--catalog FILE]
-  portcullis backend keys create --org ORG [--name NAME] [--data-dir ./data]
-  portcullis backend rewrap [--data-dir ./data] [--previous-kek BASE64]...
+	fmt.Fprint(w, groupUsage("backend", [][2]string{
+		{"serve", "run the bundled integrations backend alone (the default: 'portcullis backend' is 'backend serve')"},
+		{"keys create", "create a service key (x-portkey-api-key) for an org"},
+		{"rewrap", "re-wrap every data key with the primary KEK, after a KEK rotation"},
+	}, backendKEKNote))
+}
 
-The primary KEK comes from PORTCULLIS_KEK (base64 of 32 bytes) or <data-dir>/kek.key.
+const backendKEKNote = `The primary KEK comes from PORTCULLIS_KEK (base64 of 32 bytes) or <data-dir>/kek.key.
 To rotate: set the new key as PORTCULLIS_KEK, pass the old one with --previous-kek
-(or PORTCULLIS_PREVIOUS_KEKS, comma-separated) and run rewrap.
-`)
+(or PORTCULLIS_PREVIOUS_KEKS, comma-separated) and run rewrap.`
+
+var backendAbout = map[string]string{
+	"serve": `Run the bundled integrations backend alone. It trusts the identity assertions of a
+proxy sharing its data dir (<data-dir>/identity.secret) and its own service keys.
+` + backendKEKNote,
+	"keys create": `Create a service key for an org. It is printed once, stored only as a hash, and sent
+as the x-portkey-api-key header.`,
+	"rewrap": `Re-wrap every stored data key with the primary KEK, so the previous KEKs can be
+retired. ` + backendKEKNote,
 }
 
 type backendMultiFlag []string
@@ -73,15 +85,15 @@ func backendDataDir() string {
 }
 
 func backendFlags(name string, stderr io.Writer) (*flag.FlagSet, *backend.Config, *backendMultiFlag) {
-	fs := flag.NewFlagSet("portcullis backend "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("backend "+name, "[flags]", backendAbout[name], stderr)
 	cfg := &backend.Config{}
 	prev := &backendMultiFlag{}
-	fs.StringVar(&cfg.DataDir, "data-dir", backendDataDir(), "data directory (env PORTCULLIS_DATA_DIR)")
-	fs.StringVar(&cfg.DBPath, "db", "", "database file (default <data-dir>/backend.db)")
-	fs.StringVar(&cfg.DatabaseURL, "database-url", os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL"),
-		"postgres:// URL to store integrations in PostgreSQL instead of SQLite (env PORTCULLIS_BACKEND_DATABASE_URL)")
-	fs.Var(prev, "previous-kek", "an older KEK (base64) still allowed to unwrap; repeatable")
+	fs.StringVar(&cfg.DataDir, "data-dir", backendDataDir(), "data `DIR` (env PORTCULLIS_DATA_DIR)")
+	fs.StringVar(&cfg.DBPath, "db", "", "SQLite database `FILE` (default <data-dir>/backend.db)")
+	// Not the flag's default: -h prints defaults, and the URL may hold a password.
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "",
+		"postgres:// `URL` to store integrations in PostgreSQL instead of SQLite (env PORTCULLIS_BACKEND_DATABASE_URL)")
+	fs.Var(prev, "previous-kek", "an older KEK (`BASE64`) still allowed to unwrap; repeatable (env PORTCULLIS_PREVIOUS_KEKS, comma-separated)")
 	return fs, cfg, prev
 }
 
@@ -101,11 +113,14 @@ func backendLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandl
 
 func backendServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, cfg, prev := backendFlags("serve", stderr)
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "listen address")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "listen `HOST:PORT`")
 	fs.StringVar(&cfg.CatalogPath, "catalog", "", "provider catalog YAML (default: embedded)")
 	fs.IntVar(&cfg.MaxPerProvider, "max-per-provider", 50, "integrations per provider per org")
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
 	}
 	logger := backendLogger(stderr)
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
@@ -161,6 +176,9 @@ func backendKeysCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
+	}
 	if *org == "" {
 		fmt.Fprintln(stderr, "portcullis backend keys create: --org is required")
 		return 2
@@ -179,6 +197,9 @@ func backendRewrap(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs, cfg, prev := backendFlags("rewrap", stderr)
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
 	}
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
 	n, err := backend.Rewrap(ctx, *cfg, backendLogger(stderr))

@@ -171,3 +171,45 @@ func TestConfigListenAddressesValidated(t *testing.T) {
 		t.Fatalf("serve created %s before refusing its configuration: %v", data, err)
 	}
 }
+
+// A copy of the example with only data_dir changed writes nothing outside the new data
+// dir, and still starts the bundled backend and points both upstreams at it.
+func TestConfigExampleFollowsItsDataDir(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "elsewhere")
+	text := strings.Replace(string(raw), "data_dir: ./data ", "data_dir: "+dir+" ", 1)
+	if text == string(raw) {
+		t.Fatal("docs/config.example.yaml has no top-level `data_dir: ./data` line to change")
+	}
+	path := filepath.Join(t.TempDir(), "copy.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PORTCULLIS_BACKEND_LISTEN", "127.0.0.1:9181")
+	cfg, err := loadConfig(overrides{configPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]string{
+		"audit.path": cfg.Audit.Path, "audit.signing_key_path": cfg.Audit.SigningKeyPath,
+		"audit.hmac_key_path": cfg.Audit.HMACKeyPath, "approvals.db_path": cfg.Approval.DBPath,
+		"proxy.identity.secret_file": cfg.Proxy.Identity.SecretFile, "proxy.identity.key_file": cfg.Proxy.Identity.KeyFile,
+		"backend.data_dir": cfg.Backend.DataDir,
+	} {
+		if rel, err := filepath.Rel(dir, p); err != nil || strings.HasPrefix(rel, "..") {
+			t.Errorf("%s is %q, outside data_dir %s", name, p, dir)
+		}
+	}
+	if !cfg.backendEnabled() {
+		t.Error("the example turns the bundled backend off")
+	}
+	if cfg.Proxy.MCP.Upstream.URL != "http://127.0.0.1:9181/mcp" || cfg.Proxy.REST.Upstream.URL != "http://127.0.0.1:9181" {
+		t.Errorf("upstreams %q and %q do not follow backend.listen", cfg.Proxy.MCP.Upstream.URL, cfg.Proxy.REST.Upstream.URL)
+	}
+	if cfg.Approval.PublicURL != cfg.Proxy.PublicURL || cfg.Proxy.PublicURL != "http://127.0.0.1:8080" {
+		t.Errorf("public urls: proxy %q, approvals %q", cfg.Proxy.PublicURL, cfg.Approval.PublicURL)
+	}
+}

@@ -17,16 +17,20 @@ import (
 
 const usage = `portcullis: an authorization proxy and policy gateway for admin APIs and MCP servers
 
-Usage:
-  portcullis serve      [flags]   run the proxy with the bundled backend (default: SQLite in ./data, example policy, dev keys)
-  portcullis backend    [flags]   run the bundled integrations backend alone; also: backend keys create, backend rewrap
-  portcullis token      [flags]   mint a dev JWT with the dev key serve created in the data dir
-  portcullis policy     test|check|eval   run Rego tests, compile, or evaluate an input
-  portcullis audit      verify|export|tail|prune   work with the audit trail
-  portcullis approvals  list|approve|deny   act on pending approvals through the admin API
-  portcullis bench      [flags]   load benchmark: direct vs plain proxy vs Portcullis
+Usage: portcullis COMMAND [flags]
 
-Run 'portcullis COMMAND -h' for the flags of a command.
+Commands:
+  serve        run the proxy with the bundled backend (default: SQLite in ./data, example policy, dev keys)
+  backend      run the bundled integrations backend alone; backend keys create; backend rewrap
+  token        mint a dev JWT with the dev key serve created in the data dir
+  policy       policy test | check | eval: run Rego tests, compile, or evaluate an input
+  audit        audit verify | export | tail | prune: work with the audit trail
+  approvals    approvals list | approve | deny: act on pending approvals through the admin API
+  bench        load benchmark: direct vs plain proxy vs Portcullis
+  version      print the version, commit and Go version
+  completion   completion bash | zsh | fish: print a shell completion script
+
+Run 'portcullis COMMAND -h' for the flags of a command. Docs: README.md and docs/.
 `
 
 func main() {
@@ -57,6 +61,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runApprovals(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		if len(rest) > 0 && !isHelp(rest[0]) {
+			fmt.Fprintf(stderr, "portcullis version: unexpected argument %q\n", rest[0])
+			return 2
+		}
+		if len(rest) > 0 {
+			fmt.Fprintln(stdout, "Usage: portcullis version\n\nPrints the module version, the commit it was built from and the Go version.")
+			return 0
+		}
+		fmt.Fprint(stdout, versionInfo())
+		return 0
+	case "completion":
+		return runCompletion(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

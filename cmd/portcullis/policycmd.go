@@ -11,24 +11,36 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/portcullis/portcullis"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
-const policyUsage = `Usage:
-  portcullis policy test  [-v] [-allow-network] [PATH]                 run the Rego unit tests (test_* rules)
-  portcullis policy check [-allow-network] [PATH]                      compile only; print the revision
-  portcullis policy eval  [-policy PATH] [-allow-network] -input FILE|-  print the decision for one input
+var policyUsage = groupUsage("policy", [][2]string{
+	{"test [PATH]", "run the Rego unit tests (test_* rules)"},
+	{"check [PATH]", "compile only; print the revision"},
+	{"eval --input FILE|-", "print the decision for one input"},
+}, policyPathNote+"\n\n"+policyExit)
 
-PATH is a .rego file (tests: its NAME_test.rego sibling too) or a directory of .rego and
+const policyPathNote = `PATH is a .rego file (tests: its NAME_test.rego sibling too) or a directory of .rego and
 data.json/data.yaml files. Without PATH: ./policy.example.rego if it exists, else the
-example policy built into this binary.
+example policy built into this binary. docs/policy.md explains input and decision.`
 
-Exit status: 0 success; 1 test failures, compile errors, or a policy error in eval;
-2 usage errors.
-`
+const policyExit = `Exit status: 0 success; 1 test failures, compile errors, or a policy error in eval;
+2 usage errors.`
+
+var policyAbout = map[string][2]string{
+	"test":  {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
+	"check": {"[flags] [PATH]", "Compile the policy and print its revision (the content hash audit rows carry),\nor the compiler's error.\n\n" + policyPathNote + "\n\n" + policyExit},
+	"eval": {"--input FILE|- [flags]", `Evaluate data.portcullis.decision for one input document (the JSON the proxy builds:
+docs/policy.md) and print the decision, durations as the policy wrote them. print()
+output goes to stderr. The input is read as the proxy reads a body: a key given twice,
+or in two cases, is an error, and so is an unknown field.
+
+` + policyExit},
+}
 
 // policyExampleFile is the conventional policy file looked for in the working directory.
 const policyExampleFile = "policy.example.rego"
@@ -39,6 +51,9 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	switch args[0] {
+	case "-help":
+		fmt.Fprint(stdout, policyUsage)
+		return 0
 	case "test":
 		return policyTestCmd(ctx, args[1:], stdout, stderr)
 	case "check":
@@ -55,10 +70,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func policyFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("portcullis policy "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, policyUsage) }
-	return fs
+	return commandFlags("policy "+name, policyAbout[name][0], policyAbout[name][1], stderr)
 }
 
 // policySource picks the policy: an explicit path, ./policy.example.rego, or the
@@ -138,20 +150,20 @@ func policyCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	return 0
 }
 
-// policyDecisionView is the Decision as the CLI prints it: durations in the same
-// notation a policy writes them ("1m0s"), not nanoseconds.
+// policyDecisionView is the Decision as the CLI prints it: durations as the policy wrote
+// them ("60s" stays "60s", 60 seconds stays 60), not re-spelt ("1m0s") or in nanoseconds.
 type policyDecisionView struct {
 	Action    string `json:"action"`
 	Reason    string `json:"reason"`
 	RateLimit *struct {
-		Max           int    `json:"max"`
-		Window        string `json:"window"`
-		Key           string `json:"key,omitempty"`
-		RefundOnError bool   `json:"refund_on_error,omitempty"`
+		Max           int             `json:"max"`
+		Window        json.RawMessage `json:"window"`
+		Key           string          `json:"key,omitempty"`
+		RefundOnError bool            `json:"refund_on_error,omitempty"`
 	} `json:"rate_limit,omitempty"`
 	Approval *struct {
-		Approvers []string `json:"approvers"`
-		TTL       string   `json:"ttl"`
+		Approvers []string        `json:"approvers"`
+		TTL       json.RawMessage `json:"ttl"`
 	} `json:"approval,omitempty"`
 	Revision    string `json:"revision"`
 	PolicyError bool   `json:"policy_error,omitempty"`
@@ -162,19 +174,33 @@ func policyView(d policies.Decision) policyDecisionView {
 	v := policyDecisionView{Action: d.Action, Reason: d.Reason, Revision: d.Revision, PolicyError: d.PolicyError, Error: d.Error}
 	if d.RateLimit != nil {
 		v.RateLimit = &struct {
-			Max           int    `json:"max"`
-			Window        string `json:"window"`
-			Key           string `json:"key,omitempty"`
-			RefundOnError bool   `json:"refund_on_error,omitempty"`
-		}{d.RateLimit.Max, d.RateLimit.Window.String(), d.RateLimit.Key, d.RateLimit.RefundOnError}
+			Max           int             `json:"max"`
+			Window        json.RawMessage `json:"window"`
+			Key           string          `json:"key,omitempty"`
+			RefundOnError bool            `json:"refund_on_error,omitempty"`
+		}{d.RateLimit.Max, durationAsWritten(d.RateLimit.WindowAsWritten, d.RateLimit.Window), d.RateLimit.Key, d.RateLimit.RefundOnError}
 	}
 	if d.Approval != nil {
 		v.Approval = &struct {
-			Approvers []string `json:"approvers"`
-			TTL       string   `json:"ttl"`
-		}{d.Approval.Approvers, d.Approval.TTL.String()}
+			Approvers []string        `json:"approvers"`
+			TTL       json.RawMessage `json:"ttl"`
+		}{d.Approval.Approvers, durationAsWritten(d.Approval.TTLAsWritten, d.Approval.TTL)}
 	}
 	return v
+}
+
+// durationAsWritten is the JSON of a duration as the policy wrote it: a number of seconds
+// stays a number, a string stays that string. Without the text, Go's spelling.
+func durationAsWritten(text string, d time.Duration) json.RawMessage {
+	if text == "" {
+		text = d.String()
+	}
+	var n json.Number
+	if err := json.Unmarshal([]byte(text), &n); err == nil {
+		return json.RawMessage(text)
+	}
+	b, _ := json.Marshal(text)
+	return b
 }
 
 // maxPolicyInput bounds the input document read by eval.
@@ -182,19 +208,19 @@ const maxPolicyInput = 4 << 20
 
 func policyEvalCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := policyFlagSet("eval", stderr)
-	path := fs.String("policy", "", "policy file or directory (default ./policy.example.rego, else the embedded example)")
-	inputPath := fs.String("input", "", "input document as JSON: a file, or - for stdin (required)")
+	path := fs.String("policy", "", "policy file or directory `PATH` (default ./policy.example.rego, else the embedded example)")
+	inputPath := fs.String("input", "", "input document as JSON: a `FILE`, or - for stdin (required)")
 	allowNet := fs.Bool("allow-network", false, "permit http.send and net.lookup_ip_addr")
-	timeout := fs.Duration("timeout", policies.DefaultTimeout, "evaluation deadline (default: serve's)")
+	timeout := fs.Duration("timeout", policies.DefaultTimeout, "evaluation deadline, as serve's policy.timeout")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portcullis policy eval: unexpected argument %q (use -policy PATH)\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "portcullis policy eval: unexpected argument %q (use --policy PATH)\n", fs.Arg(0))
 		return 2
 	}
 	if *inputPath == "" {
-		fmt.Fprintln(stderr, "portcullis policy eval: -input is required (a JSON file, or - for stdin)")
+		fmt.Fprintln(stderr, "portcullis policy eval: --input is required (a JSON file, or - for stdin)")
 		return 2
 	}
 	in, err := readPolicyInput(*inputPath)

@@ -100,8 +100,33 @@ func TestPolicyEvalPrintsDurationsAsPolicyWritesThem(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, stdout)
 	}
-	if got.Action != "rate_limit" || got.RateLimit.Max != 10 || got.RateLimit.Window != "1m0s" {
-		t.Fatalf("decision = %+v, want rate_limit 10 per 1m0s", got)
+	// policy.example.rego writes "window": "60s"; eval must not re-spell it "1m0s".
+	if got.Action != "rate_limit" || got.RateLimit.Max != 10 || got.RateLimit.Window != "60s" {
+		t.Fatalf("decision = %+v, want rate_limit 10 per 60s", got)
+	}
+
+	// A number of seconds stays a number; a ttl string stays as written.
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.rego")
+	if err := os.WriteFile(pol, []byte(`package portcullis
+
+import rego.v1
+
+decision := {"action": "rate_limit", "reason": "r", "rate_limit": {"max": 2, "window": 90}} if input.tool == "a"
+
+decision := {"action": "require_approval", "reason": "r", "approval": {"approvers": ["role:security"], "ttl": "900s"}} if input.tool == "b"
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for tool, want := range map[string]string{"a": `"window": 90`, "b": `"ttl": "900s"`} {
+		in := filepath.Join(dir, tool+".json")
+		if err := os.WriteFile(in, []byte(`{"tool":"`+tool+`","caller":{"sub":"s","org":"acme"}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, stdout, stderr := runPolicyCmd(t, "eval", "--policy", pol, "--input", in)
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("tool %s: exit %d, want %s in:\n%s%s", tool, code, want, stdout, stderr)
+		}
 	}
 }
 

@@ -32,13 +32,13 @@ import (
 
 func serveFlags(fs *flag.FlagSet) *overrides {
 	o := &overrides{}
-	fs.StringVar(&o.configPath, "config", os.Getenv("PORTCULLIS_CONFIG"), "YAML config file (env PORTCULLIS_CONFIG)")
-	fs.StringVar(&o.listen, "listen", "", "proxy listen address (default 127.0.0.1:8080; env PORTCULLIS_LISTEN)")
-	fs.StringVar(&o.backendListen, "backend-listen", "", "bundled backend listen address (default 127.0.0.1:8081; env PORTCULLIS_BACKEND_LISTEN)")
-	fs.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./data; env PORTCULLIS_DATA_DIR)")
-	fs.StringVar(&o.policy, "policy", "", "policy file or directory (default policy.example.rego, else the embedded copy; env PORTCULLIS_POLICY)")
-	fs.StringVar(&o.mcpUpstream, "mcp-upstream", "", "MCP upstream URL (streamable HTTP); default the bundled backend's /mcp")
-	fs.StringVar(&o.restUpstream, "rest-upstream", "", "REST upstream base URL; default the bundled backend")
+	fs.StringVar(&o.configPath, "config", os.Getenv("PORTCULLIS_CONFIG"), "YAML config `FILE` (env PORTCULLIS_CONFIG)")
+	fs.StringVar(&o.listen, "listen", "", "proxy listen `HOST:PORT` (default 127.0.0.1:8080; env PORTCULLIS_LISTEN)")
+	fs.StringVar(&o.backendListen, "backend-listen", "", "bundled backend listen `HOST:PORT` (default 127.0.0.1:8081; env PORTCULLIS_BACKEND_LISTEN)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "data `DIR` (default ./data; env PORTCULLIS_DATA_DIR)")
+	fs.StringVar(&o.policy, "policy", "", "policy file or directory `PATH` (default policy.example.rego, else the embedded copy; env PORTCULLIS_POLICY)")
+	fs.StringVar(&o.mcpUpstream, "mcp-upstream", "", "MCP upstream `URL` (streamable HTTP; default the bundled backend's /mcp; env PORTCULLIS_MCP_UPSTREAM)")
+	fs.StringVar(&o.restUpstream, "rest-upstream", "", "REST upstream base `URL` (default the bundled backend; env PORTCULLIS_REST_UPSTREAM)")
 	return o
 }
 
@@ -71,9 +71,13 @@ func (lw *lockedWriter) Write(p []byte) (int, error) {
 	return lw.w.Write(p)
 }
 
+const serveAbout = `Run the proxy and, unless both upstream URLs are set, the bundled integrations backend.
+Settings come from the config file, then environment variables, then these flags; every
+config key is in docs/configuration.md. With no JWT key configured, serve runs in dev mode
+and prints the 'portcullis token' command that mints tokens it accepts.`
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("serve", "[flags]", serveAbout, stderr)
 	o := serveFlags(fs)
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code

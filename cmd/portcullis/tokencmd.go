@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,8 +20,9 @@ const maxDevTokenTTL = 24 * time.Hour
 // signed with any other key would be refused by that server. The token alone goes to
 // stdout so `$(portcullis token ...)` works; notes go to stderr.
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("token", "--sub SUB [flags]", `Mint a development JWT signed with the dev key 'portcullis serve' created in the data
+dir (it never creates one). The token alone goes to stdout:
+  TOKEN=$(portcullis token --sub agent-1 --org acme --roles agent)`, stderr)
 	var (
 		sub, org, workspace, roles, session string
 		iss, aud, dataDir                   string
@@ -36,13 +36,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&session, "session", "", "session id (sid claim)")
 	fs.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token (at most 24h unless --allow-long-ttl)")
 	fs.BoolVar(&allowLong, "allow-long-ttl", false, "allow --ttl above 24h")
-	fs.StringVar(&dataDir, "data-dir", "", "the server's data directory, holding dev-signing-key.pem (default ./data; env PORTCULLIS_DATA_DIR)")
+	fs.StringVar(&dataDir, "data-dir", "", "the server's data `DIR`, holding dev-signing-key.pem (default ./data; env PORTCULLIS_DATA_DIR)")
 	fs.StringVar(&iss, "iss", authn.DevIssuer, "issuer claim; must match the proxy's auth.issuer")
 	fs.StringVar(&aud, "aud", authn.DevAudience, "audience claim; must match the proxy's auth.audience")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: portcullis token --sub agent-1 --org acme [--workspace ws-1] [--roles agent,operator] [--session s1] [--ttl 1h] [--data-dir ./data] [--iss portcullis-dev --aud portcullis]")
-		fs.PrintDefaults()
-	}
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
