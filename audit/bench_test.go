@@ -21,6 +21,9 @@ func benchAppend(b *testing.B, sync_ string) {
 		par, _ = strconv.Atoi(v)
 	}
 	cfg.CheckpointEvery = 10000
+	if v := os.Getenv("AUDIT_BENCH_CHECKPOINT_INTERVAL"); v != "" {
+		cfg.CheckpointInterval, _ = time.ParseDuration(v)
+	}
 	l := openTest(b, cfg)
 	b.SetParallelism(par)
 	var mu sync.Mutex
