@@ -29,7 +29,7 @@ journal's rows as the chain's continuation. Names the first bad row; exits 1 on 
 
 Prefer --pubkey from a copy kept away from the data dir: whoever can rewrite the
 database may be able to read a key file beside it. --witness also checks the chain
-against the checkpoints serve wrote to its log (<data-dir>/witness.log): each must
+against the checkpoints serve wrote to <data-dir>/witness.log (or to its JSON log): each must
 verify and the chain must still hold the row it signed, which catches the newest rows
 cut off together with their checkpoints. The signing key may also come from
 PORTCULLIS_AUDIT_SIGNING_KEY.`},
