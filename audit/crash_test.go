@@ -198,12 +198,18 @@ func crashChild(dir string) {
 const tailChildEnv = "PORTCULLIS_AUDIT_TAIL_CHILD"
 
 // tailInterval is the checkpoint interval of TestErasedTailAfterKillIsCaughtByWitness's
-// writer, and tailSlack what the test allows a checkpoint to take to be written (tick,
-// store, fsync, witness line) on a busy machine.
-const (
-	tailInterval = 200 * time.Millisecond
-	tailSlack    = 100 * time.Millisecond
-)
+// writer. tailSlack is what the test allows on top: how far the database is behind the
+// journal when a tick comes (a checkpoint covers rows the database holds), plus the
+// checkpoint's commit and witness line. That is milliseconds normally; the race
+// detector slows SQLite about tenfold, and the ingester falls that far behind.
+const tailInterval = 200 * time.Millisecond
+
+func tailSlack() time.Duration {
+	if raceEnabled {
+		return time.Second
+	}
+	return 150 * time.Millisecond
+}
 
 func tailConfig(dir string) Config {
 	// Only timed checkpoints: the window under test is the interval's.
@@ -249,7 +255,7 @@ func TestErasedTailAfterKillIsCaughtByWitness(t *testing.T) {
 	}()
 	var killAt time.Time
 	// Several intervals of steady load, at a random phase of the checkpoint ticker.
-	killAfter := 6*tailInterval + time.Duration(rand.Int64N(int64(tailInterval)))
+	killAfter := 6*tailInterval + tailSlack() + time.Duration(rand.Int64N(int64(tailInterval)))
 	deadline := time.After(20 * time.Second)
 read:
 	for {
@@ -282,12 +288,12 @@ read:
 	// The newest row acknowledged more than an interval (and the slack) before the kill.
 	var old ack
 	for _, a := range acks {
-		if a.at.Before(killAt.Add(-tailInterval-tailSlack)) && a.seq > old.seq {
+		if a.at.Before(killAt.Add(-tailInterval-tailSlack())) && a.seq > old.seq {
 			old = a
 		}
 	}
 	if old.seq == 0 {
-		t.Fatalf("no row acknowledged more than %s before the kill (%d acks)", tailInterval+tailSlack, len(acks))
+		t.Fatalf("no row acknowledged more than %s before the kill (%d acks)", tailInterval+tailSlack(), len(acks))
 	}
 	cfg := tailConfig(dir)
 	pub := pubKey(t, cfg)
@@ -332,8 +338,8 @@ read:
 	}
 }
 
-// tailChild appends from 4 goroutines at a steady pace, printing each acknowledged
-// row's seq and the time Append returned.
+// tailChild appends from 2 goroutines at a steady pace (a busy gateway, not an
+// overload), printing each acknowledged row's seq and the time Append returned.
 func tailChild(dir string) {
 	l, err := Open(context.Background(), tailConfig(dir), nil)
 	if err != nil {
@@ -342,7 +348,7 @@ func tailChild(dir string) {
 	}
 	var mu sync.Mutex
 	w := bufio.NewWriter(os.Stdout)
-	for g := 0; g < 4; g++ {
+	for g := 0; g < 2; g++ {
 		go func() {
 			for i := 0; ; i++ {
 				ev := sampleEvent(i)
@@ -356,7 +362,7 @@ func tailChild(dir string) {
 				fmt.Fprintf(w, "ACK %d %d\n", ev.Seq, now)
 				w.Flush()
 				mu.Unlock()
-				time.Sleep(time.Millisecond)
+				time.Sleep(2 * time.Millisecond)
 			}
 		}()
 	}
