@@ -880,7 +880,7 @@ func (l *Log) ingestLoop() {
 		case <-ticker.C:
 			// Store what the journal holds first: the checkpoint then covers every row
 			// acknowledged before the tick, so none stays unsigned longer than the interval.
-			if l.backlog() > 0 {
+			if l.backlog() > 0 && l.ifail.Load() == nil { // while storing fails, retry paces it
 				l.ingest()
 			}
 			if l.iseq > l.lastCP {
