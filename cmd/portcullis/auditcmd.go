@@ -158,7 +158,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		} else {
 			fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
 				"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
-				filepath.Join(dataDir, "witness.log"))
+				filepath.Join(filepath.Dir(dbPath), "witness.log"))
 		}
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
