@@ -83,6 +83,9 @@ kill $pid; wait $pid 2>/dev/null || true
 # The checkpoints every run logged are a witness the chain must still match.
 cat "$work/serve.log" "$work/serve2.log" "$work/serve3.log" >"$work/witness.log"
 "$bin" audit verify --db "$work/data/audit.db" --key "$work/data/audit-signing.key" --witness "$work/witness.log"
+# serve also wrote them to data/witness.log itself, across the kill -9 and the restarts.
+"$bin" audit verify --db "$work/data/audit.db" --key "$work/data/audit-signing.key" --witness "$work/data/witness.log"
+[ "$(stat -c %a "$work/data/witness.log")" = 600 ] || fail "data/witness.log is not mode 0600"
 "$bin" audit export --db "$work/data/audit.db" --format jsonl --decision allow \
   | grep -o '"request_id":"[^"]*"' | cut -d'"' -f4 | sort -u >"$work/stored"
 missing=$(comm -23 "$work/acked" "$work/stored" | wc -l)

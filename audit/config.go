@@ -44,9 +44,17 @@ type Config struct {
 	SigningKeyPath string `yaml:"signing_key_path"`
 	// CheckpointEvery signs a checkpoint after this many rows. Default 1000.
 	CheckpointEvery int `yaml:"checkpoint_every"`
-	// CheckpointInterval signs a checkpoint at least this often while rows arrive.
-	// Default 10s: rows after the newest checkpoint are chained but not yet signed.
+	// CheckpointInterval signs a checkpoint at least this often while rows arrive
+	// (none while idle). Default 1s. Rows after the newest checkpoint are chained but
+	// not yet signed: after a crash, someone who edits the files before the restart can
+	// remove them undetected, so this is the window of rows a crash leaves exposed.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// WitnessPath is the file every checkpoint is also appended to, as a JSON line
+	// (mode 0600, append-only, fsynced at least once per CheckpointInterval):
+	// `audit verify --witness` checks the database against it. Copy it somewhere the
+	// database's editors cannot reach. Rotated to WitnessPath + ".1" at 64 MiB.
+	// Default <data_dir>/witness.log.
+	WitnessPath string `yaml:"witness_path"`
 	// HMACKeyPath is the redaction HMAC key (mode 0600, generated if absent).
 	// Default <data_dir>/audit-hmac.key.
 	HMACKeyPath string `yaml:"hmac_key_path"`
@@ -90,7 +98,10 @@ func (c *Config) SetDefaults(dataDir string) {
 		c.CheckpointEvery = 1000
 	}
 	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = 10 * time.Second
+		c.CheckpointInterval = time.Second
+	}
+	if c.WitnessPath == "" {
+		c.WitnessPath = filepath.Join(dataDir, "witness.log")
 	}
 	if c.HMACKeyPath == "" {
 		c.HMACKeyPath = filepath.Join(dataDir, "audit-hmac.key")
@@ -136,6 +147,11 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval < time.Millisecond {
 		bad("checkpoint_interval", "must be at least 1ms, got %s", c.CheckpointInterval)
+	}
+	if c.WitnessPath == "" {
+		bad("witness_path", "%s", "is required")
+	} else if c.Path != "" && filepath.Clean(c.WitnessPath) == filepath.Clean(c.Path) {
+		bad("witness_path", "must not be the audit database itself (%s)", c.Path)
 	}
 	if c.MaxSizeBytes < 0 || (c.MaxSizeBytes > 0 && c.MaxSizeBytes < 256*1024) {
 		bad("max_size_bytes", "must be 0 (no cap) or at least 262144 (256 KiB), got %d", c.MaxSizeBytes)

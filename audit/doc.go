@@ -67,8 +67,10 @@
 // # Checkpoints
 //
 // The ingester signs a checkpoint every CheckpointEvery rows, every
-// CheckpointInterval, on Open (covering any unsigned tail left by a crash, after
-// re-verifying it) and on Close, always over rows SQLite holds. A checkpoint signs,
+// CheckpointInterval while rows arrive (after storing what the journal holds, so it
+// covers every row acknowledged before the tick), on Open (covering any unsigned
+// tail left by a crash, after re-verifying it) and on Close, always over rows SQLite
+// holds. A checkpoint signs,
 // with Ed25519,
 //
 //	"portcullis-audit-checkpoint-v2" str(log_id) str(kind) u64(seq) str(head_hash) u64(ts)
@@ -79,8 +81,10 @@
 // (v1: the same message without str(log_id), under "portcullis-audit-checkpoint-v1")
 // still verify. The private key lives in a
 // file outside the database (or PORTCULLIS_AUDIT_SIGNING_KEY), so an attacker who
-// can rewrite the database can recompute the chain but not the signatures. Each
-// checkpoint is also written to the log, a second witness outside the database.
+// can rewrite the database can recompute the chain but not the signatures. Once its
+// commit is fsynced, each checkpoint is also appended to the witness file
+// (Config.WitnessPath, witness.go) and written to the log: witnesses outside the
+// database.
 //
 // # Verification and pruning
 //
@@ -89,7 +93,10 @@
 // not match. Rows written after the newest checkpoint are reported as an unsigned
 // tail (a crash can leave one), not as a fault; a database with rows and no
 // checkpoint at all is a fault. Truncating rows after the newest checkpoint cannot
-// be detected from the database alone: compare with the checkpoints in the log.
+// be detected from the database alone: compare with the witness file. What a witness
+// cannot show is the rows after its newest checkpoint: after a crash, those
+// acknowledged in the last CheckpointInterval (plus however far SQLite was behind the
+// journal) can be removed before the restart undetected.
 //
 // Prune archives rows older than a cut-off to a JSON-lines file, verifies the file,
 // and only then, in one transaction, records a signed "prune" checkpoint (the

@@ -98,12 +98,14 @@ type Log struct {
 	lastCPTime    time.Time
 	lookupThrough int64                      // rows up to this seq are in audit_lookup
 	lookupWarned  time.Time                  // last lookup-index failure logged (at most one a minute)
+	wfile         *witnessFile               // Config.WitnessPath
+	witnessWarned time.Time                  // last witness-file failure logged
 	failWarned    time.Time                  // last storing failure logged
 	inserts       [insertChunk + 1]*sql.Stmt // by rows per statement, prepared lazily
 	args          []any
 
-	lost, appended, batches, checkpoints atomic.Uint64
-	appendLatency, batchSize             prometheus.Histogram
+	lost, appended, batches, checkpoints, witnessErrors atomic.Uint64
+	appendLatency, batchSize                            prometheus.Histogram
 }
 
 // Open opens (creating if needed) the audit database, resumes the chain after
@@ -163,10 +165,22 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 		}),
 	}
 	l.asyncTimer.Stop()
+	// Opened under the lock: this log is the file's only writer.
+	wf, warn, err := openWitnessFile(cfg.WitnessPath, cfg.CheckpointInterval)
+	if err != nil {
+		wdb.Close()
+		lock.Close()
+		return nil, err
+	}
+	if warn != "" {
+		logger.Warn("audit: " + warn)
+	}
+	l.wfile = wf
 	if err := l.start(ctx); err != nil {
 		if l.j != nil {
 			l.j.close()
 		}
+		wf.close()
 		wdb.Close()
 		lock.Close()
 		return nil, err
@@ -231,9 +245,14 @@ func (l *Log) start(ctx context.Context) error {
 		return err
 	}
 	l.reader = rd
-	// On the witness's logger: the log id it names is what witness lines are checked against.
+	// On the witness's logger and file: the log id it names is what witness lines are
+	// checked against.
+	keyID := KeyID(l.key.Public().(ed25519.PublicKey))
 	l.witness().Info("audit: log open", "path", l.cfg.Path, "log_id", l.logID, "seq", l.seq, "mode", l.cfg.Mode,
-		"synchronous", l.cfg.Synchronous, "key_id", KeyID(l.key.Public().(ed25519.PublicKey)))
+		"synchronous", l.cfg.Synchronous, "key_id", keyID, "witness_path", l.cfg.WitnessPath)
+	if err := l.wfile.opened(time.Now(), l.cfg.Path, l.logID, keyID, l.seq); err != nil {
+		l.witnessFailed(err)
+	}
 	return nil
 }
 
@@ -859,8 +878,16 @@ func (l *Log) ingestLoop() {
 			retryArmed = false
 			l.ingest()
 		case <-ticker.C:
+			// Store what the journal holds first: the checkpoint then covers every row
+			// acknowledged before the tick, so none stays unsigned longer than the interval.
+			if l.backlog() > 0 && l.ifail.Load() == nil { // while storing fails, retry paces it
+				l.ingest()
+			}
 			if l.iseq > l.lastCP {
 				l.checkpointLogged(CheckpointPeriodic)
+			}
+			if err := l.wfile.syncIfDirty(); err != nil {
+				l.witnessFailed(err)
 			}
 		case <-lookups.C:
 			l.indexLookups()
@@ -1045,7 +1072,7 @@ func (l *Log) checkpointLogged(kind string) {
 }
 
 // writeCheckpoint signs the head of the rows in SQLite and stores it; it also goes
-// to the log, a witness outside the database.
+// to the witness file and the log, witnesses outside the database.
 func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	now := time.Now()
 	c := signCheckpoint(l.key, l.logID, kind, l.iseq, l.ihead, now)
@@ -1054,10 +1081,25 @@ func (l *Log) writeCheckpoint(ctx context.Context, kind string) error {
 	}
 	l.lastCP, l.lastCPTime = c.Seq, now
 	l.checkpoints.Add(1)
+	// After the commit: a witness never names a checkpoint the database lost.
+	if err := l.wfile.checkpoint(now, &c); err != nil {
+		l.witnessFailed(err)
+	}
 	l.witness().Info("audit checkpoint", "kind", c.Kind, "seq", c.Seq,
 		"head_hash", hex.EncodeToString(c.Head), "ts", c.TS, "key_id", c.KeyID, "log_id", c.LogID,
 		"signature", base64.StdEncoding.EncodeToString(c.Signature))
 	return nil
+}
+
+// witnessFailed counts a failed write to the witness file and logs it at most once a
+// minute. The checkpoint stands (it is in the database and the log); the file misses
+// a line, which only narrows what it can witness.
+func (l *Log) witnessFailed(err error) {
+	l.witnessErrors.Add(1)
+	if time.Since(l.witnessWarned) > time.Minute {
+		l.witnessWarned = time.Now()
+		l.logger.Error("audit: witness file not written", "path", l.cfg.WitnessPath, "err", err)
+	}
 }
 
 // witness is the logger for checkpoint lines: Config.Witness, else the log's logger.
@@ -1125,7 +1167,7 @@ func (l *Log) Close() error {
 	} else {
 		errs = append(errs, l.j.dropOld(), l.j.reset())
 	}
-	errs = append(errs, l.j.close())
+	errs = append(errs, l.j.close(), l.wfile.close())
 	for _, st := range l.inserts {
 		if st != nil {
 			errs = append(errs, st.Close())
@@ -1186,6 +1228,7 @@ func (l *Log) Collectors() []prometheus.Collector {
 		counter("portcullis_audit_batches_total", "Group-commit transactions.", &l.batches),
 		counter("portcullis_audit_rows_lost_total", "Audit rows that could not be stored.", &l.lost),
 		counter("portcullis_audit_checkpoints_total", "Signed checkpoints written.", &l.checkpoints),
+		counter("portcullis_audit_witness_errors_total", "Checkpoint lines the witness file could not take.", &l.witnessErrors),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portcullis_audit_queue_depth",
 			Help: "Rows waiting for the writer."}, func() float64 { return float64(len(l.queue)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portcullis_audit_store_backlog",

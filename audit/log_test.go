@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +28,7 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 	}
 	for _, field := range []string{"audit.path", "audit.synchronous", "audit.linger", "audit.max_batch",
 		"audit.queue_size", "audit.mode", "audit.signing_key_path", "audit.hmac_key_path",
-		"audit.checkpoint_every", "audit.checkpoint_interval", "audit.max_size_bytes"} {
+		"audit.checkpoint_every", "audit.checkpoint_interval", "audit.max_size_bytes", "audit.witness_path"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("error does not name %s: %v", field, err)
 		}
@@ -38,7 +39,8 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	if good.Linger != time.Millisecond || good.MaxBatch != 512 || good.Mode != ModeFailClosed ||
-		good.Synchronous != "NORMAL" || good.CheckpointEvery != 1000 {
+		good.Synchronous != "NORMAL" || good.CheckpointEvery != 1000 || good.CheckpointInterval != time.Second ||
+		good.WitnessPath != filepath.Join(filepath.Dir(good.Path), "witness.log") {
 		t.Fatalf("unexpected defaults: %+v", good)
 	}
 }
@@ -518,7 +520,7 @@ func TestCanaryNeverStoredOrLogged(t *testing.T) {
 func TestCollectors(t *testing.T) {
 	l := openTest(t, testConfig(t))
 	appendN(t, l, 3)
-	if n := len(l.Collectors()); n != 8 {
+	if n := len(l.Collectors()); n != 9 {
 		t.Fatalf("got %d collectors", n)
 	}
 	if l.appended.Load() != 3 || l.batches.Load() == 0 {

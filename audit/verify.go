@@ -129,16 +129,27 @@ type Witnessed struct {
 	Line int
 }
 
-// ReadWitness reads the checkpoints a server wrote to its JSON log ("audit
-// checkpoint" entries; other lines are skipped). An entry that names a checkpoint
-// but cannot be read is an error: a witness is evidence, not a best effort.
+// ReadWitness reads the checkpoints a server wrote to its witness file
+// (<data_dir>/witness.log) or to its JSON log ("audit checkpoint" entries; other
+// lines are skipped). An entry that names a checkpoint but cannot be read is an
+// error: a witness is evidence, not a best effort. The one exception is a last line
+// with no newline that is not JSON: a write cut short by a crash.
 func ReadWitness(r io.Reader) ([]Witnessed, error) {
 	var out []Witnessed
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for line := 1; sc.Scan(); line++ {
-		b := sc.Bytes()
-		if !bytes.Contains(b, []byte(`"audit checkpoint"`)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for line := 1; ; line++ {
+		b, err := readLine(br, 4<<20)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("audit: reading witness: %w", err)
+		}
+		if len(b) == 0 && errors.Is(err, io.EOF) {
+			break
+		}
+		torn := errors.Is(err, io.EOF) // the last line, with no newline
+		if !bytes.Contains(b, []byte(`"audit checkpoint"`)) || (torn && !json.Valid(b)) {
+			if torn {
+				break
+			}
 			continue
 		}
 		var e struct {
@@ -164,11 +175,34 @@ func ReadWitness(r io.Reader) ([]Witnessed, error) {
 		}
 		out = append(out, Witnessed{Line: line, checkpoint: checkpoint{
 			Kind: e.Kind, Seq: e.Seq, Head: head, TS: e.TS, KeyID: e.KeyID, Signature: sig, LogID: e.LogID}})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("audit: reading witness: %w", err)
+		if torn {
+			break
+		}
 	}
 	return out, nil
+}
+
+// readLine returns the next line without its newline; io.EOF comes with the last
+// line when it has no newline (or with nothing at the end).
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var long []byte
+	for {
+		b, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if len(long)+len(b) > limit {
+				return nil, fmt.Errorf("a line is longer than %d bytes", limit)
+			}
+			long = append(long, b...)
+			continue
+		}
+		if long != nil {
+			b = append(long, b...)
+		}
+		if err != nil {
+			return b, err
+		}
+		return b[:len(b)-1], nil
+	}
 }
 
 // checkWitness compares the chain with the witnessed checkpoints. Those at or

@@ -29,7 +29,7 @@ journal's rows as the chain's continuation. Names the first bad row; exits 1 on 
 
 Prefer --pubkey from a copy kept away from the data dir: whoever can rewrite the
 database may be able to read a key file beside it. --witness also checks the chain
-against the checkpoints serve wrote to its log (<data-dir>/witness.log): each must
+against the checkpoints serve wrote to <data-dir>/witness.log (or to its JSON log): each must
 verify and the chain must still hold the row it signed, which catches the newest rows
 cut off together with their checkpoints. The signing key may also come from
 PORTCULLIS_AUDIT_SIGNING_KEY.`},
@@ -158,7 +158,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		} else {
 			fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
 				"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
-				filepath.Join(dataDir, "witness.log"))
+				filepath.Join(filepath.Dir(dbPath), "witness.log"))
 		}
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)

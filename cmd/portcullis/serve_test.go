@@ -436,6 +436,34 @@ func TestWarnLogLevelKeepsTheWitness(t *testing.T) {
 	}
 }
 
+// serve writes its checkpoints to <data_dir>/witness.log itself (0600), and
+// `audit verify --witness` reads that file while serve runs: no log redirection needed.
+func TestServeWritesWitnessFile(t *testing.T) {
+	url, dir, logs := startServe(t)
+	resp, err := http.Post(url+"/mcp", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // 401: an auth_failed row, signed at once as the log's first
+	path := filepath.Join(dir, "witness.log")
+	var raw []byte
+	for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(raw, []byte(`"msg":"audit checkpoint"`)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint in %s: %q\nlog:\n%s", path, raw, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		raw, _ = os.ReadFile(path)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("witness file: %v %v, want mode 0600", st.Mode().Perm(), err)
+	}
+	var out, errb bytes.Buffer
+	if code := runAudit(context.Background(), []string{"verify", "--data-dir", dir, "--witness", path}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "logged checkpoints checked") {
+		t.Fatalf("verify --witness %s: exit %d\n%s%s", path, code, out.String(), errb.String())
+	}
+}
+
 // The example policy keeps an agent in its workspace on every route that creates an
 // integration: /ai/llm spells the field workspaceId, and the route table hands it to
 // policy as workspace_id, so the same rule refuses it.

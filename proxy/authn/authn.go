@@ -189,8 +189,12 @@ func (a *Authenticator) Authenticate(header string) (*Identity, error) {
 		}
 	}
 	if a.cache != nil && now.Before(id.Expires) {
-		until := min(id.Expires.UnixNano(), now.Add(a.cfg.CacheTTL).UnixNano())
-		a.cache.put(key, id, until, now.UnixNano())
+		// Compared as times: UnixNano of an exp past 2262 overflows.
+		until := now.Add(a.cfg.CacheTTL)
+		if id.Expires.Before(until) {
+			until = id.Expires
+		}
+		a.cache.put(key, id, until.UnixNano(), now.UnixNano())
 	}
 	return id, nil
 }
@@ -240,6 +244,14 @@ func (a *Authenticator) verify(tok string) (*Identity, error) {
 	_, err := a.parser.ParseWithClaims(tok, claims, func(t *jwt.Token) (any, error) {
 		return a.keyFor(t, h)
 	})
+	if err == nil || errors.Is(err, jwt.ErrTokenInvalidClaims) {
+		// The signature held (jwt checks dates only after it). A date beyond what the
+		// parser can represent overflows when converted: nbf 1e19 became a date in the
+		// past and passed. Refuse it for what it is, before any date comparison counts.
+		if e := checkDateClaims(claims); e != nil {
+			return nil, e
+		}
+	}
 	if err != nil {
 		return nil, a.mapParseError(err, claims)
 	}

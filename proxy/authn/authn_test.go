@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -77,6 +78,21 @@ func TestStrictJWT(t *testing.T) {
 		{note: "expired beyond leeway", tok: es(nil, with(good, "exp", t0.Add(-31*time.Second).Unix())), desc: descExpired},
 		{note: "nbf in the future", tok: es(nil, with(good, "nbf", t0.Add(time.Minute).Unix())), desc: descNotYetValid},
 		{note: "iat in the future", tok: es(nil, with(good, "iat", t0.Add(time.Minute).Unix())), desc: descIssuedFuture},
+		// Dates past what a time can hold overflowed when converted: nbf 1e19 landed in the
+		// past and was accepted while 1e18 was refused as "not valid yet".
+		{note: "nbf 1e19 (past int64 seconds)", tok: es(nil, with(good, "nbf", 1e19)), desc: descDateRange},
+		{note: "nbf 1e18", tok: es(nil, with(good, "nbf", 1e18)), desc: descDateRange},
+		{note: "nbf int64 max", tok: es(nil, with(good, "nbf", json.RawMessage("9223372036854775807"))), desc: descDateRange},
+		{note: "nbf 2^64", tok: es(nil, with(good, "nbf", json.RawMessage("18446744073709551616"))), desc: descDateRange},
+		{note: "nbf negative", tok: es(nil, with(good, "nbf", -1)), desc: descDateRange},
+		{note: "nbf 1e400 (not a number a decoder can hold)", tok: es(nil, with(good, "nbf", json.RawMessage("1e400"))), desc: descMalformed},
+		{note: "exp 1e19", tok: es(nil, with(good, "exp", 1e19)), desc: descDateRange},
+		{note: "exp in year 10000", tok: es(nil, with(good, "exp", maxNumericDate+1)), desc: descDateRange},
+		{note: "exp negative", tok: es(nil, with(good, "exp", -1e19)), desc: descDateRange},
+		{note: "iat 1e19", tok: es(nil, with(good, "iat", 1e19)), desc: descDateRange},
+		{note: "iat negative", tok: es(nil, with(good, "iat", -0.5)), desc: descDateRange},
+		{note: "out-of-range date behind a bad signature is a signature failure", tok: sign(t, jwt.SigningMethodES256, k.attacker,
+			map[string]any{"kid": ecKid}, with(good, "nbf", 1e19)), desc: descSignature},
 		{note: "wrong aud", tok: es(nil, with(good, "aud", "someone-else")), desc: descAudience},
 		{note: "wrong aud in a list", tok: es(nil, with(good, "aud", []any{"a", "b"})), desc: descAudience},
 		{note: "missing aud", tok: es(nil, with(good, "aud", nil)), desc: descNoAud},
@@ -155,6 +171,8 @@ func TestStrictJWT(t *testing.T) {
 		"valid ES256":              valid,
 		"expired within leeway":    es(nil, with(good, "exp", t0.Add(-10*time.Second).Unix())),
 		"nbf within leeway":        es(nil, with(good, "nbf", t0.Add(10*time.Second).Unix())),
+		"nbf with a fraction":      es(nil, with(good, "nbf", float64(t0.Unix())-0.5)),
+		"exp at the end of 9999":   es(nil, with(good, "exp", maxNumericDate)),
 		"typ at+jwt":               es(map[string]any{"typ": "at+jwt"}, good),
 		"aud list containing ours": es(nil, with(good, "aud", []any{"x", testAudience})),
 		"kid with slash and colon": sign(t, jwt.SigningMethodES256, k.ec, map[string]any{"kid": "arn:aws:kms/abc"}, good),

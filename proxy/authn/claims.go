@@ -1,6 +1,8 @@
 package authn
 
 import (
+	"encoding/json"
+	"math"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -8,6 +10,37 @@ import (
 )
 
 const maxRoles = 256
+
+// maxNumericDate is 9999-12-31T23:59:59Z in seconds: the latest exp, nbf or iat taken.
+// Beyond it a date means nothing, and past about 9.2e18 (int64 seconds) the conversion
+// to a time overflows.
+const maxNumericDate = 253402300799
+
+// dateClaims are the registered claims that hold a NumericDate (RFC 7519 section 2).
+var dateClaims = [...]string{"exp", "nbf", "iat"}
+
+// checkDateClaims refuses a numeric exp, nbf or iat that is negative, not finite or past
+// maxNumericDate. Other types are left to the parser, which refuses them.
+func checkDateClaims(claims jwt.MapClaims) *Error {
+	for _, name := range dateClaims {
+		var f float64
+		switch v := claims[name].(type) {
+		case float64:
+			f = v
+		case json.Number:
+			var err error
+			if f, err = v.Float64(); err != nil {
+				return tokenErr(descDateRange, nil)
+			}
+		default:
+			continue
+		}
+		if math.IsNaN(f) || f < 0 || f > maxNumericDate {
+			return tokenErr(descDateRange, nil)
+		}
+	}
+	return nil
+}
 
 // mapIdentity turns verified claims into an Identity. The claims map was freshly decoded
 // for this token, so the Caller owns it; nothing else holds a reference.

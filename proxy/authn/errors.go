@@ -123,6 +123,7 @@ const (
 	descNotYetValid     = "token is not valid yet"
 	descIssuedFuture    = "token was issued in the future"
 	descNoExp           = "token has no exp claim"
+	descDateRange       = "token has an exp, nbf or iat claim out of range (negative or after year 9999)"
 	descTooLong         = "token lifetime (exp - iat) exceeds the configured maximum"
 	descDuplicateClaim  = "token claims are ambiguous (a name given twice at some depth, or names differing only in case)"
 	descNoAud           = "token has no aud claim"

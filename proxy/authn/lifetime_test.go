@@ -49,6 +49,23 @@ func TestCacheEntriesLiveAtMostCacheTTL(t *testing.T) {
 	}
 }
 
+// A token whose exp lies past 2262 (where nanoseconds since 1970 overflow int64) is
+// cached for CacheTTL like any other, not dropped or kept by an overflowed expiry.
+func TestFarFutureExpIsCachedForCacheTTL(t *testing.T) {
+	a := newAuth(t, func(c *Config) { c.CacheTTL = 5 * time.Minute })
+	tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), nil, with(baseClaims(), "exp", maxNumericDate))
+	if _, err := a.Authenticate("Bearer " + tok); err != nil {
+		t.Fatal(err)
+	}
+	key := hashToken(tok)
+	if a.cache.get(key, t0.Add(4*time.Minute).UnixNano()) == nil {
+		t.Fatal("a token expiring in 9999 is not served from the cache within CacheTTL")
+	}
+	if a.cache.get(key, t0.Add(6*time.Minute).UnixNano()) != nil {
+		t.Fatal("served from the cache past CacheTTL")
+	}
+}
+
 // MaxTokenLifetime refuses a token that lives longer than allowed, from its iat (or from
 // now without one); tokens within it pass.
 func TestMaxTokenLifetime(t *testing.T) {
