@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -121,7 +122,14 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	deps := console.Deps{Logger: log, Auth: auth, Approvals: st.approvals, Audit: st.audit, Policy: st.engine,
-		Input: proxy.NewInputRebuilder(cfg).Input}
+		Input: proxy.NewInputRebuilder(cfg).Input,
+		Verify: func(ctx context.Context) (audit.Report, error) {
+			key, err := audit.LoadSigningKey(acfg.SigningKeyPath)
+			if err != nil {
+				return audit.Report{}, err
+			}
+			return audit.Verify(ctx, acfg.Path, key.Public().(ed25519.PublicKey))
+		}}
 	if o.deps != nil {
 		o.deps(&deps)
 	}
@@ -259,3 +267,13 @@ func (c *client) do(method, path, body, origin string) (int, string) {
 func (c *client) get(path string) (int, string) { return c.do("GET", path, "", "") }
 
 func (c *client) post(path, body string) (int, string) { return c.do("POST", path, body, c.st.url) }
+
+// mustQuery reads the newest rows of the trail, every org.
+func mustQuery(t testing.TB, st *stack) []audit.Event {
+	t.Helper()
+	p, err := st.audit.Query(context.Background(), audit.Filter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Events
+}

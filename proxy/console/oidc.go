@@ -53,7 +53,7 @@ func (c *Console) oidcLogin(ctx *fiber.Ctx) error {
 	}
 	state, binding := randomToken(), randomToken()
 	p := &pendingLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken(), binding: sha256.Sum256([]byte(binding)),
-		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(ctx.Query("return_to"))}
+		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(strings.Clone(ctx.Query("return_to")))}
 	c.logins.put(state, p)
 	ctx.Cookie(&fiber.Cookie{Name: loginCookie, Value: binding, Path: Prefix + "/auth", MaxAge: int(loginTTL.Seconds()),
 		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode})
