@@ -49,16 +49,29 @@ func browser(t *testing.T) context.Context {
 	if path == "" {
 		t.Skip("no Chromium found: the console's browser tests need one (apt-get install -y chromium, or set PORTCULLIS_CHROMIUM)")
 	}
+	// Not t.TempDir: Chromium's helpers may still be writing as the test ends, and a
+	// profile that cannot be removed at once must not fail the test.
+	profile, err := os.MkdirTemp("", "portcullis-console-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("no-default-browser-check", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000),
+		chromedp.UserDataDir(profile), chromedp.WindowSize(1280, 1000),
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	ctx, cancelC := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
+	t.Cleanup(func() {
+		cancelC()
+		cancelB()
+		cancelA()
+		for i := 0; i < 20 && os.RemoveAll(profile) != nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	if err := chromedp.Run(ctx); err != nil {
 		t.Fatalf("starting %s: %v", path, err)
 	}
@@ -84,10 +97,10 @@ func screenshotDir(t *testing.T) string {
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	var buf []byte
-	if err := chromedp.Run(ctx, chromedp.Sleep(150*time.Millisecond), chromedp.FullScreenshot(&buf, 80)); err != nil {
+	if err := chromedp.Run(ctx, chromedp.Sleep(150*time.Millisecond), chromedp.FullScreenshot(&buf, 100)); err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	if err := os.WriteFile(filepath.Join(screenshotDir(t), name+".jpg"), buf, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(screenshotDir(t), name+".png"), buf, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
