@@ -4,6 +4,15 @@ import { flash, onAuthError } from './app.js';
 
 const POLL_MS = 2000;
 
+function setBadge(n) {
+  const badge = document.getElementById('pending-badge');
+  badge.hidden = !n; badge.textContent = String(n);
+}
+
+export async function refreshBadge() {
+  try { setBadge((await api('GET', '/api/approvals?status=pending')).data.length); } catch (_) { /* the page shows errors */ }
+}
+
 // approvalsView is the inbox (pending, live by polling) and the decided list; with an
 // id it is that approval's own page (the webhook's deep link).
 export function approvalsView(main, id) {
@@ -37,8 +46,7 @@ export function approvalsView(main, id) {
       render(rows);
       const pend = rows.filter(r => r.status === 'pending').length;
       status.textContent = id ? '' : (tab === 'pending' ? (pend ? pend + ' waiting for a decision' : 'Nothing is waiting for a decision.') : rows.length + ' decided or expired') + ' · updated ' + new Date().toLocaleTimeString(undefined, { hour12: false });
-      const badge = document.getElementById('pending-badge');
-      if (!id && tab === 'pending') { badge.hidden = pend === 0; badge.textContent = String(pend); }
+      if (!id && tab === 'pending') setBadge(pend); else refreshBadge();
     } catch (e) {
       if (onAuthError(e)) return;
       status.textContent = '';
@@ -94,7 +102,9 @@ function card(a, refresh) {
       h('dt', null, 'approvers'), h('dd', null, (a.approvers && a.approvers.length) ? a.approvers.join(', ') : 'approver role'),
       h('dt', null, 'requested'), h('dd', null, fmtTime(a.created_at) + ' (' + ago(a.created_at) + ')'),
       a.status === 'pending' ? [h('dt', null, 'expiry'), h('dd', { 'data-expires': a.expires_at }, 'expires ' + ago(a.expires_at))]
-        : [h('dt', null, 'expired at'), h('dd', null, fmtTime(a.expires_at))],
+        : a.status === 'expired' ? [h('dt', null, 'expired at'), h('dd', null, fmtTime(a.expires_at))]
+          : a.status === 'approved' ? [h('dt', null, 'valid until'), h('dd', null, fmtTime(a.expires_at))] : null,
+      a.used_at ? [h('dt', null, 'used by the agent'), h('dd', null, fmtTime(a.used_at))] : null,
       a.decided_by ? [h('dt', null, 'decided by'), h('dd', { class: 'decided-by' }, a.decided_by + ' at ' + fmtTime(a.decided_at))] : null,
       a.comment ? [h('dt', null, 'comment'), h('dd', { class: 'comment' }, a.comment)] : null,
       h('dt', null, 'arguments'), h('dd', { class: 'arguments' }, tree(args))));

@@ -1,4 +1,4 @@
-import { h, clear, tree, pill, fmtTime } from './dom.js';
+import { h, append, clear, tree, pill, fmtTime } from './dom.js';
 import { api } from './api.js';
 import { onAuthError, navigate } from './app.js';
 
@@ -112,13 +112,13 @@ async function loadVerify(box, fresh) {
     const rep = r.report;
     const again = h('button', { type: 'button' }, 'Verify now');
     again.addEventListener('click', () => loadVerify(box, true));
-    box.append(h('div', { class: 'row' },
+    append(box, [h('div', { class: 'row' },
       h('strong', { class: rep.ok ? 'ok' : 'err', id: 'verify-status' }, rep.ok ? '✓ Chain verifies' : '✗ Chain verification FAILED'),
       h('span', { class: 'muted' }, rep.rows + ' rows, seq ' + rep.first_seq + '–' + rep.last_seq + ', ' + rep.checkpoints +
         ' signed checkpoints, ' + rep.unsigned_tail + ' rows after the last checkpoint'),
       h('span', { class: 'muted' }, 'checked ' + fmtTime(r.checked_at)), again),
       (rep.problems || []).map(p => h('p', { class: 'err' }, p)),
-      (rep.warnings || []).map(p => h('p', { class: 'muted' }, p)));
+      (rep.warnings || []).map(p => h('p', { class: 'muted' }, p))]);
   } catch (e) {
     if (onAuthError(e)) return;
     clear(box).append(h('span', { class: 'err' }, e.message));

@@ -35,7 +35,7 @@ export function bars(items, opts = {}) {
   const W = 420, row = 24, L = opts.labelWidth || 170;
   const H = Math.max(row, items.length * row) + 4;
   const max = Math.max(1, ...items.map(i => i.value));
-  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', class: 'chart', role: 'img', 'aria-label': opts.label || 'chart' });
+  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', class: 'chart bars', role: 'img', 'aria-label': opts.label || 'chart' });
   if (!items.length) { svg.append(s('text', { x: 4, y: 16 }, opts.empty || 'nothing yet')); return svg; }
   items.forEach((it, i) => {
     const y = i * row + 2;

@@ -1,4 +1,4 @@
-import { h, clear, fmtTime, pill, tree } from './dom.js';
+import { h, append, clear, fmtTime, pill, tree, dur } from './dom.js';
 import { api } from './api.js';
 import { onAuthError } from './app.js';
 import { bars, COLORS } from './charts.js';
@@ -38,14 +38,14 @@ export function policyView(main, params) {
     try {
       const d = (await api('GET', '/api/policy')).data;
       const st = d.status;
-      clear(status).append(h('dl', { class: 'kv' },
+      append(clear(status), [h('dl', { class: 'kv' },
         h('dt', null, 'live revision'), h('dd', { class: 'mono', id: 'live-revision' }, st.revision),
         h('dt', null, 'loaded'), h('dd', null, fmtTime(st.loaded_at)),
         h('dt', null, 'refused reloads'), h('dd', null, String(st.reload_failures)),
         st.shadow_revision ? [h('dt', null, 'shadow revision'), h('dd', { class: 'mono' }, st.shadow_revision)] : null),
         st.last_refused ? h('div', { id: 'last-refused' }, h('p', { class: 'err' }, 'Last refused reload, ' + fmtTime(st.last_refused.at) + ' (the previous policy kept deciding):'), h('pre', null, st.last_refused.error))
           : h('p', { class: 'muted' }, 'No reload has been refused.'),
-        st.last_shadow_refused ? [h('p', { class: 'err' }, 'Last refused shadow reload, ' + fmtTime(st.last_shadow_refused.at) + ':'), h('pre', null, st.last_shadow_refused.error)] : null);
+        st.last_shadow_refused ? [h('p', { class: 'err' }, 'Last refused shadow reload, ' + fmtTime(st.last_shadow_refused.at) + ':'), h('pre', null, st.last_shadow_refused.error)] : null]);
       clear(shadow);
       if (st.shadow_revision) {
         const tb = h('tbody');
@@ -92,7 +92,7 @@ export function policyView(main, params) {
     try {
       const d = (await api('POST', '/api/policy/replay', { candidate: candidate.value, since: since.value.trim() })).data;
       const r = d.report;
-      clear(replayOut).append(
+      append(clear(replayOut), [
         h('p', { id: 'replay-summary' }, h('strong', null, r.changed + ' of ' + r.replayed), ' replayed calls would be decided differently (' + r.scanned + ' decision rows read, ' + r.skipped + ' not policy decisions).'),
         r.reads_redacted ? h('p', { class: 'err', id: 'replay-redacted' }, r.reads_redacted + ' calls have a decision that depends on a redacted value: a rule reads a secret, which the trail holds only as its HMAC, so the replay cannot say what it would decide (' + r.uncertain_changes + ' of the changes).') : null,
         h('div', { class: 'grid2' },
@@ -103,7 +103,7 @@ export function policyView(main, params) {
           h('tbody', null, r.examples.map(x => h('tr', null, h('td', null, fmtTime(x.time)), h('td', null, x.tool), h('td', null, x.caller), h('td', null, pill(x.recorded)),
             h('td', null, pill(x.live)), h('td', null, pill(x.candidate)), h('td', { class: 'wrap' }, x.candidate_reason, x.reads_redacted ? h('div', { class: 'err' }, 'reads a redacted value') : null),
             h('td', null, x.request_id ? h('a', { href: '/console/audit/request/' + encodeURIComponent(x.request_id) }, 'timeline') : '')))))] : null,
-        r.notes.map(n => h('p', { class: 'muted' }, n)));
+        r.notes.map(n => h('p', { class: 'muted' }, n))]);
     } catch (e) { if (!onAuthError(e)) clear(replayOut).append(h('pre', { class: 'err' }, e.message)); } finally { replayBtn.disabled = false; }
   });
 
@@ -115,7 +115,7 @@ function decisionBox(title, d, id) {
   return h('div', { id },
     h('h2', null, title), h('p', null, pill(d.action), ' ', d.reason || ''),
     d.policy_error ? h('p', { class: 'err' }, 'policy error: ' + (d.error || '')) : null,
-    d.rate_limit ? h('div', null, 'rate limit: ', tree(d.rate_limit)) : null,
-    d.approval ? h('div', null, 'approval: ', tree(d.approval)) : null,
+    d.rate_limit ? h('p', null, 'rate limit: ' + d.rate_limit.max + ' per ' + dur(d.rate_limit.window / 1e6) + (d.rate_limit.key ? ', key ' + d.rate_limit.key : '')) : null,
+    d.approval ? h('p', null, 'approval by ' + ((d.approval.approvers || []).join(', ') || 'the approver role') + ', valid ' + dur(d.approval.ttl / 1e6)) : null,
     h('p', { class: 'muted mono' }, 'revision ' + d.revision));
 }
