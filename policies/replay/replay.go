@@ -9,9 +9,11 @@
 //
 // A secret's value is in the trail only as its HMAC ("hmac-sha256:..."). A rule that
 // reads such a value sees the HMAC, not the secret, so replay cannot know what it would
-// have decided. Replay finds those rows by deciding each one again with every redacted
-// value replaced by another HMAC: where the decision moves, it depends on a secret, and
-// the row is counted and marked as such rather than guessed.
+// have decided. Replay finds those rows by deciding each one again with the redacted
+// values replaced by probes (another HMAC, an empty string, values shaped like API keys):
+// where the decision moves, it depends on a secret, and the row is counted and marked as
+// such rather than guessed. A rule that compares a secret with one exact value is not
+// caught this way; the report's notes say so.
 package replay
 
 import (
@@ -143,9 +145,14 @@ func Run(ctx context.Context, src Source, rebuild func(*audit.Event) (policies.I
 			changed := policies.ShadowDiffers(ld, cd)
 			secret := false
 			if hasRedacted(in.Arguments) {
-				alt := in
-				alt.Arguments = perturb(in.Arguments).(map[string]any)
-				secret = policies.ShadowDiffers(cd, candidate.Decide(ctx, &alt)) || policies.ShadowDiffers(ld, live.Decide(ctx, &alt))
+				for _, probe := range probes {
+					alt := in
+					alt.Arguments = perturb(in.Arguments, probe).(map[string]any)
+					if policies.ShadowDiffers(cd, candidate.Decide(ctx, &alt)) || policies.ShadowDiffers(ld, live.Decide(ctx, &alt)) {
+						secret = true
+						break
+					}
+				}
 			}
 			if secret {
 				rep.ReadsRedacted++
@@ -182,6 +189,7 @@ func Run(ctx context.Context, src Source, rebuild func(*audit.Event) (policies.I
 	if rep.ReadsRedacted > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d replayed calls have a decision that depends on a redacted value (a secret recorded as its HMAC): a rule reads that value, so what it would decide on the real secret is unknown; %d of the changes are among them.", rep.ReadsRedacted, rep.UncertainChanges))
 	}
+	rep.Notes = append(rep.Notes, "Secrets are recorded as their HMAC: a rule that compares a secret with one exact value cannot be replayed, and is not detected.")
 	if rep.Truncated {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("Only the newest %d decision rows were replayed.", o.MaxRows))
 	}
@@ -246,30 +254,34 @@ func hasRedacted(v any) bool {
 	return false
 }
 
-// perturb returns v with every redacted mark replaced by a different one of the same
-// shape, so a decision that moves depends on a secret's value.
-func perturb(v any) any {
+// probes stand in for a secret's value: another HMAC, nothing, and values shaped like
+// real secrets, so a rule that tests a secret's presence, prefix, length or form moves
+// with them. A rule that compares a secret with one exact value is not found this way.
+var probes = []string{"", "hmac-sha256:" + "0f1e2d3c4b5a6978", "sk-replay-probe-0123456789abcdefABCDEF", "ghp_0123456789abcdefghijABCDEFGHIJ012345", "0"}
+
+// perturb returns v with every redacted mark replaced by probe: a string that is one
+// mark becomes probe, and a mark inside a longer string is replaced in place.
+func perturb(v any, probe string) any {
 	switch x := v.(type) {
 	case string:
-		return redactedMark.ReplaceAllStringFunc(x, func(m string) string {
-			hexPart := []byte(m[len(redact.Prefix):])
-			for i, b := range hexPart {
-				hexPart[i] = "123456789abcdef0"[strings.IndexByte("0123456789abcdef", b)]
-			}
-			return redact.Prefix + string(hexPart)
-		})
+		if len(x) == redactedLen && redactedMark.MatchString(x) {
+			return probe
+		}
+		return redactedMark.ReplaceAllLiteralString(x, probe)
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			out[perturb(k).(string)] = perturb(e)
+			out[perturb(k, probe).(string)] = perturb(e, probe)
 		}
 		return out
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			out[i] = perturb(e)
+			out[i] = perturb(e, probe)
 		}
 		return out
 	}
 	return v
 }
+
+var redactedLen = len(redact.Prefix) + 16
