@@ -268,3 +268,12 @@ func io_copy(b *strings.Builder, resp *http.Response) (int64, error) {
 		}
 	}
 }
+
+func TestHeldCallTellsTheAgentWhereTheConsolePageIs(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	_, body := st.mcpCall(token(t, "agent-1", "acme", "agent"), "delete_integration", `{"slug":"prod"}`)
+	id := st.pending("acme", "delete_integration")
+	if !strings.Contains(body, "decide it in the console: "+st.url+"/console/approvals/"+id) {
+		t.Errorf("the pending answer does not link the console page: %s", body)
+	}
+}
