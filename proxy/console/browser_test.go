@@ -45,6 +45,9 @@ func chromium() string {
 // installed. It is stopped when the test ends.
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	if raceEnabled {
+		t.Skip("browser tests skip under -race: the browser is not what the detector checks, and it doubles the run")
+	}
 	path := chromium()
 	if path == "" {
 		t.Skip("no Chromium found: the console's browser tests need one (apt-get install -y chromium, or set PORTCULLIS_CHROMIUM)")
