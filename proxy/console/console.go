@@ -373,7 +373,6 @@ func (c *Console) sessionView(s *session) fiber.Map {
 		"sub": s.caller.Sub, "org": s.caller.Org, "workspace": s.caller.Workspace, "roles": s.caller.Roles,
 		"method": s.method, "csrf_token": s.csrf, "expires_at": s.expires.UTC(),
 		"idle_timeout_seconds": int(c.cfg.IdleTimeout / time.Second),
-		"can_approve":          true, // narrowed per approval by the server; the inbox shows what the caller may see
 		"can_audit":            s.caller.HasRole(c.d.AuditorRole),
 		"approver_role":        c.d.Approvals.ApproverRole(),
 		"auditor_role":         c.d.AuditorRole,

@@ -114,8 +114,8 @@ async function loadVerify(box, fresh) {
     again.addEventListener('click', () => loadVerify(box, true));
     append(box, [h('div', { class: 'row' },
       h('strong', { class: rep.ok ? 'ok' : 'err', id: 'verify-status' }, rep.ok ? '✓ Chain verifies' : '✗ Chain verification FAILED'),
-      h('span', { class: 'muted' }, rep.rows + ' rows, seq ' + rep.first_seq + '–' + rep.last_seq + ', ' + rep.checkpoints +
-        ' signed checkpoints, ' + rep.unsigned_tail + ' rows after the last checkpoint'),
+      h('span', { class: 'muted', id: 'verify-detail' }, rep.rows + ' rows (seq ' + rep.first_seq + '–' + rep.last_seq + '), ' + rep.checkpoints +
+        ' signed checkpoints' + (rep.checkpoints ? '; the last covers seq ' + (rep.last_seq - rep.unsigned_tail) + ', ' + rep.unsigned_tail + ' rows since' : '')),
       h('span', { class: 'muted' }, 'checked ' + fmtTime(r.checked_at)), again),
       (rep.problems || []).map(p => h('p', { class: 'err' }, p)),
       (rep.warnings || []).map(p => h('p', { class: 'muted' }, p))]);
