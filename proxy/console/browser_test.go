@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
 
@@ -41,42 +42,78 @@ func chromium() string {
 	return ""
 }
 
-// browser starts a fresh headless Chromium for one test, or skips it when none is
-// installed. It is stopped when the test ends.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	if raceEnabled {
-		t.Skip("browser tests skip under -race: the browser is not what the detector checks, and it doubles the run")
+// shared is one headless Chromium for the package's browser tests: starting one takes
+// seconds on a busy machine. Each test gets a new tab and starts with no cookies (the
+// tests do not run in parallel), so one test's session cannot leak into another.
+var shared struct {
+	once    sync.Once
+	ctx     context.Context // the browser's; nil when it could not start
+	err     error
+	path    string
+	cancel  func()
+	profile string
+}
+
+// TestMain stops the shared browser after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.cancel != nil {
+		shared.cancel()
+		for i := 0; i < 20 && os.RemoveAll(shared.profile) != nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
-	path := chromium()
-	if path == "" {
-		t.Skip("no Chromium found: the console's browser tests need one (apt-get install -y chromium, or set PORTCULLIS_CHROMIUM)")
+	os.Exit(code)
+}
+
+func startBrowser() {
+	shared.path = chromium()
+	if shared.path == "" {
+		return
 	}
-	// Not t.TempDir: Chromium's helpers may still be writing as the test ends, and a
-	// profile that cannot be removed at once must not fail the test.
+	// Not a test's TempDir: Chromium's helpers may still be writing as it stops.
 	profile, err := os.MkdirTemp("", "portcullis-console-chromium-")
 	if err != nil {
-		t.Fatal(err)
+		shared.err = err
+		return
 	}
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.ExecPath(shared.path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("no-default-browser-check", true),
 		chromedp.UserDataDir(profile), chromedp.WindowSize(1280, 1000),
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelC := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() {
-		cancelC()
+	bctx, cancelB := chromedp.NewContext(actx)
+	if err := chromedp.Run(bctx); err != nil {
 		cancelB()
 		cancelA()
-		for i := 0; i < 20 && os.RemoveAll(profile) != nil; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	if err := chromedp.Run(ctx); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
+		shared.err = err
+		return
+	}
+	shared.ctx, shared.profile = bctx, profile
+	shared.cancel = func() { cancelB(); cancelA() }
+}
+
+// browser gives the test a fresh browser context in the shared headless Chromium, or
+// skips the test when none is installed.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("browser tests skip under -race: the browser is not what the detector checks, and it doubles the run")
+	}
+	shared.once.Do(startBrowser)
+	if shared.path == "" {
+		t.Skip("no Chromium found: the console's browser tests need one (apt-get install -y chromium, or set PORTCULLIS_CHROMIUM)")
+	}
+	if shared.err != nil {
+		t.Fatalf("starting %s: %v", shared.path, shared.err)
+	}
+	ctx, cancel := chromedp.NewContext(shared.ctx)
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelT(); cancel() })
+	if err := chromedp.Run(ctx, network.ClearBrowserCookies()); err != nil {
+		t.Fatalf("opening a tab: %v", err)
 	}
 	return ctx
 }
