@@ -226,7 +226,9 @@ func sessionOf(ctx *fiber.Ctx) *session {
 }
 
 func (c *Console) requireSession(ctx *fiber.Ctx) error {
-	s := c.sessions.get(ctx.Cookies(cookieName))
+	// X-Console-Background marks the pages' own refreshes (the inbox's polling): they do
+	// not count as use, so an open tab left alone still reaches the idle timeout.
+	s := c.sessions.get(ctx.Cookies(cookieName), ctx.Get("X-Console-Background") != "1")
 	if s == nil {
 		return apierror.New(fiber.StatusUnauthorized, "unauthenticated", "sign in to the console first (no session, or it expired)")
 	}

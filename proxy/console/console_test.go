@@ -277,3 +277,33 @@ func TestHeldCallTellsTheAgentWhereTheConsolePageIs(t *testing.T) {
 		t.Errorf("the pending answer does not link the console page: %s", body)
 	}
 }
+
+func TestBackgroundRefreshesDoNotKeepAnIdleSessionAlive(t *testing.T) {
+	now := time.Now()
+	st := newStack(t, stackOptions{
+		console: func(c *console.Config) { c.IdleTimeout, c.AbsoluteTimeout = time.Minute, time.Hour },
+		deps:    func(d *console.Deps) { d.Now = func() time.Time { return now } },
+	})
+	c := st.signIn(token(t, "alice", "acme", "approver"))
+	poll := func() int {
+		req, _ := http.NewRequest("GET", st.url+"/console/api/approvals", nil)
+		req.AddCookie(&http.Cookie{Name: "portcullis_console", Value: c.cookie})
+		req.Header.Set("X-Console-Background", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := 1; i <= 2; i++ { // an open inbox polling, nobody at the keyboard
+		now = now.Add(20 * time.Second)
+		if got := poll(); got != 200 {
+			t.Fatalf("poll at %ds: %d", 20*i, got)
+		}
+	}
+	now = now.Add(21 * time.Second) // 61s since the last thing the person did
+	if got := poll(); got != 401 {
+		t.Errorf("the session outlived its idle timeout through background polls: %d", got)
+	}
+}

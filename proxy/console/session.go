@@ -81,9 +81,10 @@ func (st *sessionStore) dead(s *session, now time.Time) bool {
 	return !now.Before(s.expires) || now.Sub(s.lastSeen) >= st.idle
 }
 
-// get returns the live session named by the cookie value and marks it used; an expired
-// one is deleted and not returned.
-func (st *sessionStore) get(id string) *session {
+// get returns the live session named by the cookie value and, when touch, marks it used
+// (a page's background refresh does not: it is not the person acting). An expired one is
+// deleted and not returned.
+func (st *sessionStore) get(id string, touch bool) *session {
 	if id == "" {
 		return nil
 	}
@@ -99,7 +100,9 @@ func (st *sessionStore) get(id string) *session {
 		delete(st.byID, k)
 		return nil
 	}
-	s.lastSeen = now
+	if touch {
+		s.lastSeen = now
+	}
 	cp := *s
 	return &cp
 }

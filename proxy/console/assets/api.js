@@ -11,8 +11,11 @@ export class APIError extends Error {
   }
 }
 
-export async function api(method, path, body) {
+// api calls the console API. A background call (a page refreshing itself) does not count
+// as the person's activity for the session's idle timeout.
+export async function api(method, path, body, background) {
   const opts = { method, headers: {}, credentials: 'same-origin', cache: 'no-store' };
+  if (background) opts.headers['X-Console-Background'] = '1';
   if (body !== undefined) { opts.headers['Content-Type'] = 'application/json'; opts.body = JSON.stringify(body); }
   if (method !== 'GET') opts.headers['X-CSRF-Token'] = csrf;
   const r = await fetch('/console' + path, opts);

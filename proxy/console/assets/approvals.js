@@ -10,7 +10,7 @@ function setBadge(n) {
 }
 
 export async function refreshBadge() {
-  try { setBadge((await api('GET', '/api/approvals?status=pending')).data.length); } catch (_) { /* the page shows errors */ }
+  try { setBadge((await api('GET', '/api/approvals?status=pending', undefined, true)).data.length); } catch (_) { /* the page shows errors */ }
 }
 
 // approvalsView is the inbox (pending, live by polling) and the decided list; with an
@@ -28,7 +28,7 @@ export function approvalsView(main, id) {
   if (!id) {
     for (const t of ['pending', 'decided']) {
       const b = h('button', { type: 'button', 'data-tab': t, class: t === tab ? 'active' : '' }, t === 'pending' ? 'Pending' : 'Decided and expired');
-      b.addEventListener('click', () => { tab = t; for (const x of tabs.children) x.classList.toggle('active', x === b); cards.clear(); clear(list); refresh(); });
+      b.addEventListener('click', () => { tab = t; polls = 0; for (const x of tabs.children) x.classList.toggle('active', x === b); cards.clear(); clear(list); refresh(); });
       tabs.append(b);
     }
     main.append(tabs);
@@ -37,11 +37,13 @@ export function approvalsView(main, id) {
   }
   main.append(status, list);
 
+  let polls = 0;
   async function refresh() {
+    const background = polls++ > 0;
     try {
       let rows;
-      if (id) rows = [(await api('GET', '/api/approvals/' + encodeURIComponent(id))).data];
-      else rows = (await api('GET', '/api/approvals?status=' + tab)).data;
+      if (id) rows = [(await api('GET', '/api/approvals/' + encodeURIComponent(id), undefined, background)).data];
+      else rows = (await api('GET', '/api/approvals?status=' + tab, undefined, background)).data;
       if (stopped) return;
       render(rows);
       const pend = rows.filter(r => r.status === 'pending').length;

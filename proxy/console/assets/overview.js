@@ -7,10 +7,10 @@ export function overviewView(main) {
   main.append(h('h1', null, 'Overview'));
   const body = h('div', { id: 'overview' }, h('p', { class: 'muted' }, 'Loading…'));
   main.append(body);
-  let timer = null, stopped = false;
+  let timer = null, stopped = false, loads = 0;
   async function load() {
     try {
-      const d = (await api('GET', '/api/overview')).data;
+      const d = (await api('GET', '/api/overview', undefined, loads++ > 0)).data;
       if (stopped) return;
       clear(body);
       const badge = document.getElementById('pending-badge');
