@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,6 +243,7 @@ const (
 	xssScript  = `<script>window.__xss='script'</script>`
 	xssComment = `<img src=x onerror="window.__xss='comment'"> not today <b>bold</b>`
 	xssSub     = `<svg onload="window.__xss='sub'">`
+	xssTool    = `<img src=x onerror="window.__xss='tool'">`
 )
 
 func TestBrowserDenyCommentReachesAgentAndInjectedMarkupStaysInert(t *testing.T) {
@@ -304,10 +306,22 @@ func TestBrowserDenyCommentReachesAgentAndInjectedMarkupStaysInert(t *testing.T)
 	}
 	noScriptRan(t, ctx, "decided approvals")
 	screenshot(t, ctx, "approvals-decided-injected-markup")
-	// The same payloads in the audit explorer and the timeline.
+	// The same payloads in the audit explorer and the timeline, with a tool named as
+	// markup whose denial reason quotes it.
+	st.mcpCall(token(t, "agent-9", "acme", "agent"), xssTool, `{}`)
 	run(t, ctx, "audit explorer", chromedp.Navigate(st.url+"/console/audit?approval_id="+url.QueryEscape(id)),
 		chromedp.WaitVisible("#audit-rows tr", chromedp.ByQuery))
 	noScriptRan(t, ctx, "audit explorer")
+	var reasons []string
+	run(t, ctx, "audit explorer, every row", chromedp.Navigate(st.url+"/console/audit"),
+		chromedp.WaitVisible("#audit-rows tr", chromedp.ByQuery),
+		chromedp.Evaluate(`[...document.querySelectorAll('#audit-rows .reason')].map(e => e.textContent)`, &reasons))
+	noScriptRan(t, ctx, "audit explorer, every row")
+	if !slices.Contains(reasons, "tool "+xssTool+" is not on the list") {
+		t.Errorf("the reason quoting the tool is not shown as text: %q", reasons)
+	}
+	run(t, ctx, "overview", chromedp.Navigate(st.url+"/console/"), chromedp.WaitVisible("#overview svg", chromedp.ByQuery))
+	noScriptRan(t, ctx, "overview")
 	run(t, ctx, "timeline", chromedp.Navigate(st.url+"/console/audit/approval/"+id),
 		chromedp.WaitVisible(`#timeline li[data-kind="approval"]`, chromedp.ByQuery))
 	noScriptRan(t, ctx, "timeline")

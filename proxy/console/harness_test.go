@@ -36,6 +36,8 @@ default decision := {"action": "allow", "reason": "reads are fine"}
 decision := {"action": "require_approval", "reason": "deletes need a human", "approval": {"approvers": ["role:approver"], "ttl": "15m"}} if input.tool == "delete_integration"
 
 decision := {"action": "deny", "reason": "forbidden tool"} if input.tool == "forbidden"
+
+decision := {"action": "deny", "reason": sprintf("tool %s is not on the list", [input.tool])} if startswith(input.tool, "<")
 `
 
 const callerSecret = "console-test-caller-secret-0123456789abcdef"
@@ -159,7 +161,8 @@ func token(t testing.TB, sub, org string, roles ...string) string {
 
 // mcpCall makes an agent's tools/call and returns the status and body.
 func (st *stack) mcpCall(tok, tool, args string) (int, string) {
-	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `}}`
+	name, _ := json.Marshal(tool)
+	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":` + string(name) + `,"arguments":` + args + `}}`
 	req, _ := http.NewRequest("POST", st.url+"/mcp", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
