@@ -1,12 +1,11 @@
 package policies
 
 import (
-	"time"
-
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"

@@ -84,8 +84,8 @@ type Engine struct {
 
 	reloadFailures, shadowReloadFailures atomic.Uint64 // refused reloads, for metrics
 
-	refusedMu                sync.Mutex
-	lastRefused, lastShadowR Refusal // the newest refused reloads, for the console
+	refusedMu                      sync.Mutex
+	lastRefused, lastShadowRefused Refusal // the newest refused reloads, for the console
 }
 
 // Refusal is a reload the engine refused: when, and the compiler's message.
@@ -119,7 +119,7 @@ func (e *Engine) Status() Status {
 	if r := e.lastRefused; !r.At.IsZero() {
 		out.LastRefused = &r
 	}
-	if r := e.lastShadowR; !r.At.IsZero() {
+	if r := e.lastShadowRefused; !r.At.IsZero() {
 		out.LastShadowRefused = &r
 	}
 	e.refusedMu.Unlock()
@@ -130,7 +130,7 @@ func (e *Engine) refused(shadow bool, err error) {
 	r := Refusal{At: time.Now().UTC(), Error: err.Error()}
 	e.refusedMu.Lock()
 	if shadow {
-		e.lastShadowR = r
+		e.lastShadowRefused = r
 	} else {
 		e.lastRefused = r
 	}
