@@ -34,8 +34,8 @@ const policyExit = `Exit status: 0 success; 1 test failures, compile errors, or 
 
 var policyAbout = map[string][2]string{
 	"replay": {"--policy PATH [flags]", replayAbout},
-	"test":  {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
-	"check": {"[flags] [PATH]", "Compile the policy and print its revision (the content hash audit rows carry),\nor the compiler's error.\n\n" + policyPathNote + "\n\n" + policyExit},
+	"test":   {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
+	"check":  {"[flags] [PATH]", "Compile the policy and print its revision (the content hash audit rows carry),\nor the compiler's error.\n\n" + policyPathNote + "\n\n" + policyExit},
 	"eval": {"--input FILE|- [flags]", `Evaluate data.portcullis.decision for one input document (the JSON the proxy builds:
 docs/policy.md) and print the decision, durations as the policy wrote them. print()
 output goes to stderr. The input is read as the proxy reads a body: a key given twice,
