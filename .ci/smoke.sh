@@ -24,6 +24,10 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 start_serve ""
 curl -fsS http://127.0.0.1:18480/readyz
 echo
+# The console is served, with its strict page headers.
+hdrs=$(curl -fsS -D - -o /dev/null http://127.0.0.1:18480/console/)
+case "$hdrs" in *"script-src 'self'"*) ;; *) echo "SMOKE FAIL: console headers: $hdrs"; exit 1;; esac
+case "$hdrs" in *"X-Frame-Options: DENY"*) ;; *) echo "SMOKE FAIL: console framing: $hdrs"; exit 1;; esac
 tok=$("$bin" token --sub agent-1 --org acme --roles agent)
 canary="sk-smokecanary$(date +%s%N)"
 fail() { echo "SMOKE FAIL: $*"; echo "--- serve log"; tail -50 "$work/serve.log"; exit 1; }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -101,6 +102,7 @@ type state struct {
 	files    []string
 	use      inputUse       // which open-ended input parts the policy reads
 	cache    *decisionCache // nil when the policy is not deterministic or caching is off
+	loadedAt time.Time      // when this revision was compiled and published
 }
 
 // load reads, compiles and prepares the policy named by opts.
@@ -153,7 +155,7 @@ func load(ctx context.Context, opts *Options) (*state, error) {
 			files = append(files, s.name)
 		}
 	}
-	st := &state{query: pq, revision: set.revision(), files: files, use: analyzeInputUse(c.Modules)}
+	st := &state{query: pq, revision: set.revision(), files: files, use: analyzeInputUse(c.Modules), loadedAt: time.Now().UTC()}
 	if opts.CacheSize > 0 && deterministic(c.Modules) {
 		st.cache = newDecisionCache(opts.CacheSize)
 	}

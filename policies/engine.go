@@ -83,6 +83,58 @@ type Engine struct {
 	evals    atomic.Uint64         // evaluations run (not served from cache), for tests
 
 	reloadFailures, shadowReloadFailures atomic.Uint64 // refused reloads, for metrics
+
+	refusedMu                      sync.Mutex
+	lastRefused, lastShadowRefused Refusal // the newest refused reloads, for the console
+}
+
+// Refusal is a reload the engine refused: when, and the compiler's message.
+type Refusal struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
+}
+
+// Status is what the console shows about the policy: the live revision and when it was
+// loaded, the shadow's, and the newest refused reload of each (zero when none).
+type Status struct {
+	Revision             string    `json:"revision"`
+	LoadedAt             time.Time `json:"loaded_at"`
+	ShadowRevision       string    `json:"shadow_revision,omitempty"`
+	ShadowLoadedAt       time.Time `json:"shadow_loaded_at,omitzero"`
+	LastRefused          *Refusal  `json:"last_refused,omitempty"`
+	LastShadowRefused    *Refusal  `json:"last_shadow_refused,omitempty"`
+	ReloadFailures       uint64    `json:"reload_failures"`
+	ShadowReloadFailures uint64    `json:"shadow_reload_failures"`
+}
+
+// Status reports the live and shadow revisions, their load times and the last refusals.
+func (e *Engine) Status() Status {
+	st := e.state.Load()
+	out := Status{Revision: st.revision, LoadedAt: st.loadedAt}
+	if sh := e.shadow.Load(); sh != nil {
+		out.ShadowRevision, out.ShadowLoadedAt = sh.revision, sh.loadedAt
+	}
+	out.ReloadFailures, out.ShadowReloadFailures = e.ReloadFailures()
+	e.refusedMu.Lock()
+	if r := e.lastRefused; !r.At.IsZero() {
+		out.LastRefused = &r
+	}
+	if r := e.lastShadowRefused; !r.At.IsZero() {
+		out.LastShadowRefused = &r
+	}
+	e.refusedMu.Unlock()
+	return out
+}
+
+func (e *Engine) refused(shadow bool, err error) {
+	r := Refusal{At: time.Now().UTC(), Error: err.Error()}
+	e.refusedMu.Lock()
+	if shadow {
+		e.lastShadowRefused = r
+	} else {
+		e.lastRefused = r
+	}
+	e.refusedMu.Unlock()
 }
 
 // New loads and compiles the policy. A policy that does not parse or compile is an
@@ -127,6 +179,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	st, err := load(ctx, &e.opts)
 	if err != nil {
 		e.reloadFailures.Add(1)
+		e.refused(false, err)
 		e.log.Warn("policy reload refused; the last good policy keeps deciding", "revision", old.revision, "err", err)
 	} else {
 		e.state.Store(st)
@@ -142,6 +195,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 		// A broken candidate must not hold back the live policy; it is logged, not returned.
 		if sh, err := load(ctx, e.shadowOptions()); err != nil {
 			e.shadowReloadFailures.Add(1)
+			e.refused(true, err)
 			e.log.Warn("shadow policy reload refused; the previous candidate stays", "shadow_revision", e.shadow.Load().revision, "err", err)
 		} else {
 			e.shadow.Store(sh)

@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/authn"
 )
 
@@ -46,9 +47,12 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		c.Set("X-Request-Id", rid)
 	}
 	var he *httpError
+	var ae *apierror.Error
 	var fe *fiber.Error
 	switch {
 	case errors.As(err, &he):
+	case errors.As(err, &ae):
+		he = &httpError{status: ae.Status, code: ae.Code, msg: ae.Message, field: ae.Field, header: ae.Header}
 	case errors.As(err, &fe):
 		he = &httpError{status: fe.Code, code: fiberCode(fe.Code), msg: fiberMessage(fe)}
 	default:

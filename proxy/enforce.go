@@ -424,7 +424,16 @@ func (s *Server) pendingRefusal(cl *call) *refusal {
 	return &refusal{status: fiber.StatusAccepted, code: "approval_pending", approval: a,
 		msg: "this call needs human approval (" + strings.TrimSpace(cl.dec.Reason) + "). Approval " + a.ID +
 			" is pending; an approver can approve it with POST " + url + "/approve or with `portcullis approvals approve " + a.ID +
-			"`. Call again with exactly the same arguments after it is approved; it expires at " + a.ExpiresAt.UTC().Format(time.RFC3339) + "."}
+			"`. Call again with exactly the same arguments after it is approved; it expires at " + a.ExpiresAt.UTC().Format(time.RFC3339) + "." +
+			consoleHint(s.d.Approvals.URL(a.ID), url)}
+}
+
+// consoleHint points a person at the approval's console page, when the console is on.
+func consoleHint(link, adminURL string) string {
+	if link == adminURL {
+		return ""
+	}
+	return " A person can decide it in the console: " + link
 }
 
 // auditApprovalDecision records an approver's decision when it is made, and an approval's

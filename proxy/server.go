@@ -80,6 +80,16 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// AuditorRole is the role that may read the audit trail. Default "auditor".
 	AuditorRole string
+	// Console, when set, is mounted at /console on the proxy's listener, or, with
+	// ConsoleOwnListener, served by ServeConsole only. It authenticates its own users
+	// (session cookies), so it sits outside the bearer-token group.
+	Console            Mountable
+	ConsoleOwnListener bool
+}
+
+// Mountable registers routes on a router: the console (package proxy/console).
+type Mountable interface {
+	Mount(r fiber.Router)
 }
 
 // Server is the proxy.
@@ -97,6 +107,8 @@ type Server struct {
 	limiter ratelimit.Limiter
 	metrics *metrics
 	ids     idSource
+
+	consoleApp atomic.Pointer[fiber.App] // set by ServeConsole
 }
 
 type upstream struct {
@@ -206,6 +218,9 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	}
 	app.Get("/.well-known/oauth-protected-resource", s.resourceMetadata)
 	app.Get("/.well-known/oauth-protected-resource/*", s.resourceMetadata)
+	if s.d.Console != nil && !s.d.ConsoleOwnListener {
+		s.d.Console.Mount(app)
+	}
 
 	authed := app.Group("", s.authenticate)
 	authed.Post(s.cfg.MCP.Path, s.handleMCP)
@@ -225,14 +240,48 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	return app
 }
 
+// ServeConsole serves the console alone on ln (console.listen), with the proxy's
+// admission (request ids, panic containment, pre-auth limit) and error envelope, until
+// Shutdown.
+func (s *Server) ServeConsole(ln net.Listener) error {
+	if s.d.Console == nil {
+		return errors.New("proxy: no console configured")
+	}
+	app := fiber.New(fiber.Config{
+		AppName:                 "portcullis-console",
+		DisableStartupMessage:   true,
+		BodyLimit:               s.cfg.BodyLimit,
+		ReadTimeout:             s.cfg.ReadTimeout,
+		WriteTimeout:            s.cfg.WriteTimeout,
+		IdleTimeout:             s.cfg.IdleTimeout,
+		ErrorHandler:            s.errorHandler,
+		EnableTrustedProxyCheck: true,
+		TrustedProxies:          []string{},
+	})
+	app.Use(s.admit)
+	s.d.Console.Mount(app)
+	app.Use(func(c *fiber.Ctx) error {
+		return &httpError{status: fiber.StatusNotFound, code: "not_found", msg: "no such route"}
+	})
+	s.consoleApp.Store(app)
+	return app.Listener(ln)
+}
+
 // App exposes the Fiber app, for tests (app.Test).
 func (s *Server) App() *fiber.App { return s.app }
 
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
-// Shutdown stops accepting and waits for in-flight requests until ctx is done.
-func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+// Shutdown stops accepting and waits for in-flight requests until ctx is done, on the
+// console's own listener too.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var cerr error
+	if app := s.consoleApp.Load(); app != nil {
+		cerr = app.ShutdownWithContext(ctx)
+	}
+	return errors.Join(s.app.ShutdownWithContext(ctx), cerr)
+}
 
 func (s *Server) readyz(c *fiber.Ctx) error {
 	if s.d.Ready != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/console"
 )
 
 // Config is the whole config file. Every section documents its fields where it is
@@ -41,6 +42,7 @@ type Config struct {
 	Backend  BackendConfig    `yaml:"backend"`
 	Limits   RateLimitConfig  `yaml:"rate_limit"`
 	Approval approvals.Config `yaml:"approvals"`
+	Console  console.Config   `yaml:"console"`
 
 	// from names the environment variable or flag a value came from, for messages.
 	from map[*string]string
@@ -229,6 +231,10 @@ func (c *Config) setDefaults() {
 	if c.Approval.PublicURL == "" {
 		c.Approval.PublicURL = c.Proxy.PublicURL
 	}
+	c.Console.SetDefaults(c.Proxy.PublicURL)
+	if c.Console.On() {
+		c.Approval.ConsoleURL = c.Console.PublicURL + console.Prefix
+	}
 	if c.Limits.MaxKeys == 0 {
 		c.Limits.MaxKeys = 200_000
 	}
@@ -265,7 +271,12 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("rate_limit.redis_url%s: %v", c.source(&c.Limits.RedisURL), err))
 		}
 	}
-	sections := []interface{ Validate() error }{&c.Proxy, &c.Audit, &c.Approval}
+	if c.Console.On() && c.Console.Listen != "" {
+		if err := c.checkListen("console.listen", &c.Console.Listen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	sections := []interface{ Validate() error }{&c.Proxy, &c.Audit, &c.Approval, &c.Console}
 	if !c.devMode() { // in dev mode serve creates the key before it is read
 		sections = append(sections, &c.Auth)
 	}

@@ -22,6 +22,7 @@ var policyUsage = groupUsage("policy", [][2]string{
 	{"test [PATH]", "run the Rego unit tests (test_* rules)"},
 	{"check [PATH]", "compile only; print the revision"},
 	{"eval --input FILE|-", "print the decision for one input"},
+	{"replay --policy PATH", "replay the audit trail through a candidate policy"},
 }, policyPathNote+"\n\n"+policyExit)
 
 const policyPathNote = `PATH is a .rego file (tests: its NAME_test.rego sibling too) or a directory of .rego and
@@ -32,8 +33,9 @@ const policyExit = `Exit status: 0 success; 1 test failures, compile errors, or 
 2 usage errors.`
 
 var policyAbout = map[string][2]string{
-	"test":  {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
-	"check": {"[flags] [PATH]", "Compile the policy and print its revision (the content hash audit rows carry),\nor the compiler's error.\n\n" + policyPathNote + "\n\n" + policyExit},
+	"replay": {"--policy PATH [flags]", replayAbout},
+	"test":   {"[flags] [PATH]", "Run the policy's Rego unit tests (rules named test_*).\n\n" + policyPathNote + "\n\n" + policyExit},
+	"check":  {"[flags] [PATH]", "Compile the policy and print its revision (the content hash audit rows carry),\nor the compiler's error.\n\n" + policyPathNote + "\n\n" + policyExit},
 	"eval": {"--input FILE|- [flags]", `Evaluate data.portcullis.decision for one input document (the JSON the proxy builds:
 docs/policy.md) and print the decision, durations as the policy wrote them. print()
 output goes to stderr. The input is read as the proxy reads a body: a key given twice,
@@ -60,6 +62,8 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return policyCheckCmd(ctx, args[1:], stdout, stderr)
 	case "eval":
 		return policyEvalCmd(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return policyReplayCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, policyUsage)
 		return 0

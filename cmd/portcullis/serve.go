@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/console"
 	"github.com/portcullis/portcullis/proxy/ratelimit"
 )
 
@@ -239,14 +241,33 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(auditLog.Collectors()...)
-	srv, err := proxy.New(cfg.Proxy, proxy.Deps{
+	deps := proxy.Deps{
 		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditLog,
 		Redactor: auditLog.Redactor(), Identity: identity, Limiter: limiter, Approvals: appr,
 		Registry: reg, Gatherer: reg,
 		Ready: func(context.Context) error { return auditLog.Healthy() },
-	})
+	}
+	if cfg.Console.On() {
+		cons, err := newConsole(ctx, cfg, log, auth, appr, auditLog, engine)
+		if err != nil {
+			return err
+		}
+		deps.Console, deps.ConsoleOwnListener = cons, cfg.Console.Listen != ""
+	}
+	srv, err := proxy.New(cfg.Proxy, deps)
 	if err != nil {
 		return err
+	}
+	if deps.ConsoleOwnListener {
+		cln, err := net.Listen("tcp", cfg.Console.Listen)
+		if err != nil {
+			return fmt.Errorf("console listen: %w", err)
+		}
+		go func() {
+			if err := srv.ServeConsole(cln); err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Error("console stopped", "err", err)
+			}
+		}()
 	}
 	ln, err := net.Listen("tcp", cfg.Proxy.Listen)
 	if err != nil {
@@ -258,6 +279,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	log.Info("portcullis listening", "url", cfg.Proxy.PublicURL, "mcp", cfg.Proxy.PublicURL+cfg.Proxy.MCP.Path,
 		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
 	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)
+	if cfg.Console.On() {
+		fmt.Fprintf(stdout, "Console at %s%s/\n", cfg.Console.PublicURL, console.Prefix)
+	}
 	if devKey != nil {
 		hint := devTokenHint(cfg)
 		fmt.Fprintf(stdout, "Dev mode: mint a token with\n  %s\n", hint)
@@ -295,6 +319,29 @@ func discoverTools(ctx context.Context, srv *proxy.Server, log *slog.Logger) {
 		case <-time.After(next):
 		}
 	}
+}
+
+// newConsole builds the console over the services serve started.
+func newConsole(ctx context.Context, cfg *Config, log *slog.Logger, auth *authn.Authenticator, appr *approvals.Service,
+	auditLog *audit.Log, engine *policies.Engine) (*console.Console, error) {
+	rebuild := proxy.NewInputRebuilder(cfg.Proxy)
+	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := console.New(octx, cfg.Console, console.Deps{
+		Logger: log, Auth: auth, Approvals: appr, Audit: auditLog, Policy: engine, Input: rebuild.Input,
+		Verify: func(ctx context.Context) (audit.Report, error) {
+			key, err := audit.LoadSigningKey(cfg.Audit.SigningKeyPath)
+			if err != nil {
+				return audit.Report{}, err
+			}
+			return audit.Verify(ctx, cfg.Audit.Path, key.Public().(ed25519.PublicKey))
+		},
+		AuditorRole: "auditor",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	return c, nil
 }
 
 // devTokenHint is the one command serve prints and logs for minting a token it accepts in

@@ -123,3 +123,22 @@ func eligible(a *Approval, c *principal.Caller, role string) bool {
 	}
 	return false
 }
+
+// Visible reports whether caller may see a: same org, and the requester, a holder of the
+// approver role, or someone the approval names. The admin API and the console use it.
+func (s *Service) Visible(a *Approval, caller *principal.Caller) bool {
+	if caller == nil || a.Caller.Org != caller.Org {
+		return false
+	}
+	requester := a.Caller.Sub == caller.Sub
+	return requester || caller.HasRole(s.cfg.ApproverRole) || eligible(a, caller, s.cfg.ApproverRole)
+}
+
+// MayDecide reports whether caller may approve or deny a, state aside: nil, or the
+// reason not (ErrNotFound for another org, ErrSelfApproval, ErrNotApprover).
+func (s *Service) MayDecide(a *Approval, caller *principal.Caller) error {
+	return canDecide(a, caller, s.cfg.ApproverRole)
+}
+
+// ApproverRole is the role that decides approvals whose policy names no approvers.
+func (s *Service) ApproverRole() string { return s.cfg.ApproverRole }

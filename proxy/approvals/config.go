@@ -46,6 +46,9 @@ type Config struct {
 	WebhookTimeout time.Duration `yaml:"webhook_timeout"`
 	// PublicURL is the gateway's external base URL, used for approval links.
 	PublicURL string `yaml:"public_url"`
+	// ConsoleURL is the console's base URL (".../console") when the console is on: approval
+	// links (the webhook's url) then open the approval's page there. Set by serve.
+	ConsoleURL string `yaml:"-"`
 }
 
 // SetDefaults fills zero fields.

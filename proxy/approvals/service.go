@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,6 +159,9 @@ func (s *Service) OnDecision(fn func(ctx context.Context, a Approval)) {
 
 // URL is where an approver finds approval id.
 func (s *Service) URL(id string) string {
+	if s.cfg.ConsoleURL != "" {
+		return s.cfg.ConsoleURL + "/approvals/" + url.PathEscape(id)
+	}
 	return s.cfg.PublicURL + "/admin/v1/approvals/" + id
 }
 

@@ -1,0 +1,472 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
+
+	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/jsonenc"
+	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/policies/principal"
+	"github.com/portcullis/portcullis/proxy/apierror"
+	"github.com/portcullis/portcullis/proxy/approvals"
+	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/strictjson"
+)
+
+//go:embed assets
+var assetFS embed.FS
+
+// Authenticator verifies a pasted token (token sign-in). *authn.Authenticator implements it.
+type Authenticator interface {
+	AuthenticateHeader(header []byte) (*authn.Identity, error)
+}
+
+// AuditStore is the trail the console reads, and where it records its users' reads and
+// refusals. *audit.Log implements it.
+type AuditStore interface {
+	Query(ctx context.Context, f audit.Filter) (audit.Page, error)
+	Export(ctx context.Context, w io.Writer, format string, f audit.Filter) error
+	AppendAsync(ev *audit.Event)
+}
+
+// Policy is the live policy. *policies.Engine implements it.
+type Policy interface {
+	Decide(ctx context.Context, in *policies.Input) policies.Decision
+	Status() policies.Status
+}
+
+// Decider is a compiled candidate policy.
+type Decider interface {
+	Decide(ctx context.Context, in *policies.Input) policies.Decision
+	Revision() string
+}
+
+// Deps are the console's collaborators. Logger, Approvals, Audit and Policy are required.
+type Deps struct {
+	Logger    *slog.Logger
+	Auth      Authenticator // required with token sign-in
+	Approvals *approvals.Service
+	Audit     AuditStore
+	Policy    Policy
+	// Verify checks the audit chain (audit.Verify with the checkpoint key). Optional:
+	// without it the explorer says verification is not configured.
+	Verify func(ctx context.Context) (audit.Report, error)
+	// Input rebuilds the policy input of a recorded decision row (proxy.InputRebuilder).
+	// Optional: without it the playground cannot load rows and replay is off.
+	Input func(ev *audit.Event) (policies.Input, bool)
+	// Candidate compiles a pasted candidate policy. Default: policies.New with the
+	// source as one module and the default timeout, network built-ins off.
+	Candidate func(ctx context.Context, src string) (Decider, error)
+	// AuditorRole may read the trail. Default "auditor".
+	AuditorRole string
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+	// HTTPClient reaches the OIDC provider. Default http.DefaultClient with a timeout.
+	HTTPClient *http.Client
+}
+
+// Console serves the console's pages and API.
+type Console struct {
+	cfg      Config
+	d        Deps
+	log      *slog.Logger
+	sessions *sessionStore
+	logins   *loginStore
+	oidc     *oidcClient // nil without OIDC
+	origins  []string    // accepted Origin values for state changes
+	assets   fs.FS
+	index    []byte
+	verify   verifyCache
+}
+
+// New builds the console. cfg must have had SetDefaults and Validate called. With
+// OIDC configured, the provider's discovery document is fetched now (ctx bounds it).
+func New(ctx context.Context, cfg Config, d Deps) (*Console, error) {
+	if d.Logger == nil || d.Approvals == nil || d.Audit == nil || d.Policy == nil {
+		return nil, errors.New("console: Logger, Approvals, Audit and Policy are required")
+	}
+	if cfg.TokenSignInOn() && d.Auth == nil {
+		return nil, errors.New("console: token sign-in needs an Authenticator")
+	}
+	if d.AuditorRole == "" {
+		d.AuditorRole = "auditor"
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.HTTPClient == nil {
+		d.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if d.Candidate == nil {
+		d.Candidate = compileCandidate
+	}
+	sub, err := fs.Sub(assetFS, "assets")
+	if err != nil {
+		return nil, err
+	}
+	index, err := fs.ReadFile(sub, "index.html")
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{
+		cfg: cfg, d: d, log: d.Logger.With("component", "console"),
+		sessions: newSessionStore(cfg.IdleTimeout, cfg.MaxSessions, d.Now),
+		logins:   &loginStore{byState: map[string]*pendingLogin{}, now: d.Now},
+		assets:   sub, index: index,
+	}
+	c.origins = []string{cfg.PublicURL}
+	if cfg.OIDCOn() {
+		if c.oidc, err = newOIDCClient(ctx, cfg.OIDC, d.HTTPClient); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func compileCandidate(ctx context.Context, src string) (Decider, error) {
+	return policies.New(ctx, policies.Options{Modules: map[string]string{"candidate.rego": src}, CacheSize: -1})
+}
+
+// Mount registers the console under /console on r.
+func (c *Console) Mount(r fiber.Router) {
+	g := r.Group(Prefix, c.headers)
+	g.Get("/assets/*", c.asset)
+	g.Get("/auth/methods", c.methods)
+	g.Post("/auth/token", c.sameOrigin, c.tokenSignIn)
+	g.Get("/auth/login", c.oidcLogin)
+	g.Get("/auth/callback", c.oidcCallback)
+	g.Post("/auth/logout", c.sameOrigin, c.logout)
+
+	api := g.Group("/api", c.requireSession, c.csrf)
+	api.Get("/session", c.sessionInfo)
+	api.Get("/approvals", c.listApprovals)
+	api.Get("/approvals/:id", c.getApproval)
+	api.Post("/approvals/:id/approve", c.decide(approvals.StatusApproved))
+	api.Post("/approvals/:id/deny", c.decide(approvals.StatusDenied))
+	api.Get("/audit", c.auditQuery)
+	api.Get("/audit/timeline", c.auditTimeline)
+	api.Get("/audit/export", c.auditExport)
+	api.Get("/audit/verify", c.auditVerify)
+	api.Get("/policy", c.policyStatus)
+	api.Get("/policy/input", c.policyInput)
+	api.Post("/policy/eval", c.policyEval)
+	api.Post("/policy/replay", c.policyReplay)
+	api.Get("/overview", c.overview)
+	api.All("/*", func(*fiber.Ctx) error { return apierror.NotFound("no such console API route") })
+
+	// Every other path under /console is a page of the single-page app (deep links such
+	// as /console/approvals/{id} included); the script routes it.
+	g.Get("/", c.page)
+	g.Get("/*", c.page)
+}
+
+// csp allows the console's own scripts, styles and API only: no inline script, no eval,
+// no framing, no form posts elsewhere, no plugins.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+func (c *Console) headers(ctx *fiber.Ctx) error {
+	h := &ctx.Response().Header
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+	return ctx.Next()
+}
+
+func (c *Console) page(ctx *fiber.Ctx) error {
+	ctx.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	return ctx.Send(c.index)
+}
+
+func (c *Console) asset(ctx *fiber.Ctx) error {
+	name := path.Clean("/" + ctx.Params("*"))[1:]
+	b, err := fs.ReadFile(c.assets, name)
+	if err != nil || name == "" {
+		return apierror.NotFound("no such asset")
+	}
+	ct := mime.TypeByExtension(path.Ext(name))
+	if strings.HasSuffix(name, ".js") {
+		ct = "text/javascript; charset=utf-8"
+	}
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	ctx.Set(fiber.HeaderContentType, ct)
+	ctx.Set("Cache-Control", "no-cache")
+	return ctx.Send(b)
+}
+
+// localSession holds the *session of a signed-in request.
+type localKey int
+
+const localSession localKey = 0
+
+func sessionOf(ctx *fiber.Ctx) *session {
+	s, _ := ctx.Locals(localSession).(*session)
+	return s
+}
+
+func (c *Console) requireSession(ctx *fiber.Ctx) error {
+	// X-Console-Background marks the pages' own refreshes (the inbox's polling): they do
+	// not count as use, so an open tab left alone still reaches the idle timeout.
+	s := c.sessions.get(ctx.Cookies(cookieName), ctx.Get("X-Console-Background") != "1")
+	if s == nil {
+		return apierror.New(fiber.StatusUnauthorized, "unauthenticated", "sign in to the console first (no session, or it expired)")
+	}
+	ctx.Locals(localSession, s)
+	return ctx.Next()
+}
+
+// csrf guards every state change of a signed-in session: the Origin must be the
+// console's and X-CSRF-Token must be the session's token.
+func (c *Console) csrf(ctx *fiber.Ctx) error {
+	switch ctx.Method() {
+	case fiber.MethodGet, fiber.MethodHead:
+		return ctx.Next()
+	}
+	if err := c.checkOrigin(ctx); err != nil {
+		c.refused(ctx, "csrf", err.Message)
+		return err
+	}
+	if !sessionOf(ctx).csrfOK(ctx.Get("X-CSRF-Token")) {
+		err := apierror.Forbidden("csrf", "header X-CSRF-Token: missing or not this session's token")
+		c.refused(ctx, "csrf", err.Message)
+		return err
+	}
+	return ctx.Next()
+}
+
+// sameOrigin guards the sign-in and sign-out posts, which have no session token yet
+// (or any longer): the Origin must be the console's.
+func (c *Console) sameOrigin(ctx *fiber.Ctx) error {
+	if err := c.checkOrigin(ctx); err != nil {
+		return err
+	}
+	return ctx.Next()
+}
+
+func (c *Console) checkOrigin(ctx *fiber.Ctx) *apierror.Error {
+	origin := ctx.Get(fiber.HeaderOrigin)
+	if origin == "" {
+		return apierror.Forbidden("csrf", "header Origin: required on a state change")
+	}
+	for _, o := range c.origins {
+		if origin == o {
+			if site := ctx.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+				return apierror.Forbidden("csrf", "header Sec-Fetch-Site: the request did not come from the console's own pages")
+			}
+			return nil
+		}
+	}
+	return apierror.Forbidden("csrf", "header Origin: %s is not the console's origin", quoteShort(origin))
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return `"` + strings.Map(func(r rune) rune {
+		if r < 0x20 || r == '"' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s) + `"`
+}
+
+func (c *Console) setSessionCookie(ctx *fiber.Ctx, value string, expires time.Time) {
+	ctx.Cookie(&fiber.Cookie{
+		Name: cookieName, Value: value, Path: Prefix, Expires: expires,
+		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode,
+	})
+}
+
+func (c *Console) clearSessionCookie(ctx *fiber.Ctx) {
+	ctx.Cookie(&fiber.Cookie{
+		Name: cookieName, Value: "", Path: Prefix, Expires: time.Unix(1, 0), MaxAge: -1,
+		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode,
+	})
+}
+
+func (c *Console) methods(ctx *fiber.Ctx) error {
+	return ctx.JSON(fiber.Map{"data": fiber.Map{"token": c.cfg.TokenSignInOn(), "oidc": c.oidc != nil}})
+}
+
+// tokenSignIn is POST /console/auth/token {"token": "..."}: the token is verified as the
+// proxy verifies a bearer token, and only the caller it names is kept.
+func (c *Console) tokenSignIn(ctx *fiber.Ctx) error {
+	if !c.cfg.TokenSignInOn() {
+		return apierror.NotFound("token sign-in is off (console.token_sign_in)")
+	}
+	body, err := objectBody(ctx.Body(), "token")
+	if err != nil {
+		return err
+	}
+	tok, _ := body["token"].(string)
+	tok = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(tok), "Bearer "))
+	if tok == "" {
+		return apierror.BadRequest("invalid_request", "token", "token: required (a JWT minted by `portcullis token`)")
+	}
+	id, aerr := c.d.Auth.AuthenticateHeader([]byte("Bearer " + tok))
+	if aerr != nil {
+		msg := "the token was refused"
+		var ae *authn.Error
+		if errors.As(aerr, &ae) {
+			msg = ae.Description
+		}
+		return &apierror.Error{Status: fiber.StatusUnauthorized, Code: "unauthenticated", Field: "token", Message: "token: " + msg}
+	}
+	if id.Caller.Sub == "" || id.Caller.Org == "" {
+		return apierror.BadRequest("invalid_request", "token", "token: must name a subject and an org")
+	}
+	expires := c.d.Now().Add(c.cfg.AbsoluteTimeout)
+	if !id.Expires.IsZero() && id.Expires.Before(expires) {
+		expires = id.Expires
+	}
+	caller := id.Caller
+	caller.Claims = nil
+	return c.startSession(ctx, caller, "token", expires)
+}
+
+func (c *Console) startSession(ctx *fiber.Ctx, caller principal.Caller, method string, expires time.Time) error {
+	return ctx.JSON(fiber.Map{"data": c.sessionView(c.newSession(ctx, caller, method, expires))})
+}
+
+// newSession ends the browser's previous session, if any, and starts one under a new
+// id: a session id planted before sign-in never gains rights.
+func (c *Console) newSession(ctx *fiber.Ctx, caller principal.Caller, method string, expires time.Time) *session {
+	if old := ctx.Cookies(cookieName); old != "" {
+		c.sessions.delete(old)
+	}
+	id, s := c.sessions.create(caller, method, expires)
+	c.setSessionCookie(ctx, id, expires)
+	c.log.Info("console sign-in", "sub", caller.Sub, "org", caller.Org, "method", method)
+	return s
+}
+
+func (c *Console) logout(ctx *fiber.Ctx) error {
+	if id := ctx.Cookies(cookieName); id != "" {
+		c.sessions.delete(id)
+	}
+	c.clearSessionCookie(ctx)
+	return ctx.JSON(fiber.Map{"data": fiber.Map{"signed_out": true}})
+}
+
+func (c *Console) sessionView(s *session) fiber.Map {
+	return fiber.Map{
+		"sub": s.caller.Sub, "org": s.caller.Org, "workspace": s.caller.Workspace, "roles": s.caller.Roles,
+		"method": s.method, "csrf_token": s.csrf, "expires_at": s.expires.UTC(),
+		"idle_timeout_seconds": int(c.cfg.IdleTimeout / time.Second),
+		"can_audit":            s.caller.HasRole(c.d.AuditorRole),
+		"approver_role":        c.d.Approvals.ApproverRole(),
+		"auditor_role":         c.d.AuditorRole,
+	}
+}
+
+func (c *Console) sessionInfo(ctx *fiber.Ctx) error {
+	return ctx.JSON(fiber.Map{"data": c.sessionView(sessionOf(ctx))})
+}
+
+// requireAuditor refuses a caller without the auditor role or an org.
+func (c *Console) requireAuditor(ctx *fiber.Ctx) (*session, error) {
+	s := sessionOf(ctx)
+	if !s.caller.HasRole(c.d.AuditorRole) || s.caller.Org == "" {
+		err := apierror.Forbidden("forbidden", "reading the audit trail needs the %s role and an org", c.d.AuditorRole)
+		c.refused(ctx, "forbidden", err.Message)
+		return nil, err
+	}
+	return s, nil
+}
+
+// record writes an audit row for a console user's read ("allow") or refusal
+// ("rejected"): who, which console area, and the request's query.
+func (c *Console) record(ctx *fiber.Ctx, area, decision, reason string) {
+	s := sessionOf(ctx)
+	if s == nil {
+		return
+	}
+	args := map[string]any{}
+	for k, v := range ctx.Context().QueryArgs().All() {
+		args[string(k)] = string(v)
+	}
+	argsJSON, _ := jsonenc.Append(nil, args)
+	c.d.Audit.AppendAsync(&audit.Event{
+		Time: c.d.Now().UTC(), Kind: audit.KindDecision, RequestID: strings.Clone(ctx.GetRespHeader(fiber.HeaderXRequestID)),
+		Caller: audit.Caller{Caller: principal.Caller{Sub: s.caller.Sub, Org: s.caller.Org, Workspace: s.caller.Workspace,
+			Roles: s.caller.Roles, Session: s.caller.Session}, ClientAddr: ctx.Context().RemoteIP().String()},
+		Surface: "console", Tool: "console:" + area, Method: strings.Clone(ctx.Method()), Path: strings.Clone(ctx.Path()),
+		Arguments: argsJSON, Decision: decision, Reason: reason,
+	})
+}
+
+func (c *Console) refused(ctx *fiber.Ctx, code, msg string) {
+	c.record(ctx, "refused", "rejected", code+": "+msg)
+}
+
+// objectBody parses a JSON object body strictly and refuses fields other than allowed.
+func objectBody(raw []byte, allowed ...string) (map[string]any, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return map[string]any{}, nil
+	}
+	v, err := strictjson.Parse(raw, 64)
+	if err != nil {
+		return nil, apierror.BadRequest("invalid_request", "body", "body: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, apierror.BadRequest("invalid_request", "body", "body: must be a JSON object")
+	}
+	for k := range obj {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || k == a
+		}
+		if !ok {
+			return nil, apierror.BadRequest("invalid_request", k, "body: unknown field %s (want %s)", strictjson.QuoteKey(k), strings.Join(allowed, ", "))
+		}
+	}
+	return obj, nil
+}
+
+// stringField reads an optional string field of a parsed body.
+func stringField(obj map[string]any, name string) (string, error) {
+	v, ok := obj[name]
+	if !ok || v == nil {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", apierror.BadRequest("invalid_request", name, "%s: must be a string", name)
+	}
+	return s, nil
+}
+
+// query reads the query string as url.Values.
+func query(ctx *fiber.Ctx) (url.Values, error) {
+	q, err := url.ParseQuery(string(ctx.Request().URI().QueryString()))
+	if err != nil {
+		return nil, apierror.BadRequest("invalid_query", "", "query string: %v", err)
+	}
+	return q, nil
+}
+
+func param(ctx *fiber.Ctx, name string) string { return utils.CopyString(ctx.Params(name)) }
