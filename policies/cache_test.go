@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/policies/principal"
 )
@@ -21,7 +22,7 @@ decision := {"action": "rate_limit", "reason": "slow down", "rate_limit": {"max"
 
 func TestDecisionCache(t *testing.T) {
 	ctx := context.Background()
-	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": cachePolicy}})
+	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": cachePolicy}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestDecisionCache(t *testing.T) {
 func TestNonDeterministicPolicyIsNotCached(t *testing.T) {
 	ctx := context.Background()
 	p := "package portcullis\n\nimport rego.v1\n\ndecision := {\"action\": \"allow\", \"reason\": sprintf(\"%d\", [time.now_ns()])}\n"
-	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": p}})
+	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": p}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestNonDeterministicPolicyIsNotCached(t *testing.T) {
 
 func TestCacheDisabled(t *testing.T) {
 	ctx := context.Background()
-	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": cachePolicy}, CacheSize: -1})
+	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": cachePolicy}, CacheSize: -1, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

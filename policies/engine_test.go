@@ -407,7 +407,7 @@ func TestNewRefusesBadPolicies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(context.Background(), Options{Modules: tc.modules})
+			_, err := New(context.Background(), Options{Modules: tc.modules, Timeout: time.Second})
 			if err == nil {
 				t.Fatal("New succeeded, want an error")
 			}
@@ -436,7 +436,7 @@ func TestNetworkBuiltins(t *testing.T) {
 		{"net.lookup_ip_addr", "package portcullis\n\ndecision := {\"action\": \"allow\", \"ips\": net.lookup_ip_addr(\"example.com\")}\n", "net.lookup_ip_addr"},
 	} {
 		t.Run(tc.name+" refused by default", func(t *testing.T) {
-			_, err := New(context.Background(), Options{Modules: map[string]string{"net.rego": tc.src}})
+			_, err := New(context.Background(), Options{Modules: map[string]string{"net.rego": tc.src}, Timeout: time.Second})
 			if err == nil {
 				t.Fatal("policy using a network built-in compiled with AllowNetwork off")
 			}
@@ -506,7 +506,7 @@ func TestReload(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.rego")
 	writeFile(t, path, allowPolicy)
-	e, err := New(context.Background(), Options{Path: path})
+	e, err := New(context.Background(), Options{Path: path, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,7 +563,7 @@ decision := {"action": "rate_limit", "rate_limit": {"max": data.limits[input.too
 	writeFile(t, filepath.Join(dir, "main_test.rego"), "package portcullis_test\n\ntest_ok if true\n")
 	writeFile(t, filepath.Join(dir, ".git", "ignored.rego"), "this is not rego")
 
-	e, err := New(context.Background(), Options{Path: dir})
+	e, err := New(context.Background(), Options{Path: dir, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +606,7 @@ func TestWatchPicksUpEdits(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.rego")
 	writeFile(t, path, allowPolicy)
-	e, err := New(context.Background(), Options{Path: path, debounce: 20 * time.Millisecond})
+	e, err := New(context.Background(), Options{Path: path, debounce: 20 * time.Millisecond, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -804,11 +804,11 @@ func TestRevisionIsContentHash(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.rego")
 	writeFile(t, path, allowPolicy)
-	byPath, err := New(context.Background(), Options{Path: path})
+	byPath, err := New(context.Background(), Options{Path: path, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	byDotPath, err := New(context.Background(), Options{Path: filepath.Join(dir, ".", "policy.rego")})
+	byDotPath, err := New(context.Background(), Options{Path: filepath.Join(dir, ".", "policy.rego"), Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -834,7 +834,7 @@ func TestWatchDirectory(t *testing.T) {
 // watching starts an engine on path with its watch running until the test ends.
 func watching(t *testing.T, path string) *Engine {
 	t.Helper()
-	e, err := New(context.Background(), Options{Path: path, debounce: 20 * time.Millisecond})
+	e, err := New(context.Background(), Options{Path: path, debounce: 20 * time.Millisecond, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -869,7 +869,7 @@ func TestShadow(t *testing.T) {
 		t.Fatal("DecideShadow reported a shadow on an engine without one")
 	}
 
-	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand})
+	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -893,7 +893,7 @@ func TestShadow(t *testing.T) {
 		t.Fatal("live not reloaded or shadow replaced by a broken candidate")
 	}
 
-	if _, err := New(context.Background(), Options{Path: live, ShadowPath: cand}); err == nil || !strings.Contains(err.Error(), "shadow policy") {
+	if _, err := New(context.Background(), Options{Path: live, ShadowPath: cand, Timeout: time.Second}); err == nil || !strings.Contains(err.Error(), "shadow policy") {
 		t.Fatalf("New with a broken shadow = %v, want an error naming the shadow policy", err)
 	}
 }
@@ -943,7 +943,7 @@ func TestWatchConfigMapSymlinkSwap(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "policy.rego"), filepath.Join(dir, "policy.rego")); err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(context.Background(), Options{Path: filepath.Join(dir, "policy.rego"), debounce: 20 * time.Millisecond})
+	e, err := New(context.Background(), Options{Path: filepath.Join(dir, "policy.rego"), debounce: 20 * time.Millisecond, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -977,7 +977,7 @@ func TestReloadFailuresAreCounted(t *testing.T) {
 	cand := filepath.Join(dir, "candidate.rego")
 	writeFile(t, live, allowPolicy)
 	writeFile(t, cand, denyPolicy)
-	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand})
+	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1069,7 +1069,7 @@ func TestShadowReloadsWhileLiveIsBroken(t *testing.T) {
 	live, cand := filepath.Join(dir, "live.rego"), filepath.Join(dir, "candidate.rego")
 	writeFile(t, live, allowPolicy)
 	writeFile(t, cand, allowPolicy)
-	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand})
+	e, err := New(context.Background(), Options{Path: live, ShadowPath: cand, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

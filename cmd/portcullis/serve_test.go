@@ -67,6 +67,9 @@ func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// These tests are about what serve does, not about the policy deadline (policies
+	// tests pin that): a generous one, so a starved machine is not read as a policy error.
+	cfg.Policy.Timeout = 2 * time.Second
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
