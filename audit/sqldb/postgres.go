@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 )
@@ -28,3 +29,6 @@ func OpenPostgres(ctx context.Context, url string, maxOpenConns int) (*sql.DB, e
 	}
 	return db, nil
 }
+
+// CloseTimeout bounds closing a connection whose context has ended.
+const CloseTimeout = 5 * time.Second

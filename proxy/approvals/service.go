@@ -43,6 +43,10 @@ type Service struct {
 	ctx       context.Context // ends background work on Close
 	cancel    context.CancelFunc
 	sweepDone chan struct{}
+	// shared is set when the store is shared by other processes (a Broadcaster):
+	// watch then wakes waiters on their changes too, and Wait also polls.
+	shared    bool
+	watchDone chan struct{}
 	closeOnce sync.Once
 }
 
@@ -65,8 +69,14 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	// Approvals hold callers' (redacted) arguments: the file is its owner's only.
-	st, err := OpenSQLite(ctx, cfg.DBPath, logger)
+	var st Store
+	var err error
+	if cfg.DatabaseURL != "" {
+		st, err = OpenPostgres(ctx, cfg.DatabaseURL, logger)
+	} else {
+		// Approvals hold callers' (redacted) arguments: the file is its owner's only.
+		st, err = OpenSQLite(ctx, cfg.DBPath, logger)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +110,36 @@ func New(st Store, cfg Config, logger *slog.Logger, now func() time.Time) *Servi
 		sweepDone: make(chan struct{}),
 	}
 	go s.sweep()
+	if b, ok := st.(Broadcaster); ok {
+		s.shared = true
+		s.watchDone = make(chan struct{})
+		go s.watch(b)
+	}
 	return s
+}
+
+// watch wakes this process's waiters on the changes other processes announce,
+// resubscribing after a failure (the waiters' poll covers the gap).
+func (s *Service) watch(b Broadcaster) {
+	defer close(s.watchDone)
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := b.Watch(s.ctx, s.notify)
+		if s.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		s.log.Warn("approvals: lost the change notifications; held calls poll until they are back", "err", err, "retry_in", backoff)
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // Close stops the sweeper, waits for webhook deliveries in flight (they are cut short)
@@ -113,6 +152,9 @@ func (s *Service) Close() error {
 		s.mu.Unlock()
 		s.cancel()
 		<-s.sweepDone
+		if s.watchDone != nil {
+			<-s.watchDone
+		}
 		s.hookWG.Wait()
 		if cerr := s.store.Close(); cerr != nil {
 			err = fmt.Errorf("approvals: closing database: %w", cerr)
@@ -439,7 +481,9 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]Approval, error) {
 // Wait blocks until approval id leaves pending (approved, denied or expired) or ctx
 // ends, and returns its state then: still pending when ctx ended first (err is nil in
 // that case). Waiters are woken in memory; each Wait reads the database once to start
-// and once to finish.
+// and once to finish. On a shared store a decision made by another process wakes
+// them through the store's notifications, and they also re-read the approval every
+// PollInterval in case a notification was lost.
 func (s *Service) Wait(ctx context.Context, id string) (*Approval, error) {
 	// Subscribe before reading, so a decision made in between still wakes us.
 	ch, release := s.subscribe(id)
@@ -453,10 +497,27 @@ func (s *Service) Wait(ctx context.Context, id string) (*Approval, error) {
 	case err == nil:
 		timer := time.NewTimer(max(a.ExpiresAt.Sub(s.now()), 0) + time.Millisecond)
 		defer timer.Stop()
-		select {
-		case <-ch:
-		case <-timer.C:
-		case <-ctx.Done():
+		var poll <-chan time.Time
+		if s.shared {
+			// Another process may decide it, and its notification may be lost.
+			t := time.NewTicker(s.cfg.PollInterval)
+			defer t.Stop()
+			poll = t.C
+		}
+	wait:
+		for {
+			select {
+			case <-ch:
+				break wait
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			case <-poll:
+				if cur, err := s.store.Get(ctx, id); err == nil && cur.Status != StatusPending {
+					break wait
+				}
+			}
 		}
 	}
 	rctx := ctx
