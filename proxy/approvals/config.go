@@ -30,8 +30,9 @@ type Config struct {
 	// every replica: an approval granted through one releases the call held on
 	// another. Never logged or echoed in errors.
 	DatabaseURL string `yaml:"database_url"`
-	// PollInterval is how often a call held on a shared (PostgreSQL) store re-reads
-	// its approval, in case the notification of a decision was lost. Default 2s.
+	// PollInterval is how often, on a shared (PostgreSQL) store, the approvals that
+	// held calls wait for are re-read (one query for all), in case the notification
+	// of a decision was lost. Default 2s.
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// ApproverRole is the caller role that may decide approvals whose policy names no
 	// approvers, and list all approvals of its org. Default "approver".

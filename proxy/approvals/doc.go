@@ -30,7 +30,8 @@
 // or runs under a per-hash advisory lock, so the single use and the one pending
 // approval per request hold across them, and every change out of pending is sent
 // with NOTIFY. A Store that is shared (a Broadcaster) wakes this process's waiters
-// on other processes' decisions, and its waiters also re-read their approval every
-// poll_interval, so a lost notification only delays a release. Both drivers pass
+// on other processes' decisions, and every poll_interval one query re-reads the
+// approvals this process's callers wait for, so a lost notification only delays a
+// release. Both drivers pass
 // one test suite (store_test.go).
 package approvals

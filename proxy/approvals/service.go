@@ -43,9 +43,10 @@ type Service struct {
 	ctx       context.Context // ends background work on Close
 	cancel    context.CancelFunc
 	sweepDone chan struct{}
-	// shared is set when the store is shared by other processes (a Broadcaster):
-	// watch then wakes waiters on their changes too, and Wait also polls.
-	shared    bool
+	// pollDone and watchDone are set when the store is shared by other processes
+	// (a Broadcaster): watch then wakes waiters on their changes, and poll re-reads
+	// the waited-for approvals in case a notification was lost.
+	pollDone  chan struct{}
 	watchDone chan struct{}
 	closeOnce sync.Once
 }
@@ -83,8 +84,8 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 	return New(st, cfg, logger, now), nil
 }
 
-// New starts a service on st (which it closes on Close) with cfg, already defaulted
-// and validated; now is the clock (time.Now if nil).
+// New starts a service on st (which it closes on Close) with cfg, already validated
+// (its zero fields are defaulted); now is the clock (time.Now if nil).
 func New(st Store, cfg Config, logger *slog.Logger, now func() time.Time) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -92,6 +93,7 @@ func New(st Store, cfg Config, logger *slog.Logger, now func() time.Time) *Servi
 	if now == nil {
 		now = time.Now
 	}
+	cfg.SetDefaults()
 	bg, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg:     cfg,
@@ -111,11 +113,48 @@ func New(st Store, cfg Config, logger *slog.Logger, now func() time.Time) *Servi
 	}
 	go s.sweep()
 	if b, ok := st.(Broadcaster); ok {
-		s.shared = true
-		s.watchDone = make(chan struct{})
+		s.watchDone, s.pollDone = make(chan struct{}), make(chan struct{})
 		go s.watch(b)
+		go s.poll()
 	}
 	return s
+}
+
+// poll wakes, every PollInterval, the waiters of approvals that left pending without
+// this process hearing of it: one query for all of them, whatever their number.
+func (s *Service) poll() {
+	defer close(s.pollDone)
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	var ids []string
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ids = ids[:0]
+		s.mu.Lock()
+		for id := range s.waiters {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		done, err := s.store.NotPending(ctx, ids)
+		cancel()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("approvals: polling held approvals", "err", err)
+			}
+			continue
+		}
+		for _, id := range done {
+			s.notify(id)
+		}
+	}
 }
 
 // watch wakes this process's waiters on the changes other processes announce,
@@ -154,6 +193,7 @@ func (s *Service) Close() error {
 		<-s.sweepDone
 		if s.watchDone != nil {
 			<-s.watchDone
+			<-s.pollDone
 		}
 		s.hookWG.Wait()
 		if cerr := s.store.Close(); cerr != nil {
@@ -482,8 +522,8 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]Approval, error) {
 // ends, and returns its state then: still pending when ctx ended first (err is nil in
 // that case). Waiters are woken in memory; each Wait reads the database once to start
 // and once to finish. On a shared store a decision made by another process wakes
-// them through the store's notifications, and they also re-read the approval every
-// PollInterval in case a notification was lost.
+// them through the store's notifications, and every PollInterval one query finds
+// the waited-for approvals that left pending, in case a notification was lost.
 func (s *Service) Wait(ctx context.Context, id string) (*Approval, error) {
 	// Subscribe before reading, so a decision made in between still wakes us.
 	ch, release := s.subscribe(id)
@@ -497,27 +537,10 @@ func (s *Service) Wait(ctx context.Context, id string) (*Approval, error) {
 	case err == nil:
 		timer := time.NewTimer(max(a.ExpiresAt.Sub(s.now()), 0) + time.Millisecond)
 		defer timer.Stop()
-		var poll <-chan time.Time
-		if s.shared {
-			// Another process may decide it, and its notification may be lost.
-			t := time.NewTicker(s.cfg.PollInterval)
-			defer t.Stop()
-			poll = t.C
-		}
-	wait:
-		for {
-			select {
-			case <-ch:
-				break wait
-			case <-timer.C:
-				break wait
-			case <-ctx.Done():
-				break wait
-			case <-poll:
-				if cur, err := s.store.Get(ctx, id); err == nil && cur.Status != StatusPending {
-					break wait
-				}
-			}
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-ctx.Done():
 		}
 	}
 	rctx := ctx

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/audit/sqldb"
@@ -315,6 +316,41 @@ func (s *sqlStore) List(ctx context.Context, org string, status Status, limit in
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("approvals: listing approvals: %w", err)
+	}
+	return out, nil
+}
+
+// notPendingChunk is the most ids one NotPending query carries.
+const notPendingChunk = 500
+
+func (s *sqlStore) NotPending(ctx context.Context, ids []string) ([]string, error) {
+	var out []string
+	args := make([]any, 0, min(len(ids), notPendingChunk))
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), notPendingChunk)]
+		ids = ids[len(chunk):]
+		args = args[:0]
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		query := "SELECT id FROM approvals WHERE status <> 'pending' AND id IN (?" + strings.Repeat(",?", len(chunk)-1) + ")"
+		rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+		if err != nil {
+			return nil, fmt.Errorf("approvals: reading held approvals: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("approvals: reading held approvals: %w", err)
+			}
+			out = append(out, id)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("approvals: reading held approvals: %w", err)
+		}
 	}
 	return out, nil
 }

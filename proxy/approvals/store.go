@@ -41,6 +41,8 @@ type Store interface {
 	// List returns approvals of org (with status, unless it is ""), newest first, at
 	// most limit.
 	List(ctx context.Context, org string, status Status, limit int) ([]Approval, error)
+	// NotPending returns those of ids whose approval is no longer pending.
+	NotPending(ctx context.Context, ids []string) ([]string, error)
 	// Close releases the database.
 	Close() error
 }

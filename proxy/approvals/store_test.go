@@ -281,6 +281,35 @@ func TestStoreListsOneOrgNewestFirst(t *testing.T) {
 	})
 }
 
+func TestStoreNotPendingPicksTheDecidedOutOfMany(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, open func(*testing.T) Store) {
+		ctx, st := context.Background(), open(t)
+		var ids []string
+		for i := 0; i < notPendingChunk+100; i++ {
+			a := newApproval(hashOf(1000+i), "acme", storeEpoch)
+			mustCreate(t, st, a, storeEpoch)
+			ids = append(ids, a.ID)
+		}
+		// One in each chunk of the query, decided or expired.
+		if ok, _ := st.Decide(ctx, ids[3], StatusDenied, "carol", "no", storeEpoch); !ok {
+			t.Fatal("decide")
+		}
+		if ok, _ := st.Expire(ctx, ids[notPendingChunk+50], StatusPending); !ok {
+			t.Fatal("expire")
+		}
+		got, err := st.NotPending(ctx, append(ids, "no-such-id"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(got)
+		want := []string{ids[3], ids[notPendingChunk+50]}
+		sort.Strings(want)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("NotPending = %v, want %v", got, want)
+		}
+	})
+}
+
 // droppingStore is a shared store whose notifications never arrive.
 type droppingStore struct{ Store }
 
