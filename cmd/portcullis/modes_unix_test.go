@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,8 +16,8 @@ import (
 )
 
 // The whole stack on a fresh data dir under umask 0: the dir is 0700 and every file
-// serve writes (databases with their WAL and SHM, the audit journal and lock, every
-// key) is 0600. The dev public key is the one exception: it is public, 0644 on
+// serve writes (databases with their WAL and SHM, the audit journal and lock, the
+// witness file, every key) is 0600. The dev public key is the one exception: it is public, 0644 on
 // purpose, inside the 0700 dir.
 func TestFreshDataDirIsOwnerOnlyWhateverTheUmask(t *testing.T) {
 	old := syscall.Umask(0)
@@ -50,6 +51,13 @@ func TestFreshDataDirIsOwnerOnlyWhateverTheUmask(t *testing.T) {
 	if resp, body := postJSON(t, url+"/v1/integrations", token, `{"name":"modes","ai_provider_id":"openai","key":"sk-modes-0123456789"}`); resp.StatusCode != 200 {
 		t.Fatalf("create: %d %s", resp.StatusCode, body)
 	}
+	// The witness file gets its first line at the first checkpoint (every second while rows arrive).
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(filepath.Join(dir, "witness.log")); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	check := func(when string) map[string]bool {
 		seen := map[string]bool{}
 		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -80,7 +88,7 @@ func TestFreshDataDirIsOwnerOnlyWhateverTheUmask(t *testing.T) {
 	}
 	seen := check("running")
 	for _, f := range []string{"audit.db", "audit.db-wal", "audit.db-shm", "audit.db.journal", "audit-signing.key",
-		"audit-hmac.key", "backend.db", "backend.db-wal", "approvals.db", "approvals.db-wal", "kek.key", "dev-signing-key.pem"} {
+		"audit-hmac.key", "backend.db", "backend.db-wal", "approvals.db", "approvals.db-wal", "kek.key", "dev-signing-key.pem", "witness.log"} {
 		if !seen[f] {
 			t.Errorf("%s was not created; its mode went unchecked (have %v)", f, seen)
 		}
