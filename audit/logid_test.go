@@ -131,10 +131,10 @@ func TestLogWithoutIDIsUpgraded(t *testing.T) {
 	}
 	head := readHead(t, cfg.Path, 20)
 	old := signCheckpoint(key, "", CheckpointClose, 20, head, time.Now().Add(-time.Hour))
-	// What an earlier version left: no log_id column, no id in audit_meta, and
-	// checkpoints signed under the v1 domain.
+	// What an earlier version left: no log_id column, no id in audit_meta,
+	// checkpoints signed under the v1 domain, and no schema_migrations.
 	tamper(t, cfg.Path, `DELETE FROM audit_checkpoints`, `DELETE FROM audit_meta WHERE key = 'log_id'`,
-		`ALTER TABLE audit_checkpoints DROP COLUMN log_id`,
+		`ALTER TABLE audit_checkpoints DROP COLUMN log_id`, `DROP TABLE schema_migrations`,
 		fmt.Sprintf(`INSERT INTO audit_checkpoints (kind, seq, head_hash, ts, key_id, signature) VALUES ('%s', %d, x'%x', %d, '%s', x'%x')`,
 			old.Kind, old.Seq, old.Head, old.TS, old.KeyID, old.Signature))
 	pub := pubKey(t, cfg)

@@ -12,13 +12,14 @@ import (
 	"io"
 	"math"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/portcullis/portcullis/audit/sqldb"
 )
 
 // Filter selects audit rows. Empty fields match everything. Since is inclusive,
@@ -195,18 +196,11 @@ type Reader struct {
 
 // OpenReader opens an existing audit database for reading.
 func OpenReader(ctx context.Context, path string) (*Reader, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
-	}
-	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+
-		"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	// query_only rather than mode=ro: a reader of a WAL database may need to create
+	// its -shm index.
+	db, err := sqldb.OpenSQLite(ctx, sqldb.SQLite{Path: path, Access: sqldb.QueryOnly, MaxOpenConns: 4})
 	if err != nil {
-		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
-	}
-	db.SetMaxOpenConns(4)
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return &Reader{db: db, path: path}, nil
 }

@@ -5,87 +5,75 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
+	"embed"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
+	"io/fs"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/portcullis/portcullis/audit/sqldb"
 )
 
 const schemaVersion = "1"
 
-// Columns are NOT NULL with defaults so that a stored row has exactly one
-// encoding: no NULL-versus-empty ambiguity under the hash.
-const schemaSQL = `
-CREATE TABLE IF NOT EXISTS audit_meta (
-  key   TEXT PRIMARY KEY,
-  value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit_events (
-  seq              INTEGER PRIMARY KEY,
-  ts               INTEGER NOT NULL,
-  kind             TEXT NOT NULL,
-  request_id       TEXT NOT NULL DEFAULT '',
-  decision_id      TEXT NOT NULL DEFAULT '',
-  caller_sub       TEXT NOT NULL DEFAULT '',
-  caller_org       TEXT NOT NULL DEFAULT '',
-  caller_workspace TEXT NOT NULL DEFAULT '',
-  caller_roles     TEXT NOT NULL DEFAULT '[]',
-  caller_session   TEXT NOT NULL DEFAULT '',
-  client_addr      TEXT NOT NULL DEFAULT '',
-  surface          TEXT NOT NULL DEFAULT '',
-  tool             TEXT NOT NULL DEFAULT '',
-  method           TEXT NOT NULL DEFAULT '',
-  path             TEXT NOT NULL DEFAULT '',
-  args             TEXT NOT NULL DEFAULT '',
-  decision         TEXT NOT NULL DEFAULT '',
-  reason           TEXT NOT NULL DEFAULT '',
-  policy_revision  TEXT NOT NULL DEFAULT '',
-  approval_id      TEXT NOT NULL DEFAULT '',
-  approver         TEXT NOT NULL DEFAULT '',
-  status           INTEGER NOT NULL DEFAULT 0,
-  error_class      TEXT NOT NULL DEFAULT '',
-  latency_us       INTEGER NOT NULL DEFAULT 0,
-  prev_hash        BLOB NOT NULL,
-  hash             BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events(ts);
--- Lookups by request id ("r:<id>") and caller ("s:<sub>"). Derived data outside the
--- chain, filled in bulk by the writer between commits (see Log.indexLookups): two
--- secondary indexes on audit_events cost a third of every commit.
-CREATE TABLE IF NOT EXISTS audit_lookup (
-  k   TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  PRIMARY KEY (k, seq)
-) WITHOUT ROWID;
+// migrations are the audit database's numbered schema files (sqldb.Migrations).
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// schemaSQL is the first migration: every statement is IF NOT EXISTS, so running it
+// again restores what it creates (the legacy adoption does; so do tests that put
+// the append-only triggers back after tampering).
+var schemaSQL = mustReadMigration("0001_init.sql")
+
+func mustReadMigration(name string) string {
+	b, err := migrationFiles.ReadFile("migrations/" + name)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+func auditMigrations(logger *slog.Logger) sqldb.Migrations {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	return sqldb.Migrations{Component: "audit", FS: sub, Legacy: legacyVersion, Logger: logger}
+}
+
+// legacyVersion adopts a database created before schema_migrations, when the schema
+// was CREATE IF NOT EXISTS plus a column added on sight. It brings the database to
+// the shape of migration 0001 (an old one may lack the lookup table, or still carry
+// the two indexes the lookup table replaced) and reports 2 when the checkpoints
+// already name their log, 1 when migration 0002 is still to run, 0 for a new file.
+func legacyVersion(ctx context.Context, tx *sql.Tx) (int, error) {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'`).Scan(&n); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if _, err := tx.ExecContext(ctx, schemaSQL+`
 DROP INDEX IF EXISTS audit_events_request;
-DROP INDEX IF EXISTS audit_events_sub;
-CREATE INDEX IF NOT EXISTS audit_events_approval ON audit_events(approval_id) WHERE approval_id <> '';
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-  id        INTEGER PRIMARY KEY,
-  kind      TEXT NOT NULL,
-  seq       INTEGER NOT NULL,
-  head_hash BLOB NOT NULL,
-  ts        INTEGER NOT NULL,
-  key_id    TEXT NOT NULL,
-  signature BLOB NOT NULL,
-  log_id    TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS audit_checkpoints_seq ON audit_checkpoints(seq);
-CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
-BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
-BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
-BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
-BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
-`
+DROP INDEX IF EXISTS audit_events_sub;`); err != nil {
+		return 0, err
+	}
+	has, err := hasLogIDColumn(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	if has {
+		return 2, nil
+	}
+	return 1, nil
+}
 
 // noDeleteTrigger is re-created by Prune after its guarded delete.
 const noDeleteTrigger = `CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
@@ -131,55 +119,41 @@ const (
 	CheckpointPrune    = "prune"
 )
 
-// dsn builds a modernc.org/sqlite DSN. Every connection gets WAL, a busy timeout
-// and, when capped, max_page_count (a per-connection setting).
-func dsn(path string, readOnly bool, synchronous string, maxPages int64) string {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
+// openDB opens the audit database through sqldb. Every read-write connection gets
+// WAL, a busy timeout, immediate transactions and, when capped, max_page_count (a
+// per-connection setting).
+func openDB(path string, readOnly bool, synchronous string, maxPages int64) (*sql.DB, error) {
+	o := sqldb.SQLite{Path: path, Synchronous: synchronous}
 	if readOnly {
-		q.Add("mode", "ro")
+		o.Access = sqldb.ReadOnly
 	} else {
-		// page_size only takes on a new file and must precede WAL mode, which the
-		// driver applies after the _pragma list.
-		q.Add("_pragma", "page_size("+strconv.Itoa(pageSize)+")")
-		q.Add("_journal_mode", "WAL")
-		q.Add("_synchronous", synchronous)
-		q.Add("_txlock", "immediate")
-		// Statement journals of multi-row INSERTs stay in memory, not temp files.
-		q.Add("_pragma", "temp_store(MEMORY)")
-		// Checkpoint the WAL every 10,000 pages (about 40 MiB) rather than 1,000: rows
-		// reach SQLite in bulk, off the request path, and fewer checkpoints (each with
-		// its fsyncs) cut the cost per row by about a sixth.
-		q.Add("_pragma", "wal_autocheckpoint(10000)")
+		o.Pragmas = []string{
+			// page_size only takes on a new file and must precede WAL mode, which
+			// sqldb applies after these.
+			"page_size(" + strconv.Itoa(pageSize) + ")",
+			// Statement journals of multi-row INSERTs stay in memory, not temp files.
+			"temp_store(MEMORY)",
+			// Checkpoint the WAL every 10,000 pages (about 40 MiB) rather than 1,000:
+			// rows reach SQLite in bulk, off the request path, and fewer checkpoints
+			// (each with its fsyncs) cut the cost per row by about a sixth.
+			"wal_autocheckpoint(10000)",
+		}
 		if maxPages > 0 {
-			q.Add("_pragma", "max_page_count("+strconv.FormatInt(maxPages, 10)+")")
+			o.Pragmas = append(o.Pragmas, "max_page_count("+strconv.FormatInt(maxPages, 10)+")")
 		}
 	}
-	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-}
-
-func openDB(path string, readOnly bool, synchronous string, maxPages int64) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", dsn(path, readOnly, synchronous, maxPages))
+	db, err := sqldb.OpenSQLite(context.Background(), o)
 	if err != nil {
-		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return db, nil
 }
 
+// migrate runs the audit migrations and writes the log's meta rows (its id among
+// them) if they are missing.
 func migrate(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, schemaSQL); err != nil {
-		return fmt.Errorf("audit: creating schema: %w", err)
-	}
-	// Databases created before checkpoints named their log gain the column; their
-	// old checkpoints keep an empty log id (see checkpoint.message).
-	has, err := hasLogIDColumn(ctx, db)
-	if err != nil {
-		return err
-	}
-	if !has {
-		if _, err := db.ExecContext(ctx, `ALTER TABLE audit_checkpoints ADD COLUMN log_id TEXT NOT NULL DEFAULT ''`); err != nil {
-			return fmt.Errorf("audit: adding checkpoint log ids: %w", err)
-		}
+	if _, err := auditMigrations(nil).Run(ctx, db); err != nil {
+		return fmt.Errorf("audit: %w", err)
 	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {

@@ -10,12 +10,14 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+
+	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
 )
 
 func benchServer(b *testing.B, pg bool) (*httptest.Server, string) {
 	cfg := Config{DataDir: b.TempDir(), KEK: randKey(b), MaxPerProvider: 1 << 30}
 	if pg {
-		cfg.DatabaseURL = postgresURL(b)
+		cfg.DatabaseURL = sqldbtest.PostgresURL(b)
 	}
 	srv, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {

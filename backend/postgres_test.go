@@ -2,45 +2,16 @@ package backend
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
-	"os"
-	"strings"
 	"testing"
-)
 
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	base := os.Getenv("PORTCULLIS_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("PORTCULLIS_TEST_POSTGRES not set; skipping PostgreSQL test")
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "pcb_api_" + hex.EncodeToString(b)
-	db, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DROP SCHEMA " + schema + " CASCADE")
-		_ = db.Close()
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
-}
+	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
+)
 
 // The same API on PostgreSQL: lifecycle, masking, isolation, limits, and no canary in
 // any stored row.
 func TestPostgresEndToEnd(t *testing.T) {
-	url := postgresURL(t)
+	url := sqldbtest.PostgresURL(t)
 	e := newEnv(t, func(c *Config) { c.DatabaseURL = url; c.MaxPerProvider = 2 })
 	a, b := e.as("acme", ""), e.as("globex", "")
 	id, slug := e.mustCreate(a, map[string]any{"name": "Prod Bedrock", "ai_provider_id": "aws-bedrock", "key": canary,

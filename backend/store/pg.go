@@ -3,53 +3,15 @@ package store
 import (
 	"context"
 	"database/sql"
-	_ "embed"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
+	"github.com/portcullis/portcullis/audit/sqldb"
 )
-
-//go:embed schema_postgres.sql
-var schemaPostgres string
-
-type migration struct {
-	version int
-	sql     string
-}
-
-// migrations splits an embedded schema at its "-- migration N" markers.
-func migrations(src string) []migration {
-	locs := migrationRe.FindAllStringSubmatchIndex(src, -1)
-	out := make([]migration, 0, len(locs))
-	for i, loc := range locs {
-		v, _ := strconv.Atoi(src[loc[2]:loc[3]])
-		end := len(src)
-		if i+1 < len(locs) {
-			end = locs[i+1][0]
-		}
-		out = append(out, migration{version: v, sql: src[loc[1]:end]})
-	}
-	return out
-}
 
 // rebind turns ? placeholders into PostgreSQL's $1, $2... Our queries hold no '?'
 // inside string literals, so a plain scan is enough.
-func rebind(q string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+func rebind(q string) string { return sqldb.Rebind(q) }
 
 // dbx and txx run queries written with ? placeholders on either database.
 type dbx struct {
@@ -123,14 +85,9 @@ func OpenPostgres(ctx context.Context, url string, logger *slog.Logger) (*Store,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := sql.Open("pgx", url)
+	db, err := sqldb.OpenPostgres(ctx, url, 16)
 	if err != nil {
-		return nil, fmt.Errorf("store: opening postgres: %w", err)
-	}
-	db.SetMaxOpenConns(16)
-	if err := db.PingContext(ctx); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store: connecting to postgres: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	s := &Store{db: db, x: dbx{db: db, pg: true}, pg: true, logger: logger}
 	if err := s.migrate(ctx); err != nil {
@@ -138,36 +95,4 @@ func OpenPostgres(ctx context.Context, url string, logger *slog.Logger) (*Store,
 		return nil, err
 	}
 	return s, nil
-}
-
-func (s *Store) migratePostgres(ctx context.Context) error {
-	tx, err := s.begin(ctx)
-	if err != nil {
-		return fmt.Errorf("store: migrating: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	// Replicas starting together migrate one at a time.
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis-backend:migrate'))`); err != nil {
-		return fmt.Errorf("store: migrating: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS backend_schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("store: migrating: %w", err)
-	}
-	var have int
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM backend_schema_migrations`).Scan(&have); err != nil {
-		return fmt.Errorf("store: reading schema version: %w", err)
-	}
-	for _, m := range migrations(schemaPostgres) {
-		if m.version <= have {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			return fmt.Errorf("store: migration %d: %w", m.version, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO backend_schema_migrations (version, applied_at) VALUES (?, now()::text)`, m.version); err != nil {
-			return fmt.Errorf("store: migration %d: %w", m.version, err)
-		}
-		s.logger.Info("backend store migrated", "version", m.version, "driver", "postgres")
-	}
-	return tx.Commit()
 }

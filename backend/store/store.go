@@ -3,25 +3,23 @@ package store
 import (
 	"context"
 	"database/sql"
-	_ "embed"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"net/url"
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // driver "sqlite"
-
+	"github.com/portcullis/portcullis/audit/sqldb"
 	"github.com/portcullis/portcullis/backend/crypto"
 )
 
-//go:embed schema.sql
-var schema string
+// migrationFiles holds each dialect's numbered schema files (sqldb.Migrations).
+//
+//go:embed migrations
+var migrationFiles embed.FS
 
 // Errors the service layer maps to statuses.
 var (
@@ -94,33 +92,22 @@ type Store struct {
 	logger *slog.Logger
 }
 
-// Open opens (creating) the database at path and migrates it.
+// Open opens (creating, mode 0600) the database at path and migrates it.
 func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("store: creating %s: %w", filepath.Dir(path), err)
-	}
-	q := url.Values{}
-	for _, p := range []string{"busy_timeout(5000)", "journal_mode(WAL)", "foreign_keys(1)",
-		"synchronous(NORMAL)", "secure_delete(1)"} {
-		q.Add("_pragma", p)
-	}
-	// Writers take the lock at BEGIN, so two creates cannot both pass the per-provider
-	// count and then both insert.
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// Writers take the lock at BEGIN (sqldb's immediate transactions), so two
+	// creates cannot both pass the per-provider count and then both insert.
+	db, err := sqldb.OpenSQLite(ctx, sqldb.SQLite{Path: path, Pragmas: []string{"secure_delete(1)"}, MaxOpenConns: 8})
 	if err != nil {
-		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
-	db.SetMaxOpenConns(8)
 	s := &Store{db: db, x: dbx{db: db}, path: path, logger: logger}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	_ = os.Chmod(path, 0o600)
 	return s, nil
 }
 
@@ -133,44 +120,40 @@ func (s *Store) Close() error { return s.db.Close() }
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-var migrationRe = regexp.MustCompile(`(?m)^-- migration (\d+)\s*$`)
-
+// migrate runs the dialect's migrations. A database from before schema_migrations
+// recorded its version in PRAGMA user_version (SQLite) or backend_schema_migrations
+// (PostgreSQL); that tracking is adopted and left in place.
 func (s *Store) migrate(ctx context.Context) error {
+	m := sqldb.Migrations{Component: "backend", Logger: s.logger, Legacy: legacySQLiteVersion}
+	dir := "migrations/sqlite"
 	if s.pg {
-		return s.migratePostgres(ctx)
+		m.Dialect, m.Legacy, dir = sqldb.PostgresDialect, legacyPostgresVersion, "migrations/postgres"
 	}
-	conn, err := s.db.Conn(ctx)
+	sub, err := fs.Sub(migrationFiles, dir)
 	if err != nil {
-		return fmt.Errorf("store: migrating: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
-	defer conn.Close()
-	var have int
-	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
-		return fmt.Errorf("store: reading schema version: %w", err)
-	}
-	for _, m := range migrations(schema) {
-		v := m.version
-		if v <= have {
-			continue
-		}
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			_ = tx.Rollback()
-			return fmt.Errorf("store: migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
-			_ = tx.Rollback()
-			return fmt.Errorf("store: migration %d: %w", v, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store: migration %d: %w", v, err)
-		}
-		s.logger.Info("backend store migrated", "version", v, "path", s.path)
+	m.FS = sub
+	if _, err := m.Run(ctx, s.db); err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
 	return nil
+}
+
+func legacySQLiteVersion(ctx context.Context, tx *sql.Tx) (int, error) {
+	var v int
+	err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+func legacyPostgresVersion(ctx context.Context, tx *sql.Tx) (int, error) {
+	var exists bool
+	if err := tx.QueryRowContext(ctx, `SELECT to_regclass('backend_schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return 0, err
+	}
+	var v int
+	err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM backend_schema_migrations`).Scan(&v)
+	return v, err
 }
 
 const cols = `id, org, workspace_id, slug, name, provider, auth_type, description, status,

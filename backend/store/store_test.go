@@ -46,7 +46,8 @@ func TestMigrateIsIdempotentAndPragmas(t *testing.T) {
 		var v int
 		var mode string
 		var fk, busy int
-		_ = s.db.QueryRow("PRAGMA user_version").Scan(&v)
+		// The version is tracked in schema_migrations, as every store's is.
+		_ = s.db.QueryRow("SELECT max(version) FROM schema_migrations WHERE component = 'backend'").Scan(&v)
 		_ = s.db.QueryRow("PRAGMA journal_mode").Scan(&mode)
 		_ = s.db.QueryRow("PRAGMA foreign_keys").Scan(&fk)
 		_ = s.db.QueryRow("PRAGMA busy_timeout").Scan(&busy)

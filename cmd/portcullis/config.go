@@ -134,6 +134,7 @@ func loadConfig(o overrides) (*Config, error) {
 	env("PORTCULLIS_KEK", &cfg.Backend.KEK)
 	env("PORTCULLIS_APPROVAL_WEBHOOK_URL", &cfg.Approval.WebhookURL)
 	env("PORTCULLIS_APPROVAL_WEBHOOK_SECRET", &cfg.Approval.WebhookSecret)
+	env("PORTCULLIS_APPROVALS_DATABASE_URL", &cfg.Approval.DatabaseURL)
 	if v := os.Getenv("PORTCULLIS_APPROVAL_WAIT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {

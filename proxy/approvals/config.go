@@ -16,14 +16,24 @@ const (
 	DefaultWaitBudget     = 30 * time.Second
 	DefaultSweepInterval  = 30 * time.Second
 	DefaultWebhookTimeout = 5 * time.Second
+	DefaultPollInterval   = 2 * time.Second
 	minWebhookSecretBytes = 16
 	maxCommentBytes       = 2000
 )
 
 // Config configures the approval service.
 type Config struct {
-	// DBPath is the SQLite file holding approvals (created if missing). Required.
+	// DBPath is the SQLite file holding approvals (created if missing, mode 0600).
+	// Required unless DatabaseURL is set.
 	DBPath string `yaml:"db_path"`
+	// DatabaseURL (postgres://...) keeps approvals in PostgreSQL instead, shared by
+	// every replica: an approval granted through one releases the call held on
+	// another. Never logged or echoed in errors.
+	DatabaseURL string `yaml:"database_url"`
+	// PollInterval is how often, on a shared (PostgreSQL) store, the approvals that
+	// held calls wait for are re-read (one query for all), in case the notification
+	// of a decision was lost. Default 2s.
+	PollInterval time.Duration `yaml:"poll_interval"`
 	// ApproverRole is the caller role that may decide approvals whose policy names no
 	// approvers, and list all approvals of its org. Default "approver".
 	ApproverRole string `yaml:"approver_role"`
@@ -71,6 +81,9 @@ func (c *Config) SetDefaults() {
 	if c.WebhookTimeout == 0 {
 		c.WebhookTimeout = DefaultWebhookTimeout
 	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 }
 
@@ -78,8 +91,17 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("approvals: "+format, a...)) }
-	if c.DBPath == "" {
-		bad("db_path is required")
+	if c.DatabaseURL != "" {
+		// The URL may hold a password: it is never echoed back.
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			bad("database_url must be a postgres:// or postgresql:// URL")
+		}
+	} else if c.DBPath == "" {
+		bad("db_path is required (or database_url)")
+	}
+	if c.PollInterval <= 0 || c.PollInterval > time.Minute {
+		bad("poll_interval must be between 0 and 1m, got %s", c.PollInterval)
 	}
 	if strings.TrimSpace(c.ApproverRole) == "" {
 		bad("approver_role must not be empty")

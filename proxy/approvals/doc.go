@@ -1,5 +1,5 @@
 // Package approvals holds calls that policy sends to a human (require_approval) until an
-// approver decides. A pending approval is a SQLite row bound to the hash of the canonical
+// approver decides. A pending approval is a row in a Store bound to the hash of the canonical
 // request (caller sub, org, workspace, session, tool, canonical arguments, policy
 // revision), so approving one request never authorises a different one. It is single
 // use: Consume moves it from approved to used in one conditional UPDATE, so of any number
@@ -21,4 +21,17 @@
 // Waiters are woken in memory (a channel per approval id), not by polling the database,
 // and a sweeper expires overdue approvals and wakes their waiters. New pending approvals
 // are announced to an optional webhook, signed with HMAC-SHA256.
+//
+// # Storage
+//
+// The Service holds the rules; a Store holds the rows, each of its methods one atomic
+// step. OpenSQLite keeps one node's approvals in a file (mode 0600). OpenPostgres
+// (approvals.database_url) is shared by replicas: each step is a conditional UPDATE
+// or runs under a per-hash advisory lock, so the single use and the one pending
+// approval per request hold across them, and every change out of pending is sent
+// with NOTIFY. A Store that is shared (a Broadcaster) wakes this process's waiters
+// on other processes' decisions, and every poll_interval one query re-reads the
+// approvals this process's callers wait for, so a lost notification only delays a
+// release. Both drivers pass
+// one test suite (store_test.go).
 package approvals

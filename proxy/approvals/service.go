@@ -2,8 +2,6 @@ package approvals
 
 import (
 	"context"
-	"database/sql"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,32 +9,26 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
 	"github.com/portcullis/portcullis/policies/principal"
-	_ "modernc.org/sqlite" // driver "sqlite"
 )
-
-//go:embed schema.sql
-var schema string
-
-const schemaVersion = 1
 
 // Service stores approvals and wakes the callers waiting on them.
 type Service struct {
-	cfg Config
-	db  *sql.DB
-	log *slog.Logger
-	now func() time.Time
+	cfg   Config
+	store Store
+	log   *slog.Logger
+	now   func() time.Time
 
 	// writeMu serialises writes in this process; SQLite has one writer anyway, and
-	// holding the lock across read-check-write keeps each transition atomic.
+	// holding the lock across read-check-write keeps each transition atomic here.
+	// Across processes the store's conditional updates do.
 	writeMu sync.Mutex
 
 	mu         sync.Mutex
@@ -51,6 +43,11 @@ type Service struct {
 	ctx       context.Context // ends background work on Close
 	cancel    context.CancelFunc
 	sweepDone chan struct{}
+	// pollDone and watchDone are set when the store is shared by other processes
+	// (a Broadcaster): watch then wakes waiters on their changes, and poll re-reads
+	// the waited-for approvals in case a notification was lost.
+	pollDone  chan struct{}
+	watchDone chan struct{}
 	closeOnce sync.Once
 }
 
@@ -73,28 +70,34 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if dir := filepath.Dir(cfg.DBPath); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("approvals: creating %s: %w", dir, err)
-		}
+	var st Store
+	var err error
+	if cfg.DatabaseURL != "" {
+		st, err = OpenPostgres(ctx, cfg.DatabaseURL, logger)
+	} else {
+		// Approvals hold callers' (redacted) arguments: the file is its owner's only.
+		st, err = OpenSQLite(ctx, cfg.DBPath, logger)
 	}
-	dsn := "file:" + cfg.DBPath + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("approvals: opening %s: %w", cfg.DBPath, err)
+		return nil, err
 	}
-	db.SetMaxOpenConns(4)
-	if err := migrate(ctx, db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("approvals: opening %s: %w", cfg.DBPath, err)
+	return New(st, cfg, logger, now), nil
+}
+
+// New starts a service on st (which it closes on Close) with cfg, already validated
+// (its zero fields are defaulted); now is the clock (time.Now if nil).
+func New(st Store, cfg Config, logger *slog.Logger, now func() time.Time) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	// Approvals hold callers' (redacted) arguments: keep the file to its owner. Best
-	// effort: the -wal and -shm files follow the directory's umask.
-	_ = os.Chmod(cfg.DBPath, 0o600)
+	if now == nil {
+		now = time.Now
+	}
+	cfg.SetDefaults()
 	bg, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg:     cfg,
-		db:      db,
+		store:   st,
 		log:     logger,
 		now:     now,
 		waiters: make(map[string]*waiter),
@@ -109,24 +112,73 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 		sweepDone: make(chan struct{}),
 	}
 	go s.sweep()
-	return s, nil
+	if b, ok := st.(Broadcaster); ok {
+		s.watchDone, s.pollDone = make(chan struct{}), make(chan struct{})
+		go s.watch(b)
+		go s.poll()
+	}
+	return s
 }
 
-func migrate(ctx context.Context, db *sql.DB) error {
-	var v int
-	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("reading schema version: %w", err)
+// poll wakes, every PollInterval, the waiters of approvals that left pending without
+// this process hearing of it: one query for all of them, whatever their number.
+func (s *Service) poll() {
+	defer close(s.pollDone)
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	var ids []string
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ids = ids[:0]
+		s.mu.Lock()
+		for id := range s.waiters {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		done, err := s.store.NotPending(ctx, ids)
+		cancel()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("approvals: polling held approvals", "err", err)
+			}
+			continue
+		}
+		for _, id := range done {
+			s.notify(id)
+		}
 	}
-	if v > schemaVersion {
-		return fmt.Errorf("schema version %d is newer than this binary's %d", v, schemaVersion)
+}
+
+// watch wakes this process's waiters on the changes other processes announce,
+// resubscribing after a failure (the waiters' poll covers the gap).
+func (s *Service) watch(b Broadcaster) {
+	defer close(s.watchDone)
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := b.Watch(s.ctx, s.notify)
+		if s.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		s.log.Warn("approvals: lost the change notifications; held calls poll until they are back", "err", err, "retry_in", backoff)
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("creating schema: %w", err)
-	}
-	if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
-		return fmt.Errorf("setting schema version: %w", err)
-	}
-	return nil
 }
 
 // Close stops the sweeper, waits for webhook deliveries in flight (they are cut short)
@@ -139,8 +191,12 @@ func (s *Service) Close() error {
 		s.mu.Unlock()
 		s.cancel()
 		<-s.sweepDone
+		if s.watchDone != nil {
+			<-s.watchDone
+			<-s.pollDone
+		}
 		s.hookWG.Wait()
-		if cerr := s.db.Close(); cerr != nil {
+		if cerr := s.store.Close(); cerr != nil {
 			err = fmt.Errorf("approvals: closing database: %w", cerr)
 		}
 	})
@@ -165,49 +221,6 @@ func (s *Service) URL(id string) string {
 	return s.cfg.PublicURL + "/admin/v1/approvals/" + id
 }
 
-const columns = `id, status, hash, caller_sub, caller_org, caller_workspace, caller_session, caller_roles,
-	tool, surface, arguments, reason, policy_revision, approvers, created_at, expires_at,
-	decided_by, comment, decided_at, used_at`
-
-type scanner interface{ Scan(dest ...any) error }
-
-func scanApproval(row scanner) (*Approval, error) {
-	var (
-		a                 Approval
-		roles, approvers  string
-		args              string
-		created, expires  int64
-		decidedAt, usedAt sql.NullInt64
-		status            string
-	)
-	err := row.Scan(&a.ID, &status, &a.Hash, &a.Caller.Sub, &a.Caller.Org, &a.Caller.Workspace, &a.Caller.Session, &roles,
-		&a.Tool, &a.Surface, &args, &a.Reason, &a.PolicyRevision, &approvers, &created, &expires,
-		&a.DecidedBy, &a.Comment, &decidedAt, &usedAt)
-	if err != nil {
-		return nil, err
-	}
-	a.Status = Status(status)
-	a.Arguments = json.RawMessage(args)
-	if err := json.Unmarshal([]byte(roles), &a.Caller.Roles); err != nil {
-		return nil, fmt.Errorf("approvals: approval %s: decoding caller_roles: %w", a.ID, err)
-	}
-	if err := json.Unmarshal([]byte(approvers), &a.Approvers); err != nil {
-		return nil, fmt.Errorf("approvals: approval %s: decoding approvers: %w", a.ID, err)
-	}
-	a.CreatedAt, a.ExpiresAt = fromMillis(created), fromMillis(expires)
-	if decidedAt.Valid {
-		t := fromMillis(decidedAt.Int64)
-		a.DecidedAt = &t
-	}
-	if usedAt.Valid {
-		t := fromMillis(usedAt.Int64)
-		a.UsedAt = &t
-	}
-	return &a, nil
-}
-
-func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
-
 func (s *Service) nowMillis() int64 { return s.now().UnixMilli() }
 
 // live reports whether a is pending or approved and not past its expiry at nowMs.
@@ -215,34 +228,23 @@ func live(a *Approval, nowMs int64) bool {
 	return (a.Status == StatusPending || a.Status == StatusApproved) && a.ExpiresAt.UnixMilli() > nowMs
 }
 
-func (s *Service) getRow(ctx context.Context, id string) (*Approval, error) {
-	a, err := scanApproval(s.db.QueryRowContext(ctx, "SELECT "+columns+" FROM approvals WHERE id = ?", id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("approvals: reading approval: %w", err)
-	}
-	return a, nil
-}
-
 // Get returns approval id (ErrNotFound when there is none). An approval found past its
 // expiry is marked expired first. Get does not check who is asking; Mount does.
 func (s *Service) Get(ctx context.Context, id string) (*Approval, error) {
-	a, err := s.getRow(ctx, id)
+	a, err := s.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if (a.Status == StatusPending || a.Status == StatusApproved) && !live(a, s.nowMillis()) {
 		s.writeMu.Lock()
-		res, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status))
+		ok, err := s.store.Expire(ctx, a.ID, a.Status)
 		s.writeMu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("approvals: expiring approval: %w", err)
+			return nil, err
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
+		if !ok {
 			// Decided or used meanwhile: report what is stored now.
-			return s.getRow(ctx, id)
+			return s.store.Get(ctx, id)
 		}
 		a.Status = StatusExpired
 		s.notify(a.ID)
@@ -254,24 +256,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Approval, error) {
 // Find returns the newest approval for hash that is pending, approved or denied and not
 // past its expiry, or nil.
 func (s *Service) Find(ctx context.Context, hash string) (*Approval, error) {
-	return s.find(ctx, s.db, hash, s.nowMillis())
-}
-
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func (s *Service) find(ctx context.Context, q querier, hash string, nowMs int64) (*Approval, error) {
-	a, err := scanApproval(q.QueryRowContext(ctx, "SELECT "+columns+` FROM approvals
-		WHERE hash = ? AND status IN ('pending', 'approved', 'denied') AND expires_at > ?
-		ORDER BY created_at DESC, rowid DESC LIMIT 1`, hash, nowMs))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("approvals: finding approval: %w", err)
-	}
-	return a, nil
+	return s.store.Find(ctx, hash, s.now())
 }
 
 func validateRequest(r *Request) error {
@@ -324,9 +309,6 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 	if approvers == nil {
 		approvers = []string{}
 	}
-	rolesJSON, _ := json.Marshal(roles)
-	approversJSON, _ := json.Marshal(approvers)
-
 	s.writeMu.Lock()
 	locked := true
 	defer func() {
@@ -336,43 +318,19 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 	}()
 	now := s.now()
 	nowMs := now.UnixMilli()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, false, fmt.Errorf("approvals: beginning request: %w", err)
+	a := &Approval{
+		ID:     uuid.NewString(),
+		Status: StatusPending,
+		Hash:   r.Hash,
+		Caller: principal.Caller{Sub: r.Caller.Sub, Org: r.Caller.Org, Workspace: r.Caller.Workspace,
+			Roles: roles, Session: r.Caller.Session},
+		Tool: r.Tool, Surface: r.Surface, Arguments: append(json.RawMessage(nil), args...),
+		Reason: r.Reason, PolicyRevision: r.PolicyRevision, Approvers: approvers,
+		CreatedAt: fromMillis(nowMs), ExpiresAt: fromMillis(now.Add(ttl).UnixMilli()),
 	}
-	defer tx.Rollback()
-	expired, err := expireWhere(ctx, tx, "hash = ? AND", r.Hash, nowMs)
+	existing, expired, err := s.store.Create(ctx, a, now)
 	if err != nil {
 		return nil, false, err
-	}
-	existing, err := s.find(ctx, tx, r.Hash, nowMs)
-	if err != nil {
-		return nil, false, err
-	}
-	a := existing
-	if a == nil {
-		a = &Approval{
-			ID:     uuid.NewString(),
-			Status: StatusPending,
-			Hash:   r.Hash,
-			Caller: principal.Caller{Sub: r.Caller.Sub, Org: r.Caller.Org, Workspace: r.Caller.Workspace,
-				Roles: roles, Session: r.Caller.Session},
-			Tool: r.Tool, Surface: r.Surface, Arguments: append(json.RawMessage(nil), args...),
-			Reason: r.Reason, PolicyRevision: r.PolicyRevision, Approvers: approvers,
-			CreatedAt: fromMillis(nowMs), ExpiresAt: fromMillis(now.Add(ttl).UnixMilli()),
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO approvals (id, status, hash, caller_sub, caller_org, caller_workspace,
-			caller_session, caller_roles, tool, surface, arguments, reason, policy_revision, approvers, created_at, expires_at)
-			VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, a.Hash, a.Caller.Sub, a.Caller.Org, a.Caller.Workspace, a.Caller.Session, string(rolesJSON),
-			a.Tool, a.Surface, string(a.Arguments), a.Reason, a.PolicyRevision, string(approversJSON),
-			a.CreatedAt.UnixMilli(), a.ExpiresAt.UnixMilli())
-		if err != nil {
-			return nil, false, fmt.Errorf("approvals: storing approval: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, false, fmt.Errorf("approvals: committing request: %w", err)
 	}
 	s.writeMu.Unlock() // the hook runs outside the service's locks
 	locked = false
@@ -389,42 +347,10 @@ func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, erro
 	return a, true, nil
 }
 
-type execQuerier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// expireWhere marks overdue pending and approved approvals expired, optionally narrowed
-// by cond (a SQL fragment ending in AND with one argument), and returns their ids.
-func expireWhere(ctx context.Context, q execQuerier, cond string, arg any, nowMs int64) ([]string, error) {
-	query := "UPDATE approvals SET status = 'expired' WHERE " + cond + " status IN ('pending', 'approved') AND expires_at <= ? RETURNING id"
-	var args []any
-	if cond != "" {
-		args = append(args, arg)
-	}
-	args = append(args, nowMs)
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("approvals: expiring overdue approvals: %w", err)
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("approvals: expiring overdue approvals: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("approvals: expiring overdue approvals: %w", err)
-	}
-	return ids, nil
-}
-
 // expireDue expires every overdue approval and wakes its waiters.
 func (s *Service) expireDue(ctx context.Context) error {
 	s.writeMu.Lock()
-	ids, err := expireWhere(ctx, s.db, "", nil, s.nowMillis())
+	ids, err := s.store.ExpireDue(ctx, s.now())
 	s.writeMu.Unlock()
 	for _, id := range ids {
 		s.notify(id)
@@ -476,17 +402,9 @@ func (s *Service) sweep() {
 func (s *Service) Consume(ctx context.Context, hash string) (*Approval, bool, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	nowMs := s.nowMillis()
-	a, err := scanApproval(s.db.QueryRowContext(ctx, `UPDATE approvals SET status = 'used', used_at = ?
-		WHERE id = (SELECT id FROM approvals WHERE hash = ? AND status = 'approved' AND expires_at > ?
-		            ORDER BY created_at DESC, rowid DESC LIMIT 1)
-		  AND status = 'approved'
-		RETURNING `+columns, nowMs, hash, nowMs))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("approvals: consuming approval: %w", err)
+	a, err := s.store.Consume(ctx, hash, s.now())
+	if err != nil || a == nil {
+		return nil, false, err
 	}
 	return a, true, nil
 }
@@ -497,13 +415,7 @@ func (s *Service) Consume(ctx context.Context, hash string) (*Approval, bool, er
 func (s *Service) Release(ctx context.Context, id string) (bool, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	res, err := s.db.ExecContext(ctx, `UPDATE approvals SET status = 'approved', used_at = NULL
-		WHERE id = ? AND status = 'used' AND expires_at > ?`, id, s.nowMillis())
-	if err != nil {
-		return false, fmt.Errorf("approvals: releasing approval: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	return s.store.Release(ctx, id, s.now())
 }
 
 // Approve approves a pending approval. See the package doc for who may; errors are
@@ -547,7 +459,7 @@ func (s *Service) decideLocked(ctx context.Context, id string, approver *princip
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	a, err := s.getRow(ctx, id)
+	a, err := s.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -557,12 +469,12 @@ func (s *Service) decideLocked(ctx context.Context, id string, approver *princip
 	now := s.now()
 	nowMs := now.UnixMilli()
 	if (a.Status == StatusPending || a.Status == StatusApproved) && !live(a, nowMs) {
-		res, err := s.db.ExecContext(ctx, "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = ?", a.ID, string(a.Status))
+		ok, err := s.store.Expire(ctx, a.ID, a.Status)
 		if err != nil {
-			return nil, fmt.Errorf("approvals: expiring approval: %w", err)
+			return nil, err
 		}
 		s.notify(a.ID)
-		if n, _ := res.RowsAffected(); n == 1 {
+		if ok {
 			return a, ErrExpired // newly expired: decide reports it
 		}
 		return nil, ErrExpired
@@ -574,12 +486,11 @@ func (s *Service) decideLocked(ctx context.Context, id string, approver *princip
 	default:
 		return nil, ErrNotPending
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?
-		WHERE id = ? AND status = 'pending'`, string(to), approver.Sub, comment, nowMs, a.ID)
+	ok, err := s.store.Decide(ctx, a.ID, to, approver.Sub, comment, now)
 	if err != nil {
-		return nil, fmt.Errorf("approvals: recording decision: %w", err)
+		return nil, err
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
+	if !ok {
 		return nil, ErrNotPending
 	}
 	decided := fromMillis(nowMs)
@@ -604,37 +515,15 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]Approval, error) {
 	if err := s.expireDue(ctx); err != nil {
 		return nil, err
 	}
-	query := "SELECT " + columns + " FROM approvals WHERE caller_org = ?"
-	args := []any{f.Org}
-	if f.Status != "" {
-		query += " AND status = ?"
-		args = append(args, string(f.Status))
-	}
-	query += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-	args = append(args, f.Limit)
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("approvals: listing approvals: %w", err)
-	}
-	defer rows.Close()
-	out := []Approval{}
-	for rows.Next() {
-		a, err := scanApproval(rows)
-		if err != nil {
-			return nil, fmt.Errorf("approvals: listing approvals: %w", err)
-		}
-		out = append(out, *a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("approvals: listing approvals: %w", err)
-	}
-	return out, nil
+	return s.store.List(ctx, f.Org, f.Status, f.Limit)
 }
 
 // Wait blocks until approval id leaves pending (approved, denied or expired) or ctx
 // ends, and returns its state then: still pending when ctx ended first (err is nil in
 // that case). Waiters are woken in memory; each Wait reads the database once to start
-// and once to finish.
+// and once to finish. On a shared store a decision made by another process wakes
+// them through the store's notifications, and every PollInterval one query finds
+// the waited-for approvals that left pending, in case a notification was lost.
 func (s *Service) Wait(ctx context.Context, id string) (*Approval, error) {
 	// Subscribe before reading, so a decision made in between still wakes us.
 	ch, release := s.subscribe(id)

@@ -334,10 +334,12 @@ func TestConsumeFiftyConcurrentRetriesExactlyOne(t *testing.T) {
 	if wins.Load() != 1 {
 		t.Fatalf("%d of 50 concurrent retries consumed the approval, want exactly 1", wins.Load())
 	}
-	var used int
-	s.db.QueryRow("SELECT count(*) FROM approvals WHERE status = 'used'").Scan(&used)
-	if used != 1 {
-		t.Fatalf("%d rows used", used)
+	used, err := s.store.List(ctx, agent.Org, StatusUsed, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(used) != 1 {
+		t.Fatalf("%d rows used", len(used))
 	}
 }
 
@@ -483,11 +485,12 @@ func TestSweeperExpiresWithoutReads(t *testing.T) {
 	a := mustRequest(t, s, r)
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		var status string
-		if err := s.db.QueryRow("SELECT status FROM approvals WHERE id = ?", a.ID).Scan(&status); err != nil {
+		// The stored row, read without Get's own lazy expiry.
+		stored, err := s.store.Get(context.Background(), a.ID)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if status == "expired" {
+		if stored.Status == StatusExpired {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

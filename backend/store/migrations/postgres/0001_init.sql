@@ -1,4 +1,3 @@
--- migration 1
 CREATE TABLE integrations (
     id                      TEXT PRIMARY KEY,
     org                     TEXT NOT NULL,

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
+)
+
+// startReplica runs serve on dataDir (its own audit trail and bundled backend) and
+// returns its URL once it answers.
+func startReplica(t *testing.T, dataDir string) string {
+	t.Helper()
+	listen := freeAddr(t)
+	cfg, err := loadConfig(overrides{dataDir: dataDir, listen: listen, backendListen: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Approval.PollInterval = time.Minute // only the notification can release a call quickly
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	url := "http://" + listen
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get(url + "/healthz"); err == nil {
+			resp.Body.Close()
+			return url
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("serve did not come up; log:\n%s", logs.String())
+	return ""
+}
+
+// Two replicas over one PostgreSQL (approvals.database_url, here from its environment
+// variable): a delete held on replica A is listed and approved through replica B, and
+// A forwards it at once.
+func TestApprovalThroughOneReplicaReleasesTheCallHeldOnAnother(t *testing.T) {
+	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", sqldbtest.PostgresURL(t))
+	dirA, dirB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	urlA := startReplica(t, dirA)
+	// Both replicas trust the same (dev) token key, as a fleet shares its JWKS.
+	key, err := os.ReadFile(filepath.Join(dirA, "dev-signing-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dirB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "dev-signing-key.pem"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlB := startReplica(t, dirB)
+
+	agent := mintToken(t, dirA, "--sub", "agent-1", "--org", "acme", "--roles", "agent")
+	op := mintToken(t, dirA, "--sub", "olga", "--org", "acme", "--roles", "operator")
+	sec := mintToken(t, dirA, "--sub", "sam", "--org", "acme", "--roles", "security,approver")
+	if resp, body := postJSON(t, urlA+"/v1/integrations", agent, `{"name":"doomed","ai_provider_id":"openai","key":"sk-doomed-0123456789"}`); resp.StatusCode != 200 {
+		t.Fatalf("create on A: %d %s", resp.StatusCode, body)
+	}
+	type result struct {
+		status int
+		body   string
+	}
+	held := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("DELETE", urlA+"/v1/integrations/doomed", nil)
+		req.Header.Set("Authorization", "Bearer "+op)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			held <- result{0, err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		held <- result{resp.StatusCode, string(b)}
+	}()
+
+	var id string
+	for i := 0; i < 100 && id == ""; i++ {
+		var list struct {
+			Approvals []struct {
+				ID   string `json:"id"`
+				Tool string `json:"tool"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(restGet(t, urlB+"/admin/v1/approvals?status=pending", sec)), &list); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range list.Approvals {
+			if a.Tool == "delete_integration" {
+				id = a.ID
+			}
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	if id == "" {
+		t.Fatal("the call held on A is not listed through B")
+	}
+	var out, errb bytes.Buffer
+	start := time.Now()
+	if code := runApprovals(context.Background(), []string{"approve", id, "--url", urlB, "--token", sec, "--comment", "ok"}, &out, &errb); code != 0 {
+		t.Fatalf("approve through B: %d %s", code, errb.String())
+	}
+	select {
+	case r := <-held:
+		if r.status != 200 || !strings.Contains(r.body, `"deleted":true`) {
+			t.Fatalf("held delete on A: %d %s", r.status, r.body)
+		}
+		t.Logf("released on A %v after the approval on B", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the approval made through B did not release the call held on A")
+	}
+}
