@@ -125,6 +125,8 @@ type gwOptions struct {
 	auditCfg func(*audit.Config)
 	authCfg  func(*authn.Config)
 	decider  func(proxy.Decider) proxy.Decider
+	// approvalsNow is the approvals service's clock (time.Now when nil).
+	approvalsNow func() time.Time
 }
 
 type lockedWriter struct {
@@ -168,7 +170,15 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	t.Cleanup(func() { g.audit.Close() })
 	apcfg := approvals.Config{DBPath: filepath.Join(g.dir, "approvals.db")}
 	apcfg.SetDefaults()
-	if g.approvals, err = approvals.Open(ctx, apcfg, log); err != nil {
+	if o.approvalsNow != nil {
+		var st approvals.Store
+		if st, err = approvals.OpenSQLite(ctx, apcfg.DBPath, log); err == nil {
+			g.approvals = approvals.New(st, apcfg, log, o.approvalsNow)
+		}
+	} else {
+		g.approvals, err = approvals.Open(ctx, apcfg, log)
+	}
+	if err != nil {
 		t.Fatalf("approvals: %v", err)
 	}
 	t.Cleanup(func() { g.approvals.Close() })

@@ -228,7 +228,7 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	authed.Delete(s.cfg.MCP.Path, s.handleMCPPassthrough)
 	admin := authed.Group("/admin/v1", s.auditAdminReads)
 	if s.d.Approvals != nil {
-		s.d.Approvals.Mount(admin, callerOf, s.auditRejected)
+		s.mountApprovals(admin)
 	}
 	admin.Get("/audit", s.handleAuditQuery)
 	for _, p := range s.cfg.REST.Prefixes {

@@ -4,48 +4,30 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/gofiber/fiber/v2"
 
 	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/approvals"
 )
 
-// approvalsTestServer serves the real approvals admin API on 127.0.0.1, behind a stand-in
-// for authentication that maps fixed bearer tokens to callers.
-func approvalsTestServer(t *testing.T) (*approvals.Service, string) {
+// approvalsTestServer runs serve (the real approvals admin API behind real
+// authentication) and opens its approvals database beside it, so a test can file
+// approvals directly and read what the API did. It returns the tokens of alice
+// (approver), agent-7 (an approver too) and bob (developer), all of org acme.
+func approvalsTestServer(t *testing.T) (svc *approvals.Service, base string, tokAlice, tokAgent, tokBob string) {
 	t.Helper()
-	svc, err := approvals.Open(context.Background(), approvals.Config{DBPath: filepath.Join(t.TempDir(), "a.db")}, nil)
+	base, dir, _ := startServe(t)
+	svc, err := approvals.Open(context.Background(), approvals.Config{DBPath: filepath.Join(dir, "approvals.db")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	tokens := map[string]principal.Caller{
-		"tok-alice": {Sub: "alice", Org: "acme", Roles: []string{"approver"}},
-		"tok-agent": {Sub: "agent-7", Org: "acme", Roles: []string{"approver"}},
-		"tok-bob":   {Sub: "bob", Org: "acme", Roles: []string{"developer"}},
-	}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	admin := app.Group("/admin/v1", func(c *fiber.Ctx) error {
-		cl, ok := tokens[strings.TrimPrefix(c.Get("Authorization"), "Bearer ")]
-		if !ok {
-			return c.Status(401).JSON(fiber.Map{"error": fiber.Map{"code": "unauthenticated", "message": "invalid or missing bearer token"}})
-		}
-		c.Locals("caller", &cl)
-		return c.Next()
-	})
-	svc.Mount(admin, func(c *fiber.Ctx) *principal.Caller { cl, _ := c.Locals("caller").(*principal.Caller); return cl }, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go app.Listener(ln)
-	t.Cleanup(func() { app.Shutdown() })
-	return svc, "http://" + ln.Addr().String()
+	tokAlice = mintToken(t, dir, "--sub", "alice", "--org", "acme", "--roles", "approver")
+	tokAgent = mintToken(t, dir, "--sub", "agent-7", "--org", "acme", "--roles", "approver")
+	tokBob = mintToken(t, dir, "--sub", "bob", "--org", "acme", "--roles", "developer")
+	return svc, base, tokAlice, tokAgent, tokBob
 }
 
 func fileApproval(t *testing.T, svc *approvals.Service, args string) *approvals.Approval {
@@ -64,7 +46,7 @@ func fileApproval(t *testing.T, svc *approvals.Service, args string) *approvals.
 }
 
 func TestApprovalsCommand(t *testing.T) {
-	svc, base := approvalsTestServer(t)
+	svc, base, tokAlice, tokAgent, tokBob := approvalsTestServer(t)
 	ctx := context.Background()
 	a1 := fileApproval(t, svc, `{"slug":"one"}`)
 	a2 := fileApproval(t, svc, `{"slug":"two"}`)
@@ -79,38 +61,38 @@ func TestApprovalsCommand(t *testing.T) {
 		wantErr    []string
 		wantStatus map[string]approvals.Status
 	}{
-		{name: "list pending", args: []string{"list", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+		{name: "list pending", args: []string{"list", "--url", base, "--token", tokAlice}, wantCode: 0,
 			wantOut: []string{"ID", "STATUS", a1.ID, a2.ID, a3.ID, "delete_integration", "agent-7", "destructive change"}},
 		{name: "url and token from the environment", args: []string{"list"},
-			env: map[string]string{"PORTCULLIS_URL": base, "PORTCULLIS_TOKEN": "tok-alice"}, wantCode: 0, wantOut: []string{a1.ID}},
-		{name: "list as a non-approver shows nothing", args: []string{"list", "--url", base, "--token", "tok-bob"}, wantCode: 0,
+			env: map[string]string{"PORTCULLIS_URL": base, "PORTCULLIS_TOKEN": tokAlice}, wantCode: 0, wantOut: []string{a1.ID}},
+		{name: "list as a non-approver shows nothing", args: []string{"list", "--url", base, "--token", tokBob}, wantCode: 0,
 			wantOut: []string{"no approvals (status pending)"}},
 		{name: "bad token", args: []string{"list", "--url", base, "--token", "nope"}, wantCode: 1,
-			wantErr: []string{"invalid or missing bearer token", "HTTP 401"}},
-		{name: "self-approval refused", args: []string{"approve", a1.ID, "--url", base, "--token", "tok-agent"}, wantCode: 1,
+			wantErr: []string{"token is malformed (unauthorized, HTTP 401)", "HTTP 401"}},
+		{name: "self-approval refused", args: []string{"approve", a1.ID, "--url", base, "--token", tokAgent}, wantCode: 1,
 			wantErr: []string{"cannot decide", "self_approval"}, wantStatus: map[string]approvals.Status{a1.ID: approvals.StatusPending}},
-		{name: "approve, flags after the id", args: []string{"approve", a1.ID, "--url", base, "--token", "tok-alice", "--comment", "ok"}, wantCode: 0,
+		{name: "approve, flags after the id", args: []string{"approve", a1.ID, "--url", base, "--token", tokAlice, "--comment", "ok"}, wantCode: 0,
 			wantOut: []string{a1.ID + ": approved", "agent-7"}, wantStatus: map[string]approvals.Status{a1.ID: approvals.StatusApproved}},
 		{name: "flags before the subcommand", args: []string{"--url", base, "approve", a1.ID}, wantCode: 2, wantErr: []string{"unknown subcommand"}},
-		{name: "approve twice", args: []string{"approve", "--url", base, "--token", "tok-alice", a1.ID}, wantCode: 1,
+		{name: "approve twice", args: []string{"approve", "--url", base, "--token", tokAlice, a1.ID}, wantCode: 1,
 			wantErr: []string{"already been decided", "HTTP 409"}},
-		{name: "deny needs a comment", args: []string{"deny", a2.ID, "--url", base, "--token", "tok-alice"}, wantCode: 2,
+		{name: "deny needs a comment", args: []string{"deny", a2.ID, "--url", base, "--token", tokAlice}, wantCode: 2,
 			wantErr: []string{"--comment is required"}, wantStatus: map[string]approvals.Status{a2.ID: approvals.StatusPending}},
-		{name: "deny", args: []string{"deny", a2.ID, "--comment", "use staging", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+		{name: "deny", args: []string{"deny", a2.ID, "--comment", "use staging", "--url", base, "--token", tokAlice}, wantCode: 0,
 			wantOut: []string{a2.ID + ": denied"}, wantStatus: map[string]approvals.Status{a2.ID: approvals.StatusDenied}},
-		{name: "unknown id", args: []string{"approve", "no-such-id", "--url", base, "--token", "tok-alice"}, wantCode: 1,
+		{name: "unknown id", args: []string{"approve", "no-such-id", "--url", base, "--token", tokAlice}, wantCode: 1,
 			wantErr: []string{"no such approval", "HTTP 404"}},
-		{name: "list approved", args: []string{"list", "--status", "approved", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+		{name: "list approved", args: []string{"list", "--status", "approved", "--url", base, "--token", tokAlice}, wantCode: 0,
 			wantOut: []string{a1.ID, "approved"}},
-		{name: "list used is empty", args: []string{"list", "--status", "used", "--url", base, "--token", "tok-alice"}, wantCode: 0,
+		{name: "list used is empty", args: []string{"list", "--status", "used", "--url", base, "--token", tokAlice}, wantCode: 0,
 			wantOut: []string{"no approvals (status used)"}},
-		{name: "missing id", args: []string{"approve", "--url", base, "--token", "tok-alice"}, wantCode: 2, wantErr: []string{"approval ID is required"}},
+		{name: "missing id", args: []string{"approve", "--url", base, "--token", tokAlice}, wantCode: 2, wantErr: []string{"approval ID is required"}},
 		{name: "missing token", args: []string{"list", "--url", base}, wantCode: 2, wantErr: []string{"--token"}},
 		{name: "bad url and limit reported together", args: []string{"list", "--url", "ftp://x", "--token", "t", "--limit", "0"}, wantCode: 2,
 			wantErr: []string{"--url", "--limit"}},
-		{name: "credentials in the url refused, never printed", args: []string{"list", "--url", "http://u:hunter2@127.0.0.1:1/?x=1", "--token", "tok-alice"}, wantCode: 2,
+		{name: "credentials in the url refused, never printed", args: []string{"list", "--url", "http://u:hunter2@127.0.0.1:1/?x=1", "--token", tokAlice}, wantCode: 2,
 			wantErr: []string{"no user:password@, query or fragment"}},
-		{name: "server down", args: []string{"list", "--url", "http://127.0.0.1:1", "--token", "tok-alice"}, wantCode: 1, wantErr: []string{"calling"}},
+		{name: "server down", args: []string{"list", "--url", "http://127.0.0.1:1", "--token", tokAlice}, wantCode: 1, wantErr: []string{"calling"}},
 		{name: "no subcommand", args: nil, wantCode: 2, wantErr: []string{"Usage"}},
 	}
 	for _, tc := range cases {
@@ -138,7 +120,7 @@ func TestApprovalsCommand(t *testing.T) {
 			if strings.Contains(errOut.String(), "hunter2") {
 				t.Errorf("a password from --url was printed:\n%s", errOut.String())
 			}
-			if strings.Contains(out.String()+errOut.String(), "tok-alice") {
+			if strings.Contains(out.String()+errOut.String(), tokAlice) {
 				t.Error("the token was printed")
 			}
 			for id, want := range tc.wantStatus {

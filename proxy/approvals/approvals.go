@@ -21,7 +21,8 @@ const (
 	StatusUsed     Status = "used"
 )
 
-func (s Status) valid() bool {
+// Valid reports whether s is one of the statuses above.
+func (s Status) Valid() bool {
 	switch s {
 	case StatusPending, StatusApproved, StatusDenied, StatusExpired, StatusUsed:
 		return true

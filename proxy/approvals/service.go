@@ -505,7 +505,7 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]Approval, error) {
 	if f.Status == "all" {
 		f.Status = ""
 	}
-	if f.Status != "" && !f.Status.valid() {
+	if f.Status != "" && !f.Status.Valid() {
 		return nil, fmt.Errorf("approvals: status must be one of pending, approved, denied, expired, used or all, got %q", f.Status)
 	}
 	if f.Limit <= 0 {

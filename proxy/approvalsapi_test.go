@@ -1,57 +1,24 @@
-package approvals
+package proxy_test
 
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/policies/principal"
+	"github.com/portcullis/portcullis/proxy/approvals"
 )
 
-// testAppRefused mounts the API the way the proxy does: under /admin/v1, behind a
-// middleware that resolves the caller (here from X-Test-Sub, standing in for JWT
-// authentication), with refused as the refusal hook.
-func testAppRefused(s *Service, refused func(c *fiber.Ctx, code, msg string)) *fiber.App {
-	callers := map[string]principal.Caller{}
-	for _, c := range []principal.Caller{agent, alice, bob, carol, mallory,
-		{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}} {
-		callers[c.Sub] = c
-	}
-	callers["agent-7-approver"] = principal.Caller{Sub: "agent-7", Org: "acme", Roles: []string{"approver"}}
-	callers["agent-7"] = agent
-	app := fiber.New()
-	app.Use(func(c *fiber.Ctx) error { // as the proxy's admission does
-		c.Set(fiber.HeaderXRequestID, "req_test-1")
-		return c.Next()
-	})
-	admin := app.Group("/admin/v1", func(c *fiber.Ctx) error {
-		if c.Get("X-Test-Sub") == "" {
-			return c.Next()
-		}
-		cl, ok := callers[c.Get("X-Test-Sub")]
-		if !ok {
-			return c.SendStatus(401)
-		}
-		c.Locals("caller", &cl)
-		return c.Next()
-	})
-	s.Mount(admin, func(c *fiber.Ctx) *principal.Caller {
-		cl, _ := c.Locals("caller").(*principal.Caller)
-		return cl
-	}, refused)
-	return app
-}
-
 type apiResponse struct {
-	status int
-	Data   json.RawMessage `json:"data"`
-	Error  struct {
+	status    int
+	requestID string
+	Data      json.RawMessage `json:"data"`
+	Error     struct {
 		Code      string `json:"code"`
 		Message   string `json:"message"`
 		Field     string `json:"field"`
@@ -59,30 +26,20 @@ type apiResponse struct {
 	} `json:"error"`
 }
 
-func call(t *testing.T, app *fiber.App, method, path, sub, body string) apiResponse {
+// approvalsCall sends one admin API request as sub (none: no token) and decodes the answer.
+func approvalsCall(t *testing.T, g *gateway, tokens map[string]string, method, path, sub, body string) apiResponse {
 	t.Helper()
-	var rd io.Reader
+	ct := ""
 	if body != "" {
-		rd = strings.NewReader(body)
+		ct = "application/json"
 	}
-	req := httptest.NewRequest(method, path, rd)
-	if sub != "" {
-		req.Header.Set("X-Test-Sub", sub)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := app.Test(req, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, raw := g.do(method, path, tokens[sub], ct, body)
 	var out apiResponse
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &out); err != nil {
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
 		t.Fatalf("%s %s: body %q is not JSON: %v", method, path, raw, err)
 	}
 	out.status = resp.StatusCode
+	out.requestID = resp.Header.Get("X-Request-Id")
 	return out
 }
 
@@ -96,27 +53,59 @@ func wantMessage(msg, field string) func(t *testing.T, r apiResponse) {
 	}
 }
 
-func TestAdminAPI(t *testing.T) {
-	ctx := context.Background()
-	clk := &testClock{t: time.Now()}
-	s, _ := newTestService(t, clk, nil)
-	var refusals []string // code of each refusal the hook was told of
-	app := testAppRefused(s, func(c *fiber.Ctx, code, msg string) {
-		if msg == "" {
-			t.Errorf("refusal %s reported without its message", code)
-		}
-		refusals = append(refusals, code)
-	})
+var (
+	agent7 = principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Session: "sess-1", Roles: []string{"agent"}}
+)
 
-	pending := mustRequest(t, s, request(t, agent, `{"slug":"a"}`))
-	forSecurity := request(t, agent, `{"slug":"b"}`)
+// approvalRequest is a held delete by caller, as the proxy files one.
+func approvalRequest(t *testing.T, caller principal.Caller, args string) approvals.Request {
+	t.Helper()
+	h, err := approvals.CanonicalHash(caller, "delete_integration", "mcp POST /mcp mcp", []byte(args), "rev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return approvals.Request{Caller: caller, Tool: "delete_integration", Surface: "mcp", Arguments: json.RawMessage(args),
+		Hash: h, Reason: "deleting an integration needs a human", PolicyRevision: "rev-1"}
+}
+
+func mustRequest(t *testing.T, s *approvals.Service, r approvals.Request) *approvals.Approval {
+	t.Helper()
+	a, created, err := s.Request(context.Background(), r)
+	if err != nil || !created {
+		t.Fatalf("request: %v (created %v)", err, created)
+	}
+	return a
+}
+
+// The approvals admin API: who may list, read and decide what, and every refusal in
+// the one error envelope with its request id, recorded as a rejected row.
+func TestApprovalsAdminAPI(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	g := newGateway(t, gwOptions{approvalsNow: now})
+	s := g.approvals
+	tokens := map[string]string{
+		"alice":            token(t, "alice", "acme", "approver"),
+		"bob":              token(t, "bob", "acme", "developer"),
+		"carol":            token(t, "carol", "acme", "security"),
+		"mallory":          token(t, "mallory", "evil", "approver"),
+		"agent-7":          token(t, "agent-7", "acme", "agent"),
+		"agent-7-approver": token(t, "agent-7", "acme", "approver"),
+	}
+	agent := agent7
+
+	pending := mustRequest(t, s, approvalRequest(t, agent, `{"slug":"a"}`))
+	forSecurity := approvalRequest(t, agent, `{"slug":"b"}`)
 	forSecurity.Approvers = []string{"role:security"}
 	secApproval := mustRequest(t, s, forSecurity)
-	toDeny := mustRequest(t, s, request(t, agent, `{"slug":"c"}`))
-	shortR := request(t, agent, `{"slug":"d"}`)
+	toDeny := mustRequest(t, s, approvalRequest(t, agent, `{"slug":"c"}`))
+	shortR := approvalRequest(t, agent, `{"slug":"d"}`)
 	shortR.TTL = time.Minute
 	short := mustRequest(t, s, shortR)
-	foreign := mustRequest(t, s, request(t, principal.Caller{Sub: "agent-9", Org: "evil"}, `{"slug":"a"}`))
+	foreign := mustRequest(t, s, approvalRequest(t, principal.Caller{Sub: "agent-9", Org: "evil"}, `{"slug":"a"}`))
 	base := "/admin/v1/approvals/"
 
 	cases := []struct {
@@ -129,23 +118,23 @@ func TestAdminAPI(t *testing.T) {
 		wantCode   string
 		check      func(t *testing.T, r apiResponse)
 	}{
-		{name: "unauthenticated", method: "GET", path: "/admin/v1/approvals", wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "unauthenticated", method: "GET", path: "/admin/v1/approvals", wantStatus: 401, wantCode: "unauthorized"},
 		{name: "approver lists pending of own org", method: "GET", path: "/admin/v1/approvals?status=pending", sub: "alice", wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
-				var list []Approval
+				var list []approvals.Approval
 				json.Unmarshal(r.Data, &list)
 				if len(list) != 4 {
 					t.Fatalf("listed %d approvals, want the 4 of acme", len(list))
 				}
 				for _, a := range list {
-					if a.Caller.Org != "acme" || a.Status != StatusPending {
+					if a.Caller.Org != "acme" || a.Status != approvals.StatusPending {
 						t.Fatalf("listed %+v", a)
 					}
 				}
 			}},
 		{name: "named approver sees only what they may decide", method: "GET", path: "/admin/v1/approvals", sub: "carol", wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
-				var list []Approval
+				var list []approvals.Approval
 				json.Unmarshal(r.Data, &list)
 				if len(list) != 1 || list[0].ID != secApproval.ID {
 					t.Fatalf("carol sees %+v, want only %s", list, secApproval.ID)
@@ -153,7 +142,7 @@ func TestAdminAPI(t *testing.T) {
 			}},
 		{name: "non-approver lists nothing", method: "GET", path: "/admin/v1/approvals", sub: "bob", wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
-				var list []Approval
+				var list []approvals.Approval
 				json.Unmarshal(r.Data, &list)
 				if len(list) != 0 {
 					t.Fatalf("bob, who may decide nothing, sees %+v", list)
@@ -165,9 +154,9 @@ func TestAdminAPI(t *testing.T) {
 		{name: "get other org's approval", method: "GET", path: base + foreign.ID, sub: "alice", wantStatus: 404, wantCode: "not_found"},
 		{name: "requester may read own approval", method: "GET", path: base + pending.ID, sub: "agent-7", wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
-				var a Approval
+				var a approvals.Approval
 				json.Unmarshal(r.Data, &a)
-				if a.ID != pending.ID || a.Status != StatusPending || string(a.Arguments) != `{"slug":"a"}` {
+				if a.ID != pending.ID || a.Status != approvals.StatusPending || string(a.Arguments) != `{"slug":"a"}` {
 					t.Fatalf("got %+v", a)
 				}
 			}},
@@ -192,12 +181,12 @@ func TestAdminAPI(t *testing.T) {
 			check: wantMessage(`body must be a JSON object {"comment": "..."}, got an array`, "body")},
 		{name: "approve", method: "POST", path: base + pending.ID + "/approve", sub: "alice", body: `{"comment":"ok for staging"}`, wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
-				var a Approval
+				var a approvals.Approval
 				json.Unmarshal(r.Data, &a)
-				if a.Status != StatusApproved || a.DecidedBy != "alice" || a.Comment != "ok for staging" {
+				if a.Status != approvals.StatusApproved || a.DecidedBy != "alice" || a.Comment != "ok for staging" {
 					t.Fatalf("got %+v", a)
 				}
-				if got, _ := s.Get(ctx, pending.ID); got.Status != StatusApproved {
+				if got, _ := s.Get(ctx, pending.ID); got.Status != approvals.StatusApproved {
 					t.Fatalf("stored status %s", got.Status)
 				}
 			}},
@@ -207,31 +196,27 @@ func TestAdminAPI(t *testing.T) {
 		{name: "deny", method: "POST", path: base + toDeny.ID + "/deny", sub: "alice", body: `{"comment":"use the staging key"}`, wantStatus: 200,
 			check: func(t *testing.T, r apiResponse) {
 				got, _ := s.Get(ctx, toDeny.ID)
-				if got.Status != StatusDenied || got.Comment != "use the staging key" {
+				if got.Status != approvals.StatusDenied || got.Comment != "use the staging key" {
 					t.Fatalf("stored %+v", got)
 				}
 			}},
 		{name: "approve after deny", method: "POST", path: base + toDeny.ID + "/approve", sub: "alice", wantStatus: 409, wantCode: "not_pending"},
 	}
+	wantRejected := map[string]string{} // request id -> code of each refusal the audit trail must record
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			refusals = refusals[:0]
-			r := call(t, app, tc.method, tc.path, tc.sub, tc.body)
+			r := approvalsCall(t, g, tokens, tc.method, tc.path, tc.sub, tc.body)
 			if r.status != tc.wantStatus || r.Error.Code != tc.wantCode {
 				t.Fatalf("got %d %q (%s), want %d %q", r.status, r.Error.Code, r.Error.Message, tc.wantStatus, tc.wantCode)
 			}
-			// Every 4xx but 401 reaches the hook (the proxy audits it), once.
-			wantHook := tc.wantStatus >= 400 && tc.wantStatus < 500 && tc.wantStatus != 401
-			if wantHook && (len(refusals) != 1 || refusals[0] != tc.wantCode) {
-				t.Fatalf("refusal hook told %v, want [%s]", refusals, tc.wantCode)
-			}
-			if !wantHook && len(refusals) != 0 {
-				t.Fatalf("refusal hook told %v for a %d", refusals, tc.wantStatus)
+			// Every 4xx but 401 is recorded as a rejected row (checked below).
+			if tc.wantStatus >= 400 && tc.wantStatus < 500 && tc.wantStatus != 401 {
+				wantRejected[r.requestID] = tc.wantCode
 			}
 			if tc.wantCode != "" && r.Error.Message == "" {
 				t.Fatal("error without a message")
 			}
-			if tc.wantCode != "" && r.Error.RequestID != "req_test-1" {
+			if tc.wantCode != "" && (r.Error.RequestID == "" || r.Error.RequestID != r.requestID) {
 				t.Fatalf("error without the request id: %+v", r.Error)
 			}
 			if tc.check != nil {
@@ -240,9 +225,20 @@ func TestAdminAPI(t *testing.T) {
 		})
 	}
 
+	rejected := g.eventsWhere(len(wantRejected), func(ev *audit.Event) bool { return ev.Decision == "rejected" })
+	for _, ev := range rejected {
+		if code, ok := wantRejected[ev.RequestID]; !ok || !strings.HasPrefix(ev.Reason, code+": ") {
+			t.Errorf("rejected row %s %q, want one per refusal with its code", ev.RequestID, ev.Reason)
+		}
+		delete(wantRejected, ev.RequestID)
+	}
+	if len(wantRejected) != 0 {
+		t.Errorf("refusals without a rejected row: %v", wantRejected)
+	}
+
 	t.Run("expired", func(t *testing.T) {
-		clk.advance(2 * time.Minute)
-		r := call(t, app, "POST", base+short.ID+"/approve", "alice", "")
+		advance(2 * time.Minute)
+		r := approvalsCall(t, g, tokens, "POST", base+short.ID+"/approve", "alice", "")
 		if r.status != http.StatusGone || r.Error.Code != "expired" {
 			t.Fatalf("got %d %q, want 410 expired", r.status, r.Error.Code)
 		}
