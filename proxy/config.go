@@ -23,8 +23,11 @@ type Config struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// PreAuthRate is how many requests per second one client IP may send before
-	// authentication (at most that many in any second). Negative disables. Default 1000.
+	// PreAuthRate is how many requests per second one client IP may send that cost work
+	// before anyone is known: a token not yet verified (not in the auth cache) and every
+	// authentication failure. A token verified already does not count, so many callers
+	// behind one address are not throttled together. At most that many in any second;
+	// negative disables. Default 1000.
 	PreAuthRate int `yaml:"pre_auth_rate"`
 	// MCP is the MCP surface: POST/GET/DELETE on Path, forwarded to Upstream.
 	MCP MCPConfig `yaml:"mcp"`
@@ -48,8 +51,13 @@ type Config struct {
 // MCPConfig configures the MCP surface.
 type MCPConfig struct {
 	// Path is where MCP clients connect. Default /mcp.
-	Path     string         `yaml:"path"`
-	Upstream UpstreamConfig `yaml:"upstream"`
+	Path string `yaml:"path"`
+	// MaxBatchCalls is the most messages one JSON-RPC batch may hold (requests,
+	// notifications and responses alike). A longer batch is refused whole with a JSON-RPC
+	// invalid-request error and one audit row: every call in a batch is decided and
+	// audited, so without a cap one request could make thousands of rows. Default 64.
+	MaxBatchCalls int            `yaml:"max_batch_calls"`
+	Upstream      UpstreamConfig `yaml:"upstream"`
 }
 
 // RESTConfig configures the REST surface.
@@ -98,6 +106,10 @@ type IdentityConfig struct {
 	TTL time.Duration `yaml:"ttl"`
 }
 
+// maxBatchCallsLimit is the largest mcp.max_batch_calls accepted: past it, one request
+// could again write thousands of audit rows.
+const maxBatchCallsLimit = 1000
+
 // SetDefaults fills every unset field.
 func (c *Config) SetDefaults(dataDir string) {
 	def := func(s *string, v string) {
@@ -123,6 +135,9 @@ func (c *Config) SetDefaults(dataDir string) {
 		c.PreAuthRate = 1000
 	}
 	def(&c.MCP.Path, "/mcp")
+	if c.MCP.MaxBatchCalls == 0 {
+		c.MCP.MaxBatchCalls = 64
+	}
 	if len(c.REST.Prefixes) == 0 {
 		c.REST.Prefixes = []string{"/v1/", "/ai/", "/integrations/"}
 	}
@@ -171,6 +186,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.MCP.Path, "/") {
 		bad("mcp.path", "must start with '/', got %q", c.MCP.Path)
+	}
+	if c.MCP.MaxBatchCalls < 1 || c.MCP.MaxBatchCalls > maxBatchCallsLimit {
+		bad("mcp.max_batch_calls", "must be between 1 and %d, got %d", maxBatchCallsLimit, c.MCP.MaxBatchCalls)
 	}
 	for i, p := range c.REST.Prefixes {
 		if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || p == "/" {
