@@ -34,7 +34,12 @@ type Authenticator interface {
 	// AuthenticateHeader checks an Authorization header value; the slice is only
 	// read during the call.
 	AuthenticateHeader(header []byte) (*authn.Identity, error)
+	// CachedHeader returns the identity of a header whose token was verified already and
+	// is still cached, or nil; it must be cheap and verify nothing.
+	CachedHeader(header []byte) *authn.Identity
 }
+
+var _ Authenticator = (*authn.Authenticator)(nil)
 
 // Decider evaluates policy. *policies.Engine implements it.
 type Decider interface {
