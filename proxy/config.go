@@ -29,6 +29,8 @@ type Config struct {
 	// behind one address are not throttled together. At most that many in any second;
 	// negative disables. Default 1000.
 	PreAuthRate int `yaml:"pre_auth_rate"`
+	// AuthFailures bounds the audit rows that failed authentication writes.
+	AuthFailures AuthFailureConfig `yaml:"auth_failures"`
 	// MCP is the MCP surface: POST/GET/DELETE on Path, forwarded to Upstream.
 	MCP MCPConfig `yaml:"mcp"`
 	// REST is the REST surface: requests under Prefixes, forwarded to Upstream.
@@ -134,6 +136,10 @@ func (c *Config) SetDefaults(dataDir string) {
 	if c.PreAuthRate == 0 {
 		c.PreAuthRate = 1000
 	}
+	defDur(&c.AuthFailures.Interval, 10*time.Second)
+	if c.AuthFailures.MaxKeys == 0 {
+		c.AuthFailures.MaxKeys = 1000
+	}
 	def(&c.MCP.Path, "/mcp")
 	if c.MCP.MaxBatchCalls == 0 {
 		c.MCP.MaxBatchCalls = 64
@@ -183,6 +189,12 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			bad(name, "must not be negative")
 		}
+	}
+	if d := c.AuthFailures.Interval; d < 100*time.Millisecond || d > time.Hour {
+		bad("auth_failures.interval", "must be between 100ms and 1h, got %s", d)
+	}
+	if n := c.AuthFailures.MaxKeys; n < 1 || n > 1_000_000 {
+		bad("auth_failures.max_keys", "must be between 1 and 1000000, got %d", n)
 	}
 	if !strings.HasPrefix(c.MCP.Path, "/") {
 		bad("mcp.path", "must start with '/', got %q", c.MCP.Path)

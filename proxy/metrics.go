@@ -8,18 +8,22 @@ import (
 )
 
 type metrics struct {
-	decisions       *prometheus.CounterVec
-	known           map[[2]string]prometheus.Counter // resolved once: no label hashing per request
-	knownClass      map[[2]string]prometheus.Counter
-	knownLatency    map[string]prometheus.Observer
-	upstream        *prometheus.CounterVec
-	latency         *prometheus.HistogramVec
-	authFailures    prometheus.Counter
-	auditFailures   prometheus.Counter
-	preAuthRejected prometheus.Counter
-	panics          prometheus.Counter
-	shadowDiffs     prometheus.Counter
-	refusals        *prometheus.CounterVec
+	decisions    *prometheus.CounterVec
+	known        map[[2]string]prometheus.Counter // resolved once: no label hashing per request
+	knownClass   map[[2]string]prometheus.Counter
+	knownLatency map[string]prometheus.Observer
+	upstream     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures prometheus.Counter
+	// authFailureRows and authFailuresFolded: every 401 is in authFailures; it has a row
+	// of its own (rows) or is counted into another failure's row (folded).
+	authFailureRows    prometheus.Counter
+	authFailuresFolded prometheus.Counter
+	auditFailures      prometheus.Counter
+	preAuthRejected    prometheus.Counter
+	panics             prometheus.Counter
+	shadowDiffs        prometheus.Counter
+	refusals           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
@@ -30,7 +34,11 @@ func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 			Help: "Forwarded calls by surface and outcome class (2xx..5xx, timeout, refused, paced)."}, []string{"surface", "class"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "portcullis_request_duration_seconds",
 			Help: "Time from admission to the upstream's response head.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14)}, []string{"surface"}),
-		authFailures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_total", Help: "Requests refused with 401."}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_total", Help: "Requests refused with 401."}),
+		authFailureRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failure_rows_total",
+			Help: "auth_failure audit rows written (one per client address and reason per interval, with a count)."}),
+		authFailuresFolded: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_aggregated_total",
+			Help: "Requests refused with 401 that were counted into an aggregated auth_failure row instead of a row of their own."}),
 		auditFailures:   prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_audit_failures_total", Help: "Decision rows the audit trail could not take."}),
 		preAuthRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_preauth_rejected_total", Help: "Requests refused by the per-IP pre-auth limiter."}),
 		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_panics_total", Help: "Handler panics contained."}),
@@ -50,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 		}
 		m.knownLatency[surface] = m.latency.WithLabelValues(surface)
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, m.refusals, policyCollector{policy}} {
+	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.authFailureRows, m.authFailuresFolded, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, m.refusals, policyCollector{policy}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}

@@ -114,6 +114,8 @@ type Server struct {
 	ids     idSource
 
 	consoleApp atomic.Pointer[fiber.App] // set by ServeConsole
+	// authFails aggregates auth_failure rows: one per address and reason per interval.
+	authFails *authFailures
 }
 
 type upstream struct {
@@ -193,6 +195,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	s.authFails = newAuthFailures(cfg.AuthFailures, d.Audit, m.authFailureRows, m.authFailuresFolded)
 	if d.Approvals != nil {
 		d.Approvals.OnDecision(s.auditApprovalDecision)
 	}
@@ -279,13 +282,15 @@ func (s *Server) App() *fiber.App { return s.app }
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
 // Shutdown stops accepting and waits for in-flight requests until ctx is done, on the
-// console's own listener too.
+// console's own listener too, then writes the auth failures still being counted.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var cerr error
 	if app := s.consoleApp.Load(); app != nil {
 		cerr = app.ShutdownWithContext(ctx)
 	}
-	return errors.Join(s.app.ShutdownWithContext(ctx), cerr)
+	err := errors.Join(s.app.ShutdownWithContext(ctx), cerr)
+	s.authFails.close()
+	return err
 }
 
 func (s *Server) readyz(c *fiber.Ctx) error {
