@@ -40,6 +40,8 @@ type Config struct {
 	// ApprovalWait is how long a call that needs approval is held open. Default 30s.
 	// Configured as approvals.wait_budget in the config file.
 	ApprovalWait time.Duration `yaml:"-"`
+	// Metrics says where /metrics is served. Configured as the top-level metrics section.
+	Metrics MetricsConfig `yaml:"-"`
 	// ApprovalKeepAlive is the interval of progress notifications (MCP over SSE) and
 	// keep-alive comments while a call is held. Default 5s.
 	ApprovalKeepAlive time.Duration `yaml:"approval_keep_alive"`
@@ -92,6 +94,35 @@ type UpstreamConfig struct {
 	// MaxPaceWait is the longest a call waits for its pacing slot before it is
 	// refused with 503. Default 1s.
 	MaxPaceWait time.Duration `yaml:"max_pace_wait"`
+}
+
+// MetricsConfig says where the Prometheus metrics are served, and to whom.
+type MetricsConfig struct {
+	// Listen is a separate address serving GET /metrics without authentication, for a
+	// Prometheus on a private network; the proxy listener then has no /metrics. Default
+	// empty: /metrics is on the proxy listener, for tokens with Role. Secure by default
+	// on one port: the metrics name tools, codes and policy revisions, which an anonymous
+	// caller has no need to read.
+	Listen string `yaml:"listen"`
+	// Role is the role a token needs to read /metrics on the proxy listener. A dedicated
+	// role, so a scraper's token grants nothing else. Default "metrics".
+	Role string `yaml:"role"`
+}
+
+// SetDefaults fills unset fields.
+func (c *MetricsConfig) SetDefaults() {
+	if c.Role == "" {
+		c.Role = "metrics"
+	}
+}
+
+// Validate reports every problem at once, each naming its field. The listen address's
+// form is checked where listen addresses are (serve's config), with where it came from.
+func (c *MetricsConfig) Validate() error {
+	if strings.TrimSpace(c.Role) == "" {
+		return errors.New("metrics.role: must be set")
+	}
+	return nil
 }
 
 // IdentityConfig configures the identity assertion sent upstream.
@@ -161,6 +192,7 @@ func (c *Config) SetDefaults(dataDir string) {
 	defDur(&c.ApprovalWait, 30*time.Second)
 	defDur(&c.ApprovalKeepAlive, 5*time.Second)
 	def(&c.AuthRealm, "portcullis")
+	c.Metrics.SetDefaults()
 }
 
 // Validate reports every problem at once, each naming its field.
@@ -238,6 +270,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Identity.Audience == "" {
 		bad("identity.audience", "must be set")
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Metrics.Listen != "" && c.Metrics.Listen == c.Listen {
+		errs = append(errs, fmt.Errorf("metrics.listen: %q is proxy.listen; a separate listener needs its own address", c.Listen))
 	}
 	return errors.Join(errs...)
 }

@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -132,4 +136,30 @@ func (pc policyCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(policyReloadFailuresDesc, prometheus.CounterValue, float64(live), "live")
 		ch <- prometheus.MustNewConstMetric(policyReloadFailuresDesc, prometheus.CounterValue, float64(shadow), "shadow")
 	}
+}
+
+// metricsForRole admits to /metrics on the proxy listener only a caller with the
+// metrics role (metrics.role); authenticate has run.
+func (s *Server) metricsForRole(c *fiber.Ctx) error {
+	if caller := callerOf(c); caller == nil || !caller.HasRole(s.cfg.Metrics.Role) {
+		return &httpError{status: fiber.StatusForbidden, code: "forbidden",
+			msg: "reading /metrics needs the " + s.cfg.Metrics.Role + " role (or a scrape of metrics.listen)"}
+	}
+	return c.Next()
+}
+
+// ServeMetrics serves GET /metrics on ln without authentication (metrics.listen, for a
+// Prometheus on a private network) until Shutdown. Any other path is a 404.
+func (s *Server) ServeMetrics(ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadTimeout, ReadTimeout: s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: 16 << 10}
+	if !s.metricsSrv.CompareAndSwap(nil, srv) {
+		return errors.New("proxy: ServeMetrics called twice")
+	}
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

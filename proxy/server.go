@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -113,7 +114,9 @@ type Server struct {
 	metrics *metrics
 	ids     idSource
 
-	consoleApp atomic.Pointer[fiber.App] // set by ServeConsole
+	consoleApp     atomic.Pointer[fiber.App] // set by ServeConsole
+	metricsHandler http.Handler
+	metricsSrv     atomic.Pointer[http.Server] // serving metrics.listen, when configured
 	// authFails aggregates auth_failure rows: one per address and reason per interval.
 	authFails *authFailures
 }
@@ -221,9 +224,7 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	app.Use(s.admit)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
-	if gat != nil {
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gat, promhttp.HandlerOpts{})))
-	}
+	s.metricsHandler = promhttp.HandlerFor(gat, promhttp.HandlerOpts{})
 	app.Get("/.well-known/oauth-protected-resource", s.resourceMetadata)
 	app.Get("/.well-known/oauth-protected-resource/*", s.resourceMetadata)
 	if s.d.Console != nil && !s.d.ConsoleOwnListener {
@@ -231,6 +232,9 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	}
 
 	authed := app.Group("", s.authenticate)
+	if s.cfg.Metrics.Listen == "" {
+		authed.Get("/metrics", s.metricsForRole, adaptor.HTTPHandler(s.metricsHandler))
+	}
 	authed.Post(s.cfg.MCP.Path, s.handleMCP)
 	authed.Get(s.cfg.MCP.Path, s.handleMCPPassthrough)
 	authed.Delete(s.cfg.MCP.Path, s.handleMCPPassthrough)
@@ -289,6 +293,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cerr = app.ShutdownWithContext(ctx)
 	}
 	err := errors.Join(s.app.ShutdownWithContext(ctx), cerr)
+	if ms := s.metricsSrv.Load(); ms != nil {
+		err = errors.Join(err, ms.Shutdown(ctx))
+	}
 	s.authFails.close()
 	return err
 }

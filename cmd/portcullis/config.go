@@ -34,15 +34,16 @@ type Config struct {
 	// (env PORTCULLIS_DATA_DIR).
 	DataDir string `yaml:"data_dir"`
 	// LogLevel is debug, info, warn or error. Default info.
-	LogLevel string           `yaml:"log_level"`
-	Proxy    proxy.Config     `yaml:"proxy"`
-	Auth     authn.Config     `yaml:"auth"`
-	Policy   PolicyConfig     `yaml:"policy"`
-	Audit    audit.Config     `yaml:"audit"`
-	Backend  BackendConfig    `yaml:"backend"`
-	Limits   RateLimitConfig  `yaml:"rate_limit"`
-	Approval approvals.Config `yaml:"approvals"`
-	Console  console.Config   `yaml:"console"`
+	LogLevel string              `yaml:"log_level"`
+	Proxy    proxy.Config        `yaml:"proxy"`
+	Auth     authn.Config        `yaml:"auth"`
+	Policy   PolicyConfig        `yaml:"policy"`
+	Audit    audit.Config        `yaml:"audit"`
+	Backend  BackendConfig       `yaml:"backend"`
+	Limits   RateLimitConfig     `yaml:"rate_limit"`
+	Approval approvals.Config    `yaml:"approvals"`
+	Console  console.Config      `yaml:"console"`
+	Metrics  proxy.MetricsConfig `yaml:"metrics"`
 
 	// from names the environment variable or flag a value came from, for messages.
 	from map[*string]string
@@ -126,6 +127,7 @@ func loadConfig(o overrides) (*Config, error) {
 	env("PORTCULLIS_MCP_UPSTREAM", &cfg.Proxy.MCP.Upstream.URL)
 	env("PORTCULLIS_REST_UPSTREAM", &cfg.Proxy.REST.Upstream.URL)
 	env("PORTCULLIS_BACKEND_LISTEN", &cfg.Backend.Listen)
+	env("PORTCULLIS_METRICS_LISTEN", &cfg.Metrics.Listen)
 	env("PORTCULLIS_JWT_HS256_SECRET", &cfg.Auth.HS256Secret)
 	env("PORTCULLIS_JWKS_URL", &cfg.Auth.JWKSURL)
 	env("PORTCULLIS_JWT_ISSUER", &cfg.Auth.Issuer)
@@ -201,6 +203,8 @@ func (c *Config) setDefaults() {
 	}
 	c.Approval.SetDefaults()
 	c.Proxy.ApprovalWait = c.Approval.WaitBudget
+	c.Metrics.SetDefaults()
+	c.Proxy.Metrics = c.Metrics
 	c.Proxy.SetDefaults(c.DataDir)
 	if c.Policy.Timeout == 0 {
 		c.Policy.Timeout = policies.DefaultTimeout
@@ -262,6 +266,11 @@ func (c *Config) validate() error {
 	}
 	if err := c.checkListen("proxy.listen", &c.Proxy.Listen); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.checkListen("metrics.listen", &c.Metrics.Listen); err != nil {
+		errs = append(errs, err)
+	} else if c.Metrics.Listen != "" && c.backendEnabled() && c.Metrics.Listen == c.Backend.Listen {
+		errs = append(errs, fmt.Errorf("metrics.listen%s: %q is backend.listen; a separate listener needs its own address", c.source(&c.Metrics.Listen), c.Metrics.Listen))
 	}
 	if c.Limits.RedisURL != "" {
 		if _, err := redis.ParseURL(c.Limits.RedisURL); err != nil {

@@ -18,6 +18,10 @@ func TestConfigExampleLoads(t *testing.T) {
 	if cfg.Proxy.Listen != "127.0.0.1:8080" || cfg.Proxy.MCP.Upstream.URL != "http://127.0.0.1:8081/mcp" || cfg.Proxy.ApprovalWait.String() != "30s" {
 		t.Fatalf("unexpected config: %+v", cfg.Proxy)
 	}
+	if cfg.Proxy.MCP.MaxBatchCalls != 64 || cfg.Proxy.AuthFailures.Interval.String() != "10s" || cfg.Proxy.AuthFailures.MaxKeys != 1000 ||
+		cfg.Proxy.Metrics.Listen != "" || cfg.Proxy.Metrics.Role != "metrics" {
+		t.Fatalf("the example's flood limits and metrics do not reach the proxy: %+v", cfg.Proxy)
+	}
 }
 
 // A bad config reports every problem at once, each naming its field.
@@ -158,6 +162,17 @@ func TestConfigListenAddressesValidated(t *testing.T) {
 	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), "rate_limit.redis_url (PORTCULLIS_REDIS_URL): ") || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("redis_url: %v", err)
 	}
+
+	t.Setenv("PORTCULLIS_REDIS_URL", "")
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "127.0.0.1:8081")
+	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), `metrics.listen (PORTCULLIS_METRICS_LISTEN): "127.0.0.1:8081" is backend.listen`) {
+		t.Errorf("metrics.listen on the backend's address: %v", err)
+	}
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "metrics")
+	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), `metrics.listen (PORTCULLIS_METRICS_LISTEN): "metrics" is not host:port`) {
+		t.Errorf("metrics.listen not host:port: %v", err)
+	}
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "")
 
 	// serve stops at the configuration: the data dir is never created.
 	t.Setenv("PORTCULLIS_LISTEN", "banana")

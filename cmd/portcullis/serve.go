@@ -273,9 +273,22 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	if err != nil {
 		return fmt.Errorf("proxy listen: %w", err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go discoverTools(ctx, srv, log)
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		go func() {
+			if err := srv.ServeMetrics(mln); err != nil {
+				errc <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		log.Info("metrics listening without authentication", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	log.Info("portcullis listening", "url", cfg.Proxy.PublicURL, "mcp", cfg.Proxy.PublicURL+cfg.Proxy.MCP.Path,
 		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
 	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)
