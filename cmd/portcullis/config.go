@@ -34,16 +34,21 @@ type Config struct {
 	// (env PORTCULLIS_DATA_DIR).
 	DataDir string `yaml:"data_dir"`
 	// LogLevel is debug, info, warn or error. Default info.
-	LogLevel string              `yaml:"log_level"`
-	Proxy    proxy.Config        `yaml:"proxy"`
-	Auth     authn.Config        `yaml:"auth"`
-	Policy   PolicyConfig        `yaml:"policy"`
-	Audit    audit.Config        `yaml:"audit"`
-	Backend  BackendConfig       `yaml:"backend"`
-	Limits   RateLimitConfig     `yaml:"rate_limit"`
-	Approval approvals.Config    `yaml:"approvals"`
-	Console  console.Config      `yaml:"console"`
-	Metrics  proxy.MetricsConfig `yaml:"metrics"`
+	LogLevel string `yaml:"log_level"`
+	// LogRepeatInterval limits repeated WARN and ERROR lines (same level, message and
+	// component) to the first per interval; the next one written, or a summary line,
+	// carries suppressed=N. It keeps a failing dependency (a full disk, a store down)
+	// from flooding the log. Default 10s; negative writes every line.
+	LogRepeatInterval time.Duration       `yaml:"log_repeat_interval"`
+	Proxy             proxy.Config        `yaml:"proxy"`
+	Auth              authn.Config        `yaml:"auth"`
+	Policy            PolicyConfig        `yaml:"policy"`
+	Audit             audit.Config        `yaml:"audit"`
+	Backend           BackendConfig       `yaml:"backend"`
+	Limits            RateLimitConfig     `yaml:"rate_limit"`
+	Approval          approvals.Config    `yaml:"approvals"`
+	Console           console.Config      `yaml:"console"`
+	Metrics           proxy.MetricsConfig `yaml:"metrics"`
 
 	// from names the environment variable or flag a value came from, for messages.
 	from map[*string]string
@@ -81,6 +86,9 @@ type RateLimitConfig struct {
 	// MaxKeys bounds in-memory counters. Default 200000.
 	MaxKeys int `yaml:"max_keys"`
 }
+
+// defaultLogRepeatInterval is log_repeat_interval's default.
+const defaultLogRepeatInterval = 10 * time.Second
 
 // overrides are the command-line flags that beat the file and the environment.
 type overrides struct {
@@ -184,6 +192,9 @@ func (c *Config) setDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.LogRepeatInterval == 0 {
+		c.LogRepeatInterval = defaultLogRepeatInterval
+	}
 	if c.Backend.Enabled == nil && c.Proxy.MCP.Upstream.URL != "" && c.Proxy.REST.Upstream.URL != "" {
 		off := false
 		c.Backend.Enabled = &off
@@ -257,6 +268,9 @@ func (c *Config) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log_level: must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	if c.LogRepeatInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("log_repeat_interval: must be at most 1h (negative: no limit), got %s", c.LogRepeatInterval))
 	}
 	if c.Policy.Timeout < 0 {
 		errs = append(errs, errors.New("policy.timeout: must not be negative"))
