@@ -105,7 +105,8 @@ type MetricsConfig struct {
 	// caller has no need to read.
 	Listen string `yaml:"listen"`
 	// Role is the role a token needs to read /metrics on the proxy listener. A dedicated
-	// role, so a scraper's token grants nothing else. Default "metrics".
+	// role: a scraper needs no agent or admin role, and an agent cannot read the gateway's
+	// metrics. Default "metrics".
 	Role string `yaml:"role"`
 }
 
