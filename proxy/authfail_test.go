@@ -13,47 +13,43 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy"
 )
 
-// authFailureRow is an auth_failure row as the export writes it.
-type authFailureRow struct {
-	RequestID string `json:"request_id"`
-	Caller    struct {
-		ClientAddr string `json:"client_addr"`
-	} `json:"caller"`
-	Reason    string `json:"reason"`
-	Arguments struct {
-		Count   int64     `json:"count"`
-		FirstAt time.Time `json:"first_at"`
-		LastAt  time.Time `json:"last_at"`
-	} `json:"arguments"`
+// authFailureCount is what an auth_failure row's arguments say.
+type authFailureCount struct {
+	Count   int64     `json:"count"`
+	FirstAt time.Time `json:"first_at"`
+	LastAt  time.Time `json:"last_at"`
 }
 
-// authFailureRows reads the trail's auth_failure rows until they account for want
-// failures (or two seconds pass).
-func (g *gateway) authFailureRows(want int64) ([]authFailureRow, int64) {
-	g.t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		var rows []authFailureRow
-		var total int64
-		for _, line := range strings.Split(strings.TrimSpace(g.auditRows()), "\n") {
-			if !strings.Contains(line, `"kind":"auth_failure"`) {
-				continue
-			}
-			var r authFailureRow
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				g.t.Fatalf("%v: %s", err, line)
-			}
-			rows = append(rows, r)
-			total += r.Arguments.Count
-		}
-		if total >= want || time.Now().After(deadline) {
-			return rows, total
-		}
-		time.Sleep(20 * time.Millisecond)
+func countOf(t testing.TB, ev *audit.Event) authFailureCount {
+	t.Helper()
+	var c authFailureCount
+	if err := json.Unmarshal(ev.Arguments, &c); err != nil {
+		t.Fatalf("auth_failure row %d arguments %s: %v", ev.Seq, ev.Arguments, err)
 	}
+	return c
+}
+
+// authFailureRows reads the trail's auth_failure rows once they account for want
+// failures (or two seconds have passed), and the failures they count.
+func (g *gateway) authFailureRows(want int64) ([]audit.Event, int64) {
+	g.t.Helper()
+	var rows []audit.Event
+	var total int64
+	eventually(2*time.Second, func() bool {
+		rows, total = rows[:0], 0
+		for _, ev := range g.auditEvents() {
+			if ev.Kind == audit.KindAuthFailure {
+				rows = append(rows, ev)
+				total += countOf(g.t, &ev).Count
+			}
+		}
+		return total >= want
+	})
+	return rows, total
 }
 
 // flood sends n requests with a bad token to /mcp, spread over the given loopback source
@@ -130,13 +126,13 @@ func TestAnonymousFloodFromOneAddressWritesTwoRows(t *testing.T) {
 	if len(rows) != 2 {
 		t.Fatalf("a flood of %d bad tokens from one address wrote %d rows, want 2: %+v", n, len(rows), rows)
 	}
-	if rows[0].RequestID != first || rows[0].Arguments.Count != 1 || rows[0].Caller.ClientAddr != "127.0.0.1" {
+	if rows[0].RequestID != first || countOf(t, &rows[0]).Count != 1 || rows[0].Caller.ClientAddr != "127.0.0.1" {
 		t.Fatalf("the first failure's row: %+v, want request %s, count 1", rows[0], first)
 	}
-	agg := rows[1]
-	if agg.Arguments.Count != n-1 || agg.RequestID == "" || agg.RequestID == first || agg.Caller.ClientAddr != "127.0.0.1" ||
-		agg.Reason != rows[0].Reason || agg.Arguments.FirstAt.After(agg.Arguments.LastAt) || agg.Arguments.FirstAt.IsZero() {
-		t.Fatalf("the aggregated row: %+v", agg)
+	agg, c := rows[1], countOf(t, &rows[1])
+	if c.Count != n-1 || agg.RequestID == "" || agg.RequestID == first || agg.Caller.ClientAddr != "127.0.0.1" ||
+		agg.Reason != rows[0].Reason || agg.Decision != "auth_failed" || c.FirstAt.After(c.LastAt) || c.FirstAt.IsZero() {
+		t.Fatalf("the aggregated row: %+v %s", agg, agg.Arguments)
 	}
 	m := g.metricsText()
 	for _, want := range []string{"portcullis_auth_failures_total 3000", "portcullis_auth_failure_rows_total 2", "portcullis_auth_failures_aggregated_total 2999"} {
@@ -173,8 +169,8 @@ func TestAnonymousFloodFromManyAddressesIsBoundedByMaxKeys(t *testing.T) {
 	for _, r := range rows {
 		if r.Caller.ClientAddr == "*" {
 			overflow++
-			if r.Arguments.Count < n/2 {
-				t.Errorf("the overflow row counts %d failures; the %d addresses past the cap sent most of %d", r.Arguments.Count, addrs-maxKeys, n)
+			if c := countOf(t, &r).Count; c < n/2 {
+				t.Errorf("the overflow row counts %d failures; the %d addresses past the cap sent most of %d", c, addrs-maxKeys, n)
 			}
 		}
 	}
@@ -218,12 +214,12 @@ func TestAnonymousFloodGrowsAuditAtBoundedRate(t *testing.T) {
 func TestLoneAuthFailureIsAuditedAtOnce(t *testing.T) {
 	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.AuthFailures.Interval = 100 * time.Millisecond }})
 	resp, _ := g.mcp("not-a-token", toolCall("echo", `{}`))
-	if rows := g.rowsOf(resp.Header.Get("X-Request-Id"), 1); len(rows) != 1 || !strings.Contains(rows[0], `"count":1`) {
-		t.Fatalf("a lone failure: %d rows %v", len(rows), rows)
+	if rows := g.rowsOf(resp.Header.Get("X-Request-Id"), 1); len(rows) != 1 || countOf(t, &rows[0]).Count != 1 {
+		t.Fatalf("a lone failure: %d rows %+v", len(rows), rows)
 	}
 	time.Sleep(350 * time.Millisecond) // two ticks: the address is forgotten
 	resp, _ = g.mcp("not-a-token", toolCall("echo", `{}`))
-	if rows := g.rowsOf(resp.Header.Get("X-Request-Id"), 1); len(rows) != 1 || !strings.Contains(rows[0], `"count":1`) {
-		t.Fatalf("a failure after a quiet interval: %d rows %v", len(rows), rows)
+	if rows := g.rowsOf(resp.Header.Get("X-Request-Id"), 1); len(rows) != 1 || countOf(t, &rows[0]).Count != 1 {
+		t.Fatalf("a failure after a quiet interval: %d rows %+v", len(rows), rows)
 	}
 }

@@ -388,3 +388,13 @@ func (g *gateway) eventsWhere(n int, keep func(*audit.Event) bool) []audit.Event
 	})
 	return got
 }
+
+// rowsOf returns the rows of request rid once there are want of them, and a moment
+// later, so a row there should not be has had time to arrive.
+func (g *gateway) rowsOf(rid string, want int) []audit.Event {
+	g.t.Helper()
+	of := func(ev *audit.Event) bool { return ev.RequestID == rid }
+	g.eventsWhere(want, of)
+	time.Sleep(100 * time.Millisecond)
+	return g.eventsWhere(0, of)
+}
