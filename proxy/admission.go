@@ -232,7 +232,7 @@ func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
 	} else {
 		s.log.Error("authentication error", "request_id", requestID(c), "err", err)
 	}
-	s.authFails.record(authFailure{at: time.Now(), addr: c.Context().RemoteIP().String(), reason: desc,
+	s.authFails.record(authFailure{at: time.Now(), addr: failureAddr(c.Context().RemoteIP()), reason: desc,
 		rid: requestID(c), method: methodOf(c), path: string(c.Request().URI().Path())})
 	return &httpError{status: fiber.StatusUnauthorized, code: "unauthorized", msg: desc,
 		header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}
