@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -191,13 +192,13 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 }
 
 // spendPreAuth takes one unit of the client address's pre-authentication budget, or
-// refuses the request with 429 when it is spent. The key is the socket peer, never
-// X-Forwarded-For, which a client can forge.
+// refuses the request with 429 when it is spent. The key is the socket peer (addrKey),
+// never X-Forwarded-For, which a client can forge.
 func (s *Server) spendPreAuth(c *fiber.Ctx) error {
 	if s.preAuth == nil {
 		return nil
 	}
-	res, err := s.preAuth.Allow(c.UserContext(), c.Context().RemoteIP().String(), s.cfg.PreAuthRate, time.Second)
+	res, err := s.preAuth.Allow(c.UserContext(), addrKey(c.Context().RemoteIP()), s.cfg.PreAuthRate, time.Second)
 	if err != nil || res.Allowed {
 		return nil // the in-memory limiter does not fail; if it did, authentication still runs
 	}
@@ -205,6 +206,17 @@ func (s *Server) spendPreAuth(c *fiber.Ctx) error {
 	return &httpError{status: fiber.StatusTooManyRequests, code: "too_many_requests",
 		msg:    "too many requests from this address",
 		header: [][2]string{{"Retry-After", retryAfterSeconds(res.RetryAfter)}}}
+}
+
+// addrKey is the key of a client address for what is counted per address before
+// authentication (the pre-auth limit, auth failure rows): an IPv4 address (or the
+// loopback) as it is, an IPv6 address as its /64, since one host commonly holds a whole
+// /64 and could otherwise spread a flood over as many keys as it likes.
+func addrKey(ip net.IP) string {
+	if ip.To4() != nil || ip.IsLoopback() {
+		return ip.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // queryHoldsToken reports a query parameter named access_token, token or jwt, in any case.
@@ -232,7 +244,7 @@ func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
 	} else {
 		s.log.Error("authentication error", "request_id", requestID(c), "err", err)
 	}
-	s.authFails.record(authFailure{at: time.Now(), addr: failureAddr(c.Context().RemoteIP()), reason: desc,
+	s.authFails.record(authFailure{at: time.Now(), addr: addrKey(c.Context().RemoteIP()), reason: desc,
 		rid: requestID(c), method: methodOf(c), path: string(c.Request().URI().Path())})
 	return &httpError{status: fiber.StatusUnauthorized, code: "unauthorized", msg: desc,
 		header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}

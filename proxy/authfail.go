@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"encoding/json"
-	"net"
 	"sync"
 	"time"
 
@@ -16,25 +15,16 @@ import (
 // fails closed, and stop the service.
 type AuthFailureConfig struct {
 	// Interval is the aggregation period. The first failure from a client address (an
-	// IPv6 client: its /64) for a reason gets a row at once; further failures from that address for that reason are
-	// counted, and written as one row per interval carrying the count and the first
-	// request id. An address quiet for a whole interval starts over. Default 10s.
+	// IPv6 client: its /64) for a reason gets a row at once; further failures from that
+	// address for that reason are counted, and written as one row per interval carrying
+	// the count and the first request id. An address quiet for a whole interval starts
+	// over. Default 10s.
 	Interval time.Duration `yaml:"interval"`
 	// MaxKeys bounds the (address, reason) pairs tracked at once. Failures from further
 	// addresses are counted in one row per reason per interval with client_addr "*".
 	// So a flood from any number of addresses writes at most about 2*MaxKeys rows (plus
 	// one per reason) per interval. Default 1000.
 	MaxKeys int `yaml:"max_keys"`
-}
-
-// failureAddr is the client address an auth failure is counted under: an IPv4 address
-// as it is, an IPv6 address as its /64, since one host commonly holds a whole /64 and
-// could otherwise spread a flood over as many keys as it likes.
-func failureAddr(ip net.IP) string {
-	if ip.To4() != nil || ip.IsLoopback() {
-		return ip.String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // overflowAddr is the client address of a row that counts failures from addresses past

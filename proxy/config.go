@@ -23,8 +23,8 @@ type Config struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// PreAuthRate is how many requests per second one client IP may send that cost work
-	// before anyone is known: a token not yet verified (not in the auth cache) and every
+	// PreAuthRate is how many requests per second one client IP (IPv6: one /64) may send
+	// that cost work before anyone is known: a token not yet verified (not in the auth cache) and every
 	// authentication failure. A token verified already does not count, so many callers
 	// behind one address are not throttled together. At most that many in any second;
 	// negative disables. Default 1000.
