@@ -30,9 +30,14 @@ func TestConfigReportsEveryProblem(t *testing.T) {
 	path := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(path, []byte(`
 log_level: loud
+log_repeat_interval: 2h
 proxy:
   body_limit: 10
+  auth_failures:
+    interval: 1ms
+    max_keys: -1
   mcp:
+    max_batch_calls: 5000
     upstream:
       url: ftp://example.com/mcp
   rest:
@@ -43,12 +48,18 @@ proxy:
     alg: none
 audit:
   synchronous: SOMETIMES
+metrics:
+  listen: 127.0.0.1:99999
+  role: ""
 `), 0o600)
 	_, err := loadConfig(overrides{configPath: path, dataDir: dir})
 	if err == nil {
 		t.Fatal("a bad config was accepted")
 	}
-	for _, want := range []string{"log_level", "proxy.body_limit", "proxy.mcp.upstream.url", "proxy.rest.prefixes[0]", "proxy.identity.alg", "synchronous"} {
+	for _, want := range []string{"log_level", "proxy.body_limit", "proxy.mcp.upstream.url", "proxy.rest.prefixes[0]", "proxy.identity.alg", "synchronous",
+		"log_repeat_interval: must be at most 1h", "proxy.auth_failures.interval: must be between 100ms and 1h, got 1ms",
+		"proxy.auth_failures.max_keys: must be between 1 and 1000000, got -1", "proxy.mcp.max_batch_calls: must be between 1 and 1000, got 5000",
+		`metrics.listen: "127.0.0.1:99999": port "99999"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
 		}
