@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -125,7 +126,7 @@ func fiberMessage(fe *fiber.Error) string {
 	return "request refused"
 }
 
-// admit is the first middleware: panic containment, request id, pre-auth limit.
+// admit is the first middleware: panic containment, request id, content encoding.
 func (s *Server) admit(c *fiber.Ctx) (err error) {
 	rid := s.ids.next("req_")
 	c.Locals(localRequestID, rid)
@@ -148,16 +149,6 @@ func (s *Server) admit(c *fiber.Ctx) (err error) {
 		return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_content_encoding", field: "Content-Encoding",
 			msg: "request bodies must not be compressed"}
 	}
-	if s.preAuth != nil {
-		// The key is the socket peer, never X-Forwarded-For, which a client can forge.
-		res, lerr := s.preAuth.Allow(c.UserContext(), c.Context().RemoteIP().String(), s.cfg.PreAuthRate, time.Second)
-		if lerr == nil && !res.Allowed {
-			s.metrics.preAuthRejected.Inc()
-			return &httpError{status: fiber.StatusTooManyRequests, code: "too_many_requests",
-				msg:    "too many requests from this address",
-				header: [][2]string{{"Retry-After", retryAfterSeconds(res.RetryAfter)}}}
-		}
-	}
 	return c.Next()
 }
 
@@ -173,16 +164,59 @@ func retryAfterSeconds(d time.Duration) string { return strconv.Itoa(retrySecond
 // authenticate admits only a valid Bearer JWT in the Authorization header. A token in the
 // query string is refused outright, even alongside a valid header: query strings end up in
 // logs and browser history.
+//
+// The per-address pre-authentication limit is spent only on what costs before anyone
+// is known: verifying a token not in the cache, and every failure. A token verified
+// already passes without spending, so a fleet behind one address (a NAT, an
+// orchestrator) is limited by policy, per caller, not by its address.
 func (s *Server) authenticate(c *fiber.Ctx) error {
 	if queryHoldsToken(c.Context().QueryArgs()) {
+		if err := s.spendPreAuth(c); err != nil {
+			return err
+		}
 		return s.unauthorized(c, &authn.Error{Code: "invalid_request", Description: "tokens in the query string are not accepted; use the Authorization header"})
 	}
-	id, err := s.d.Auth.AuthenticateHeader(c.Request().Header.Peek(fiber.HeaderAuthorization))
-	if err != nil {
-		return s.unauthorized(c, err)
+	h := c.Request().Header.Peek(fiber.HeaderAuthorization)
+	id := s.d.Auth.CachedHeader(h)
+	if id == nil {
+		if err := s.spendPreAuth(c); err != nil {
+			return err
+		}
+		var err error
+		if id, err = s.d.Auth.AuthenticateHeader(h); err != nil {
+			return s.unauthorized(c, err)
+		}
 	}
 	c.Locals(localIdentity, id)
 	return c.Next()
+}
+
+// spendPreAuth takes one unit of the client address's pre-authentication budget, or
+// refuses the request with 429 when it is spent. The key is the socket peer (addrKey),
+// never X-Forwarded-For, which a client can forge.
+func (s *Server) spendPreAuth(c *fiber.Ctx) error {
+	if s.preAuth == nil {
+		return nil
+	}
+	res, err := s.preAuth.Allow(c.UserContext(), addrKey(c.Context().RemoteIP()), s.cfg.PreAuthRate, time.Second)
+	if err != nil || res.Allowed {
+		return nil // the in-memory limiter does not fail; if it did, authentication still runs
+	}
+	s.metrics.preAuthRejected.Inc()
+	return &httpError{status: fiber.StatusTooManyRequests, code: "too_many_requests",
+		msg:    "too many requests from this address",
+		header: [][2]string{{"Retry-After", retryAfterSeconds(res.RetryAfter)}}}
+}
+
+// addrKey is the key of a client address for what is counted per address before
+// authentication (the pre-auth limit, auth failure rows): an IPv4 address (or the
+// loopback) as it is, an IPv6 address as its /64, since one host commonly holds a whole
+// /64 and could otherwise spread a flood over as many keys as it likes.
+func addrKey(ip net.IP) string {
+	if ip.To4() != nil || ip.IsLoopback() {
+		return ip.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // queryHoldsToken reports a query parameter named access_token, token or jwt, in any case.
@@ -210,7 +244,8 @@ func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
 	} else {
 		s.log.Error("authentication error", "request_id", requestID(c), "err", err)
 	}
-	s.d.Audit.AppendAsync(s.authFailureEvent(c, desc))
+	s.authFails.record(authFailure{at: time.Now(), addr: addrKey(c.Context().RemoteIP()), reason: desc,
+		rid: requestID(c), method: methodOf(c), path: string(c.Request().URI().Path())})
 	return &httpError{status: fiber.StatusUnauthorized, code: "unauthorized", msg: desc,
 		header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/proxy"
 )
 
 func TestArgumentsHaveOneReading(t *testing.T) {
@@ -123,5 +125,51 @@ func TestQueryTokenIsRefusedInAnyCase(t *testing.T) {
 	}
 	if g.up.hits.Load() != 0 {
 		t.Fatalf("forwarded (%d hits)", g.up.hits.Load())
+	}
+}
+
+// The per-address pre-authentication limit is spent on unverified tokens and failures
+// only: a fleet behind one address using tokens already verified is not throttled at a
+// rate that throttles unknown and bad tokens from the same address.
+func TestCachedTokensDoNotSpendThePreAuthLimit(t *testing.T) {
+	const rate = 5
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.PreAuthRate = rate }})
+	fleet := []string{token(t, "agent-1", "acme", "agent"), token(t, "agent-2", "acme", "agent")}
+	for _, tok := range fleet { // first use: verified, spends one unit each
+		if resp, out := g.mcp(tok, toolCall("echo", `{}`)); resp.StatusCode != 200 {
+			t.Fatalf("first call of a fleet token: %d %s", resp.StatusCode, out)
+		}
+	}
+	// Ten times the rate, within a second or so, from the same address: all served.
+	for i := range 10 * rate {
+		if resp, out := g.mcp(fleet[i%2], toolCall("echo", `{}`)); resp.StatusCode != 200 {
+			t.Fatalf("cached token, call %d: %d %s", i, resp.StatusCode, out)
+		}
+	}
+	// Bad tokens from the same address spend the budget and are throttled within the rate.
+	throttled := 0
+	for range 2 * rate {
+		resp, _ := g.mcp("not-a-token", toolCall("echo", `{}`))
+		switch resp.StatusCode {
+		case 429:
+			throttled++
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+		case 401:
+		default:
+			t.Fatalf("bad token: status %d", resp.StatusCode)
+		}
+	}
+	if throttled < rate {
+		t.Fatalf("%d of %d bad tokens throttled at a rate of %d/s, want at least %d", throttled, 2*rate, rate, rate)
+	}
+	// New, valid but unverified tokens are throttled too while the budget is spent...
+	if resp, _ := g.mcp(token(t, "agent-3", "acme", "agent"), toolCall("echo", `{}`)); resp.StatusCode != 429 {
+		t.Fatalf("an unverified token with the budget spent: %d, want 429", resp.StatusCode)
+	}
+	// ...while the fleet's verified tokens still pass.
+	if resp, out := g.mcp(fleet[0], toolCall("echo", `{}`)); resp.StatusCode != 200 {
+		t.Fatalf("cached token with the address's budget spent: %d %s", resp.StatusCode, out)
 	}
 }

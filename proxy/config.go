@@ -23,9 +23,14 @@ type Config struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// PreAuthRate is how many requests per second one client IP may send before
-	// authentication (at most that many in any second). Negative disables. Default 1000.
+	// PreAuthRate is how many requests per second one client IP (IPv6: one /64) may send
+	// that cost work before anyone is known: a token not yet verified (not in the auth cache) and every
+	// authentication failure. A token verified already does not count, so many callers
+	// behind one address are not throttled together. At most that many in any second;
+	// negative disables. Default 1000.
 	PreAuthRate int `yaml:"pre_auth_rate"`
+	// AuthFailures bounds the audit rows that failed authentication writes.
+	AuthFailures AuthFailureConfig `yaml:"auth_failures"`
 	// MCP is the MCP surface: POST/GET/DELETE on Path, forwarded to Upstream.
 	MCP MCPConfig `yaml:"mcp"`
 	// REST is the REST surface: requests under Prefixes, forwarded to Upstream.
@@ -35,6 +40,8 @@ type Config struct {
 	// ApprovalWait is how long a call that needs approval is held open. Default 30s.
 	// Configured as approvals.wait_budget in the config file.
 	ApprovalWait time.Duration `yaml:"-"`
+	// Metrics says where /metrics is served. Configured as the top-level metrics section.
+	Metrics MetricsConfig `yaml:"-"`
 	// ApprovalKeepAlive is the interval of progress notifications (MCP over SSE) and
 	// keep-alive comments while a call is held. Default 5s.
 	ApprovalKeepAlive time.Duration `yaml:"approval_keep_alive"`
@@ -48,8 +55,13 @@ type Config struct {
 // MCPConfig configures the MCP surface.
 type MCPConfig struct {
 	// Path is where MCP clients connect. Default /mcp.
-	Path     string         `yaml:"path"`
-	Upstream UpstreamConfig `yaml:"upstream"`
+	Path string `yaml:"path"`
+	// MaxBatchCalls is the most messages one JSON-RPC batch may hold (requests,
+	// notifications and responses alike). A longer batch is refused whole with a JSON-RPC
+	// invalid-request error and one audit row: every call in a batch is decided and
+	// audited, so without a cap one request could make thousands of rows. Default 64.
+	MaxBatchCalls int            `yaml:"max_batch_calls"`
+	Upstream      UpstreamConfig `yaml:"upstream"`
 }
 
 // RESTConfig configures the REST surface.
@@ -84,6 +96,36 @@ type UpstreamConfig struct {
 	MaxPaceWait time.Duration `yaml:"max_pace_wait"`
 }
 
+// MetricsConfig says where the Prometheus metrics are served, and to whom.
+type MetricsConfig struct {
+	// Listen is a separate address serving GET /metrics without authentication, for a
+	// Prometheus on a private network; the proxy listener then has no /metrics. Default
+	// empty: /metrics is on the proxy listener, for tokens with Role. Secure by default
+	// on one port: the metrics name tools, codes and policy revisions, which an anonymous
+	// caller has no need to read.
+	Listen string `yaml:"listen"`
+	// Role is the role a token needs to read /metrics on the proxy listener. A dedicated
+	// role: a scraper needs no agent or admin role, and an agent cannot read the gateway's
+	// metrics. Default "metrics".
+	Role string `yaml:"role"`
+}
+
+// SetDefaults fills unset fields.
+func (c *MetricsConfig) SetDefaults() {
+	if c.Role == "" {
+		c.Role = "metrics"
+	}
+}
+
+// Validate reports every problem at once, each naming its field. The listen address's
+// form is checked where listen addresses are (serve's config), with where it came from.
+func (c *MetricsConfig) Validate() error {
+	if strings.TrimSpace(c.Role) == "" {
+		return errors.New("metrics.role: must be set")
+	}
+	return nil
+}
+
 // IdentityConfig configures the identity assertion sent upstream.
 type IdentityConfig struct {
 	// Alg is HS256 (shared secret, default) or EdDSA (Ed25519 key pair).
@@ -97,6 +139,10 @@ type IdentityConfig struct {
 	// TTL is the assertion's lifetime. Default 60s.
 	TTL time.Duration `yaml:"ttl"`
 }
+
+// maxBatchCallsLimit is the largest mcp.max_batch_calls accepted: past it, one request
+// could again write thousands of audit rows.
+const maxBatchCallsLimit = 1000
 
 // SetDefaults fills every unset field.
 func (c *Config) SetDefaults(dataDir string) {
@@ -122,7 +168,14 @@ func (c *Config) SetDefaults(dataDir string) {
 	if c.PreAuthRate == 0 {
 		c.PreAuthRate = 1000
 	}
+	defDur(&c.AuthFailures.Interval, 10*time.Second)
+	if c.AuthFailures.MaxKeys == 0 {
+		c.AuthFailures.MaxKeys = 1000
+	}
 	def(&c.MCP.Path, "/mcp")
+	if c.MCP.MaxBatchCalls == 0 {
+		c.MCP.MaxBatchCalls = 64
+	}
 	if len(c.REST.Prefixes) == 0 {
 		c.REST.Prefixes = []string{"/v1/", "/ai/", "/integrations/"}
 	}
@@ -140,6 +193,7 @@ func (c *Config) SetDefaults(dataDir string) {
 	defDur(&c.ApprovalWait, 30*time.Second)
 	defDur(&c.ApprovalKeepAlive, 5*time.Second)
 	def(&c.AuthRealm, "portcullis")
+	c.Metrics.SetDefaults()
 }
 
 // Validate reports every problem at once, each naming its field.
@@ -169,8 +223,17 @@ func (c *Config) Validate() error {
 			bad(name, "must not be negative")
 		}
 	}
+	if d := c.AuthFailures.Interval; d < 100*time.Millisecond || d > time.Hour {
+		bad("auth_failures.interval", "must be between 100ms and 1h, got %s", d)
+	}
+	if n := c.AuthFailures.MaxKeys; n < 1 || n > 1_000_000 {
+		bad("auth_failures.max_keys", "must be between 1 and 1000000, got %d", n)
+	}
 	if !strings.HasPrefix(c.MCP.Path, "/") {
 		bad("mcp.path", "must start with '/', got %q", c.MCP.Path)
+	}
+	if c.MCP.MaxBatchCalls < 1 || c.MCP.MaxBatchCalls > maxBatchCallsLimit {
+		bad("mcp.max_batch_calls", "must be between 1 and %d, got %d", maxBatchCallsLimit, c.MCP.MaxBatchCalls)
 	}
 	for i, p := range c.REST.Prefixes {
 		if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || p == "/" {
@@ -208,6 +271,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Identity.Audience == "" {
 		bad("identity.audience", "must be set")
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Metrics.Listen != "" && c.Metrics.Listen == c.Listen {
+		errs = append(errs, fmt.Errorf("metrics.listen: %q is proxy.listen; a separate listener needs its own address", c.Listen))
 	}
 	return errors.Join(errs...)
 }

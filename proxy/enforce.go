@@ -305,19 +305,6 @@ func (s *Server) recordOutcome(cl *call, status int, errClass string, latency ti
 	s.metrics.outcome(cl.surface, status, errClass, time.Since(cl.start))
 }
 
-func (s *Server) authFailureEvent(c *fiber.Ctx, desc string) *audit.Event {
-	return &audit.Event{
-		Time:      time.Now().UTC(),
-		Kind:      "auth_failure",
-		RequestID: requestID(c),
-		Caller:    audit.Caller{ClientAddr: c.Context().RemoteIP().String()},
-		Method:    methodOf(c),
-		Path:      string(c.Request().URI().Path()),
-		Decision:  "auth_failed",
-		Reason:    desc,
-	}
-}
-
 // approvalOutcome is what came of holding a call for approval.
 type approvalOutcome int
 

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/policies"
@@ -114,6 +116,7 @@ type gateway struct {
 	approvals *approvals.Service
 	identity  *proxy.IdentitySigner
 	srv       *proxy.Server
+	reg       *prometheus.Registry
 	logs      *bytes.Buffer
 	logMu     *sync.Mutex
 }
@@ -215,8 +218,10 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	if o.decider != nil {
 		decider = o.decider(engine)
 	}
+	g.reg = prometheus.NewRegistry()
 	srv, err := proxy.New(cfg, proxy.Deps{Logger: log, Auth: auth, Policy: decider, Audit: g.audit, AuditQ: g.audit,
-		Redactor: g.audit.Redactor(), Identity: g.identity, Limiter: ratelimit.NewMemory(ratelimit.MemoryConfig{}), Approvals: g.approvals})
+		Redactor: g.audit.Redactor(), Identity: g.identity, Limiter: ratelimit.NewMemory(ratelimit.MemoryConfig{}), Approvals: g.approvals,
+		Registry: g.reg, Gatherer: g.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,6 +230,14 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	g.url = "http://" + ln.Addr().String()
 	return g
+}
+
+// metricsText is the gateway's metrics in the text format, read from its registry (so
+// also after Shutdown).
+func (g *gateway) metricsText() string {
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
 
 func (g *gateway) logText() string {
@@ -384,4 +397,14 @@ func (g *gateway) eventsWhere(n int, keep func(*audit.Event) bool) []audit.Event
 		return len(got) >= n
 	})
 	return got
+}
+
+// rowsOf returns the rows of request rid once there are want of them, and a moment
+// later, so a row there should not be has had time to arrive.
+func (g *gateway) rowsOf(rid string, want int) []audit.Event {
+	g.t.Helper()
+	of := func(ev *audit.Event) bool { return ev.RequestID == rid }
+	g.eventsWhere(want, of)
+	time.Sleep(100 * time.Millisecond)
+	return g.eventsWhere(0, of)
 }

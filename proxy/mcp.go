@@ -173,6 +173,12 @@ func (s *Server) handleMCP(c *fiber.Ctx) error {
 		if len(t) == 0 {
 			return s.rpcError(c, fiber.StatusBadRequest, nil, rpcInvalidRequest, "empty batch")
 		}
+		if len(t) > s.cfg.MCP.MaxBatchCalls {
+			// Refused before any message is read: one row for the request, nothing decided.
+			return s.rpcError(c, fiber.StatusBadRequest, nil, rpcInvalidRequest,
+				"batch of "+strconv.Itoa(len(t))+" messages exceeds the limit of "+strconv.Itoa(s.cfg.MCP.MaxBatchCalls)+
+					" per batch (proxy.mcp.max_batch_calls); send fewer messages per request")
+		}
 		batch = true
 		for _, e := range t {
 			m, code, msg := parseMessage(e)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -277,5 +278,65 @@ func TestFilteredToolsListIsPrivate(t *testing.T) {
 	resp, body = g.mcp(tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
 	if !strings.Contains(body, `"cacheScope":"private"`) || strings.Contains(body, `"public"`) || strings.Contains(resp.Header.Get("Cache-Control"), "public") {
 		t.Fatalf("SSE tools/list: Cache-Control %q, %s", resp.Header.Get("Cache-Control"), body)
+	}
+}
+
+func batchOf(n int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strings.Replace(toolCall("echo", `{}`), `"id":7`, `"id":`+strconv.Itoa(i+1), 1))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// A batch longer than proxy.mcp.max_batch_calls is refused whole with a JSON-RPC
+// invalid request naming the limit: nothing is decided or forwarded, and the request
+// leaves one audit row, not one per call. A batch at the limit is served as before.
+func TestOverlongBatchIsRefusedWithOneAuditRow(t *testing.T) {
+	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.MCP.MaxBatchCalls = 5 }})
+	tok := token(t, "agent-1", "acme", "agent")
+
+	resp, out := g.mcp(tok, batchOf(6))
+	if resp.StatusCode != 400 || !strings.Contains(out, `"code":-32600`) ||
+		!strings.Contains(out, "limit of 5 per batch") || !strings.Contains(out, "max_batch_calls") {
+		t.Fatalf("batch of 6 with a limit of 5: %d %s", resp.StatusCode, out)
+	}
+	if n := g.up.hits.Load(); n != 0 {
+		t.Fatalf("an over-long batch reached the upstream (%d hits)", n)
+	}
+	rows := g.rowsOf(resp.Header.Get("X-Request-Id"), 1)
+	if len(rows) != 1 || rows[0].Decision != "rejected" || !strings.HasPrefix(rows[0].Reason, "jsonrpc_-32600: batch of 6 messages") {
+		t.Fatalf("an over-long batch left %d rows, want one rejected row: %+v", len(rows), rows)
+	}
+
+	resp, out = g.mcp(tok, batchOf(5))
+	if resp.StatusCode != 200 || g.up.hits.Load() != 1 {
+		t.Fatalf("batch at the limit: %d %s (upstream hits %d)", resp.StatusCode, out, g.up.hits.Load())
+	}
+	// Each call of an admitted batch still has its decision and its outcome row.
+	if rows := g.rowsOf(resp.Header.Get("X-Request-Id"), 10); len(rows) != 10 {
+		t.Fatalf("batch of 5 left %d rows, want 5 decisions and 5 outcomes", len(rows))
+	}
+}
+
+// The default cap is 64, and the configuration refuses a cap outside 1..1000.
+func TestMaxBatchCallsDefaultsAndValidates(t *testing.T) {
+	var c proxy.Config
+	c.MCP.Upstream.URL, c.REST.Upstream.URL = "http://127.0.0.1:1/mcp", "http://127.0.0.1:1"
+	c.SetDefaults(t.TempDir())
+	if c.MCP.MaxBatchCalls != 64 {
+		t.Fatalf("default max_batch_calls %d, want 64", c.MCP.MaxBatchCalls)
+	}
+	for _, v := range []int{-1, 1001} {
+		c.MCP.MaxBatchCalls = v
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "proxy.mcp.max_batch_calls: must be between 1 and 1000, got "+strconv.Itoa(v)) {
+			t.Fatalf("max_batch_calls %d: %v", v, err)
+		}
 	}
 }

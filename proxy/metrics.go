@@ -1,25 +1,33 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
-	decisions       *prometheus.CounterVec
-	known           map[[2]string]prometheus.Counter // resolved once: no label hashing per request
-	knownClass      map[[2]string]prometheus.Counter
-	knownLatency    map[string]prometheus.Observer
-	upstream        *prometheus.CounterVec
-	latency         *prometheus.HistogramVec
-	authFailures    prometheus.Counter
-	auditFailures   prometheus.Counter
-	preAuthRejected prometheus.Counter
-	panics          prometheus.Counter
-	shadowDiffs     prometheus.Counter
-	refusals        *prometheus.CounterVec
+	decisions    *prometheus.CounterVec
+	known        map[[2]string]prometheus.Counter // resolved once: no label hashing per request
+	knownClass   map[[2]string]prometheus.Counter
+	knownLatency map[string]prometheus.Observer
+	upstream     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures prometheus.Counter
+	// authFailureRows and authFailuresFolded: every 401 is in authFailures; it has a row
+	// of its own (rows) or is counted into another failure's row (folded).
+	authFailureRows    prometheus.Counter
+	authFailuresFolded prometheus.Counter
+	auditFailures      prometheus.Counter
+	preAuthRejected    prometheus.Counter
+	panics             prometheus.Counter
+	shadowDiffs        prometheus.Counter
+	refusals           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
@@ -30,7 +38,11 @@ func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 			Help: "Forwarded calls by surface and outcome class (2xx..5xx, timeout, refused, paced)."}, []string{"surface", "class"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "portcullis_request_duration_seconds",
 			Help: "Time from admission to the upstream's response head.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14)}, []string{"surface"}),
-		authFailures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_total", Help: "Requests refused with 401."}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_total", Help: "Requests refused with 401."}),
+		authFailureRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failure_rows_total",
+			Help: "auth_failure audit rows written (one per client address and reason per interval, with a count)."}),
+		authFailuresFolded: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_auth_failures_aggregated_total",
+			Help: "Requests refused with 401 that were counted into an aggregated auth_failure row instead of a row of their own."}),
 		auditFailures:   prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_audit_failures_total", Help: "Decision rows the audit trail could not take."}),
 		preAuthRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_preauth_rejected_total", Help: "Requests refused by the per-IP pre-auth limiter."}),
 		panics:          prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_panics_total", Help: "Handler panics contained."}),
@@ -50,7 +62,7 @@ func newMetrics(reg prometheus.Registerer, policy Decider) (*metrics, error) {
 		}
 		m.knownLatency[surface] = m.latency.WithLabelValues(surface)
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, m.refusals, policyCollector{policy}} {
+	for _, c := range []prometheus.Collector{m.decisions, m.upstream, m.latency, m.authFailures, m.authFailureRows, m.authFailuresFolded, m.auditFailures, m.preAuthRejected, m.panics, m.shadowDiffs, m.refusals, policyCollector{policy}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}
@@ -124,4 +136,30 @@ func (pc policyCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(policyReloadFailuresDesc, prometheus.CounterValue, float64(live), "live")
 		ch <- prometheus.MustNewConstMetric(policyReloadFailuresDesc, prometheus.CounterValue, float64(shadow), "shadow")
 	}
+}
+
+// metricsForRole admits to /metrics on the proxy listener only a caller with the
+// metrics role (metrics.role); authenticate has run.
+func (s *Server) metricsForRole(c *fiber.Ctx) error {
+	if caller := callerOf(c); caller == nil || !caller.HasRole(s.cfg.Metrics.Role) {
+		return &httpError{status: fiber.StatusForbidden, code: "forbidden",
+			msg: "reading /metrics needs the " + s.cfg.Metrics.Role + " role (or a scrape of metrics.listen)"}
+	}
+	return c.Next()
+}
+
+// ServeMetrics serves GET /metrics on ln without authentication (metrics.listen, for a
+// Prometheus on a private network) until Shutdown. Any other path is a 404.
+func (s *Server) ServeMetrics(ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadTimeout, ReadTimeout: s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: 16 << 10}
+	if !s.metricsSrv.CompareAndSwap(nil, srv) {
+		return errors.New("proxy: ServeMetrics called twice")
+	}
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

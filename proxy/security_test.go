@@ -230,7 +230,7 @@ func TestOneReadingOfARequest(t *testing.T) {
 				t.Fatalf("%s: %d X-Request-Id %q body %s, want 413 body_too_large with the header's request id", path, resp.StatusCode, rid, body)
 			}
 		}
-		_, metrics := g.do("GET", "/metrics", "", "", "")
+		_, metrics := g.do("GET", "/metrics", token(t, "prometheus", "ops", "metrics"), "", "")
 		if !strings.Contains(metrics, `portcullis_http_errors_total{code="body_too_large"}`) {
 			t.Fatalf("/metrics does not count the 413s:\n%s", metrics)
 		}

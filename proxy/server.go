@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -34,7 +35,12 @@ type Authenticator interface {
 	// AuthenticateHeader checks an Authorization header value; the slice is only
 	// read during the call.
 	AuthenticateHeader(header []byte) (*authn.Identity, error)
+	// CachedHeader returns the identity of a header whose token was verified already and
+	// is still cached, or nil; it must be cheap and verify nothing.
+	CachedHeader(header []byte) *authn.Identity
 }
+
+var _ Authenticator = (*authn.Authenticator)(nil)
 
 // Decider evaluates policy. *policies.Engine implements it.
 type Decider interface {
@@ -108,7 +114,11 @@ type Server struct {
 	metrics *metrics
 	ids     idSource
 
-	consoleApp atomic.Pointer[fiber.App] // set by ServeConsole
+	consoleApp     atomic.Pointer[fiber.App] // set by ServeConsole
+	metricsHandler http.Handler
+	metricsSrv     atomic.Pointer[http.Server] // serving metrics.listen, when configured
+	// authFails aggregates auth_failure rows: one per address and reason per interval.
+	authFails *authFailures
 }
 
 type upstream struct {
@@ -188,6 +198,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	s.authFails = newAuthFailures(cfg.AuthFailures, d.Audit, m.authFailureRows, m.authFailuresFolded)
 	if d.Approvals != nil {
 		d.Approvals.OnDecision(s.auditApprovalDecision)
 	}
@@ -213,9 +224,7 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	app.Use(s.admit)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
-	if gat != nil {
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gat, promhttp.HandlerOpts{})))
-	}
+	s.metricsHandler = promhttp.HandlerFor(gat, promhttp.HandlerOpts{})
 	app.Get("/.well-known/oauth-protected-resource", s.resourceMetadata)
 	app.Get("/.well-known/oauth-protected-resource/*", s.resourceMetadata)
 	if s.d.Console != nil && !s.d.ConsoleOwnListener {
@@ -223,6 +232,9 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 	}
 
 	authed := app.Group("", s.authenticate)
+	if s.cfg.Metrics.Listen == "" {
+		authed.Get("/metrics", s.metricsForRole, adaptor.HTTPHandler(s.metricsHandler))
+	}
 	authed.Post(s.cfg.MCP.Path, s.handleMCP)
 	authed.Get(s.cfg.MCP.Path, s.handleMCPPassthrough)
 	authed.Delete(s.cfg.MCP.Path, s.handleMCPPassthrough)
@@ -274,13 +286,18 @@ func (s *Server) App() *fiber.App { return s.app }
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
 // Shutdown stops accepting and waits for in-flight requests until ctx is done, on the
-// console's own listener too.
+// console's own listener too, then writes the auth failures still being counted.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var cerr error
 	if app := s.consoleApp.Load(); app != nil {
 		cerr = app.ShutdownWithContext(ctx)
 	}
-	return errors.Join(s.app.ShutdownWithContext(ctx), cerr)
+	err := errors.Join(s.app.ShutdownWithContext(ctx), cerr)
+	if ms := s.metricsSrv.Load(); ms != nil {
+		err = errors.Join(err, ms.Shutdown(ctx))
+	}
+	s.authFails.close()
+	return err
 }
 
 func (s *Server) readyz(c *fiber.Ctx) error {

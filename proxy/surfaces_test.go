@@ -370,7 +370,7 @@ func TestMetricsCountDecisionsAndOutcomes(t *testing.T) {
 	tok := token(t, "agent-1", "acme", "agent")
 	g.mcp(tok, toolCall("echo", `{}`))
 	g.mcp(tok, toolCall("forbidden", `{}`))
-	_, body := g.do("GET", "/metrics", "", "", "")
+	_, body := g.do("GET", "/metrics", token(t, "prometheus", "ops", "metrics"), "", "")
 	for _, want := range []string{
 		`portcullis_decisions_total{action="allow",surface="mcp"} 1`,
 		`portcullis_decisions_total{action="deny",surface="mcp"} 1`,

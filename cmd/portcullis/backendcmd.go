@@ -122,7 +122,10 @@ func backendServe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = os.Getenv("PORTCULLIS_BACKEND_DATABASE_URL")
 	}
-	logger := backendLogger(stderr)
+	// Long-running: repeated WARN and ERROR lines are limited as serve's are.
+	h, closeLog := newRepeatLimit(slog.NewJSONHandler(stderr, nil), defaultLogRepeatInterval)
+	defer closeLog()
+	logger := slog.New(h)
 	cfg.PreviousKEKs = backendPreviousKEKs(*prev)
 	// Alone, the backend trusts assertions from a proxy sharing its data dir.
 	secret, err := backend.LoadIdentitySecret(filepath.Join(cfg.DataDir, "identity.secret"))

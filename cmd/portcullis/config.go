@@ -34,15 +34,21 @@ type Config struct {
 	// (env PORTCULLIS_DATA_DIR).
 	DataDir string `yaml:"data_dir"`
 	// LogLevel is debug, info, warn or error. Default info.
-	LogLevel string           `yaml:"log_level"`
-	Proxy    proxy.Config     `yaml:"proxy"`
-	Auth     authn.Config     `yaml:"auth"`
-	Policy   PolicyConfig     `yaml:"policy"`
-	Audit    audit.Config     `yaml:"audit"`
-	Backend  BackendConfig    `yaml:"backend"`
-	Limits   RateLimitConfig  `yaml:"rate_limit"`
-	Approval approvals.Config `yaml:"approvals"`
-	Console  console.Config   `yaml:"console"`
+	LogLevel string `yaml:"log_level"`
+	// LogRepeatInterval limits repeated WARN and ERROR lines (same level, message and
+	// component) to the first per interval; the next one written, or a summary line,
+	// carries suppressed=N. It keeps a failing dependency (a full disk, a store down)
+	// from flooding the log. Default 10s; negative writes every line.
+	LogRepeatInterval time.Duration       `yaml:"log_repeat_interval"`
+	Proxy             proxy.Config        `yaml:"proxy"`
+	Auth              authn.Config        `yaml:"auth"`
+	Policy            PolicyConfig        `yaml:"policy"`
+	Audit             audit.Config        `yaml:"audit"`
+	Backend           BackendConfig       `yaml:"backend"`
+	Limits            RateLimitConfig     `yaml:"rate_limit"`
+	Approval          approvals.Config    `yaml:"approvals"`
+	Console           console.Config      `yaml:"console"`
+	Metrics           proxy.MetricsConfig `yaml:"metrics"`
 
 	// from names the environment variable or flag a value came from, for messages.
 	from map[*string]string
@@ -80,6 +86,9 @@ type RateLimitConfig struct {
 	// MaxKeys bounds in-memory counters. Default 200000.
 	MaxKeys int `yaml:"max_keys"`
 }
+
+// defaultLogRepeatInterval is log_repeat_interval's default.
+const defaultLogRepeatInterval = 10 * time.Second
 
 // overrides are the command-line flags that beat the file and the environment.
 type overrides struct {
@@ -126,6 +135,7 @@ func loadConfig(o overrides) (*Config, error) {
 	env("PORTCULLIS_MCP_UPSTREAM", &cfg.Proxy.MCP.Upstream.URL)
 	env("PORTCULLIS_REST_UPSTREAM", &cfg.Proxy.REST.Upstream.URL)
 	env("PORTCULLIS_BACKEND_LISTEN", &cfg.Backend.Listen)
+	env("PORTCULLIS_METRICS_LISTEN", &cfg.Metrics.Listen)
 	env("PORTCULLIS_JWT_HS256_SECRET", &cfg.Auth.HS256Secret)
 	env("PORTCULLIS_JWKS_URL", &cfg.Auth.JWKSURL)
 	env("PORTCULLIS_JWT_ISSUER", &cfg.Auth.Issuer)
@@ -182,6 +192,9 @@ func (c *Config) setDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.LogRepeatInterval == 0 {
+		c.LogRepeatInterval = defaultLogRepeatInterval
+	}
 	if c.Backend.Enabled == nil && c.Proxy.MCP.Upstream.URL != "" && c.Proxy.REST.Upstream.URL != "" {
 		off := false
 		c.Backend.Enabled = &off
@@ -201,6 +214,8 @@ func (c *Config) setDefaults() {
 	}
 	c.Approval.SetDefaults()
 	c.Proxy.ApprovalWait = c.Approval.WaitBudget
+	c.Metrics.SetDefaults()
+	c.Proxy.Metrics = c.Metrics
 	c.Proxy.SetDefaults(c.DataDir)
 	if c.Policy.Timeout == 0 {
 		c.Policy.Timeout = policies.DefaultTimeout
@@ -254,6 +269,9 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level: must be debug, info, warn or error, got %q", c.LogLevel))
 	}
+	if c.LogRepeatInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("log_repeat_interval: must be at most 1h (negative: no limit), got %s", c.LogRepeatInterval))
+	}
 	if c.Policy.Timeout < 0 {
 		errs = append(errs, errors.New("policy.timeout: must not be negative"))
 	}
@@ -262,6 +280,11 @@ func (c *Config) validate() error {
 	}
 	if err := c.checkListen("proxy.listen", &c.Proxy.Listen); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.checkListen("metrics.listen", &c.Metrics.Listen); err != nil {
+		errs = append(errs, err)
+	} else if c.Metrics.Listen != "" && c.backendEnabled() && c.Metrics.Listen == c.Backend.Listen {
+		errs = append(errs, fmt.Errorf("metrics.listen%s: %q is backend.listen; a separate listener needs its own address", c.source(&c.Metrics.Listen), c.Metrics.Listen))
 	}
 	if c.Limits.RedisURL != "" {
 		if _, err := redis.ParseURL(c.Limits.RedisURL); err != nil {

@@ -18,6 +18,10 @@ func TestConfigExampleLoads(t *testing.T) {
 	if cfg.Proxy.Listen != "127.0.0.1:8080" || cfg.Proxy.MCP.Upstream.URL != "http://127.0.0.1:8081/mcp" || cfg.Proxy.ApprovalWait.String() != "30s" {
 		t.Fatalf("unexpected config: %+v", cfg.Proxy)
 	}
+	if cfg.Proxy.MCP.MaxBatchCalls != 64 || cfg.Proxy.AuthFailures.Interval.String() != "10s" || cfg.Proxy.AuthFailures.MaxKeys != 1000 ||
+		cfg.Proxy.Metrics.Listen != "" || cfg.Proxy.Metrics.Role != "metrics" {
+		t.Fatalf("the example's flood limits and metrics do not reach the proxy: %+v", cfg.Proxy)
+	}
 }
 
 // A bad config reports every problem at once, each naming its field.
@@ -26,9 +30,14 @@ func TestConfigReportsEveryProblem(t *testing.T) {
 	path := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(path, []byte(`
 log_level: loud
+log_repeat_interval: 2h
 proxy:
   body_limit: 10
+  auth_failures:
+    interval: 1ms
+    max_keys: -1
   mcp:
+    max_batch_calls: 5000
     upstream:
       url: ftp://example.com/mcp
   rest:
@@ -39,12 +48,18 @@ proxy:
     alg: none
 audit:
   synchronous: SOMETIMES
+metrics:
+  listen: 127.0.0.1:99999
+  role: ""
 `), 0o600)
 	_, err := loadConfig(overrides{configPath: path, dataDir: dir})
 	if err == nil {
 		t.Fatal("a bad config was accepted")
 	}
-	for _, want := range []string{"log_level", "proxy.body_limit", "proxy.mcp.upstream.url", "proxy.rest.prefixes[0]", "proxy.identity.alg", "synchronous"} {
+	for _, want := range []string{"log_level", "proxy.body_limit", "proxy.mcp.upstream.url", "proxy.rest.prefixes[0]", "proxy.identity.alg", "synchronous",
+		"log_repeat_interval: must be at most 1h", "proxy.auth_failures.interval: must be between 100ms and 1h, got 1ms",
+		"proxy.auth_failures.max_keys: must be between 1 and 1000000, got -1", "proxy.mcp.max_batch_calls: must be between 1 and 1000, got 5000",
+		`metrics.listen: "127.0.0.1:99999": port "99999"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
 		}
@@ -158,6 +173,17 @@ func TestConfigListenAddressesValidated(t *testing.T) {
 	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), "rate_limit.redis_url (PORTCULLIS_REDIS_URL): ") || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("redis_url: %v", err)
 	}
+
+	t.Setenv("PORTCULLIS_REDIS_URL", "")
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "127.0.0.1:8081")
+	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), `metrics.listen (PORTCULLIS_METRICS_LISTEN): "127.0.0.1:8081" is backend.listen`) {
+		t.Errorf("metrics.listen on the backend's address: %v", err)
+	}
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "metrics")
+	if _, err := loadConfig(overrides{dataDir: dir}); err == nil || !strings.Contains(err.Error(), `metrics.listen (PORTCULLIS_METRICS_LISTEN): "metrics" is not host:port`) {
+		t.Errorf("metrics.listen not host:port: %v", err)
+	}
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "")
 
 	// serve stops at the configuration: the data dir is never created.
 	t.Setenv("PORTCULLIS_LISTEN", "banana")

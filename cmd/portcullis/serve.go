@@ -45,20 +45,26 @@ func serveFlags(fs *flag.FlagSet) *overrides {
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
-	log, _ := newLoggers(w, level)
+	log, _, _ := newLoggers(w, level, defaultLogRepeatInterval)
 	return log
 }
 
 // newLoggers returns the server's logger and the audit witness's, both writing JSON lines
-// to w (one write per line, under one lock). The witness writes the checkpoint lines
-// `audit verify --witness` reads at INFO whatever level says: log_level warn quiets the
-// log, not the witness.
-func newLoggers(w io.Writer, level string) (log, witness *slog.Logger) {
+// to w (one write per line, under one lock), and a func that writes the log's pending
+// suppressed counts. The witness writes the checkpoint lines `audit verify --witness`
+// reads at INFO whatever level says: log_level warn quiets the log, not the witness. The
+// log limits repeated WARN and ERROR lines to one per repeat interval (negative: no
+// limit); the witness is never limited.
+func newLoggers(w io.Writer, level string, repeat time.Duration) (log, witness *slog.Logger, closeLog func()) {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	lw := &lockedWriter{w: w}
-	return slog.New(slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: l})),
-		slog.New(slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: min(l, slog.LevelInfo)}))
+	var h slog.Handler = slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: l})
+	closeLog = func() {}
+	if repeat > 0 {
+		h, closeLog = newRepeatLimit(h, repeat)
+	}
+	return slog.New(h), slog.New(slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: min(l, slog.LevelInfo)})), closeLog
 }
 
 // lockedWriter serialises writes from handlers that share one writer.
@@ -89,7 +95,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "portcullis: invalid configuration:\n%v\n", err)
 		return 2
 	}
-	log, witness := newLoggers(stderr, cfg.LogLevel)
+	log, witness, closeLog := newLoggers(stderr, cfg.LogLevel, cfg.LogRepeatInterval)
+	defer closeLog()
 	cfg.Audit.Witness = witness
 	if err := serve(ctx, cfg, log, stdout); err != nil {
 		log.Error("portcullis stopped", "err", err)
@@ -273,9 +280,22 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	if err != nil {
 		return fmt.Errorf("proxy listen: %w", err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go discoverTools(ctx, srv, log)
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		go func() {
+			if err := srv.ServeMetrics(mln); err != nil {
+				errc <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		log.Info("metrics listening without authentication", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	log.Info("portcullis listening", "url", cfg.Proxy.PublicURL, "mcp", cfg.Proxy.PublicURL+cfg.Proxy.MCP.Path,
 		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
 	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)

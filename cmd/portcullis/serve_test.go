@@ -506,3 +506,48 @@ func TestStrayArgumentIsRefused(t *testing.T) {
 		t.Fatal("a refused command wrote its database anyway")
 	}
 }
+
+// With metrics.listen (here PORTCULLIS_METRICS_LISTEN), serve scrapes without a token
+// there, with the process and audit collectors, and the proxy listener has no /metrics;
+// without it, /metrics on the proxy listener needs the metrics role.
+func TestServeMetricsListenAndRole(t *testing.T) {
+	metricsAddr := freeAddr(t)
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", metricsAddr)
+	url, dir, logs := startServe(t)
+	var body string
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + metricsAddr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(body, "portcullis_auth_failures_total") || !strings.Contains(body, "go_goroutines") {
+		t.Fatalf("metrics.listen scrape:\n%.500s\nlog:\n%s", body, logs.String())
+	}
+	tok := mintToken(t, dir, "--sub", "prometheus", "--org", "ops", "--roles", "metrics")
+	req, _ := http.NewRequest("GET", url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("/metrics on the proxy listener with metrics.listen set: %d, want 404", resp.StatusCode)
+	}
+
+	t.Setenv("PORTCULLIS_METRICS_LISTEN", "")
+	url, dir, _ = startServe(t)
+	if resp, err := http.Get(url + "/metrics"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("anonymous /metrics on the proxy listener: %v %v", resp, err)
+	}
+	req, _ = http.NewRequest("GET", url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+mintToken(t, dir, "--sub", "prometheus", "--org", "ops", "--roles", "metrics"))
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/metrics with the metrics role: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

@@ -155,3 +155,37 @@ func TestAuthenticateHeader(t *testing.T) {
 	_, err = a.AuthenticateHeader(h)
 	assertRefused(t, tok, err, CodeInvalidToken, descExpired)
 }
+
+// CachedHeader knows only tokens already verified: nil before the first verification,
+// for a token that failed, for another scheme, and once the entry has expired; the
+// cached identity otherwise, without allocating.
+func TestCachedHeaderPeeksWithoutVerifying(t *testing.T) {
+	k := testKeySet(t)
+	a := newAuth(t, nil)
+	tok := sign(t, jwt.SigningMethodES256, k.ec, nil, with(baseClaims(), "exp", t0.Add(time.Minute).Unix(), "jti", "peek"))
+	h := []byte("Bearer " + tok)
+	if id := a.CachedHeader(h); id != nil {
+		t.Fatal("an unverified token was reported as cached")
+	}
+	id, err := a.AuthenticateHeader(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.CachedHeader([]byte("bearer " + tok)); got != id {
+		t.Fatalf("a verified token is not found in the cache: %v", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = a.CachedHeader(h) }); n != 0 {
+		t.Fatalf("CachedHeader allocates %.1f times", n)
+	}
+	bad := []byte("Bearer " + tok[:len(tok)-2] + "xx")
+	_, _ = a.AuthenticateHeader(bad)
+	for _, h := range [][]byte{bad, []byte("Basic " + tok), nil, []byte("Bearer ")} {
+		if a.CachedHeader(h) != nil {
+			t.Errorf("%q reported as cached", h)
+		}
+	}
+	a.now = func() time.Time { return t0.Add(2 * time.Minute) }
+	if a.CachedHeader(h) != nil {
+		t.Fatal("an expired cache entry was reported")
+	}
+}
