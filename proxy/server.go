@@ -107,6 +107,8 @@ type Server struct {
 	limiter ratelimit.Limiter
 	metrics *metrics
 	ids     idSource
+	// resources reads input.resource for the tools that need it; nil when none do.
+	resources *resolver
 
 	consoleApp atomic.Pointer[fiber.App] // set by ServeConsole
 }
@@ -188,6 +190,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.resources, err = newResolver(cfg.Resources, s.restUp, d.Identity, d.Redactor.Value, reg); err != nil {
+		return nil, err
+	}
 	if d.Approvals != nil {
 		d.Approvals.OnDecision(s.auditApprovalDecision)
 	}
