@@ -10,10 +10,10 @@ import (
 // scopeFixture is one org with an organisation-level integration shared with ws-1 and
 // ws-2, an integration of ws-1 also granted to ws-2, and one of ws-2.
 type scopeFixture struct {
-	e                          *testEnv
-	org, ws1                   map[string]string
-	shared, own, other, ownID  string
-	sharedMasked, ownSecretKey string
+	e                         *testEnv
+	org, ws1                  map[string]string
+	shared, own, other, ownID string
+	sharedMasked              string
 }
 
 func newScopeFixture(t *testing.T) *scopeFixture {
