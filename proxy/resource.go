@@ -254,7 +254,7 @@ func (r *resolver) resolve(rt *resourceType, org, ref, rid string) (map[string]a
 	gen := r.gen.Load()
 	r.mu.Unlock()
 
-	f.res, f.err = r.fetch(rt, org, ref, rid)
+	f.res, f.err = r.fetchSafely(rt, org, ref, rid)
 	switch {
 	case f.err != nil:
 		r.lookups.WithLabelValues("error").Inc()
@@ -308,6 +308,17 @@ func checkRef(ref string) error {
 }
 
 var errNotObject = errors.New("the answer is not a JSON object")
+
+// fetchSafely is fetch with a panic turned into an error: the callers waiting on this
+// lookup must be released, and the call denied, whatever happens.
+func (r *resolver) fetchSafely(rt *resourceType, org, ref, rid string) (res map[string]any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("lookup panicked: %v", p)
+		}
+	}()
+	return r.fetch(rt, org, ref, rid)
+}
 
 func (r *resolver) fetch(rt *resourceType, org, ref, rid string) (map[string]any, error) {
 	req := fasthttp.AcquireRequest()
