@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy"
 )
 
@@ -229,16 +230,17 @@ func TestResourceLookupFailureDeniesTheCall(t *testing.T) {
 			if n := su.calls.Load(); n != 0 {
 				t.Fatalf("a call whose resource could not be read reached the upstream %d times", n)
 			}
-			rows := g.auditRows()
-			for i := 0; i < 50 && strings.Count(rows, `"decision":"resource_error"`) < 2; i++ {
-				time.Sleep(20 * time.Millisecond)
-				rows = g.auditRows()
+			errs := g.eventsWhere(2, func(ev *audit.Event) bool { return ev.Decision == "resource_error" })
+			if len(errs) != 2 {
+				t.Fatalf("%d resource_error rows, want one per refused call", len(errs))
 			}
-			if strings.Count(rows, `"decision":"resource_error"`) != 2 || !strings.Contains(rows, tc.want) {
-				t.Fatalf("audit rows do not record the lookup failure %q:\n%s", tc.want, rows)
+			for _, ev := range errs {
+				if !strings.Contains(ev.Reason, tc.want) || ev.Kind != "decision" || ev.PolicyRevision == "" {
+					t.Fatalf("resource_error row %+v does not record the lookup failure %q", ev, tc.want)
+				}
 			}
-			if strings.Contains(rows, `"decision":"outcome"`) {
-				t.Fatalf("an outcome row for a call that was not forwarded:\n%s", rows)
+			if out := g.eventsWhere(0, func(ev *audit.Event) bool { return ev.Kind == "outcome" }); len(out) != 0 {
+				t.Fatalf("outcome rows for calls that were not forwarded: %+v", out)
 			}
 		})
 	}
