@@ -12,7 +12,9 @@ package portcullis
 
 # Per-tool table. Keys: action (allow | rate_limit | require_approval), the action's
 # parameters (max + window, approvers + ttl), roles (any one of them admits the caller),
-# workspace_scoped (a workspace_id argument must be the caller's own workspace) and
+# workspace_scoped (a workspace_id argument must be the caller's own workspace),
+# resource_scoped (the call changes one existing integration, which the proxy resolves as
+# input.resource; a caller bound to a workspace may change only its own workspace's) and
 # denied_reason (what a caller without the roles is told).
 #
 # Reads (get_*, list_*, or tool_info.category "read") are not listed: the `is_read` rule
@@ -32,6 +34,7 @@ tools := {
 		"window": "60s",
 		"roles": ["agent", "operator", "admin"],
 		"workspace_scoped": true,
+		"resource_scoped": true,
 	},
 	"update_integration_models": {
 		"action": "rate_limit",
@@ -39,6 +42,7 @@ tools := {
 		"window": "60s",
 		"roles": ["agent", "operator", "admin"],
 		"workspace_scoped": true,
+		"resource_scoped": true,
 	},
 	"update_integration_workspaces": {
 		"action": "rate_limit",
@@ -46,6 +50,7 @@ tools := {
 		"window": "60s",
 		"roles": ["agent", "operator", "admin"],
 		"workspace_scoped": true,
+		"resource_scoped": true,
 	},
 	"test_integration": {
 		"action": "rate_limit",
@@ -55,6 +60,7 @@ tools := {
 	},
 	"delete_integration": {
 		"action": "require_approval",
+		"resource_scoped": true,
 		"approvers": ["role:security"],
 		"ttl": "15m",
 		"roles": ["operator", "admin"],
@@ -62,12 +68,18 @@ tools := {
 	},
 	"delete_integration_model": {
 		"action": "require_approval",
+		"resource_scoped": true,
 		"approvers": ["role:security"],
 		"ttl": "15m",
 		"roles": ["operator", "admin"],
 		"denied_reason": "agents may not delete integration models; an operator's delete needs security approval",
 	},
 }
+
+# A grant change that takes workspaces' access away (see grant_removals) is not covered
+# by update_integration_workspaces' own entry: an admin makes it like any other update,
+# anyone else needs this approval.
+grant_removal_approval := {"approvers": ["role:security"], "ttl": "15m"}
 
 # Fallback if input is so malformed that no branch below applies (e.g. no tool name).
 default decision := {"action": "deny", "reason": "no rule allows this call"}
@@ -93,6 +105,16 @@ decision := {
 	"reason": concat("; ", sort(denials)),
 } if {
 	count(denials) > 0
+} else := {
+	"action": "require_approval",
+	"reason": sprintf("%s takes workspace access away (%s); it needs approval from %s within %s unless an admin makes it", [
+		input.tool, concat("; ", sort(grant_removals)),
+		concat(" or ", grant_removal_approval.approvers), grant_removal_approval.ttl,
+	]),
+	"approval": grant_removal_approval,
+} if {
+	count(grant_removals) > 0
+	not "admin" in input.caller.roles
 } else := granted if {
 	granted := grant(tools[input.tool])
 } else := {
@@ -141,11 +163,13 @@ denials contains reason if {
 	reason := sprintf("%s: workspace_id must be a string, got %s", [input.tool, type_name(ws)])
 }
 
-# A workspaces list (update_integration_workspaces) names workspaces too: each entry must
-# be the caller's own workspace, as a workspace_id must.
+# A workspaces list (update_integration_workspaces) names workspaces too: a caller bound
+# to a workspace may name only its own, as with a workspace_id. An org-wide caller manages
+# every workspace's grant; taking access away needs approval (grant_removals).
 denials contains reason if {
 	not list_mode
 	tools[input.tool].workspace_scoped
+	caller_workspace
 	some entry in input.arguments.workspaces
 	ws := entry.id
 	ws != input.caller.workspace
@@ -163,6 +187,83 @@ denials contains reason if {
 	not "admin" in input.caller.roles
 	reason := sprintf("%s: %s opens the integration to every workspace; only role admin may set it", [input.tool, key])
 }
+
+# --- the integration a call changes --------------------------------------------------------
+#
+# For the resource_scoped tools the proxy reads the integration the call names (its slug
+# or id; over REST, the path) and passes it as input.resource: {"type": "integration",
+# "ref", "found", "id", "slug", "org", "workspace_id" (null: organisation-level),
+# "global_workspace_access", "workspaces" (the workspaces holding a grant)}. If it cannot
+# read it, the proxy denies the call itself. found == false means there is no such
+# integration: the call goes on and the backend answers 404.
+
+# A caller bound to a workspace changes only its own workspace's integrations: an
+# organisation-level one is used by every workspace (its key and custom_host included),
+# and another workspace's is not its business. The role does not matter: the token is
+# bound to the workspace.
+denials contains reason if {
+	not list_mode
+	tools[input.tool].resource_scoped
+	caller_workspace
+	input.resource.found == true
+	input.resource.workspace_id != input.caller.workspace
+	reason := outside_workspace(input.resource)
+}
+
+outside_workspace(res) := sprintf("%s: integration %s is organisation-level; a caller bound to workspace %q may not change it", [input.tool, res.ref, input.caller.workspace]) if {
+	res.workspace_id == null
+} else := sprintf("%s: integration %s is not in the caller's workspace %q", [input.tool, res.ref, input.caller.workspace])
+
+# Without input.resource the owner cannot be checked, so a caller bound to a workspace is
+# refused (the proxy resolves these tools by default; see proxy.resources).
+denials contains reason if {
+	not list_mode
+	tools[input.tool].resource_scoped
+	caller_workspace
+	not input.resource
+	reason := sprintf("%s: the integration it changes was not resolved (no input.resource), so its workspace cannot be checked", [input.tool])
+}
+
+# An override deletes every grant the list does not name. A caller bound to a workspace
+# may replace only its own: not while another workspace holds a grant.
+denials contains reason if {
+	not list_mode
+	input.tool == "update_integration_workspaces"
+	caller_workspace
+	overrides_grants
+	others := {ws | some ws in input.resource.workspaces; ws != input.caller.workspace}
+	count(others) > 0
+	reason := sprintf("%s: override_existing_workspace_access would remove the grants of %s; a caller bound to workspace %q may replace only its own", [input.tool, concat(", ", sort(others)), input.caller.workspace])
+}
+
+# What in a grant change takes access away from a workspace: replacing the grants, an
+# empty list, or revoking another workspace. Admins make such changes; others need
+# grant_removal_approval.
+grant_removals contains "override_existing_workspace_access replaces every existing grant" if {
+	not list_mode
+	input.tool == "update_integration_workspaces"
+	overrides_grants
+}
+
+grant_removals contains "an empty workspaces list" if {
+	not list_mode
+	input.tool == "update_integration_workspaces"
+	is_array(input.arguments.workspaces)
+	count(input.arguments.workspaces) == 0
+}
+
+grant_removals contains sprintf("revokes workspace %v", [entry.id]) if {
+	not list_mode
+	input.tool == "update_integration_workspaces"
+	some entry in input.arguments.workspaces
+	entry.enabled != true
+	entry.id != input.caller.workspace
+}
+
+# Anything but an explicit false counts: a malformed value is read as the worst case.
+overrides_grants if input.arguments.override_existing_workspace_access != false
+
+caller_workspace := input.caller.workspace if input.caller.workspace != ""
 
 # tools/list filtering asks "could this caller ever call the tool?" with empty arguments.
 # Any other mode, or none, is a real call, so the scope checks apply by default.

@@ -14,7 +14,36 @@ security := {"sub": "sam", "org": "acme", "workspace": "ws-1", "roles": ["securi
 
 no_org := {"sub": "stray", "org": "", "workspace": "", "roles": ["admin"], "session": "s-5"}
 
-call(tool, caller, args) := {
+# Callers bound to no workspace: they act for the whole org.
+org_agent := {"sub": "agent-9", "org": "acme", "workspace": "", "roles": ["agent"], "session": "s-6"}
+
+org_operator := {"sub": "otto", "org": "acme", "workspace": "", "roles": ["operator"], "session": "s-7"}
+
+org_admin := {"sub": "ava", "org": "acme", "workspace": "", "roles": ["admin"], "session": "s-8"}
+
+# The tools the proxy resolves by default (proxy.resources): a call that names its
+# integration carries it as input.resource. Unless a test says otherwise it is one of the
+# caller's own workspace (organisation-level for an org-wide caller), granted to no one.
+resolved_tools := {"update_integration", "delete_integration", "update_integration_models", "delete_integration_model", "update_integration_workspaces"}
+
+call(tool, caller, args) := on(plain_call(tool, caller, args), integration(args.slug, owner_of(caller), [])) if {
+	tool in resolved_tools
+	is_string(args.slug)
+} else := plain_call(tool, caller, args)
+
+owner_of(caller) := caller.workspace if caller.workspace != ""
+
+else := null
+
+# The integration input.resource describes, as the bundled backend's scope answer reads.
+integration(slug, owner, grants) := {
+	"type": "integration", "ref": slug, "found": true, "id": "0b6c1f5e-2f0a-4d4e-9a51-1f0c2b3d4e5f",
+	"slug": slug, "org": "acme", "workspace_id": owner, "global_workspace_access": false, "workspaces": grants,
+}
+
+on(req, resource) := object.union(object.remove(req, ["resource"]), {"resource": resource})
+
+plain_call(tool, caller, args) := {
 	"surface": "mcp",
 	"tool": tool,
 	"arguments": args,
@@ -304,4 +333,164 @@ test_test_integration_rate_limited_for_writers if {
 test_test_integration_security_denied if {
 	d := decide(call("test_integration", security, {"slug": "prod"}))
 	d.action == "deny"
+}
+
+# --- the integration a call changes (input.resource) -------------------------------------
+
+test_workspace_caller_cannot_change_an_org_level_integration if {
+	# Replacing the key and custom_host of an integration every workspace uses.
+	args := {"slug": "shared", "key": "<redacted>", "custom_host": "https://attacker.example"}
+	every caller in [agent, operator, admin] {
+		d := decide(on(call("update_integration", caller, args), integration("shared", null, ["ws-1", "ws-2"])))
+		d.action == "deny"
+		contains(d.reason, `update_integration: integration shared is organisation-level; a caller bound to workspace "ws-1" may not change it`)
+	}
+}
+
+test_workspace_caller_cannot_change_another_workspaces_integration if {
+	every tool in resolved_tools {
+		d := decide(on(call(tool, operator, {"slug": "theirs"}), integration("theirs", "ws-2", [])))
+		d.action == "deny"
+		contains(d.reason, sprintf(`%s: integration theirs is not in the caller's workspace "ws-1"`, [tool]))
+	}
+}
+
+test_workspace_caller_cannot_grant_itself_an_org_level_integration if {
+	d := decide(on(
+		call("update_integration_workspaces", agent, {"slug": "shared", "workspaces": [{"id": "ws-1", "enabled": true}]}),
+		integration("shared", null, ["ws-2"]),
+	))
+	d.action == "deny"
+	contains(d.reason, "is organisation-level")
+}
+
+test_workspace_caller_change_without_resource_denied if {
+	req := object.remove(call("update_integration", agent, {"slug": "mine"}), ["resource"])
+	d := decide(req)
+	d.action == "deny"
+	d.reason == "update_integration: the integration it changes was not resolved (no input.resource), so its workspace cannot be checked"
+}
+
+test_workspace_caller_missing_integration_left_to_the_backend if {
+	req := on(call("update_integration", agent, {"slug": "ghost"}), {"type": "integration", "ref": "ghost", "found": false})
+	decide(req).action == "rate_limit"
+}
+
+test_workspace_caller_changes_its_own_integration if {
+	every tool in ["update_integration", "update_integration_models"] {
+		d := decide(on(call(tool, agent, {"slug": "mine"}), integration("mine", "ws-1", ["ws-1", "ws-2"])))
+		d.action == "rate_limit"
+	}
+}
+
+test_org_caller_changes_an_org_level_integration if {
+	every caller in [org_agent, org_operator, org_admin] {
+		decide(on(call("update_integration", caller, {"slug": "shared", "key": "<redacted>"}), integration("shared", null, ["ws-1"]))).action == "rate_limit"
+	}
+}
+
+test_workspace_override_removing_other_grants_denied if {
+	req := on(
+		call("update_integration_workspaces", agent, {"slug": "mine", "override_existing_workspace_access": true, "workspaces": [{"id": "ws-1", "enabled": true}]}),
+		integration("mine", "ws-1", ["ws-1", "ws-2", "ws-3"]),
+	)
+	d := decide(req)
+	d.action == "deny"
+	d.reason == `update_integration_workspaces: override_existing_workspace_access would remove the grants of ws-2, ws-3; a caller bound to workspace "ws-1" may replace only its own`
+}
+
+test_workspace_admin_override_removing_other_grants_denied if {
+	req := on(
+		call("update_integration_workspaces", admin, {"slug": "mine", "override_existing_workspace_access": true, "workspaces": []}),
+		integration("mine", "ws-1", ["ws-2"]),
+	)
+	d := decide(req)
+	d.action == "deny"
+	contains(d.reason, "would remove the grants of ws-2")
+}
+
+test_workspace_override_of_its_own_grant_needs_approval if {
+	req := on(
+		call("update_integration_workspaces", agent, {"slug": "mine", "override_existing_workspace_access": true, "workspaces": [{"id": "ws-1", "enabled": true}]}),
+		integration("mine", "ws-1", ["ws-1"]),
+	)
+	d := decide(req)
+	d.action == "require_approval"
+	d.approval == {"approvers": ["role:security"], "ttl": "15m"}
+	contains(d.reason, "override_existing_workspace_access replaces every existing grant")
+}
+
+test_workspace_empty_list_needs_approval if {
+	d := decide(call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": []}))
+	d.action == "require_approval"
+	d.reason == "update_integration_workspaces takes workspace access away (an empty workspaces list); it needs approval from role:security within 15m unless an admin makes it"
+}
+
+test_workspace_revoking_another_workspace_denied if {
+	req := on(
+		call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": [{"id": "ws-2", "enabled": false}]}),
+		integration("mine", "ws-1", ["ws-1", "ws-2"]),
+	)
+	d := decide(req)
+	d.action == "deny"
+	contains(d.reason, `workspaces entry ws-2 is not the caller's workspace "ws-1"`)
+}
+
+test_workspace_revoking_its_own_grant_allowed if {
+	req := on(
+		call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": [{"id": "ws-1", "enabled": false}]}),
+		integration("mine", "ws-1", ["ws-1", "ws-2"]),
+	)
+	decide(req).action == "rate_limit"
+}
+
+test_org_agent_wiping_grants_needs_approval if {
+	every args in [
+		{"slug": "shared", "workspaces": []},
+		{"slug": "shared", "override_existing_workspace_access": true, "workspaces": []},
+		{"slug": "shared", "override_existing_workspace_access": true, "workspaces": [{"id": "ws-1", "enabled": true}]},
+	] {
+		every caller in [org_agent, org_operator] {
+			d := decide(on(call("update_integration_workspaces", caller, args), integration("shared", null, ["ws-1", "ws-2"])))
+			d.action == "require_approval"
+			d.approval == {"approvers": ["role:security"], "ttl": "15m"}
+		}
+	}
+}
+
+test_org_agent_revoking_a_workspace_needs_approval if {
+	d := decide(call("update_integration_workspaces", org_agent, {"slug": "shared", "workspaces": [{"id": "ws-1", "enabled": true}, {"id": "ws-2", "enabled": false}]}))
+	d.action == "require_approval"
+	contains(d.reason, "revokes workspace ws-2")
+}
+
+test_org_admin_makes_destructive_grant_changes if {
+	every args in [
+		{"slug": "shared", "workspaces": []},
+		{"slug": "shared", "override_existing_workspace_access": true, "workspaces": []},
+		{"slug": "shared", "workspaces": [{"id": "ws-2", "enabled": false}]},
+	] {
+		d := decide(on(call("update_integration_workspaces", org_admin, args), integration("shared", null, ["ws-1", "ws-2"])))
+		d.action == "rate_limit"
+		d.rate_limit == {"max": 30, "window": "60s"}
+	}
+}
+
+test_org_agent_adding_a_grant_is_not_destructive if {
+	args := {"slug": "shared", "override_existing_workspace_access": false, "workspaces": [{"id": "ws-3", "enabled": true}]}
+	decide(call("update_integration_workspaces", org_agent, args)).action == "rate_limit"
+}
+
+test_malformed_override_counts_as_an_override if {
+	every v in [null, "true", 1] {
+		args := {"slug": "shared", "override_existing_workspace_access": v, "workspaces": [{"id": "ws-3", "enabled": true}]}
+		decide(call("update_integration_workspaces", org_agent, args)).action == "require_approval"
+	}
+}
+
+test_list_mode_ignores_the_resource_rules if {
+	decide(list_mode("update_integration_workspaces", agent)).action == "rate_limit"
+	decide(list_mode("update_integration", agent)).action == "rate_limit"
+	req := object.union(list_mode("update_integration_workspaces", org_agent), {"arguments": {"workspaces": []}})
+	decide(req).action == "rate_limit"
 }

@@ -47,6 +47,9 @@ func TestExamplePolicyDecisions(t *testing.T) {
 	agent := principal.Caller{Sub: "agent-7", Org: "acme", Workspace: "ws-1", Roles: []string{"agent"}, Session: "s-1"}
 	operator := principal.Caller{Sub: "olga", Org: "acme", Workspace: "ws-1", Roles: []string{"operator"}, Session: "s-2"}
 	noOrg := principal.Caller{Sub: "stray", Roles: []string{"admin"}}
+	orgAgent := principal.Caller{Sub: "agent-9", Org: "acme", Roles: []string{"agent"}, Session: "s-6"}
+	ownIntegration := map[string]any{"type": "integration", "ref": "prod-openai", "found": true, "workspace_id": "ws-1", "workspaces": []any{"ws-1"}}
+	shared := map[string]any{"type": "integration", "ref": "shared", "found": true, "workspace_id": nil, "workspaces": []any{"ws-1", "ws-2"}}
 
 	tests := []struct {
 		name   string
@@ -54,7 +57,10 @@ func TestExamplePolicyDecisions(t *testing.T) {
 		caller principal.Caller
 		args   map[string]any
 		mode   string
-		want   policies.Decision
+		// resource is input.resource, as the proxy resolves it for the tools that change
+		// one integration.
+		resource map[string]any
+		want     policies.Decision
 	}{
 		{
 			name: "agent creates in own org: rate limited 10/60s", tool: "create_integration", caller: agent,
@@ -68,11 +74,11 @@ func TestExamplePolicyDecisions(t *testing.T) {
 			want: policies.Decision{Action: policies.ActionDeny, Reason: `create_integration: workspace_id "ws-2" is not the caller's workspace "ws-1"`},
 		},
 		{
-			name: "agent deletes: denied", tool: "delete_integration", caller: agent, args: map[string]any{"slug": "prod-openai"},
+			name: "agent deletes: denied", tool: "delete_integration", caller: agent, args: map[string]any{"slug": "prod-openai"}, resource: ownIntegration,
 			want: policies.Decision{Action: policies.ActionDeny, Reason: "agents may not delete integrations; an operator's delete needs security approval"},
 		},
 		{
-			name: "operator deletes: security approval within 15m", tool: "delete_integration", caller: operator, args: map[string]any{"slug": "prod-openai"},
+			name: "operator deletes: security approval within 15m", tool: "delete_integration", caller: operator, args: map[string]any{"slug": "prod-openai"}, resource: ownIntegration,
 			want: policies.Decision{Action: policies.ActionRequireApproval, Reason: "delete_integration needs approval from role:security within 15m",
 				Approval: &policies.Approval{Approvers: []string{"role:security"}, TTL: 15 * time.Minute, TTLAsWritten: "15m"}},
 		},
@@ -89,6 +95,18 @@ func TestExamplePolicyDecisions(t *testing.T) {
 			want: policies.Decision{Action: policies.ActionDeny, Reason: "no rule allows tool http:DELETE /v1/admin"},
 		},
 		{
+			name: "workspace agent replaces the key of an org-level integration: denied", tool: "update_integration", caller: agent,
+			args: map[string]any{"slug": "shared", "key": "<redacted>"}, resource: shared,
+			want: policies.Decision{Action: policies.ActionDeny, Reason: `update_integration: integration shared is organisation-level; a caller bound to workspace "ws-1" may not change it`},
+		},
+		{
+			name: "org agent wipes every grant: security approval", tool: "update_integration_workspaces", caller: orgAgent,
+			args: map[string]any{"slug": "shared", "override_existing_workspace_access": true, "workspaces": []any{}}, resource: shared,
+			want: policies.Decision{Action: policies.ActionRequireApproval,
+				Reason:   "update_integration_workspaces takes workspace access away (an empty workspaces list; override_existing_workspace_access replaces every existing grant); it needs approval from role:security within 15m unless an admin makes it",
+				Approval: &policies.Approval{Approvers: []string{"role:security"}, TTL: 15 * time.Minute, TTLAsWritten: "15m"}},
+		},
+		{
 			name: "list mode hides delete from agents", tool: "delete_integration", caller: agent, mode: "list",
 			want: policies.Decision{Action: policies.ActionDeny, Reason: "agents may not delete integrations; an operator's delete needs security approval"},
 		},
@@ -101,7 +119,7 @@ func TestExamplePolicyDecisions(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got := eng.Decide(context.Background(), &policies.Input{
-				Surface: "mcp", Tool: tc.tool, Arguments: tc.args, Caller: tc.caller, Mode: tc.mode,
+				Surface: "mcp", Tool: tc.tool, Arguments: tc.args, Caller: tc.caller, Mode: tc.mode, Resource: tc.resource,
 				HTTP: policies.HTTPInfo{Method: "POST", Path: "/mcp"}, Upstream: "integrations",
 			})
 			if got.Revision != eng.Revision() || got.Revision == "" {
@@ -134,6 +152,30 @@ func TestExamplePolicyTestsCatchMutations(t *testing.T) {
 		"denied_reason": "agents may not delete integrations;`, `"roles": ["agent", "operator", "admin"],
 		"denied_reason": "agents may not delete integrations;`},
 		{"workspace check dropped", `ws != input.caller.workspace`, `ws == "never"`},
+		{"owner check dropped", `input.resource.workspace_id != input.caller.workspace
+	reason := outside_workspace`, `input.resource.workspace_id == "never"
+	reason := outside_workspace`},
+		{"org-level integrations count as the caller's", `outside_workspace(input.resource)
+}`, `outside_workspace(input.resource)
+	input.resource.workspace_id != null
+}`},
+		{"unresolved calls let through", `	not input.resource
+	reason :=`, `	false
+	reason :=`},
+		{"override over other grants let through", `count(others) > 0`, `count(others) > 100`},
+		{"grant removals need no approval", `	count(grant_removals) > 0
+	not "admin" in input.caller.roles`, `	count(grant_removals) > 100
+	not "admin" in input.caller.roles`},
+		{"admins need approval for grant removals too", `	count(grant_removals) > 0
+	not "admin" in input.caller.roles`, `	count(grant_removals) > 0`},
+		{"empty list not a removal", `count(input.arguments.workspaces) == 0`, `count(input.arguments.workspaces) == -1`},
+		{"revoking another workspace not a removal", `entry.enabled != true`, `entry.enabled == "never"`},
+		{"resource rules applied in list mode", `	not list_mode
+	tools[input.tool].resource_scoped
+	caller_workspace
+	not input.resource`, `	tools[input.tool].resource_scoped
+	caller_workspace
+	not input.resource`},
 		{"workspace check applied in list mode", `list_mode if input.mode == "list"`, `list_mode if input.mode == "nothing"`},
 		{"read prefix trusted over the route table", `not input.tool_info.category in {"write", "destructive"}`, `true`},
 		{"org check dropped", "} if {\n\tnot caller_org\n}", "} if {\n\tfalse\n}"},

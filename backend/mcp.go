@@ -533,7 +533,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 	addTool(s, "delete_integration_model", "Remove one model from an integration.",
 		annotate(destructive, "Delete integration model"), nil,
 		func(ctx context.Context, c *Caller, in deleteModelIn) (any, *apiError) {
-			it, ae := s.getIntegration(ctx, c, in.Slug)
+			it, ae := s.changeable(ctx, c, in.Slug)
 			if ae != nil {
 				return nil, ae
 			}

@@ -54,6 +54,21 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.toDetail(r.Context(), it))
 }
 
+func (s *Server) handleScope(w http.ResponseWriter, r *http.Request) {
+	c := callerFrom(r.Context())
+	it, ae := s.getIntegration(r.Context(), c, r.PathValue("slug"))
+	if ae != nil {
+		s.writeErr(w, r, ae)
+		return
+	}
+	sc, err := s.toScope(r.Context(), it)
+	if err != nil {
+		s.writeErr(w, r, s.storeErr(c, err, "integration"))
+		return
+	}
+	writeJSON(w, http.StatusOK, sc)
+}
+
 func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	var req updateReq
 	if ae := decodeStrict(r, &req); ae != nil {
@@ -130,7 +145,7 @@ func (s *Server) handleDeleteModels(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteModels(r *http.Request, c *Caller, slugs []string) (int, *apiError) {
-	it, ae := s.getIntegration(r.Context(), c, r.PathValue("slug"))
+	it, ae := s.changeable(r.Context(), c, r.PathValue("slug"))
 	if ae != nil {
 		return 0, ae
 	}

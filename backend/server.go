@@ -137,6 +137,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/integrations/{slug}/models", s.authed(s.handleDeleteModels))
 	mux.HandleFunc("GET /v1/integrations/{slug}/workspaces", s.authed(s.handleListWorkspaces))
 	mux.HandleFunc("PUT /v1/integrations/{slug}/workspaces", s.authed(s.handlePutWorkspaces))
+	mux.HandleFunc("GET /v1/integrations/{slug}/scope", s.authed(s.handleScope))
 	mux.HandleFunc("POST /v1/integrations/{slug}/test", s.authed(s.handleTest))
 	s.seedRoutes(mux)
 	mux.Handle("/mcp", s.authed(s.mcpHandler().ServeHTTP))

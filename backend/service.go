@@ -273,9 +273,40 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	return it, nil
 }
 
+// mayChange refuses a caller bound to a workspace acting on an integration outside it.
+// Such a caller reads organisation-level integrations (the store's scope lets it), but
+// changing one changes it for every workspace that uses it, so only an org-wide caller may.
+// Integrations of other workspaces are outside its scope already (404).
+func mayChange(c *Caller, it *store.Integration) *apiError {
+	if c.Workspace == "" || it.WorkspaceID == c.Workspace {
+		return nil
+	}
+	if it.WorkspaceID == "" {
+		return errField(http.StatusForbidden, "forbidden", "slug",
+			"is an organisation-level integration; a caller bound to workspace "+strconv.Quote(c.Workspace)+" may not change it")
+	}
+	return errField(http.StatusForbidden, "forbidden", "slug", "is not in the caller's workspace "+strconv.Quote(c.Workspace))
+}
+
+// changeable finds the integration ref within the caller's scope and checks the caller
+// may change it. The owner workspace of an integration never changes, so the check holds
+// for the id it returns.
+func (s *Server) changeable(ctx context.Context, c *Caller, ref string) (*store.Integration, *apiError) {
+	it, ae := s.getIntegration(ctx, c, ref)
+	if ae != nil {
+		return nil, ae
+	}
+	if ae := mayChange(c, it); ae != nil {
+		return nil, ae
+	}
+	return it, nil
+}
+
 func (s *Server) storeErr(c *Caller, err error, what string) *apiError {
 	var fe *store.FieldError
 	switch {
+	case errors.As(err, &fe) && errors.Is(err, store.ErrScope):
+		return errField(http.StatusForbidden, "forbidden", fe.Field, fe.Message)
 	case errors.As(err, &fe) && errors.Is(err, store.ErrLimit):
 		return errField(http.StatusConflict, "limit_exceeded", fe.Field, fe.Message)
 	case errors.As(err, &fe):
@@ -321,6 +352,9 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 	}
 	it, err := s.store.Update(ctx, c.scope(), ref, func(it *store.Integration) (store.Change, error) {
 		var ch store.Change
+		if ae := mayChange(c, it); ae != nil {
+			return ch, ae
+		}
 		prov, ok := s.catalog.Get(it.Provider)
 		if !ok {
 			return ch, errField(http.StatusConflict, "conflict", "ai_provider_id", fmt.Sprintf("provider %q is no longer in the catalog", it.Provider))
@@ -381,6 +415,15 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 }
 
 func (s *Server) deleteIntegration(ctx context.Context, c *Caller, ref string) (*store.Integration, *apiError) {
+	if c.Workspace != "" {
+		// Checked on the integration this ref names now, then deleted by its id: a
+		// delete and re-create under the same slug in between is a 404, never the new one.
+		found, ae := s.changeable(ctx, c, ref)
+		if ae != nil {
+			return nil, ae
+		}
+		ref = found.ID
+	}
 	it, err := s.store.Delete(ctx, c.scope(), ref)
 	if err != nil {
 		return nil, s.storeErr(c, err, "integration")
@@ -510,7 +553,7 @@ func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsR
 	if len(p) > 0 {
 		return 0, p.err()
 	}
-	it, ae := s.getIntegration(ctx, c, ref)
+	it, ae := s.changeable(ctx, c, ref)
 	if ae != nil {
 		return 0, ae
 	}
@@ -593,15 +636,30 @@ func (s *Server) putWorkspaces(ctx context.Context, c *Caller, ref string, r wor
 	if len(p) > 0 {
 		return 0, p.err()
 	}
-	it, ae := s.getIntegration(ctx, c, ref)
+	it, ae := s.changeable(ctx, c, ref)
 	if ae != nil {
 		return 0, ae
+	}
+	if c.Workspace != "" {
+		// A caller bound to a workspace changes its own workspace's grant only: granting
+		// or revoking another workspace, or opening the integration to all of them, is an
+		// org-wide change.
+		for i, w := range r.Workspaces {
+			if w.ID != c.Workspace {
+				return 0, errField(http.StatusForbidden, "forbidden", fmt.Sprintf("workspaces[%d].id", i),
+					"is another workspace; a caller bound to workspace "+strconv.Quote(c.Workspace)+" may change only its own grant")
+			}
+		}
+		if r.GlobalWorkspaceAccess != nil {
+			return 0, errField(http.StatusForbidden, "forbidden", "global_workspace_access",
+				"changes the access of every workspace; a caller bound to a workspace may not set it")
+		}
 	}
 	ws := make([]store.Workspace, 0, len(r.Workspaces))
 	for _, w := range r.Workspaces {
 		ws = append(ws, store.Workspace{ID: w.ID, Enabled: *w.Enabled, UsageLimits: w.UsageLimits, RateLimits: w.RateLimits})
 	}
-	if err := s.store.PutWorkspaces(ctx, it.ID, global, r.OverrideExistingWorkspaceAccess, ws, time.Now()); err != nil {
+	if err := s.store.PutWorkspaces(ctx, it.ID, c.Workspace, global, r.OverrideExistingWorkspaceAccess, ws, time.Now()); err != nil {
 		return 0, s.storeErr(c, err, "integration")
 	}
 	return len(ws), nil

@@ -93,3 +93,39 @@ func listSub[T any](ctx context.Context, s *Server, c *Caller, slug, page, size 
 	}
 	return listResp{Object: "list", Total: total, Data: items}, nil
 }
+
+// maxScopeWorkspaces bounds the grants a scope answer lists; past it, workspaces_total
+// says how many there are.
+const maxScopeWorkspaces = 10000
+
+// integrationScope is GET /v1/integrations/{slug}/scope: who owns an integration and which
+// workspaces hold a grant, all a gateway's policy needs to decide a change to it (the
+// proxy's resource resolver reads it). No secret, masked or not.
+type integrationScope struct {
+	Object string `json:"object"`
+	ID     string `json:"id"`
+	Slug   string `json:"slug"`
+	Org    string `json:"org"`
+	// WorkspaceID is the owner workspace, null for an organisation-level integration.
+	WorkspaceID *string `json:"workspace_id"`
+	// GlobalWorkspaceAccess: every workspace of the org may use it.
+	GlobalWorkspaceAccess bool `json:"global_workspace_access"`
+	// Workspaces holds a grant row each (enabled or not), sorted.
+	Workspaces      []string `json:"workspaces"`
+	WorkspacesTotal int      `json:"workspaces_total"`
+}
+
+func (s *Server) toScope(ctx context.Context, it *store.Integration) (integrationScope, error) {
+	ids, total, err := s.store.WorkspaceIDs(ctx, it.ID, maxScopeWorkspaces)
+	if err != nil {
+		return integrationScope{}, err
+	}
+	sc := integrationScope{Object: "integration_scope", ID: it.ID, Slug: it.Slug, Org: it.Org,
+		Workspaces: ids, WorkspacesTotal: total}
+	if it.WorkspaceID != "" {
+		ws := it.WorkspaceID
+		sc.WorkspaceID = &ws
+	}
+	sc.GlobalWorkspaceAccess, _ = it.GlobalWorkspaceAccess["enabled"].(bool)
+	return sc, nil
+}

@@ -110,6 +110,15 @@ func appendKey(b []byte, in *Input, use inputUse) ([]byte, bool) {
 	if ok && use.annotations {
 		b, ok = appendValue(b, in.ToolInfo.Annotations, 0)
 	}
+	if ok && use.resource {
+		// Presence is part of the key: an unresolved call and a resolved one with no
+		// fields must not share a decision.
+		if in.Resource == nil {
+			b = append(b, 'A')
+		} else {
+			b, ok = appendValue(append(b, 'P'), in.Resource, 0)
+		}
+	}
 	return b, ok
 }
 

@@ -100,3 +100,51 @@ func TestCacheIsBounded(t *testing.T) {
 		t.Fatalf("cache holds %d entries, limit 64", n)
 	}
 }
+
+// The resource a call acts on is part of the decision: two calls with the same arguments
+// on resources owned by different workspaces must never share a cached decision, and an
+// unresolved call must not share one with a resolved call that carries no fields.
+func TestDecisionCacheKeysOnResource(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx, Options{Modules: map[string]string{"p.rego": `package portcullis
+
+import rego.v1
+
+default decision := {"action": "deny", "reason": "not resolved"}
+
+decision := {"action": "allow", "reason": "own"} if input.resource.workspace_id == input.caller.workspace
+
+decision := {"action": "deny", "reason": "elsewhere"} if {
+	input.resource
+	input.resource.workspace_id != input.caller.workspace
+}
+
+decision := {"action": "deny", "reason": "empty"} if input.resource == {}
+`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := func(res map[string]any) *Input {
+		return &Input{Surface: "mcp", Tool: "update_integration", Arguments: map[string]any{"slug": "shared"},
+			Caller: principal.Caller{Sub: "a", Org: "o", Workspace: "ws-1"}, Resource: res}
+	}
+	cases := []struct {
+		note, reason string
+		in           *Input
+	}{
+		{"own resource", "own", in(map[string]any{"found": true, "workspace_id": "ws-1"})},
+		{"same arguments, other owner", "elsewhere", in(map[string]any{"found": true, "workspace_id": "ws-2"})},
+		{"same arguments, org-level owner", "elsewhere", in(map[string]any{"found": true, "workspace_id": nil})},
+		{"not resolved", "not resolved", in(nil)},
+		{"resolved with no fields", "empty", in(map[string]any{})},
+		{"own resource again", "own", in(map[string]any{"found": true, "workspace_id": "ws-1"})},
+	}
+	for _, tc := range cases {
+		if d := e.Decide(ctx, tc.in); d.Reason != tc.reason {
+			t.Fatalf("%s: decision %+v, want reason %q", tc.note, d, tc.reason)
+		}
+	}
+	if got := e.evals.Load(); got != 5 {
+		t.Fatalf("%d evaluations, want 5 (only the repeated own-resource call is served from the cache)", got)
+	}
+}

@@ -774,6 +774,7 @@ func TestAnalyzeInputUse(t *testing.T) {
 		{"caller as a whole", `decision := {"action": "allow"} if { c := input.caller; c.claims.iss == "x" }`, inputUse{claims: true}},
 		{"dynamic caller field", `decision := {"action": "allow"} if { some k; input.caller[k] == "x" }`, inputUse{claims: true}},
 		{"annotations", `decision := {"action": "allow"} if input.tool_info.annotations.destructiveHint`, inputUse{annotations: true}},
+		{"resource", `decision := {"action": "allow"} if input.resource.workspace_id == "ws-1"`, inputUse{resource: true}},
 		{"bare input", `decision := {"action": "allow"} if count(input) > 0`, allInput},
 		{"dynamic top level", `decision := {"action": "allow"} if { some k; input[k] == "x" }`, allInput},
 		{"through an import alias", "import input.caller as who\ndecision := {\"action\": \"allow\"} if who.claims.iss == \"x\"", inputUse{claims: true}},
@@ -796,6 +797,50 @@ default decision := {"action": "deny", "reason": "wrong issuer"}`)
 	in.Caller.Claims = map[string]any{"iss": "https://idp"}
 	if d := e.Decide(context.Background(), in); d.Action != ActionAllow {
 		t.Fatalf("decision = %+v, want allow from the claim", d)
+	}
+}
+
+// input.resource is absent when the call was not resolved and, when resolved, reaches the
+// policy exactly as the proxy built it (null owner included), so "not resolved",
+// "not found" and "org-level" are three different inputs.
+func TestResourceReachesPolicyOnlyWhenResolved(t *testing.T) {
+	e := engineFor(t, `package portcullis
+
+import rego.v1
+
+default decision := {"action": "deny", "reason": "no resource"}
+
+decision := {"action": "allow", "reason": "org-level"} if input.resource.workspace_id == null
+
+decision := {"action": "allow", "reason": "not found"} if input.resource.found == false
+
+decision := {"action": "allow", "reason": sprintf("owned by %s, grants %v", [input.resource.workspace_id, input.resource.workspaces])} if {
+	is_string(input.resource.workspace_id)
+}
+`)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		res  map[string]any
+		want string
+	}{
+		{nil, "no resource"},
+		{map[string]any{"type": "integration", "found": false}, "not found"},
+		{map[string]any{"type": "integration", "found": true, "workspace_id": nil}, "org-level"},
+		{map[string]any{"type": "integration", "found": true, "workspace_id": "ws-1", "workspaces": []any{"ws-1", "ws-2"}},
+			`owned by ws-1, grants ["ws-1", "ws-2"]`},
+	} {
+		in := sampleInput()
+		in.Resource = tc.res
+		if d := e.Decide(ctx, in); d.Reason != tc.want {
+			t.Errorf("resource %v: decision %+v, want reason %q", tc.res, d, tc.want)
+		}
+	}
+	v, err := inputValue(sampleInput(), allInput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := v.Find(ast.MustParseRef("x.resource")[1:]); r != nil {
+		t.Fatalf("an unresolved call has input.resource = %v; want it absent", r)
 	}
 }
 

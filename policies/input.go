@@ -31,6 +31,7 @@ var (
 	kAnnotations = ast.StringTerm("annotations")
 	kUpstream    = ast.StringTerm("upstream")
 	kMode        = ast.StringTerm("mode")
+	kResource    = ast.StringTerm("resource")
 
 	emptyObject = ast.NewTerm(ast.NewObject())
 )
@@ -45,10 +46,10 @@ var errTooDeep = fmt.Errorf("nesting deeper than %d", maxInputDepth)
 // Converting a dozen JWT claims nobody reads is a measurable share of a decision, so
 // parts that no reference in the policy can reach are left out of the document.
 type inputUse struct {
-	arguments, claims, annotations bool
+	arguments, claims, annotations, resource bool
 }
 
-var allInput = inputUse{arguments: true, claims: true, annotations: true}
+var allInput = inputUse{arguments: true, claims: true, annotations: true, resource: true}
 
 // analyzeInputUse walks every reference in the compiled modules. Anything that could
 // reach a part dynamically (bare input, input[x], input.caller as a whole) counts as
@@ -75,6 +76,8 @@ func analyzeInputUse(mods map[string]*ast.Module) inputUse {
 			switch top {
 			case "arguments":
 				u.arguments = true
+			case "resource":
+				u.resource = true
 			case "caller":
 				if f, ok := str(r, 2); !ok || f == "claims" {
 					u.claims = true
@@ -132,7 +135,7 @@ func inputValue(in *Input, use inputUse) (ast.Value, error) {
 	if mode == "" {
 		mode = "call"
 	}
-	return ast.NewObject(
+	obj := ast.NewObject(
 		[2]*ast.Term{kSurface, a.str(in.Surface)},
 		[2]*ast.Term{kTool, a.str(in.Tool)},
 		[2]*ast.Term{kArguments, args},
@@ -155,7 +158,17 @@ func inputValue(in *Input, use inputUse) (ast.Value, error) {
 		)},
 		[2]*ast.Term{kUpstream, a.str(in.Upstream)},
 		[2]*ast.Term{kMode, a.str(mode)},
-	), nil
+	)
+	// Absent, not empty, when the call was not resolved: a policy tells "not resolved"
+	// (no input.resource) from "resolved, not found" (input.resource.found == false).
+	if use.resource && in.Resource != nil {
+		res, err := a.object(in.Resource, 0)
+		if err != nil {
+			return nil, fmt.Errorf("resource: %w", err)
+		}
+		obj.Insert(kResource, res)
+	}
+	return obj, nil
 }
 
 // object converts a JSON-shaped map. A nil or empty map is the shared empty object, so

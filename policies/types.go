@@ -41,6 +41,11 @@ type Input struct {
 	// be shown in tools/list (arguments are then empty). A policy that denies in list
 	// mode hides the tool.
 	Mode string `json:"mode"`
+	// Resource is what the proxy read about the resource the call acts on (input.resource),
+	// for tools configured to need it: {"type", "ref", "found", ...the upstream's fields}.
+	// Nil (absent in policy) when the call was not resolved: the tool is not configured,
+	// no reference was given, or in list mode.
+	Resource map[string]any `json:"resource,omitempty"`
 }
 
 // RateLimit is the rate_limit block of a decision.

@@ -37,6 +37,9 @@ type Config struct {
 	REST RESTConfig `yaml:"rest"`
 	// Identity is the assertion the proxy sends upstream instead of the caller's token.
 	Identity IdentityConfig `yaml:"identity"`
+	// Resources says how the proxy reads the resource a call acts on, for policy
+	// (input.resource). Default: the bundled backend's integrations.
+	Resources ResourcesConfig `yaml:"resources"`
 	// ApprovalWait is how long a call that needs approval is held open. Default 30s.
 	// Configured as approvals.wait_budget in the config file.
 	ApprovalWait time.Duration `yaml:"-"`
@@ -194,6 +197,7 @@ func (c *Config) SetDefaults(dataDir string) {
 	defDur(&c.ApprovalKeepAlive, 5*time.Second)
 	def(&c.AuthRealm, "portcullis")
 	c.Metrics.SetDefaults()
+	c.Resources.setDefaults()
 }
 
 // Validate reports every problem at once, each naming its field.
@@ -278,6 +282,7 @@ func (c *Config) Validate() error {
 	if c.Metrics.Listen != "" && c.Metrics.Listen == c.Listen {
 		errs = append(errs, fmt.Errorf("metrics.listen: %q is proxy.listen; a separate listener needs its own address", c.Listen))
 	}
+	c.Resources.validate(bad)
 	return errors.Join(errs...)
 }
 

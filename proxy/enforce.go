@@ -44,6 +44,11 @@ type call struct {
 	// the forwarded request's outcome).
 	outStatus int
 	outClass  string
+	// rtype and ref say which resource the call acts on, when its tool is resolved
+	// (proxy.resources); resKeys are the cache entries its outcome invalidates.
+	rtype   *resourceType
+	ref     string
+	resKeys []string
 }
 
 func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolInfo, args map[string]any) *call {
@@ -74,6 +79,12 @@ func (s *Server) newCall(c *fiber.Ctx, surface, tool string, info policies.ToolI
 		ToolInfo:  info,
 		Upstream:  s.upstreamFor(surface).cfg.Name,
 		Mode:      "call",
+	}
+	if cl.rtype = s.resources.typeFor(cl.tool); cl.rtype != nil && surface == "mcp" {
+		// From the raw arguments: the redacted copy may have replaced a value that only
+		// looks like a credential, and the upstream acts on the raw one. (REST takes the
+		// route's path parameter instead; see handleREST.)
+		cl.ref = cl.rtype.mcpRef(args)
 	}
 	c.Locals(localCall, cl)
 	return cl
@@ -123,6 +134,7 @@ type refusal struct {
 	retryAfter time.Duration
 	rl         *ratelimit.Result
 	approval   *approvals.Approval
+	detail     string // what the audit row records instead of msg, when set
 }
 
 // serviceError is r as an HTTP error with Retry-After: for refusals that say the gateway
@@ -135,6 +147,9 @@ func (r *refusal) serviceError() *httpError {
 // require_approval decision comes back as a refusal with code "approval_required" and the
 // caller of decide chooses how to hold (long-poll or SSE).
 func (s *Server) decide(ctx context.Context, cl *call) *refusal {
+	if r := s.resolveResource(cl); r != nil {
+		return r
+	}
 	cl.dec = s.d.Policy.Decide(ctx, &cl.input)
 	s.metrics.decision(cl.surface, cl.dec.Action).Inc()
 	if sd, ok := s.d.Policy.(ShadowDecider); ok {
@@ -244,6 +259,8 @@ func decisionLabel(cl *call, r *refusal) (string, string) {
 		return "approval_denied", r.msg
 	case "approval_expired":
 		return "approval_expired", r.msg
+	case "resource_unavailable":
+		return "resource_error", r.detail
 	}
 	return r.code, r.msg
 }
@@ -299,6 +316,9 @@ func (s *Server) recordOutcome(cl *call, status int, errClass string, latency ti
 	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, errClass, latency.Microseconds()
 	cl.outStatus, cl.outClass = status, errClass
 	s.d.Audit.AppendAsync(ev)
+	if len(cl.resKeys) > 0 {
+		s.resources.invalidate(cl.resKeys)
+	}
 	if notExecuted(status, errClass) {
 		s.refundIfAsked(cl)
 	}

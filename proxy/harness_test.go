@@ -204,6 +204,9 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	cfg.REST.Upstream.URL = g.up.srv.URL
 	cfg.ApprovalWait = 300 * time.Millisecond
 	cfg.ApprovalKeepAlive = 50 * time.Millisecond
+	// The fake upstream has no scope endpoint: resolve nothing unless a test says how
+	// (resource_test.go).
+	cfg.Resources.Types = map[string]proxy.ResourceType{}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}

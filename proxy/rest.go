@@ -24,7 +24,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 	if !s.underPrefix(path) {
 		return badRequest("invalid_path", "path", "the normalised path %q is outside the proxied prefixes", path)
 	}
-	tool, info, params, renames := s.routes.match(methodOf(c), path)
+	tool, info, params, renames, ref := s.routes.match(methodOf(c), path)
 	body := c.Request().Body()
 	if len(body) > 0 {
 		if err := requireJSON(c, true); err != nil {
@@ -36,6 +36,9 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 		return err
 	}
 	cl := s.newCall(c, "rest", tool, info, args)
+	if cl.rtype != nil {
+		cl.ref = ref
+	}
 	r := s.decide(c.UserContext(), cl)
 	if r != nil && r.code == "approval_required" {
 		cl.queryArgs = queryArgNames(c) // only an approval needs them

@@ -31,6 +31,10 @@ type Route struct {
 	// tool, and of the tool's inputSchema in the MCP upstream's tools/list, apply to the
 	// tool on both surfaces.
 	Schema string `yaml:"schema"`
+	// Ref names the path parameter that identifies the resource the call acts on, e.g.
+	// "slug" for /v1/integrations/{slug}. A tool listed in proxy.resources is resolved
+	// from it (input.resource); only the path counts, as it is what the upstream acts on.
+	Ref string `yaml:"ref"`
 }
 
 func (r Route) validate() error {
@@ -59,6 +63,9 @@ func (r Route) validate() error {
 			errs = append(errs, fmt.Errorf("args: %q -> %q: both names must be set and differ", from, to))
 		}
 	}
+	if r.Ref != "" && !strings.Contains(r.Path, "{"+r.Ref+"}") {
+		errs = append(errs, fmt.Errorf("ref: %q is not a parameter of path %q", r.Ref, r.Path))
+	}
 	return errors.Join(errs...)
 }
 
@@ -81,23 +88,24 @@ var DefaultRoutes = []Route{
 	{Method: "GET", Path: "/v1/providers/{key}", Tool: "list_providers", Category: "read", Risk: "low"},
 	{Method: "GET", Path: "/v1/integrations", Tool: "list_integrations", Category: "read", Risk: "low"},
 	{Method: "POST", Path: "/v1/integrations", Tool: "create_integration", Category: "write", Risk: "medium", Schema: integrationBody},
-	{Method: "GET", Path: "/v1/integrations/{slug}", Tool: "get_integration", Category: "read", Risk: "low"},
-	{Method: "PUT", Path: "/v1/integrations/{slug}", Tool: "update_integration", Category: "destructive", Risk: "medium", Schema: integrationBody},
-	{Method: "DELETE", Path: "/v1/integrations/{slug}", Tool: "delete_integration", Category: "destructive", Risk: "high"},
-	{Method: "GET", Path: "/v1/integrations/{slug}/models", Tool: "list_integration_models", Category: "read", Risk: "low"},
-	{Method: "PUT", Path: "/v1/integrations/{slug}/models", Tool: "update_integration_models", Category: "destructive", Risk: "medium", Schema: modelsBody},
-	{Method: "DELETE", Path: "/v1/integrations/{slug}/models", Tool: "delete_integration_model", Category: "destructive", Risk: "high"},
-	{Method: "GET", Path: "/v1/integrations/{slug}/workspaces", Tool: "list_integration_workspaces", Category: "read", Risk: "low"},
-	{Method: "PUT", Path: "/v1/integrations/{slug}/workspaces", Tool: "update_integration_workspaces", Category: "destructive", Risk: "medium"},
-	{Method: "POST", Path: "/v1/integrations/{slug}/test", Tool: "test_integration", Category: "other", Risk: "low"},
+	{Method: "GET", Path: "/v1/integrations/{slug}", Tool: "get_integration", Category: "read", Risk: "low", Ref: "slug"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}", Tool: "update_integration", Category: "destructive", Risk: "medium", Schema: integrationBody, Ref: "slug"},
+	{Method: "DELETE", Path: "/v1/integrations/{slug}", Tool: "delete_integration", Category: "destructive", Risk: "high", Ref: "slug"},
+	{Method: "GET", Path: "/v1/integrations/{slug}/models", Tool: "list_integration_models", Category: "read", Risk: "low", Ref: "slug"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}/models", Tool: "update_integration_models", Category: "destructive", Risk: "medium", Schema: modelsBody, Ref: "slug"},
+	{Method: "DELETE", Path: "/v1/integrations/{slug}/models", Tool: "delete_integration_model", Category: "destructive", Risk: "high", Ref: "slug"},
+	{Method: "GET", Path: "/v1/integrations/{slug}/workspaces", Tool: "list_integration_workspaces", Category: "read", Risk: "low", Ref: "slug"},
+	{Method: "GET", Path: "/v1/integrations/{slug}/scope", Tool: "get_integration_scope", Category: "read", Risk: "low", Ref: "slug"},
+	{Method: "PUT", Path: "/v1/integrations/{slug}/workspaces", Tool: "update_integration_workspaces", Category: "destructive", Risk: "medium", Ref: "slug"},
+	{Method: "POST", Path: "/v1/integrations/{slug}/test", Tool: "test_integration", Category: "other", Risk: "low", Ref: "slug"},
 	{Method: "POST", Path: "/ai/llm", Tool: "create_integration", Category: "write", Risk: "medium", Args: map[string]string{"workspaceId": "workspace_id"}, Schema: aiLLMBody},
-	{Method: "POST", Path: "/ai/llm/{id}/validate", Tool: "test_integration", Category: "other", Risk: "low", Schema: aiLLMBody},
+	{Method: "POST", Path: "/ai/llm/{id}/validate", Tool: "test_integration", Category: "other", Risk: "low", Schema: aiLLMBody, Ref: "id"},
 	{Method: "GET", Path: "/integrations/credentials", Tool: "list_integrations", Category: "read", Risk: "low"},
 	{Method: "POST", Path: "/integrations/credentials", Tool: "create_integration", Category: "write", Risk: "medium", Schema: credentialsBody},
-	{Method: "GET", Path: "/integrations/credentials/{id}", Tool: "get_integration", Category: "read", Risk: "low"},
-	{Method: "PATCH", Path: "/integrations/credentials/{id}", Tool: "update_integration", Category: "destructive", Risk: "medium", Schema: credentialsBody},
-	{Method: "DELETE", Path: "/integrations/credentials/{id}", Tool: "delete_integration", Category: "destructive", Risk: "high"},
-	{Method: "POST", Path: "/integrations/credentials/{id}/test-connection", Tool: "test_integration", Category: "other", Risk: "low", Schema: credentialsBody},
+	{Method: "GET", Path: "/integrations/credentials/{id}", Tool: "get_integration", Category: "read", Risk: "low", Ref: "id"},
+	{Method: "PATCH", Path: "/integrations/credentials/{id}", Tool: "update_integration", Category: "destructive", Risk: "medium", Schema: credentialsBody, Ref: "id"},
+	{Method: "DELETE", Path: "/integrations/credentials/{id}", Tool: "delete_integration", Category: "destructive", Risk: "high", Ref: "id"},
+	{Method: "POST", Path: "/integrations/credentials/{id}/test-connection", Tool: "test_integration", Category: "other", Risk: "low", Schema: credentialsBody, Ref: "id"},
 	{Method: "POST", Path: "/integrations/{provider}/test-connection", Tool: "test_integration", Category: "other", Risk: "low", Schema: credentialsBody},
 }
 
@@ -121,6 +129,7 @@ type compiledRoute struct {
 	tool     string
 	info     policies.ToolInfo
 	args     map[string]string // renames, Route.Args
+	ref      string            // Route.Ref
 }
 
 // routeTable matches method + path to a route. Later routes (configured ones) win over
@@ -133,7 +142,7 @@ type routeTable struct {
 func newRouteTable(extra []Route) *routeTable {
 	t := &routeTable{}
 	for _, r := range append(append([]Route(nil), DefaultRoutes...), extra...) {
-		cr := compiledRoute{method: r.Method, segments: splitPath(r.Path), tool: r.Tool, info: toolInfoFor(r.Category, r.Risk), args: r.Args}
+		cr := compiledRoute{method: r.Method, segments: splitPath(r.Path), tool: r.Tool, info: toolInfoFor(r.Category, r.Risk), args: r.Args, ref: r.Ref}
 		replaced := false
 		for i := range t.routes {
 			if t.routes[i].method == cr.method && strings.Join(t.routes[i].segments, "/") == strings.Join(cr.segments, "/") {
@@ -161,9 +170,10 @@ func splitPath(p string) []string {
 	return strings.Split(p, "/")
 }
 
-// match returns the tool, its info, the path parameters and the route's argument renames.
-// An unmapped route gets the tool name "http:METHOD /path", which the example policy denies.
-func (t *routeTable) match(method, path string) (string, policies.ToolInfo, map[string]string, map[string]string) {
+// match returns the tool, its info, the path parameters, the route's argument renames and
+// the value of its ref parameter ("" without one). An unmapped route gets the tool name
+// "http:METHOD /path", which the example policy denies.
+func (t *routeTable) match(method, path string) (tool string, info policies.ToolInfo, params, renames map[string]string, ref string) {
 	segs := splitPath(path)
 	for i := range t.routes {
 		r := &t.routes[i]
@@ -190,8 +200,8 @@ func (t *routeTable) match(method, path string) (string, policies.ToolInfo, map[
 			}
 		}
 		if ok {
-			return r.tool, r.info, params, r.args
+			return r.tool, r.info, params, r.args, params[r.ref]
 		}
 	}
-	return "http:" + method + " " + path, toolInfoFor("other", "high"), nil, nil
+	return "http:" + method + " " + path, toolInfoFor("other", "high"), nil, nil, ""
 }

@@ -113,6 +113,8 @@ type Server struct {
 	limiter ratelimit.Limiter
 	metrics *metrics
 	ids     idSource
+	// resources reads input.resource for the tools that need it; nil when none do.
+	resources *resolver
 
 	consoleApp     atomic.Pointer[fiber.App] // set by ServeConsole
 	metricsHandler http.Handler
@@ -199,6 +201,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.metrics = m
 	s.authFails = newAuthFailures(cfg.AuthFailures, d.Audit, m.authFailureRows, m.authFailuresFolded)
+	if s.resources, err = newResolver(cfg.Resources, s.restUp, d.Identity, d.Redactor.Value, reg); err != nil {
+		return nil, err
+	}
 	if d.Approvals != nil {
 		d.Approvals.OnDecision(s.auditApprovalDecision)
 	}

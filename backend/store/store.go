@@ -26,6 +26,8 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	ErrConflict = errors.New("store: conflict")
 	ErrLimit    = errors.New("store: limit reached")
+	// ErrScope: the change reaches outside the caller's workspace.
+	ErrScope = errors.New("store: outside the caller's workspace")
 )
 
 // FieldError is a conflict or limit tied to one request field.
@@ -661,14 +663,32 @@ func (s *Store) Workspaces(ctx context.Context, id string, offset, limit int) ([
 	return out, total, rows.Err()
 }
 
-// PutWorkspaces upserts workspace settings; override replaces all existing ones.
-func (s *Store) PutWorkspaces(ctx context.Context, id string, global map[string]any, override bool, ws []Workspace, now time.Time) error {
+// PutWorkspaces upserts workspace settings; override replaces all existing ones. bound is
+// the workspace the caller is bound to ("" for an org-wide caller): its override may
+// remove only that workspace's own grant. One that would remove another's fails with
+// ErrScope, and the delete is limited to bound's row in any case, so a grant added while
+// this runs is never removed either.
+func (s *Store) PutWorkspaces(ctx context.Context, id, bound string, global map[string]any, override bool, ws []Workspace, now time.Time) error {
 	tx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("store: put workspaces: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if override {
+	switch {
+	case override && bound != "":
+		var others int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM integration_workspaces WHERE integration_id = ? AND workspace_id != ?`,
+			id, bound).Scan(&others); err != nil {
+			return fmt.Errorf("store: put workspaces: %w", err)
+		}
+		if others > 0 {
+			return &FieldError{Err: ErrScope, Field: "override_existing_workspace_access",
+				Message: fmt.Sprintf("would remove the grants of %d other workspace(s); a caller bound to a workspace may replace only its own grant", others)}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM integration_workspaces WHERE integration_id = ? AND workspace_id = ?`, id, bound); err != nil {
+			return fmt.Errorf("store: put workspaces: %w", err)
+		}
+	case override:
 		if _, err := tx.ExecContext(ctx, `DELETE FROM integration_workspaces WHERE integration_id = ?`, id); err != nil {
 			return fmt.Errorf("store: put workspaces: %w", err)
 		}
@@ -690,6 +710,29 @@ func (s *Store) PutWorkspaces(ctx context.Context, id string, global map[string]
 		}
 	}
 	return tx.Commit()
+}
+
+// WorkspaceIDs lists the workspaces holding a grant row of integration id (enabled or
+// not), sorted, at most limit of them, and how many there are in all.
+func (s *Store) WorkspaceIDs(ctx context.Context, id string, limit int) ([]string, int, error) {
+	var total int
+	if err := s.x.QueryRowContext(ctx, `SELECT count(*) FROM integration_workspaces WHERE integration_id = ?`, id).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("store: workspace ids: %w", err)
+	}
+	rows, err := s.x.QueryContext(ctx, `SELECT workspace_id FROM integration_workspaces WHERE integration_id = ? ORDER BY workspace_id LIMIT ?`, id, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: workspace ids: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(&w); err != nil {
+			return nil, 0, fmt.Errorf("store: workspace ids: %w", err)
+		}
+		out = append(out, w)
+	}
+	return out, total, rows.Err()
 }
 
 // WorkspaceCount is the number of workspaces with access enabled.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,7 +166,7 @@ func testCRUD(t *testing.T, s *Store) {
 	if err != nil || n != 1 || !ms[0].Enabled {
 		t.Fatalf("models: %+v %v", ms, err)
 	}
-	if err := s.PutWorkspaces(ctx, a.ID, map[string]any{"enabled": true}, false, []Workspace{{ID: "ws-1", Enabled: true, RateLimits: []any{"x"}}}, time.Now()); err != nil {
+	if err := s.PutWorkspaces(ctx, a.ID, "", map[string]any{"enabled": true}, false, []Workspace{{ID: "ws-1", Enabled: true, RateLimits: []any{"x"}}}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if c, _ := s.WorkspaceCount(ctx, a.ID); c != 1 {
@@ -182,5 +183,59 @@ func testCRUD(t *testing.T, s *Store) {
 	}
 	if k, err := s.ServiceKeyByHash(ctx, []byte{1, 2, 3}); err != nil || k.Org != "acme" {
 		t.Fatalf("service key: %+v %v", k, err)
+	}
+}
+
+func TestBoundOverrideKeepsOtherWorkspacesGrants(t *testing.T) { drivers(t, testBoundOverride) }
+
+// An override by a caller bound to a workspace is refused while another workspace holds a
+// grant, and otherwise removes only the caller's own row; the unbound override still
+// replaces everything. WorkspaceIDs lists every grant row, disabled ones included.
+func testBoundOverride(t *testing.T, s *Store) {
+	ctx := context.Background()
+	it := integ("acme", "shared")
+	if err := s.Create(ctx, it, nil, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(bound string, override bool, ids ...string) error {
+		var ws []Workspace
+		for _, id := range ids {
+			ws = append(ws, Workspace{ID: id, Enabled: id != "ws-3"})
+		}
+		return s.PutWorkspaces(ctx, it.ID, bound, nil, override, ws, time.Now())
+	}
+	ids := func() string {
+		t.Helper()
+		got, total, err := s.WorkspaceIDs(ctx, it.ID, 10)
+		if err != nil || total != len(got) {
+			t.Fatalf("workspace ids: %v %d %v", got, total, err)
+		}
+		return strings.Join(got, ",")
+	}
+	if err := put("", false, "ws-1", "ws-2", "ws-3"); err != nil {
+		t.Fatal(err)
+	}
+	err := put("ws-1", true, "ws-1")
+	var fe *FieldError
+	if !errors.Is(err, ErrScope) || !errors.As(err, &fe) || fe.Field != "override_existing_workspace_access" {
+		t.Fatalf("bound override over other grants: %v, want ErrScope naming the field", err)
+	}
+	if got := ids(); got != "ws-1,ws-2,ws-3" {
+		t.Fatalf("grants after the refused override: %s", got)
+	}
+	if got, total, _ := s.WorkspaceIDs(ctx, it.ID, 2); len(got) != 2 || total != 3 {
+		t.Fatalf("limited ids: %v of %d", got, total)
+	}
+	if err := put("", true, "ws-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); got != "ws-1" {
+		t.Fatalf("grants after the unbound override: %s", got)
+	}
+	if err := put("ws-1", true); err != nil {
+		t.Fatalf("bound override of its own grant only: %v", err)
+	}
+	if got := ids(); got != "" {
+		t.Fatalf("grants after ws-1 replaced its own with nothing: %s", got)
 	}
 }

@@ -103,6 +103,8 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	cfg := proxy.Config{Listen: ln.Addr().String()}
 	cfg.MCP.Upstream.URL = up.URL + "/mcp"
 	cfg.REST.Upstream.URL = up.URL
+	// The fake upstream has no scope endpoint: resolve nothing (proxy.resources).
+	cfg.Resources.Types = map[string]proxy.ResourceType{}
 	cfg.ApprovalWait = o.wait
 	if cfg.ApprovalWait == 0 {
 		cfg.ApprovalWait = 300 * time.Millisecond
