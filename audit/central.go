@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -79,12 +80,19 @@ CREATE TABLE IF NOT EXISTS audit_central_checkpoints (
 );
 CREATE OR REPLACE FUNCTION audit_central_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;
-DROP TRIGGER IF EXISTS audit_central_events_append_only ON audit_central_events;
-CREATE TRIGGER audit_central_events_append_only BEFORE UPDATE OR DELETE ON audit_central_events
-  FOR EACH ROW EXECUTE FUNCTION audit_central_append_only();
-DROP TRIGGER IF EXISTS audit_central_checkpoints_append_only ON audit_central_checkpoints;
-CREATE TRIGGER audit_central_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_central_checkpoints
-  FOR EACH ROW EXECUTE FUNCTION audit_central_append_only();
+-- Created once: a trigger someone disabled stays disabled, for Verify to report.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_central_events_append_only'
+                 AND tgrelid = 'audit_central_events'::regclass) THEN
+    CREATE TRIGGER audit_central_events_append_only BEFORE UPDATE OR DELETE ON audit_central_events
+      FOR EACH ROW EXECUTE FUNCTION audit_central_append_only();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_central_checkpoints_append_only'
+                 AND tgrelid = 'audit_central_checkpoints'::regclass) THEN
+    CREATE TRIGGER audit_central_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_central_checkpoints
+      FOR EACH ROW EXECUTE FUNCTION audit_central_append_only();
+  END IF;
+END $$;
 `
 
 // centralRowColumns are rowColumns in the central tables, which add the log id.
@@ -96,12 +104,30 @@ const centralCheckpointColumns = "id, kind, seq, head_hash, ts, key_id, signatur
 // concurrent use.
 type Central struct {
 	db *sql.DB
+
+	mu       sync.Mutex // guards migrated
+	migrated bool
 }
 
 // OpenCentral connects to the PostgreSQL database at url and creates the central
 // tables if needed (replicas starting together take turns under an advisory lock).
 // Errors never include the URL, which may hold a password.
 func OpenCentral(ctx context.Context, url string) (*Central, error) {
+	c, err := NewCentral(url)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ensure(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewCentral is OpenCentral without connecting: the tables are created on first
+// use. serve uses it so that a replica starts (and serves, its rows safe in its own
+// database) while PostgreSQL is down.
+func NewCentral(url string) (*Central, error) {
 	if url == "" {
 		return nil, errors.New("audit: central store: audit.central_url is empty")
 	}
@@ -111,12 +137,21 @@ func OpenCentral(ctx context.Context, url string) (*Central, error) {
 	}
 	db.SetMaxOpenConns(4)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	c := &Central{db: db}
-	if err := c.migrate(ctx); err != nil {
-		db.Close()
-		return nil, err
+	return &Central{db: db}, nil
+}
+
+// ensure creates the tables once.
+func (c *Central) ensure(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.migrated {
+		return nil
 	}
-	return c, nil
+	if err := c.migrate(ctx); err != nil {
+		return err
+	}
+	c.migrated = true
+	return nil
 }
 
 // redactURLError keeps a URL (and its password) out of an error message.
@@ -161,6 +196,9 @@ type CentralHead struct {
 // Head returns how far the central store holds log logID.
 func (c *Central) Head(ctx context.Context, logID string) (CentralHead, error) {
 	var h CentralHead
+	if err := c.ensure(ctx); err != nil {
+		return h, err
+	}
 	err := c.db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_central_events WHERE log_id = $1 ORDER BY seq DESC LIMIT 1`, logID).
 		Scan(&h.Seq, &h.Hash)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -175,6 +213,9 @@ func (c *Central) Head(ctx context.Context, logID string) (CentralHead, error) {
 
 // Logs returns the ids of every log the central store holds, sorted.
 func (c *Central) Logs(ctx context.Context) ([]string, error) {
+	if err := c.ensure(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := c.db.QueryContext(ctx, `SELECT log_id FROM audit_central_logs
 		UNION SELECT DISTINCT log_id FROM audit_central_checkpoints ORDER BY 1`)
 	if err != nil {
@@ -365,6 +406,9 @@ func decodeCentralCursor(s string) (centralCursor, error) {
 // Query returns one page of rows of every log matching f, newest first (by time,
 // then log id, then seq); each Event names its LogID.
 func (c *Central) Query(ctx context.Context, f Filter) (Page, error) {
+	if err := c.ensure(ctx); err != nil {
+		return Page{}, err
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = defaultLimit
@@ -415,6 +459,9 @@ func (c *Central) Query(ctx context.Context, f Filter) (Page, error) {
 // each oldest first, as "jsonl" (each Event names its log_id) or "csv" (a log_id
 // column first). Rows are read in chunks: memory does not grow with the store.
 func (c *Central) Export(ctx context.Context, w io.Writer, format string, f Filter) error {
+	if err := c.ensure(ctx); err != nil {
+		return err
+	}
 	out, err := newEncoder(w, format, true)
 	if err != nil {
 		return err
@@ -676,6 +723,9 @@ func (c *Central) centralTail(ctx context.Context, logID string, from int64) (ma
 // local chain, unchanged. Rows shipped and then erased locally, with or without
 // their checkpoints, are faults naming the seq.
 func VerifyAgainstCentral(ctx context.Context, dbPath string, pub ed25519.PublicKey, c *Central) (Report, error) {
+	if err := c.ensure(ctx); err != nil {
+		return Report{}, err
+	}
 	rd, err := OpenReader(ctx, dbPath)
 	if err != nil {
 		return Report{}, err
@@ -713,17 +763,10 @@ func VerifyAgainstCentral(ctx context.Context, dbPath string, pub ed25519.Public
 	if err != nil {
 		return rep, err
 	}
-	missing := int64(0)
-	var firstMissing int64
 	differs := false // the first differing row is reported
 	for _, s := range seqs {
 		switch h := rep.witnessed[s]; {
-		case s > rep.LastSeq:
-			if missing == 0 {
-				firstMissing = s
-			}
-			missing++
-		case s <= rep.PrunedThrough:
+		case s > rep.LastSeq, s <= rep.PrunedThrough:
 		case h == nil:
 			rep.Problems = append(rep.Problems, fmt.Sprintf("row seq %d (shipped to the central store) could not be checked (the chain is broken before it)", s))
 		case !bytes.Equal(h, tail[s]) && !differs:
@@ -734,11 +777,15 @@ func VerifyAgainstCentral(ctx context.Context, dbPath string, pub ed25519.Public
 			}
 		}
 	}
-	if missing > 0 {
+	var centralMax int64
+	if err := c.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_central_events WHERE log_id = $1`, logID).Scan(&centralMax); err != nil {
+		return rep, fmt.Errorf("audit: central store: reading log %s: %w", logID, err)
+	}
+	if centralMax > rep.LastSeq {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("rows seq %d-%d of log %s were shipped to the central store but are missing here (erased after shipping)",
-			firstMissing, seqs[len(seqs)-1], logID))
+			rep.LastSeq+1, centralMax, logID))
 		if rep.BadSeq == 0 {
-			rep.BadSeq = firstMissing
+			rep.BadSeq = rep.LastSeq + 1
 		}
 	}
 	rep.OK = len(rep.Problems) == 0
