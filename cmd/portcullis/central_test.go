@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -248,5 +249,57 @@ func TestAuditVerifyCentralWitnessCmdCatchesErasedRows(t *testing.T) {
 	}
 	if code, _, errOut := runAuditCmd(t, "verify", "--central", cu, "--witness", "x.log"); code != 2 || !strings.Contains(errOut, "--central verifies the central store") {
 		t.Fatalf("--central with --witness: %d %s", code, errOut)
+	}
+}
+
+// With PostgreSQL unreachable, calls are served (the hot path never waits on it), and
+// /readyz answers 200 "degraded" with the lag until the oldest unshipped row is older
+// than audit.central_max_lag, then 503 with the lag.
+func TestServeWithCentralStoreDownServesCallsAndTurnsUnreadyOnlyPastMaxLag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	cfgPath := filepath.Join(t.TempDir(), "portcullis.yaml")
+	yml := "audit:\n  central_url: postgres://portcullis:hunter2@" + closed + "/audit?connect_timeout=1&sslmode=disable\n" +
+		"  central_interval: 50ms\n  central_max_lag: 2s\n"
+	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, dir, logs := startServeWith(t, overrides{configPath: cfgPath})
+	agent := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent")
+	start := time.Now()
+	for i := 0; i < 5; i++ {
+		if code, body := getJSON(t, u+"/v1/integrations", agent); code != 200 {
+			t.Fatalf("call %d with the central store down: %d %v", i, code, body)
+		}
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("5 calls took %s with the central store down: the hot path waits on it", el)
+	}
+	var body map[string]any
+	var code int
+	for i := 0; i < 40; i++ {
+		code, body = getJSON(t, u+"/readyz", "")
+		if st, _ := body["audit_central"].(map[string]any); st != nil && st["last_error"] != nil && st["lag_rows"].(float64) >= 5 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st, _ := body["audit_central"].(map[string]any)
+	if code != 200 || body["status"] != "degraded" || st == nil || st["lag_rows"].(float64) < 5 {
+		t.Fatalf("/readyz within the lag bound: %d %v", code, body)
+	}
+	for time.Since(start) < 2500*time.Millisecond {
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, body = getJSON(t, u+"/readyz", "")
+	if st, _ := body["audit_central"].(map[string]any); code != 503 || body["status"] != "unavailable" || st == nil || st["lag_seconds"].(float64) < 2 {
+		t.Fatalf("/readyz past audit.central_max_lag: %d %v", code, body)
+	}
+	if strings.Contains(logs.String(), "hunter2") || strings.Contains(fmt.Sprint(body), "hunter2") {
+		t.Fatal("the central store's password reached the log or /readyz")
 	}
 }
