@@ -252,9 +252,9 @@ func (c *Central) store(ctx context.Context, logID string, rows []row, cps []che
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_central_logs (log_id) VALUES ($1) ON CONFLICT DO NOTHING`, logID); err != nil {
 		return err
 	}
-	args := make([]any, 0, 27*insertChunk)
-	for i := 0; i < len(rows); i += insertChunk {
-		n := min(insertChunk, len(rows)-i)
+	args := make([]any, 0, 27*min(len(rows), centralInsertChunk))
+	for i := 0; i < len(rows); i += centralInsertChunk {
+		n := min(centralInsertChunk, len(rows)-i)
 		args = args[:0]
 		for j := i; j < i+n; j++ {
 			args = append(args, logID)
@@ -321,6 +321,10 @@ func (c *Central) sameRows(ctx context.Context, tx *sql.Tx, logID string, rows [
 	}
 	return nil
 }
+
+// centralInsertChunk is the most rows one INSERT carries (27 parameters each, under
+// PostgreSQL's 65535): a round trip to PostgreSQL costs more than SQLite's statement.
+const centralInsertChunk = 500
 
 func centralInsertRowsSQL(n int) string {
 	var b strings.Builder

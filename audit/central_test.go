@@ -680,3 +680,60 @@ func shipChild(dir, u string) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkAppendNormalShipping is BenchmarkAppendNormal with a shipper copying the
+// rows to PostgreSQL as they are stored: compare the two to see that Append does not
+// wait on the central store.
+func BenchmarkAppendNormalShipping(b *testing.B) {
+	c := openCentralTest(b, centralURL(b))
+	var s *Shipper
+	benchAppendWith(b, "NORMAL", func(l *Log) {
+		var err error
+		s, err = NewShipper(context.Background(), c, ShipperConfig{Path: l.cfg.Path, Stored: l.StoredSeq}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go s.Run()
+		b.Cleanup(func() { s.Close(context.Background()) })
+	})
+	rows, age := s.Lag()
+	b.ReportMetric(float64(rows), "lag-rows-at-end")
+	_ = age
+}
+
+// BenchmarkShipRows measures shipping alone: rows per second from a closed log of
+// b.N rows into PostgreSQL.
+func BenchmarkShipRows(b *testing.B) {
+	c := openCentralTest(b, centralURL(b))
+	cfg := testConfig(b)
+	cfg.CheckpointEvery = 10000
+	l := openTest(b, cfg)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < b.N; i += 8 {
+				if err := l.Append(ctx, sampleEvent(i)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	l.Close()
+	s, err := NewShipper(ctx, c, ShipperConfig{Path: cfg.Path}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(ctx)
+	b.ResetTimer()
+	start := time.Now()
+	n, err := s.Ship(ctx)
+	if err != nil || n != b.N {
+		b.Fatalf("shipped %d of %d: %v", n, b.N, err)
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "rows/s")
+}
