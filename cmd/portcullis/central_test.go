@@ -303,3 +303,36 @@ func TestServeWithCentralStoreDownServesCallsAndTurnsUnreadyOnlyPastMaxLag(t *te
 		t.Fatal("the central store's password reached the log or /readyz")
 	}
 }
+
+func TestHealthCommandExitsZeroOnlyWhenReady(t *testing.T) {
+	u, _, _ := startServe(t)
+	var out, errb strings.Builder
+	if code := run(context.Background(), []string{"health", "--url", u + "/readyz"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), `200 {"`) {
+		t.Fatalf("health of a ready server: %d %q %q", code, out.String(), errb.String())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), []string{"health", "--url", "http://" + closed + "/readyz", "--timeout", "1s"}, &out, &errb); code != 1 {
+		t.Fatalf("health of nothing listening: %d %q", code, errb.String())
+	}
+}
+
+// The deployment example's config file loads as the compose file gives it.
+func TestDeployExampleConfigLoads(t *testing.T) {
+	t.Setenv("PORTCULLIS_JWT_HS256_SECRET", "a-shared-secret-of-enough-length-0123456789")
+	t.Setenv("PORTCULLIS_AUDIT_CENTRAL_URL", "postgres://portcullis:portcullis@postgres:5432/portcullis?sslmode=disable")
+	t.Setenv("PORTCULLIS_REDIS_URL", "redis://redis:6379/0")
+	cfg, err := loadConfig(overrides{configPath: "../../docs/deploy/portcullis.yaml", dataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend.DatabaseURL == "" || cfg.Audit.CentralURL == "" || cfg.Limits.OnStoreError != "deny" || cfg.Audit.CentralMaxLag != 5*time.Minute {
+		t.Fatalf("deploy config: backend %q central %q on_store_error %q", cfg.Backend.DatabaseURL, cfg.Audit.CentralURL, cfg.Limits.OnStoreError)
+	}
+}
