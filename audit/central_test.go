@@ -531,6 +531,7 @@ func TestKilledReplicaLosesNoAcknowledgedRowCentrally(t *testing.T) {
 				t.Error(err)
 				return
 			}
+			time.Sleep(time.Millisecond) // steady load beside the child's burst
 		}
 	}()
 
