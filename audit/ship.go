@@ -112,10 +112,20 @@ func (s *Shipper) Run() {
 		defer p.Stop()
 		poll = p.C
 	}
+	// Close ends a pass in flight: a PostgreSQL that stopped answering must not hold up
+	// shutdown (the next start resumes from what PostgreSQL holds).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
 	wait := time.Duration(0)
 	var backoff <-chan time.Time
 	pass := func() {
-		if _, err := s.Ship(context.Background()); err != nil {
+		pctx, pcancel := context.WithTimeout(ctx, passTimeout)
+		defer pcancel()
+		if _, err := s.Ship(pctx); err != nil {
 			// PostgreSQL down: retry with backoff, up to the interval.
 			wait = min(max(2*wait, 100*time.Millisecond), s.cfg.Interval)
 			backoff = time.After(wait)
@@ -141,6 +151,9 @@ func (s *Shipper) Run() {
 		}
 	}
 }
+
+// passTimeout bounds one background pass (a stalled connection is retried).
+const passTimeout = time.Minute
 
 // Kick asks for a pass now.
 func (s *Shipper) Kick() {
