@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"database/sql"
+	"embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/portcullis/portcullis/audit/sqldb"
 )
 
 // The central store (audit.central_url) is a PostgreSQL copy of every replica's
@@ -26,74 +30,13 @@ import (
 // verifies with the same code as the local one. The tables are append-only (triggers
 // refuse UPDATE and DELETE); an edit by someone who drops the triggers is what Verify
 // finds.
-const centralSchemaSQL = `
-CREATE TABLE IF NOT EXISTS audit_central_logs (
-  log_id     TEXT PRIMARY KEY,
-  first_seen TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS audit_central_events (
-  log_id           TEXT NOT NULL,
-  seq              BIGINT NOT NULL,
-  ts               BIGINT NOT NULL,
-  kind             TEXT NOT NULL,
-  request_id       TEXT NOT NULL DEFAULT '',
-  decision_id      TEXT NOT NULL DEFAULT '',
-  caller_sub       TEXT NOT NULL DEFAULT '',
-  caller_org       TEXT NOT NULL DEFAULT '',
-  caller_workspace TEXT NOT NULL DEFAULT '',
-  caller_roles     TEXT NOT NULL DEFAULT '[]',
-  caller_session   TEXT NOT NULL DEFAULT '',
-  client_addr      TEXT NOT NULL DEFAULT '',
-  surface          TEXT NOT NULL DEFAULT '',
-  tool             TEXT NOT NULL DEFAULT '',
-  method           TEXT NOT NULL DEFAULT '',
-  path             TEXT NOT NULL DEFAULT '',
-  args             TEXT NOT NULL DEFAULT '',
-  decision         TEXT NOT NULL DEFAULT '',
-  reason           TEXT NOT NULL DEFAULT '',
-  policy_revision  TEXT NOT NULL DEFAULT '',
-  approval_id      TEXT NOT NULL DEFAULT '',
-  approver         TEXT NOT NULL DEFAULT '',
-  status           BIGINT NOT NULL DEFAULT 0,
-  error_class      TEXT NOT NULL DEFAULT '',
-  latency_us       BIGINT NOT NULL DEFAULT 0,
-  prev_hash        BYTEA NOT NULL,
-  hash             BYTEA NOT NULL,
-  PRIMARY KEY (log_id, seq)
-);
-CREATE INDEX IF NOT EXISTS audit_central_events_ts ON audit_central_events (ts, log_id, seq);
-CREATE INDEX IF NOT EXISTS audit_central_events_org_ts ON audit_central_events (caller_org, ts);
-CREATE INDEX IF NOT EXISTS audit_central_events_sub ON audit_central_events (caller_sub) WHERE caller_sub <> '';
-CREATE INDEX IF NOT EXISTS audit_central_events_request ON audit_central_events (request_id) WHERE request_id <> '';
-CREATE INDEX IF NOT EXISTS audit_central_events_approval ON audit_central_events (approval_id) WHERE approval_id <> '';
-CREATE TABLE IF NOT EXISTS audit_central_checkpoints (
-  log_id        TEXT NOT NULL,
-  id            BIGINT NOT NULL,
-  kind          TEXT NOT NULL,
-  seq           BIGINT NOT NULL,
-  head_hash     BYTEA NOT NULL,
-  ts            BIGINT NOT NULL,
-  key_id        TEXT NOT NULL,
-  signature     BYTEA NOT NULL,
-  signed_log_id TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY (log_id, id)
-);
-CREATE OR REPLACE FUNCTION audit_central_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;
--- Created once: a trigger someone disabled stays disabled, for Verify to report.
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_central_events_append_only'
-                 AND tgrelid = 'audit_central_events'::regclass) THEN
-    CREATE TRIGGER audit_central_events_append_only BEFORE UPDATE OR DELETE ON audit_central_events
-      FOR EACH ROW EXECUTE FUNCTION audit_central_append_only();
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_central_checkpoints_append_only'
-                 AND tgrelid = 'audit_central_checkpoints'::regclass) THEN
-    CREATE TRIGGER audit_central_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_central_checkpoints
-      FOR EACH ROW EXECUTE FUNCTION audit_central_append_only();
-  END IF;
-END $$;
-`
+//
+// centralMigrations are the central tables' numbered schema files, applied by sqldb
+// under the component "audit_central" (an advisory lock serialises replicas starting
+// together).
+//
+//go:embed central_migrations/*.sql
+var centralMigrations embed.FS
 
 // centralRowColumns are rowColumns in the central tables, which add the log id.
 const centralRowColumns = "log_id, " + rowColumns
@@ -163,19 +106,12 @@ func redactURLError(err error, url string) error {
 }
 
 func (c *Central) migrate(ctx context.Context) error {
-	tx, err := c.db.BeginTx(ctx, nil)
+	files, err := fs.Sub(centralMigrations, "central_migrations")
 	if err != nil {
-		return fmt.Errorf("audit: central store: connecting: %w", err)
+		return err
 	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:migrate:audit_central'))`); err != nil {
-		return fmt.Errorf("audit: central store: locking for migration: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, centralSchemaSQL); err != nil {
-		return fmt.Errorf("audit: central store: creating tables: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("audit: central store: creating tables: %w", err)
+	if _, err := (sqldb.Migrations{Component: "audit_central", FS: files, Dialect: sqldb.PostgresDialect}).Run(ctx, c.db); err != nil {
+		return fmt.Errorf("audit: central store: %w", err)
 	}
 	return nil
 }

@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,44 +19,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
 )
 
-const envTestPostgres = "PORTCULLIS_TEST_POSTGRES"
-
-// centralURL returns a URL of the PostgreSQL server named by PORTCULLIS_TEST_POSTGRES
-// whose search_path is a fresh schema (dropped at cleanup), so parallel tests sharing
-// the server never see each other's tables. It skips the test when the variable is
-// unset.
-func centralURL(t testing.TB) string {
-	t.Helper()
-	base := os.Getenv(envTestPostgres)
-	if base == "" {
-		t.Skip(envTestPostgres + " not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable); skipping the central audit store test")
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "pc_central_" + hex.EncodeToString(b)
-	db, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		db.Close()
-		t.Fatalf("creating test schema: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DROP SCHEMA " + schema + " CASCADE")
-		db.Close()
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("%s is not a URL", envTestPostgres)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+// centralURL is a fresh PostgreSQL schema per test (sqldbtest.PostgresURL); it skips
+// the test when PORTCULLIS_TEST_POSTGRES is unset.
+func centralURL(t testing.TB) string { return sqldbtest.PostgresURL(t) }
 
 func openCentralTest(t testing.TB, u string) *Central {
 	t.Helper()

@@ -3,16 +3,13 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,41 +17,12 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
 )
 
-// testCentralURL returns a URL of the server named by PORTCULLIS_TEST_POSTGRES whose
-// search_path is a fresh schema (dropped at cleanup); it skips the test when the
-// variable is unset.
-func testCentralURL(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("PORTCULLIS_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("PORTCULLIS_TEST_POSTGRES not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable); skipping the central audit store test")
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "pc_cmd_" + hex.EncodeToString(b)
-	db, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		db.Close()
-		t.Fatalf("creating test schema: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DROP SCHEMA " + schema + " CASCADE")
-		db.Close()
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+// testCentralURL is a fresh PostgreSQL schema per test; it skips the test when
+// PORTCULLIS_TEST_POSTGRES is unset.
+func testCentralURL(t *testing.T) string { return sqldbtest.PostgresURL(t) }
 
 func getJSON(t *testing.T, u, token string) (int, map[string]any) {
 	t.Helper()
