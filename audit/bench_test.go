@@ -15,7 +15,10 @@ import (
 	"time"
 )
 
-func benchAppend(b *testing.B, sync_ string) {
+func benchAppend(b *testing.B, sync_ string) { benchAppendWith(b, sync_, nil) }
+
+// benchAppendWith is benchAppend with started run after the log opens (a shipper).
+func benchAppendWith(b *testing.B, sync_ string, started func(*Log)) {
 	cfg := testConfig(b)
 	cfg.Synchronous = sync_
 	if v := os.Getenv("AUDIT_BENCH_LINGER"); v != "" {
@@ -30,6 +33,9 @@ func benchAppend(b *testing.B, sync_ string) {
 		cfg.CheckpointInterval, _ = time.ParseDuration(v)
 	}
 	l := openTest(b, cfg)
+	if started != nil {
+		started(l)
+	}
 	b.SetParallelism(par)
 	var mu sync.Mutex
 	var lat []time.Duration

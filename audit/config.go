@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -61,6 +62,17 @@ type Config struct {
 	// MaxSizeBytes caps the database size (SQLite max_page_count); past it Append
 	// fails (fail_closed: the call gets 503). 0 means no cap.
 	MaxSizeBytes int64 `yaml:"max_size_bytes"`
+	// CentralURL (postgres://...) ships this replica's rows and checkpoints to a
+	// PostgreSQL store shared by every replica (see Shipper); the admin audit API then
+	// reads it. Empty: no shipping (env PORTCULLIS_AUDIT_CENTRAL_URL).
+	CentralURL string `yaml:"central_url"`
+	// CentralMaxLag is the readiness bound: /readyz fails once the oldest row not yet
+	// shipped is older than this. Below it a lagging or failing shipper leaves the
+	// replica ready, reported as degraded. Default 5m.
+	CentralMaxLag time.Duration `yaml:"central_max_lag"`
+	// CentralInterval is the longest between two shipping passes; new rows are
+	// shipped within about 20ms anyway. Default 1s.
+	CentralInterval time.Duration `yaml:"central_interval"`
 	// Witness, when set, receives the checkpoint lines (`audit verify --witness` reads
 	// them) instead of the log's logger. serve gives it a handler that writes INFO
 	// whatever log_level says, so a quieter log keeps its witness.
@@ -105,6 +117,12 @@ func (c *Config) SetDefaults(dataDir string) {
 	}
 	if c.HMACKeyPath == "" {
 		c.HMACKeyPath = filepath.Join(dataDir, "audit-hmac.key")
+	}
+	if c.CentralMaxLag == 0 {
+		c.CentralMaxLag = 5 * time.Minute
+	}
+	if c.CentralInterval == 0 {
+		c.CentralInterval = time.Second
 	}
 }
 
@@ -155,6 +173,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSizeBytes < 0 || (c.MaxSizeBytes > 0 && c.MaxSizeBytes < 256*1024) {
 		bad("max_size_bytes", "must be 0 (no cap) or at least 262144 (256 KiB), got %d", c.MaxSizeBytes)
+	}
+	if c.CentralURL != "" {
+		if u, err := url.Parse(c.CentralURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			// Never echo the URL: it may hold a password.
+			bad("central_url", "%s", "must be a postgres:// URL with a host (postgres://user@host:5432/db)")
+		}
+	}
+	if c.CentralMaxLag < time.Second {
+		bad("central_max_lag", "must be at least 1s, got %s", c.CentralMaxLag)
+	}
+	if c.CentralInterval < 10*time.Millisecond || c.CentralInterval > time.Minute {
+		bad("central_interval", "must be between 10ms and 1m, got %s", c.CentralInterval)
 	}
 	return errors.Join(errs...)
 }

@@ -71,6 +71,10 @@ type Event struct {
 	// PrevHash and Hash (hex) are filled when rows are read back.
 	PrevHash string `json:"prev_hash,omitempty"`
 	Hash     string `json:"hash,omitempty"`
+	// LogID names the replica's log a row belongs to; filled by the central store
+	// (audit.central_url), where rows of several logs meet. Not hashed: the chain and
+	// its checkpoints already belong to one log.
+	LogID string `json:"log_id,omitempty"`
 }
 
 // row is an event exactly as stored: the hash covers these bytes, so roles and

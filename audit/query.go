@@ -106,6 +106,10 @@ func ParseFilter(v url.Values) (Filter, error) {
 			f.RequestID = val
 		case "cursor":
 			if _, err := decodeCursor(val); err != nil {
+				if _, cerr := decodeCentralCursor(val); cerr == nil {
+					f.Cursor = val // a cursor of the central store's pages
+					continue
+				}
 				errs = append(errs, fmt.Errorf("audit: parameter %q: %w", k, err))
 				continue
 			}
@@ -293,7 +297,7 @@ func (r *Reader) scan(ctx context.Context, f Filter, after, before int64, fn fun
 // is read first, every row before its first seq is in the database (rows leave the
 // journal only once stored), and the journal's rows follow the database's.
 func (r *Reader) Export(ctx context.Context, w io.Writer, format string, f Filter) error {
-	out, err := newEncoder(w, format)
+	out, err := newEncoder(w, format, false)
 	if err != nil {
 		return err
 	}
@@ -349,7 +353,7 @@ func (f *Filter) matches(r *row) bool {
 // Tail writes the newest n rows (oldest of them first) as JSON lines; with follow
 // it then polls every interval (bounded to 50ms-10s) for new rows until ctx ends.
 func (r *Reader) Tail(ctx context.Context, w io.Writer, format string, n int, follow bool, interval time.Duration) error {
-	out, err := newEncoder(w, format)
+	out, err := newEncoder(w, format, false)
 	if err != nil {
 		return fmt.Errorf("audit: tail: %w", err)
 	}
@@ -389,6 +393,10 @@ type encoder struct {
 	csv    *csv.Writer
 	text   bool
 	record []string
+	// withLog adds the log id (logID, set before each write): the central store's
+	// rows come from several logs.
+	withLog bool
+	logID   string
 }
 
 // Tail's human format: one row a line, in columns of these widths (a longer value pushes
@@ -464,8 +472,10 @@ func textLine(r *row) string {
 	return textColumns(when, terminalSafe(caller), terminalSafe(tool), terminalSafe(r.Decision), terminalSafe(reason))
 }
 
-func newEncoder(w io.Writer, format string) (*encoder, error) {
-	e := &encoder{bw: bufio.NewWriterSize(w, 64*1024)}
+// newEncoder writes rows as format; withLog names each row's log (a log_id member in
+// JSON, a first log_id column in CSV).
+func newEncoder(w io.Writer, format string, withLog bool) (*encoder, error) {
+	e := &encoder{bw: bufio.NewWriterSize(w, 64*1024), withLog: withLog}
 	switch format {
 	case "jsonl":
 		e.json = json.NewEncoder(e.bw)
@@ -477,10 +487,14 @@ func newEncoder(w io.Writer, format string) (*encoder, error) {
 		}
 	case "csv":
 		e.csv = csv.NewWriter(e.bw)
-		if err := e.csv.Write(csvHeader); err != nil {
+		header := csvHeader
+		if withLog {
+			header = append([]string{"log_id"}, csvHeader...)
+		}
+		if err := e.csv.Write(header); err != nil {
 			return nil, fmt.Errorf("audit: export: %w", err)
 		}
-		e.record = make([]string, len(csvHeader))
+		e.record = make([]string, len(csvHeader)+1)
 	default:
 		return nil, fmt.Errorf("audit: export format %q: want jsonl, csv or text", format)
 	}
@@ -493,6 +507,9 @@ func (e *encoder) write(r *row) error {
 		return e.bw.WriteByte('\n')
 	}
 	ev := r.event()
+	if e.withLog {
+		ev.LogID = e.logID
+	}
 	if e.json != nil {
 		if err := e.json.Encode(&ev); err != nil {
 			return fmt.Errorf("audit: export seq %d: %w", r.Seq, err)
@@ -500,6 +517,9 @@ func (e *encoder) write(r *row) error {
 		return nil
 	}
 	rec := e.record[:0]
+	if e.withLog {
+		rec = append(rec, e.logID)
+	}
 	rec = append(rec, strconv.FormatInt(r.Seq, 10), ev.Time.Format(time.RFC3339Nano), r.Kind,
 		r.RequestID, r.DecisionID, r.Sub, r.Org, r.Workspace, r.Roles, r.Session, r.ClientAddr,
 		r.Surface, r.Tool, r.Method, r.Path, r.Args, r.Decision, r.Reason, r.PolicyRevision,

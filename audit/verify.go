@@ -85,6 +85,12 @@ func Verify(ctx context.Context, dbPath string, pub ed25519.PublicKey) (Report, 
 // rows after its newest surviving checkpoint were cut off together with the
 // checkpoints covering them; a witness can.
 func VerifyWitnessed(ctx context.Context, dbPath string, pub ed25519.PublicKey, witness []Witnessed) (Report, error) {
+	return verifyLocal(ctx, dbPath, pub, witness, nil)
+}
+
+// verifyLocal is VerifyWitnessed that also records, in Report.witnessed, the hashes
+// of the rows at seqs also (VerifyAgainstCentral compares them with the central copy).
+func verifyLocal(ctx context.Context, dbPath string, pub ed25519.PublicKey, witness []Witnessed, also []int64) (Report, error) {
 	// The journal is read before the database's snapshot is taken: a row leaves the
 	// journal only once the database holds it, so every row this read misses is in
 	// the snapshot, and a gap between the two is a fault, never a race with a server.
@@ -106,6 +112,9 @@ func VerifyWitnessed(ctx context.Context, dbPath string, pub ed25519.PublicKey, 
 	want := map[int64][]byte{}
 	for _, w := range witness {
 		want[w.Seq] = nil
+	}
+	for _, s := range also {
+		want[s] = nil
 	}
 	rep, err := verifyTx(ctx, tx, pub, from, want)
 	if err != nil {
@@ -211,6 +220,9 @@ func checkWitness(rep *Report, pub ed25519.PublicKey, witness []Witnessed, store
 	for i := range witness {
 		w := &witness[i]
 		at := fmt.Sprintf("checkpoint (%s, seq %d) witnessed at line %d", w.Kind, w.Seq, w.Line)
+		if w.Line == 0 {
+			at = fmt.Sprintf("checkpoint id %d (%s, seq %d) in the central store", w.ID, w.Kind, w.Seq)
+		}
 		if why := w.verifySig(pub); why != "" {
 			rep.Problems = append(rep.Problems, at+": "+why)
 			continue

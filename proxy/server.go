@@ -84,6 +84,9 @@ type Deps struct {
 	Gatherer  prometheus.Gatherer
 	// Ready reports whether dependencies are healthy, for /readyz. Optional.
 	Ready func(ctx context.Context) error
+	// ReadyDetail, when set, adds its members to both /readyz answers; a non-empty
+	// degraded reason answers 200 with status "degraded" instead of "ready". Optional.
+	ReadyDetail func() (degraded string, detail map[string]any)
 	// AuditorRole is the role that may read the audit trail. Default "auditor".
 	AuditorRole string
 	// Console, when set, is mounted at /console on the proxy's listener, or, with
@@ -306,15 +309,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) readyz(c *fiber.Ctx) error {
+	body := fiber.Map{"status": "ready", "policy_revision": s.d.Policy.Revision()}
+	if s.d.ReadyDetail != nil {
+		degraded, detail := s.d.ReadyDetail()
+		for k, v := range detail {
+			body[k] = v
+		}
+		if degraded != "" {
+			body["status"], body["degraded"] = "degraded", degraded
+		}
+	}
 	if s.d.Ready != nil {
 		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
 		if err := s.d.Ready(ctx); err != nil {
 			s.log.Warn("not ready", "err", err)
-			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable"})
+			body["status"] = "unavailable"
+			delete(body, "policy_revision")
+			delete(body, "degraded")
+			return c.Status(fiber.StatusServiceUnavailable).JSON(body)
 		}
 	}
-	return c.JSON(fiber.Map{"status": "ready", "policy_revision": s.d.Policy.Revision()})
+	return c.JSON(body)
 }
 
 // resourceMetadata is RFC 9728 protected resource metadata. Optional members are present

@@ -32,10 +32,19 @@ database may be able to read a key file beside it. --witness also checks the cha
 against the checkpoints serve wrote to <data-dir>/witness.log (or to its JSON log): each must
 verify and the chain must still hold the row it signed, which catches the newest rows
 cut off together with their checkpoints. The signing key may also come from
-PORTCULLIS_AUDIT_SIGNING_KEY.`},
+PORTCULLIS_AUDIT_SIGNING_KEY.
+
+--central URL (postgres://, default env PORTCULLIS_AUDIT_CENTRAL_URL) verifies the
+central store every replica ships to (audit.central_url) instead: every log's chain and
+checkpoints, naming the log id and seq of any fault; --pubkey then takes one key per
+signing key in the fleet, comma-separated. --central-witness URL checks this database
+against the copy shipped there: rows shipped and then erased or rewritten locally are
+faults.`},
 	"export": {"[flags]", `Write audit rows, oldest first, as JSON lines (exact values) or CSV (cells that
 would start a spreadsheet formula get a leading '). Includes rows still in the journal.
 --out never overwrites a file, and removes its partial file if the export fails.
+--central URL exports every log of the central store (audit.central_url) instead, log
+by log, each row naming its log_id.
 --until must be after --since; --decision is one of the values the gateway records:
 ` + wrapList(audit.Decisions, "  ", 90)},
 	"tail": {"[flags]", `Show the newest rows, one a line in columns (time, caller, tool, decision, reason),
@@ -65,8 +74,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	)
 	fs.StringVar(&dataDir, "data-dir", dataDir, "`DIR` holding the audit database and keys (env PORTCULLIS_DATA_DIR)")
 	fs.StringVar(&dbPath, "db", "", "audit database `FILE` (default <data-dir>/audit.db)")
+	var centralURL, centralWitness string
+	if sub == "verify" || sub == "export" {
+		fs.StringVar(&centralURL, "central", os.Getenv("PORTCULLIS_AUDIT_CENTRAL_URL"),
+			"read the central store at this postgres:// `URL` instead of the local database (env PORTCULLIS_AUDIT_CENTRAL_URL)")
+	}
 	switch sub {
 	case "verify":
+		fs.StringVar(&centralWitness, "central-witness", "", "postgres:// `URL` of the central store: check the local database against the rows and checkpoints shipped there")
 		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key `FILE`; its public key is used (default <data-dir>/audit-signing.key)")
 		fs.StringVar(&pubB64, "pubkey", "", "checkpoint public key, `BASE64` of 32 bytes (instead of --key)")
 		fs.StringVar(&archive, "archive", "", "verify this prune archive `FILE` instead of the database")
@@ -118,9 +133,39 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	switch sub {
 	case "verify":
+		if centralURL != "" {
+			if archive != "" || witnessPath != "" || centralWitness != "" {
+				fmt.Fprintln(stderr, "portcullis audit verify: --central verifies the central store; --archive, --witness and --central-witness check a local database (unset PORTCULLIS_AUDIT_CENTRAL_URL or pass --central '')")
+				return 2
+			}
+			return verifyCentral(ctx, centralURL, keyPath, pubB64, stdout, stderr)
+		}
 		pub, err := auditPublicKey(keyPath, pubB64)
 		if err != nil {
 			return fail(err)
+		}
+		if centralWitness != "" {
+			if archive != "" || witnessPath != "" {
+				return fail(fmt.Errorf("--central-witness: give it alone (not with --archive or --witness)"))
+			}
+			c, err := audit.OpenCentral(ctx, centralWitness)
+			if err != nil {
+				return fail(fmt.Errorf("--central-witness: %w", err))
+			}
+			defer c.Close()
+			rep, err := audit.VerifyAgainstCentral(ctx, dbPath, pub, c)
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stdout, "central witness: checked against the rows and checkpoints of log %s in the central store\n", rep.LogID)
+			for _, w := range rep.Warnings {
+				fmt.Fprintf(stdout, "warning: %s\n", w)
+			}
+			fmt.Fprintln(stdout, rep.String())
+			if !rep.OK {
+				return 1
+			}
+			return 0
 		}
 		if archive != "" && witnessPath != "" {
 			return fail(fmt.Errorf("--archive and --witness: give one (a witness is checked against the database)"))
@@ -199,21 +244,35 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stderr, "portcullis audit export: %v\n", err)
 			return 2
 		}
-		rd, err := audit.OpenReader(ctx, dbPath)
-		if err != nil {
-			return fail(err)
+		var exporter interface {
+			Export(ctx context.Context, w io.Writer, format string, f audit.Filter) error
 		}
-		defer rd.Close()
+		if centralURL != "" {
+			c, err := audit.OpenCentral(ctx, centralURL)
+			if err != nil {
+				return fail(fmt.Errorf("--central: %w", err))
+			}
+			defer c.Close()
+			exporter = c
+		} else {
+			rd, err := audit.OpenReader(ctx, dbPath)
+			if err != nil {
+				return fail(err)
+			}
+			defer rd.Close()
+			exporter = rd
+		}
 		w := stdout
 		var file *os.File
 		if out != "" && out != "-" {
 			// Never overwrite: an export may be evidence.
+			var err error
 			if file, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
 				return fail(err)
 			}
 			w = file
 		}
-		err = rd.Export(ctx, w, format, f)
+		err := exporter.Export(ctx, w, format, f)
 		if file != nil {
 			if serr := file.Sync(); err == nil {
 				err = serr
@@ -320,4 +379,53 @@ func auditPublicKey(keyPath, pubB64 string) (ed25519.PublicKey, error) {
 		return nil, err
 	}
 	return k.Public().(ed25519.PublicKey), nil
+}
+
+// verifyCentral checks every log in the central store. Keys: --pubkey (one or more,
+// comma-separated, one per signing key in the fleet) or the public half of --key.
+func verifyCentral(ctx context.Context, url, keyPath, pubB64 string, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "portcullis audit verify: %v\n", err)
+		return 1
+	}
+	var keys []ed25519.PublicKey
+	if pubB64 != "" {
+		for i, p := range strings.Split(pubB64, ",") {
+			k, err := audit.PublicKey(strings.TrimSpace(p))
+			if err != nil {
+				return fail(fmt.Errorf("--pubkey: key %d of the list: %w", i+1, err))
+			}
+			keys = append(keys, k)
+		}
+	} else {
+		k, err := auditPublicKey(keyPath, "")
+		if err != nil {
+			return fail(err)
+		}
+		keys = append(keys, k)
+	}
+	c, err := audit.OpenCentral(ctx, url)
+	if err != nil {
+		return fail(fmt.Errorf("--central: %w", err))
+	}
+	defer c.Close()
+	rep, err := c.Verify(ctx, keys)
+	if err != nil {
+		return fail(err)
+	}
+	for _, l := range rep.Logs {
+		state := "OK"
+		if !l.OK {
+			state = "FAILED"
+		}
+		fmt.Fprintf(stdout, "log %s: %s, %d rows (seq %d-%d), %d checkpoints\n", l.LogID, state, l.Rows, l.FirstSeq, l.LastSeq, l.Checkpoints)
+		for _, w := range l.Warnings {
+			fmt.Fprintf(stdout, "warning: log %s: %s\n", l.LogID, w)
+		}
+	}
+	fmt.Fprintln(stdout, rep.String())
+	if !rep.OK {
+		return 1
+	}
+	return 0
 }

@@ -13,7 +13,7 @@ import (
 // completionTree is every command path and its subcommands. Flags are not listed here:
 // they are read from each command's own -h, so completion cannot drift from them.
 var completionTree = map[string][]string{
-	"":              {"serve", "backend", "token", "policy", "audit", "approvals", "bench", "version", "completion", "help"},
+	"":              {"serve", "backend", "token", "policy", "audit", "approvals", "bench", "health", "version", "completion", "help"},
 	"backend":       {"serve", "keys", "rewrap"},
 	"backend keys":  {"create"},
 	"policy":        {"test", "check", "eval"},
@@ -23,6 +23,7 @@ var completionTree = map[string][]string{
 	"serve":         nil,
 	"token":         nil,
 	"bench":         nil,
+	"health":        nil,
 	"backend serve": nil, "backend rewrap": nil, "backend keys create": nil,
 	"policy test": nil, "policy check": nil, "policy eval": nil,
 	"audit verify": nil, "audit export": nil, "audit tail": nil, "audit prune": nil,

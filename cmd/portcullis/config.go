@@ -85,6 +85,10 @@ type RateLimitConfig struct {
 	RedisURL string `yaml:"redis_url"`
 	// MaxKeys bounds in-memory counters. Default 200000.
 	MaxKeys int `yaml:"max_keys"`
+	// OnStoreError is what a call gets while Redis cannot answer: "deny" (default: 503
+	// rate_limiter_unavailable) or "allow" (admitted uncounted). Either way
+	// portcullis_ratelimit_store_errors_total{action} counts it.
+	OnStoreError string `yaml:"on_store_error"`
 }
 
 // defaultLogRepeatInterval is log_repeat_interval's default.
@@ -141,6 +145,7 @@ func loadConfig(o overrides) (*Config, error) {
 	env("PORTCULLIS_JWT_ISSUER", &cfg.Auth.Issuer)
 	env("PORTCULLIS_JWT_AUDIENCE", &cfg.Auth.Audience)
 	env("PORTCULLIS_REDIS_URL", &cfg.Limits.RedisURL)
+	env("PORTCULLIS_AUDIT_CENTRAL_URL", &cfg.Audit.CentralURL)
 	env("PORTCULLIS_KEK", &cfg.Backend.KEK)
 	env("PORTCULLIS_APPROVAL_WEBHOOK_URL", &cfg.Approval.WebhookURL)
 	env("PORTCULLIS_APPROVAL_WEBHOOK_SECRET", &cfg.Approval.WebhookSecret)
@@ -254,6 +259,9 @@ func (c *Config) setDefaults() {
 	if c.Limits.MaxKeys == 0 {
 		c.Limits.MaxKeys = 200_000
 	}
+	if c.Limits.OnStoreError == "" {
+		c.Limits.OnStoreError = "deny"
+	}
 }
 
 // devMode reports whether auth uses the generated dev key.
@@ -277,6 +285,9 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MaxKeys < 0 {
 		errs = append(errs, errors.New("rate_limit.max_keys: must not be negative, got "+strconv.Itoa(c.Limits.MaxKeys)))
+	}
+	if c.Limits.OnStoreError != "deny" && c.Limits.OnStoreError != "allow" {
+		errs = append(errs, fmt.Errorf("rate_limit.on_store_error: must be deny or allow, got %q", c.Limits.OnStoreError))
 	}
 	if err := c.checkListen("proxy.listen", &c.Proxy.Listen); err != nil {
 		errs = append(errs, err)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The documented example must load as it is: it is what users copy.
@@ -237,5 +238,43 @@ func TestConfigExampleFollowsItsDataDir(t *testing.T) {
 	}
 	if cfg.Approval.PublicURL != cfg.Proxy.PublicURL || cfg.Proxy.PublicURL != "http://127.0.0.1:8080" {
 		t.Errorf("public urls: proxy %q, approvals %q", cfg.Proxy.PublicURL, cfg.Approval.PublicURL)
+	}
+}
+
+func TestConfigCentralAuditAndRedisOutageSettingsAreValidated(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("rate_limit:\n  on_store_error: open\naudit:\n  central_url: mysql://root:hunter2@db/audit\n  central_max_lag: 10ms\n  central_interval: 2m\n"), 0o600)
+	_, err := loadConfig(overrides{configPath: file, dataDir: dir})
+	if err == nil {
+		t.Fatal("bad settings accepted")
+	}
+	for _, want := range []string{
+		`rate_limit.on_store_error: must be deny or allow, got "open"`,
+		"audit.central_url: must be a postgres:// URL",
+		"audit.central_max_lag: must be at least 1s, got 10ms",
+		"audit.central_interval: must be between 10ms and 1m, got 2m0s",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %s:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the central URL's password is in the error: %v", err)
+	}
+	os.WriteFile(file, []byte("rate_limit:\n  on_store_error: allow\n"), 0o600)
+	t.Setenv("PORTCULLIS_AUDIT_CENTRAL_URL", "postgres://portcullis@db:5432/audit")
+	cfg, err := loadConfig(overrides{configPath: file, dataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.OnStoreError != "allow" || cfg.Audit.CentralURL != "postgres://portcullis@db:5432/audit" ||
+		cfg.Audit.CentralMaxLag != 5*time.Minute || cfg.Audit.CentralInterval != time.Second {
+		t.Fatalf("settings: on_store_error %q central_url %q max_lag %s interval %s", cfg.Limits.OnStoreError,
+			cfg.Audit.CentralURL, cfg.Audit.CentralMaxLag, cfg.Audit.CentralInterval)
+	}
+	t.Setenv("PORTCULLIS_AUDIT_CENTRAL_URL", "")
+	if cfg, err := loadConfig(overrides{dataDir: dir}); err != nil || cfg.Limits.OnStoreError != "deny" || cfg.Audit.CentralURL != "" {
+		t.Fatalf("defaults: %+v %v", cfg.Limits, err)
 	}
 }

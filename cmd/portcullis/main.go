@@ -27,6 +27,7 @@ Commands:
   audit        audit verify | export | tail | prune: work with the audit trail
   approvals    approvals list | approve | deny: act on pending approvals through the admin API
   bench        load benchmark: direct vs plain proxy vs Portcullis
+  health       GET a server's /readyz; exit 0 when ready (for container health checks)
   version      print the version, commit and Go version
   completion   completion bash | zsh | fish: print a shell completion script
 
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runApprovals(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "health":
+		return runHealth(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 && !isHelp(rest[0]) {
 			fmt.Fprintf(stderr, "portcullis version: unexpected argument %q\n", rest[0])

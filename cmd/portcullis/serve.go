@@ -171,11 +171,44 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		}
 	}()
 
+	// The shipper closes after the log (closers run in reverse), so its last pass
+	// ships the rows and the checkpoint the log's Close stored.
+	var shipper *audit.Shipper
+	var central *audit.Central
+	st.onClose(func() {
+		if shipper != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := shipper.Close(sctx); err != nil {
+				log.Warn("audit: last central shipping pass failed; the next start ships the rest", "err", err)
+			}
+		}
+		if central != nil {
+			_ = central.Close()
+		}
+	})
 	auditLog, err := audit.Open(ctx, cfg.Audit, log)
 	if err != nil {
 		return fmt.Errorf("opening audit trail: %w", err)
 	}
 	st.onClose(func() { _ = auditLog.Close() })
+	var auditQ proxy.AuditQuerier = auditLog
+	if cfg.Audit.CentralURL != "" {
+		// Not connected yet: a replica starts and serves while PostgreSQL is down (its
+		// rows are durable locally); the lag shows in /readyz and the metrics.
+		if central, err = audit.NewCentral(cfg.Audit.CentralURL); err != nil {
+			return err
+		}
+		shipper, err = audit.NewShipper(ctx, central, audit.ShipperConfig{Path: cfg.Audit.Path,
+			Interval: cfg.Audit.CentralInterval, MaxLag: cfg.Audit.CentralMaxLag, Stored: auditLog.StoredSeq},
+			log.With("component", "audit-shipper"))
+		if err != nil {
+			return fmt.Errorf("audit.central_url: %w", err)
+		}
+		go shipper.Run()
+		auditQ = central
+		log.Info("audit: shipping to the central store", "log_id", shipper.LogID(), "max_lag", cfg.Audit.CentralMaxLag.String())
+	}
 
 	identity, err := proxy.NewIdentitySigner(cfg.Proxy.Identity)
 	if err != nil {
@@ -210,14 +243,25 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	}
 
 	var limiter ratelimit.Limiter
+	var redisCollectors []prometheus.Collector
 	if cfg.Limits.RedisURL != "" {
 		opt, err := redis.ParseURL(cfg.Limits.RedisURL)
 		if err != nil {
 			return fmt.Errorf("rate_limit.redis_url: %w", err)
 		}
+		if opt.DialerRetries == 0 {
+			// One dial per command while Redis is down (go-redis would try 5 times, 100ms
+			// apart): rate_limit.on_store_error decides at once, not after half a second.
+			opt.DialerRetries = 1
+		}
 		rc := redis.NewClient(opt)
 		st.onClose(func() { _ = rc.Close() })
-		limiter = ratelimit.NewRedis(rc, "portcullis:rl:")
+		rl, err := ratelimit.NewRedisWithOptions(rc, ratelimit.RedisOptions{Prefix: "portcullis:rl:", OnStoreError: cfg.Limits.OnStoreError})
+		if err != nil {
+			return err
+		}
+		redisCollectors = rl.Collectors()
+		limiter = rl
 	} else {
 		limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{MaxKeys: cfg.Limits.MaxKeys})
 	}
@@ -248,14 +292,41 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(auditLog.Collectors()...)
+	reg.MustRegister(redisCollectors...)
 	deps := proxy.Deps{
-		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditLog,
+		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditQ,
 		Redactor: auditLog.Redactor(), Identity: identity, Limiter: limiter, Approvals: appr,
 		Registry: reg, Gatherer: reg,
-		Ready: func(context.Context) error { return auditLog.Healthy() },
+		Ready: func(context.Context) error {
+			if err := auditLog.Healthy(); err != nil {
+				return err
+			}
+			if shipper != nil {
+				return shipper.Ready()
+			}
+			return nil
+		},
+	}
+	if shipper != nil {
+		reg.MustRegister(shipper.Collectors()...)
+		deps.ReadyDetail = func() (string, map[string]any) {
+			st := shipper.Status()
+			degraded := ""
+			switch {
+			case st.Fault != "":
+				degraded = "audit central shipping stopped on a fault"
+			case st.LastError != "":
+				degraded = "audit central store unreachable; rows wait in the local database"
+			}
+			return degraded, map[string]any{"audit_central": st}
+		}
 	}
 	if cfg.Console.On() {
-		cons, err := newConsole(ctx, cfg, log, auth, appr, auditLog, engine)
+		var store console.AuditStore = auditLog
+		if central != nil {
+			store = consoleAudit{Central: central, log: auditLog}
+		}
+		cons, err := newConsole(ctx, cfg, log, auth, appr, store, central, engine)
 		if err != nil {
 			return err
 		}
@@ -343,16 +414,20 @@ func discoverTools(ctx context.Context, srv *proxy.Server, log *slog.Logger) {
 
 // newConsole builds the console over the services serve started.
 func newConsole(ctx context.Context, cfg *Config, log *slog.Logger, auth *authn.Authenticator, appr *approvals.Service,
-	auditLog *audit.Log, engine *policies.Engine) (*console.Console, error) {
+	store console.AuditStore, central *audit.Central, engine *policies.Engine) (*console.Console, error) {
 	rebuild := proxy.NewInputRebuilder(cfg.Proxy)
 	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	c, err := console.New(octx, cfg.Console, console.Deps{
-		Logger: log, Auth: auth, Approvals: appr, Audit: auditLog, Policy: engine, Input: rebuild.Input,
+		Logger: log, Auth: auth, Approvals: appr, Audit: store, Policy: engine, Input: rebuild.Input,
 		Verify: func(ctx context.Context) (audit.Report, error) {
 			key, err := audit.LoadSigningKey(cfg.Audit.SigningKeyPath)
 			if err != nil {
 				return audit.Report{}, err
+			}
+			if central != nil {
+				// This replica's chain, with its shipped copy as the witness of its tail.
+				return audit.VerifyAgainstCentral(ctx, cfg.Audit.Path, key.Public().(ed25519.PublicKey), central)
 			}
 			return audit.Verify(ctx, cfg.Audit.Path, key.Public().(ed25519.PublicKey))
 		},
@@ -363,6 +438,15 @@ func newConsole(ctx context.Context, cfg *Config, log *slog.Logger, auth *authn.
 	}
 	return c, nil
 }
+
+// consoleAudit is the console's audit store with audit.central_url: it reads every
+// replica's rows from the central store and writes this replica's rows to its own log.
+type consoleAudit struct {
+	*audit.Central
+	log *audit.Log
+}
+
+func (c consoleAudit) AppendAsync(ev *audit.Event) { c.log.AppendAsync(ev) }
 
 // devTokenHint is the one command serve prints and logs for minting a token it accepts in
 // dev mode: --data-dir when the data dir is not the default, --iss and --aud when the

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -15,14 +17,64 @@ import (
 type Redis struct {
 	client redis.UniversalClient
 	prefix string
+	allow  bool // OnStoreError == OnStoreErrorAllow
+
+	denied, admitted atomic.Uint64 // checks Redis could not answer, by what was done
 }
 
 var _ Limiter = (*Redis)(nil)
 
-// NewRedis returns a Limiter that keeps its counters in Redis under prefix+key.
-func NewRedis(client redis.UniversalClient, prefix string) *Redis {
-	return &Redis{client: client, prefix: prefix}
+// What a Redis limiter does when Redis cannot answer (rate_limit.on_store_error).
+const (
+	// OnStoreErrorDeny returns the error: the proxy refuses the call (503
+	// rate_limiter_unavailable), as for any policy it cannot enforce. The default.
+	OnStoreErrorDeny = "deny"
+	// OnStoreErrorAllow admits the call uncounted: availability over the limit while
+	// Redis is down. Every such call is counted in the store-error metric.
+	OnStoreErrorAllow = "allow"
+)
+
+// RedisOptions configures NewRedisWithOptions.
+type RedisOptions struct {
+	// Prefix is put before every key.
+	Prefix string
+	// OnStoreError is OnStoreErrorDeny (default) or OnStoreErrorAllow.
+	OnStoreError string
 }
+
+// NewRedis returns a Limiter that keeps its counters in Redis under prefix+key and
+// denies while Redis cannot answer.
+func NewRedis(client redis.UniversalClient, prefix string) *Redis {
+	r, _ := NewRedisWithOptions(client, RedisOptions{Prefix: prefix})
+	return r
+}
+
+// NewRedisWithOptions is NewRedis with the outage policy; it refuses an unknown
+// OnStoreError.
+func NewRedisWithOptions(client redis.UniversalClient, o RedisOptions) (*Redis, error) {
+	switch o.OnStoreError {
+	case "", OnStoreErrorDeny, OnStoreErrorAllow:
+	default:
+		return nil, fmt.Errorf("ratelimit: rate_limit.on_store_error: must be %q or %q, got %q", OnStoreErrorDeny, OnStoreErrorAllow, o.OnStoreError)
+	}
+	return &Redis{client: client, prefix: o.Prefix, allow: o.OnStoreError == OnStoreErrorAllow}, nil
+}
+
+// Collectors returns the limiter's metrics for registration:
+// portcullis_ratelimit_store_errors_total{action="deny"|"allow"}.
+func (r *Redis) Collectors() []prometheus.Collector {
+	c := func(action string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "portcullis_ratelimit_store_errors_total",
+			Help:        "Rate-limit checks Redis could not answer, by what the limiter did (rate_limit.on_store_error).",
+			ConstLabels: prometheus.Labels{"action": action},
+		}, func() float64 { return float64(v.Load()) })
+	}
+	return []prometheus.Collector{c(OnStoreErrorDeny, &r.denied), c(OnStoreErrorAllow, &r.admitted)}
+}
+
+// StoreErrors returns how many checks Redis could not answer: denied and admitted.
+func (r *Redis) StoreErrors() (denied, admitted uint64) { return r.denied.Load(), r.admitted.Load() }
 
 // The script is the Memory algorithm on microseconds. ARGV: max, window_us, k, mode
 // ("allow" or "refund"). Returns {allowed, counted, retry_after_us, reset_us}.
@@ -119,6 +171,15 @@ func (r *Redis) Allow(ctx context.Context, key string, max int, window time.Dura
 	}
 	vals, err := r.run(ctx, key, max, window, "allow")
 	if err != nil {
+		if ctx.Err() != nil {
+			return Result{}, err // the caller gave up: not Redis's outage
+		}
+		if r.allow {
+			r.admitted.Add(1)
+			// Admitted uncounted: Remaining is unknown, so claim none are left.
+			return Result{Allowed: true, Limit: max}, nil
+		}
+		r.denied.Add(1)
 		return Result{}, err
 	}
 	res := Result{

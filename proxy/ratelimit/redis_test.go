@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -181,4 +184,97 @@ func BenchmarkRedisAllow(b *testing.B) {
 	for iter.Next(ctx) {
 		client.Del(ctx, iter.Val())
 	}
+}
+
+// closedRedis is a client for a port nothing listens on: every command fails fast.
+func closedRedis(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisOutageDeniesByDefaultAndCountsEachError(t *testing.T) {
+	lim := NewRedis(closedRedis(t), "p:")
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		res, err := lim.Allow(ctx, "agent|tool", 10, time.Minute)
+		if err == nil || res.Allowed {
+			t.Fatalf("Redis down, default policy: allowed=%v err=%v; want an error (the proxy refuses the call)", res.Allowed, err)
+		}
+		if strings.Contains(err.Error(), "agent|tool") {
+			t.Fatalf("the error names the key (caller identifiers): %v", err)
+		}
+	}
+	if denied, admitted := lim.StoreErrors(); denied != 3 || admitted != 0 {
+		t.Fatalf("store errors: denied %d admitted %d, want 3 and 0", denied, admitted)
+	}
+	if got := storeErrorMetric(t, lim, OnStoreErrorDeny); got != 3 {
+		t.Fatalf(`portcullis_ratelimit_store_errors_total{action="deny"} = %v, want 3`, got)
+	}
+}
+
+func TestRedisOutageWithOnStoreErrorAllowAdmitsUncountedAndCountsEachError(t *testing.T) {
+	lim, err := NewRedisWithOptions(closedRedis(t), RedisOptions{Prefix: "p:", OnStoreError: OnStoreErrorAllow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 15; i++ { // past the limit of 10: nothing counts while Redis is down
+		res, err := lim.Allow(ctx, "agent|tool", 10, time.Minute)
+		if err != nil || !res.Allowed || res.Limit != 10 || res.Remaining != 0 {
+			t.Fatalf("call %d with on_store_error allow: %+v %v", i, res, err)
+		}
+	}
+	if denied, admitted := lim.StoreErrors(); denied != 0 || admitted != 15 {
+		t.Fatalf("store errors: denied %d admitted %d, want 0 and 15", denied, admitted)
+	}
+	if got := storeErrorMetric(t, lim, OnStoreErrorAllow); got != 15 {
+		t.Fatalf(`portcullis_ratelimit_store_errors_total{action="allow"} = %v, want 15`, got)
+	}
+	// A caller that gave up is not an outage: its call is neither admitted nor counted.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if res, err := lim.Allow(cctx, "agent|tool", 10, time.Minute); err == nil || res.Allowed {
+		t.Fatalf("cancelled caller admitted: %+v %v", res, err)
+	}
+	if _, admitted := lim.StoreErrors(); admitted != 15 {
+		t.Fatalf("a cancelled call counted as a store error: %d", admitted)
+	}
+	if _, err := NewRedisWithOptions(closedRedis(t), RedisOptions{OnStoreError: "open"}); err == nil ||
+		!strings.Contains(err.Error(), "rate_limit.on_store_error") {
+		t.Fatalf("unknown on_store_error accepted: %v", err)
+	}
+}
+
+// storeErrorMetric reads portcullis_ratelimit_store_errors_total{action} as /metrics
+// would expose it.
+func storeErrorMetric(t *testing.T, lim *Redis, action string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(lim.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "portcullis_ratelimit_store_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "action" && lp.GetValue() == action {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("portcullis_ratelimit_store_errors_total{action=%q} not exposed", action)
+	return 0
 }
