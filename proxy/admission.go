@@ -19,22 +19,6 @@ import (
 	"github.com/portcullis/portcullis/proxy/authn"
 )
 
-// httpError is an error with a status and a message fit for the client. Every error a
-// handler returns is mapped to a response here and only here.
-type httpError struct {
-	status int
-	code   string
-	msg    string
-	field  string
-	header [][2]string
-}
-
-func (e *httpError) Error() string { return e.code + ": " + e.msg }
-
-func badRequest(code, field, format string, args ...any) *httpError {
-	return &httpError{status: fiber.StatusBadRequest, code: code, field: field, msg: fmt.Sprintf(format, args...)}
-}
-
 // errorHandler writes {"error":{code,message,request_id}}. It never writes err.Error() of
 // an unknown error to the client: that goes to the log with the request id.
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
@@ -47,36 +31,33 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		c.Locals(localRequestID, rid)
 		c.Set("X-Request-Id", rid)
 	}
-	var he *httpError
-	var ae *apierror.Error
+	var he *apierror.Error
 	var fe *fiber.Error
 	switch {
 	case errors.As(err, &he):
-	case errors.As(err, &ae):
-		he = &httpError{status: ae.Status, code: ae.Code, msg: ae.Message, field: ae.Field, header: ae.Header}
 	case errors.As(err, &fe):
-		he = &httpError{status: fe.Code, code: fiberCode(fe.Code), msg: fiberMessage(fe)}
+		he = &apierror.Error{Status: fe.Code, Code: fiberCode(fe.Code), Message: fiberMessage(fe)}
 	default:
 		s.log.Error("request failed", "request_id", rid, "err", err)
-		he = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
+		he = &apierror.Error{Status: fiber.StatusInternalServerError, Code: "internal_error", Message: "internal error"}
 	}
-	s.metrics.refused(he.code)
+	s.metrics.refused(he.Code)
 	if early {
-		s.log.Warn("request refused before admission", "request_id", rid, "status", he.status, "code", he.code,
+		s.log.Warn("request refused before admission", "request_id", rid, "status", he.Status, "code", he.Code,
 			"method", methodOf(c), "path", s.d.Redactor.String(string(c.Request().URI().Path())), "client_addr", c.Context().RemoteIP().String())
 	}
-	if he.status >= 400 && he.status < 500 && he.status != fiber.StatusUnauthorized {
-		s.auditRejected(c, he.code, he.msg) // 401s have their auth_failure rows
+	if he.Status >= 400 && he.Status < 500 && he.Status != fiber.StatusUnauthorized {
+		s.auditRejected(c, he.Code, he.Message) // 401s have their auth_failure rows
 	}
-	for _, h := range he.header {
+	for _, h := range he.Header {
 		c.Set(h[0], h[1])
 	}
-	body := fiber.Map{"code": he.code, "message": he.msg, "request_id": rid}
-	if he.field != "" {
-		body["field"] = he.field
+	body := fiber.Map{"code": he.Code, "message": he.Message, "request_id": rid}
+	if he.Field != "" {
+		body["field"] = he.Field
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Status(he.status).JSON(fiber.Map{"error": body})
+	return c.Status(he.Status).JSON(fiber.Map{"error": body})
 }
 
 func fiberCode(status int) string {
@@ -140,14 +121,14 @@ func (s *Server) admit(c *fiber.Ctx) (err error) {
 			}
 			c.Response().Reset()
 			c.Set("X-Request-Id", rid)
-			err = &httpError{status: fiber.StatusInternalServerError, code: "internal_error", msg: "internal error"}
+			err = &apierror.Error{Status: fiber.StatusInternalServerError, Code: "internal_error", Message: "internal error"}
 		}
 	}()
 	// Fiber's c.Body() inflates compressed bodies without a size limit, and a decoder
 	// upstream could read the bytes differently from the proxy: bodies must be sent as is.
 	if ce := c.Request().Header.Peek(fiber.HeaderContentEncoding); len(ce) > 0 && !strings.EqualFold(string(ce), "identity") {
-		return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_content_encoding", field: "Content-Encoding",
-			msg: "request bodies must not be compressed"}
+		return &apierror.Error{Status: fiber.StatusUnsupportedMediaType, Code: "unsupported_content_encoding", Field: "Content-Encoding",
+			Message: "request bodies must not be compressed"}
 	}
 	return c.Next()
 }
@@ -203,9 +184,9 @@ func (s *Server) spendPreAuth(c *fiber.Ctx) error {
 		return nil // the in-memory limiter does not fail; if it did, authentication still runs
 	}
 	s.metrics.preAuthRejected.Inc()
-	return &httpError{status: fiber.StatusTooManyRequests, code: "too_many_requests",
-		msg:    "too many requests from this address",
-		header: [][2]string{{"Retry-After", retryAfterSeconds(res.RetryAfter)}}}
+	return &apierror.Error{Status: fiber.StatusTooManyRequests, Code: "too_many_requests",
+		Message: "too many requests from this address",
+		Header:  [][2]string{{"Retry-After", retryAfterSeconds(res.RetryAfter)}}}
 }
 
 // addrKey is the key of a client address for what is counted per address before
@@ -246,8 +227,8 @@ func (s *Server) unauthorized(c *fiber.Ctx, err error) error {
 	}
 	s.authFails.record(authFailure{at: time.Now(), addr: addrKey(c.Context().RemoteIP()), reason: desc,
 		rid: requestID(c), method: methodOf(c), path: string(c.Request().URI().Path())})
-	return &httpError{status: fiber.StatusUnauthorized, code: "unauthorized", msg: desc,
-		header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}
+	return &apierror.Error{Status: fiber.StatusUnauthorized, Code: "unauthorized", Message: desc,
+		Header: [][2]string{{fiber.HeaderWWWAuthenticate, challenge}}}
 }
 
 // methodOf returns the request method as a string that does not alias fasthttp's buffers

@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/jsonenc"
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/authn"
 )
 
@@ -17,22 +18,22 @@ import (
 func (s *Server) handleAuditQuery(c *fiber.Ctx) error {
 	caller := callerOf(c)
 	if caller == nil || !caller.HasRole(s.d.AuditorRole) || caller.Org == "" {
-		return &httpError{status: fiber.StatusForbidden, code: "forbidden", msg: "reading the audit trail needs the " + s.d.AuditorRole + " role and an org"}
+		return &apierror.Error{Status: fiber.StatusForbidden, Code: "forbidden", Message: "reading the audit trail needs the " + s.d.AuditorRole + " role and an org"}
 	}
 	if s.d.AuditQ == nil {
-		return &httpError{status: fiber.StatusNotFound, code: "not_found", msg: "audit queries are not enabled"}
+		return &apierror.Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "audit queries are not enabled"}
 	}
 	q, err := url.ParseQuery(string(c.Request().URI().QueryString()))
 	if err != nil {
-		return badRequest("invalid_query", "", "query string: %v", err)
+		return apierror.BadRequest("invalid_query", "", "query string: %v", err)
 	}
 	f, err := audit.ParseFilter(q)
 	if err != nil {
-		return badRequest("invalid_filter", "", "%v", err)
+		return apierror.BadRequest("invalid_filter", "", "%v", err)
 	}
 	if f.Org != "" && f.Org != caller.Org {
-		return &httpError{status: fiber.StatusForbidden, code: "forbidden",
-			msg: `parameter "org": auditors read their own org's rows only (yours is ` + caller.Org + `)`}
+		return &apierror.Error{Status: fiber.StatusForbidden, Code: "forbidden",
+			Message: `parameter "org": auditors read their own org's rows only (yours is ` + caller.Org + `)`}
 	}
 	f.Org = caller.Org
 	page, err := s.d.AuditQ.Query(c.UserContext(), f)

@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/jsonenc"
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
 	"github.com/portcullis/portcullis/proxy/ratelimit"
@@ -139,8 +140,8 @@ type refusal struct {
 
 // serviceError is r as an HTTP error with Retry-After: for refusals that say the gateway
 // itself cannot serve (audit, rate limiter or approvals store down), not the call.
-func (r *refusal) serviceError() *httpError {
-	return &httpError{status: r.status, code: r.code, msg: r.msg, header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
+func (r *refusal) serviceError() *apierror.Error {
+	return &apierror.Error{Status: r.status, Code: r.code, Message: r.msg, Header: [][2]string{{"Retry-After", retryAfterSeconds(r.retryAfter)}}}
 }
 
 // decide evaluates policy and applies rate limits. It does not wait for approvals: a

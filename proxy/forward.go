@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/pacer"
 )
 
@@ -125,14 +126,14 @@ func (s *Server) forward(c *fiber.Ctx, cl *call, up *upstream, uri string, timeo
 func upstreamError(status int, class string) error {
 	switch class {
 	case "timeout":
-		return &httpError{status: status, code: "upstream_timeout", msg: "the upstream did not answer in time"}
+		return &apierror.Error{Status: status, Code: "upstream_timeout", Message: "the upstream did not answer in time"}
 	case "paced":
-		return &httpError{status: status, code: "upstream_busy", msg: "the upstream is at its configured pace; try again shortly",
-			header: [][2]string{{"Retry-After", "1"}}}
+		return &apierror.Error{Status: status, Code: "upstream_busy", Message: "the upstream is at its configured pace; try again shortly",
+			Header: [][2]string{{"Retry-After", "1"}}}
 	case "refused":
-		return &httpError{status: status, code: "upstream_unavailable", msg: "the upstream refused the connection"}
+		return &apierror.Error{Status: status, Code: "upstream_unavailable", Message: "the upstream refused the connection"}
 	}
-	return &httpError{status: status, code: "upstream_error", msg: "the upstream call failed"}
+	return &apierror.Error{Status: status, Code: "upstream_error", Message: "the upstream call failed"}
 }
 
 // copyStream relays a streamed body to w, flushing after every read so each server-sent

@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/portcullis/portcullis/policies"
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
@@ -409,7 +410,7 @@ func (s *Server) passCall(c *fiber.Ctx, method string) (*call, error) {
 func (s *Server) handleMCPPassthrough(c *fiber.Ctx) error {
 	if len(c.Request().Body()) > 0 {
 		// Nothing examines a GET or DELETE body, so none is forwarded.
-		return badRequest("unexpected_body", "body", "%s %s takes no body", methodOf(c), s.cfg.MCP.Path)
+		return apierror.BadRequest("unexpected_body", "body", "%s %s takes no body", methodOf(c), s.cfg.MCP.Path)
 	}
 	cl, err := s.passCall(c, methodOf(c))
 	if err != nil {

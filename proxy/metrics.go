@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -142,8 +143,8 @@ func (pc policyCollector) Collect(ch chan<- prometheus.Metric) {
 // metrics role (metrics.role); authenticate has run.
 func (s *Server) metricsForRole(c *fiber.Ctx) error {
 	if caller := callerOf(c); caller == nil || !caller.HasRole(s.cfg.Metrics.Role) {
-		return &httpError{status: fiber.StatusForbidden, code: "forbidden",
-			msg: "reading /metrics needs the " + s.cfg.Metrics.Role + " role (or a scrape of metrics.listen)"}
+		return &apierror.Error{Status: fiber.StatusForbidden, Code: "forbidden",
+			Message: "reading /metrics needs the " + s.cfg.Metrics.Role + " role (or a scrape of metrics.listen)"}
 	}
 	return c.Next()
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/ratelimit"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
@@ -22,7 +23,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 	// Fiber routed on the path as sent; decide and forward only what, once normalised
 	// ("/v1/../mcp" is "/mcp"), is still under a configured prefix.
 	if !s.underPrefix(path) {
-		return badRequest("invalid_path", "path", "the normalised path %q is outside the proxied prefixes", path)
+		return apierror.BadRequest("invalid_path", "path", "the normalised path %q is outside the proxied prefixes", path)
 	}
 	tool, info, params, renames, ref := s.routes.match(methodOf(c), path)
 	body := c.Request().Body()
@@ -90,9 +91,9 @@ func (s *Server) restRefusal(c *fiber.Ctx, r *refusal) error {
 			"expires_at": r.approval.ExpiresAt, "message": r.msg, "request_id": requestID(c),
 		})
 	}
-	he := &httpError{status: r.status, code: r.code, msg: r.msg, header: hdr}
-	if he.status == 0 {
-		he.status = fiber.StatusForbidden
+	he := &apierror.Error{Status: r.status, Code: r.code, Message: r.msg, Header: hdr}
+	if he.Status == 0 {
+		he.Status = fiber.StatusForbidden
 	}
 	return he
 }
@@ -130,7 +131,7 @@ func requireJSON(c *fiber.Ctx, plusJSON bool) error {
 	if !plusJSON {
 		msg = "request bodies must be application/json"
 	}
-	return &httpError{status: fiber.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type", msg: msg}
+	return &apierror.Error{Status: fiber.StatusUnsupportedMediaType, Code: "unsupported_media_type", Field: "Content-Type", Message: msg}
 }
 
 // queryArgNames lists the query parameter names, sorted and quoted (a name may hold any
@@ -157,32 +158,32 @@ func restArguments(query iter.Seq2[[]byte, []byte], body []byte, params, renames
 	args := make(map[string]any, 8)
 	for k, v := range query {
 		if _, dup := args[string(k)]; dup {
-			return nil, badRequest("ambiguous_argument", string(k), "query parameter %q is given more than once", k)
+			return nil, apierror.BadRequest("ambiguous_argument", string(k), "query parameter %q is given more than once", k)
 		}
 		args[string(k)] = string(v)
 	}
 	if len(body) > 0 {
 		v, err := strictjson.Parse(body, strictjson.DefaultMaxDepth)
 		if err != nil {
-			return nil, badRequest("invalid_json", "body", "request body: %v", err)
+			return nil, apierror.BadRequest("invalid_json", "body", "request body: %v", err)
 		}
 		if obj, ok := v.(map[string]any); ok {
 			for k, x := range obj {
 				if _, dup := args[k]; dup {
-					return nil, badRequest("ambiguous_argument", k, "%q is given both in the query and in the body", k)
+					return nil, apierror.BadRequest("ambiguous_argument", k, "%q is given both in the query and in the body", k)
 				}
 				args[k] = x
 			}
 		} else {
 			if _, dup := args["body"]; dup {
-				return nil, badRequest("ambiguous_argument", "body", `"body" is given in the query, and the JSON body (not an object) is read as "body" too`)
+				return nil, apierror.BadRequest("ambiguous_argument", "body", `"body" is given in the query, and the JSON body (not an object) is read as "body" too`)
 			}
 			args["body"] = v
 		}
 	}
 	for k, v := range params {
 		if x, dup := args[k]; dup && x != v {
-			return nil, badRequest("ambiguous_argument", k, "%q in the query or body differs from the path", k)
+			return nil, apierror.BadRequest("ambiguous_argument", k, "%q in the query or body differs from the path", k)
 		}
 		args[k] = v
 	}
@@ -192,7 +193,7 @@ func restArguments(query iter.Seq2[[]byte, []byte], body []byte, params, renames
 			continue
 		}
 		if _, dup := args[to]; dup {
-			return nil, badRequest("ambiguous_argument", from, "%q and %q name the same argument of %s; give one", from, to, tool)
+			return nil, apierror.BadRequest("ambiguous_argument", from, "%q and %q name the same argument of %s; give one", from, to, tool)
 		}
 		delete(args, from)
 		args[to] = v

@@ -6,6 +6,8 @@ import (
 	"iter"
 	"reflect"
 	"testing"
+
+	"github.com/portcullis/portcullis/proxy/apierror"
 )
 
 func queryOf(kv ...string) iter.Seq2[[]byte, []byte] {
@@ -50,8 +52,8 @@ func TestRESTArgumentsHaveOneReading(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			args, err := restArguments(queryOf(tc.query...), []byte(tc.body), tc.params, tc.renames, "tool")
 			if tc.wantCode != "" {
-				var he *httpError
-				if !errors.As(err, &he) || he.code != tc.wantCode || he.field != tc.wantField || he.status != 400 {
+				var he *apierror.Error
+				if !errors.As(err, &he) || he.Code != tc.wantCode || he.Field != tc.wantField || he.Status != 400 {
 					t.Fatalf("err %v (%+v), want 400 %s naming %s", err, he, tc.wantCode, tc.wantField)
 				}
 				return

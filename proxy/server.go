@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/policies/principal"
+	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
 	"github.com/portcullis/portcullis/proxy/pacer"
@@ -255,7 +256,7 @@ func (s *Server) newApp(gat prometheus.Gatherer) *fiber.App {
 		authed.All(p+"*", s.handleREST)
 	}
 	app.Use(func(c *fiber.Ctx) error {
-		return &httpError{status: fiber.StatusNotFound, code: "not_found", msg: "no such route"}
+		return &apierror.Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such route"}
 	})
 	return app
 }
@@ -281,7 +282,7 @@ func (s *Server) ServeConsole(ln net.Listener) error {
 	app.Use(s.admit)
 	s.d.Console.Mount(app)
 	app.Use(func(c *fiber.Ctx) error {
-		return &httpError{status: fiber.StatusNotFound, code: "not_found", msg: "no such route"}
+		return &apierror.Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such route"}
 	})
 	s.consoleApp.Store(app)
 	return app.Listener(ln)
