@@ -19,8 +19,10 @@ import (
 	"github.com/portcullis/portcullis/proxy/authn"
 )
 
-// errorHandler writes {"error":{code,message,request_id}}. It never writes err.Error() of
-// an unknown error to the client: that goes to the log with the request id.
+// errorHandler is the one place a handler's error becomes a response: an *apierror.Error
+// is written as {"error":{code,message,field,request_id}}, with its headers. It never
+// writes err.Error() of an unknown error to the client: that goes to the log with the
+// request id, and the client gets a 500.
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	rid := requestID(c)
 	early := rid == ""
