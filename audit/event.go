@@ -11,27 +11,65 @@ import (
 	"github.com/portcullis/portcullis/policies/principal"
 )
 
+// Kind is what a row records: a decision, an outcome, an approval, an auth failure or
+// a shadow policy's difference.
+type Kind string
+
 // Event kinds.
 const (
-	KindDecision    = "decision"
-	KindOutcome     = "outcome"
-	KindApproval    = "approval"
-	KindAuthFailure = "auth_failure"
-	KindShadow      = "shadow"
+	KindDecision    Kind = "decision"
+	KindOutcome     Kind = "outcome"
+	KindApproval    Kind = "approval"
+	KindAuthFailure Kind = "auth_failure"
+	KindShadow      Kind = "shadow"
 )
 
 // Kinds are the values of a row's kind column; filters accept only these.
-var Kinds = []string{KindDecision, KindOutcome, KindApproval, KindAuthFailure, KindShadow}
+var Kinds = []string{string(KindDecision), string(KindOutcome), string(KindApproval), string(KindAuthFailure), string(KindShadow)}
 
-// Decisions are the values the gateway writes in a row's decision column (proxy:
-// decisionLabel and the refusal codes settle records, recordOutcome, the auth
-// failure and approver rows, and shadow_ with each policy action). Filters accept
-// only these, so a misspelt filter is an error rather than an empty answer.
-var Decisions = []string{"allow", "deny", "rate_limited", "policy_error",
-	"approval_required", "approval_requested", "approval_granted", "approval_denied", "approval_expired",
-	"approval_used", "approvals_unavailable", "rate_limiter_unavailable", "invalid_arguments",
-	"batch_refused", "rejected", "pass", "outcome", "auth_failed",
-	"shadow_allow", "shadow_deny", "shadow_rate_limit", "shadow_require_approval"}
+// Decision is the value of a row's decision column: what the gateway did with the call.
+type Decision string
+
+// The decisions the gateway writes (proxy: decisionLabel and the refusal codes settle
+// records, recordOutcome, the auth failure and approver rows, and ShadowDecision).
+const (
+	DecisionAllow                  Decision = "allow"
+	DecisionDeny                   Decision = "deny"
+	DecisionRateLimited            Decision = "rate_limited"
+	DecisionPolicyError            Decision = "policy_error"
+	DecisionResourceError          Decision = "resource_error"
+	DecisionApprovalRequired       Decision = "approval_required"
+	DecisionApprovalRequested      Decision = "approval_requested"
+	DecisionApprovalGranted        Decision = "approval_granted"
+	DecisionApprovalDenied         Decision = "approval_denied"
+	DecisionApprovalExpired        Decision = "approval_expired"
+	DecisionApprovalUsed           Decision = "approval_used"
+	DecisionApprovalsUnavailable   Decision = "approvals_unavailable"
+	DecisionRateLimiterUnavailable Decision = "rate_limiter_unavailable"
+	DecisionInvalidArguments       Decision = "invalid_arguments"
+	DecisionBatchRefused           Decision = "batch_refused"
+	DecisionRejected               Decision = "rejected"
+	DecisionPass                   Decision = "pass"
+	DecisionOutcome                Decision = "outcome"
+	DecisionAuthFailed             Decision = "auth_failed"
+)
+
+// ShadowDecision is the decision of a shadow row: the candidate policy's action.
+func ShadowDecision(action string) Decision { return Decision("shadow_" + action) }
+
+// Decisions are every value of the decision column. Filters accept only these, so a
+// misspelt filter is an error rather than an empty answer.
+var Decisions = func() []string {
+	out := []string{}
+	for _, d := range []Decision{DecisionAllow, DecisionDeny, DecisionRateLimited, DecisionPolicyError, DecisionResourceError,
+		DecisionApprovalRequired, DecisionApprovalRequested, DecisionApprovalGranted, DecisionApprovalDenied, DecisionApprovalExpired,
+		DecisionApprovalUsed, DecisionApprovalsUnavailable, DecisionRateLimiterUnavailable, DecisionInvalidArguments,
+		DecisionBatchRefused, DecisionRejected, DecisionPass, DecisionOutcome, DecisionAuthFailed,
+		ShadowDecision("allow"), ShadowDecision("deny"), ShadowDecision("rate_limit"), ShadowDecision("require_approval")} {
+		out = append(out, string(d))
+	}
+	return out
+}()
 
 // Caller is who made the request, as far as it is known (an auth failure may know
 // only the client address): the principal and the address it called from. The
@@ -46,7 +84,7 @@ type Caller struct {
 type Event struct {
 	Seq        int64     `json:"seq"`
 	Time       time.Time `json:"time"`
-	Kind       string    `json:"kind"`
+	Kind       Kind      `json:"kind"`
 	RequestID  string    `json:"request_id"`
 	DecisionID string    `json:"decision_id"`
 	Caller     Caller    `json:"caller"`
@@ -58,11 +96,11 @@ type Event struct {
 
 	Arguments json.RawMessage `json:"arguments,omitempty"`
 
-	Decision       string `json:"decision"`
-	Reason         string `json:"reason"`
-	PolicyRevision string `json:"policy_revision"`
-	ApprovalID     string `json:"approval_id,omitempty"`
-	Approver       string `json:"approver,omitempty"`
+	Decision       Decision `json:"decision"`
+	Reason         string   `json:"reason"`
+	PolicyRevision string   `json:"policy_revision"`
+	ApprovalID     string   `json:"approval_id,omitempty"`
+	Approver       string   `json:"approver,omitempty"`
 
 	Status        int    `json:"status,omitempty"`
 	ErrorClass    string `json:"error_class,omitempty"`
@@ -132,7 +170,7 @@ func (r *row) insertArgs(dst []any) []any {
 // fromEvent fills r from ev (without seq and hashes).
 func (r *row) fromEvent(ev *Event) {
 	r.TS = ev.Time.UnixNano()
-	r.Kind = ev.Kind
+	r.Kind = string(ev.Kind)
 	r.RequestID = ev.RequestID
 	r.DecisionID = ev.DecisionID
 	r.Sub = ev.Caller.Sub
@@ -146,7 +184,7 @@ func (r *row) fromEvent(ev *Event) {
 	r.Method = ev.Method
 	r.Path = ev.Path
 	r.Args = string(ev.Arguments)
-	r.Decision = ev.Decision
+	r.Decision = string(ev.Decision)
 	r.Reason = ev.Reason
 	r.PolicyRevision = ev.PolicyRevision
 	r.ApprovalID = ev.ApprovalID
@@ -159,12 +197,12 @@ func (r *row) fromEvent(ev *Event) {
 // event converts a stored row back into an Event.
 func (r *row) event() Event {
 	ev := Event{
-		Seq: r.Seq, Time: time.Unix(0, r.TS).UTC(), Kind: r.Kind,
+		Seq: r.Seq, Time: time.Unix(0, r.TS).UTC(), Kind: Kind(r.Kind),
 		RequestID: r.RequestID, DecisionID: r.DecisionID,
 		Caller: Caller{Caller: principal.Caller{Sub: r.Sub, Org: r.Org, Workspace: r.Workspace, Session: r.Session},
 			ClientAddr: r.ClientAddr},
 		Surface: r.Surface, Tool: r.Tool, Method: r.Method, Path: r.Path,
-		Decision: r.Decision, Reason: r.Reason, PolicyRevision: r.PolicyRevision,
+		Decision: Decision(r.Decision), Reason: r.Reason, PolicyRevision: r.PolicyRevision,
 		ApprovalID: r.ApprovalID, Approver: r.Approver, Status: int(r.Status),
 		ErrorClass: r.ErrorClass, LatencyMicros: r.LatencyMicros,
 		PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),

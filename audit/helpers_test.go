@@ -55,7 +55,7 @@ func sampleEvent(i int) *Event {
 		Surface: "mcp", Tool: []string{"create_integration", "list_integrations", "delete_integration"}[i%3],
 		Method: "POST", Path: "/mcp",
 		Arguments:      json.RawMessage(`{"name":"prod openai","key":"hmac-sha256:0123456789abcdef"}`),
-		Decision:       []string{"allow", "deny", "rate_limited"}[i%3],
+		Decision:       []Decision{DecisionAllow, DecisionDeny, DecisionRateLimited}[i%3],
 		Reason:         "policy says so",
 		PolicyRevision: "rev-abc",
 	}

@@ -382,7 +382,7 @@ func TestAppendAsyncIsStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	p, err := rd.Query(context.Background(), Filter{Kind: KindOutcome, Limit: 1000})
+	p, err := rd.Query(context.Background(), Filter{Kind: string(KindOutcome), Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -454,7 +454,7 @@ func textLine(r *row) string {
 		tool = "-"
 	}
 	reason := r.Reason
-	if r.Kind == "outcome" || (reason == "" && r.Status != 0) {
+	if r.Kind == string(KindOutcome) || (reason == "" && r.Status != 0) {
 		reason = "status " + strconv.FormatInt(r.Status, 10)
 		if r.ErrorClass != "" {
 			reason += " " + r.ErrorClass

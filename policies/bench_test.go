@@ -25,7 +25,7 @@ func examplePolicy(tb testing.TB) string {
 type benchCase struct {
 	name   string
 	in     *Input
-	action string
+	action Action
 }
 
 func benchCases() []benchCase {

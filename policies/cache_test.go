@@ -32,7 +32,7 @@ func TestDecisionCache(t *testing.T) {
 	cases := []struct {
 		note      string
 		in        *Input
-		want      string
+		want      Action
 		wantEvals uint64 // evaluations so far after this case
 	}{
 		{"first call evaluates", in(map[string]any{"n": json.Number("1")}), ActionAllow, 1},

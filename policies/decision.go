@@ -46,10 +46,11 @@ func parseDecision(v ast.Value, tool string) (Decision, error) {
 		return Decision{}, fmt.Errorf("decision is %s, want an object", ast.ValueName(v))
 	}
 	var d Decision
-	action, err := optString(obj, fAction)
+	actionText, err := optString(obj, fAction)
 	if err != nil {
 		return Decision{}, err
 	}
+	action := Action(actionText)
 	// A limit or approval terms on another action would be ignored: a policy that meant
 	// "rate_limit" but wrote "allow" must not become an unlimited allow.
 	if obj.Get(fRateLimit) != nil && action != ActionRateLimit {

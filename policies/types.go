@@ -6,12 +6,15 @@ import (
 	"github.com/portcullis/portcullis/policies/principal"
 )
 
+// Action is what a decision tells the proxy to do with the call.
+type Action string
+
 // Actions a policy may return.
 const (
-	ActionAllow           = "allow"
-	ActionDeny            = "deny"
-	ActionRateLimit       = "rate_limit"
-	ActionRequireApproval = "require_approval"
+	ActionAllow           Action = "allow"
+	ActionDeny            Action = "deny"
+	ActionRateLimit       Action = "rate_limit"
+	ActionRequireApproval Action = "require_approval"
 )
 
 // ToolInfo describes the tool being called (from the route table or tool catalog).
@@ -72,7 +75,7 @@ type Approval struct {
 // It is never nil-valued in meaning:
 // on any failure Action is deny and PolicyError is set.
 type Decision struct {
-	Action    string     `json:"action"`
+	Action    Action     `json:"action"`
 	Reason    string     `json:"reason"`
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 	Approval  *Approval  `json:"approval,omitempty"`

@@ -284,7 +284,7 @@ func (s *Server) auditRejected(c *fiber.Ctx, code, msg string) {
 		Surface:   surface,
 		Method:    methodOf(c),
 		Path:      path,
-		Decision:  "rejected",
+		Decision:  audit.DecisionRejected,
 		Reason:    reason,
 	})
 }

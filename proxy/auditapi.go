@@ -67,7 +67,7 @@ func (s *Server) auditAdminReads(c *fiber.Ctx) error {
 		Time: time.Now().UTC(), Kind: audit.KindDecision, RequestID: requestID(c),
 		Caller:  audit.Caller{Caller: id.Caller, ClientAddr: c.Context().RemoteIP().String()},
 		Surface: "rest", Tool: "admin:read_" + area, Method: fiber.MethodGet, Path: path, Arguments: argsJSON,
-		Decision: "allow", Reason: "admin API read (" + area + "), allowed by the API's own role checks", Status: c.Response().StatusCode(),
+		Decision: audit.DecisionAllow, Reason: "admin API read (" + area + "), allowed by the API's own role checks", Status: c.Response().StatusCode(),
 	})
 	return nil
 }

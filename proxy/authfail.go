@@ -201,7 +201,7 @@ func (a *authFailures) write(sp *authFailureSpan, addr string) {
 		Method:    sp.first.method,
 		Path:      sp.first.path,
 		Arguments: args,
-		Decision:  "auth_failed",
+		Decision:  audit.DecisionAuthFailed,
 		Reason:    sp.first.reason,
 	})
 }

@@ -152,7 +152,7 @@ func (s *Server) decide(ctx context.Context, cl *call) *refusal {
 		return r
 	}
 	cl.dec = s.d.Policy.Decide(ctx, &cl.input)
-	s.metrics.decision(cl.surface, cl.dec.Action).Inc()
+	s.metrics.decision(cl.surface, string(cl.dec.Action)).Inc()
 	if sd, ok := s.d.Policy.(ShadowDecider); ok {
 		s.shadow(ctx, sd, cl)
 	}
@@ -201,8 +201,8 @@ func (s *Server) rateLimit(ctx context.Context, cl *call) *refusal {
 
 // auditDecision writes the decision row and waits until it is durable. A call that is about
 // to be forwarded must not be when this fails.
-func (s *Server) auditDecision(ctx context.Context, cl *call, decision, reason string) error {
-	ev := s.event(cl, "decision")
+func (s *Server) auditDecision(ctx context.Context, cl *call, decision audit.Decision, reason string) error {
+	ev := s.event(cl, audit.KindDecision)
 	ev.Decision, ev.Reason = decision, reason
 	if err := s.d.Audit.Append(ctx, ev); err != nil {
 		s.metrics.auditFailures.Inc()
@@ -215,7 +215,7 @@ func (s *Server) auditDecision(ctx context.Context, cl *call, decision, reason s
 var auditUnavailable = &refusal{status: fiber.StatusServiceUnavailable, code: "audit_unavailable",
 	msg: "the audit trail cannot record this call, so it was not forwarded; try again later", retryAfter: time.Second}
 
-func (s *Server) event(cl *call, kind string) *audit.Event {
+func (s *Server) event(cl *call, kind audit.Kind) *audit.Event {
 	c := &cl.id.Caller
 	if cl.argsJSON == nil {
 		cl.argsJSON, _ = jsonenc.Append(nil, cl.input.Arguments)
@@ -240,30 +240,30 @@ func (s *Server) event(cl *call, kind string) *audit.Event {
 }
 
 // decisionLabel is the audit row's decision for a refusal (nil: allowed).
-func decisionLabel(cl *call, r *refusal) (string, string) {
+func decisionLabel(cl *call, r *refusal) (audit.Decision, string) {
 	if r == nil {
 		if cl.approval != nil {
-			return "approval_granted", cl.dec.Reason
+			return audit.DecisionApprovalGranted, cl.dec.Reason
 		}
-		return "allow", cl.dec.Reason
+		return audit.DecisionAllow, cl.dec.Reason
 	}
 	switch r.code {
 	case "policy_denied":
-		return "deny", r.msg
+		return audit.DecisionDeny, r.msg
 	case "policy_error":
-		return "policy_error", cl.dec.Error
+		return audit.DecisionPolicyError, cl.dec.Error
 	case "rate_limited":
-		return "rate_limited", r.msg
+		return audit.DecisionRateLimited, r.msg
 	case "approval_pending":
-		return "approval_requested", cl.dec.Reason
+		return audit.DecisionApprovalRequested, cl.dec.Reason
 	case "approval_denied":
-		return "approval_denied", r.msg
+		return audit.DecisionApprovalDenied, r.msg
 	case "approval_expired":
-		return "approval_expired", r.msg
+		return audit.DecisionApprovalExpired, r.msg
 	case "resource_unavailable":
-		return "resource_error", r.detail
+		return audit.DecisionResourceError, r.detail
 	}
-	return r.code, r.msg
+	return audit.Decision(r.code), r.msg // the refusal code names it (invalid_arguments, approvals_unavailable...)
 }
 
 // settle audits the outcome of decide (and any approval wait) and returns the refusal the
@@ -312,8 +312,8 @@ func (s *Server) refundIfAsked(cl *call) {
 
 // recordOutcome writes the outcome row (status, error class, latency) without waiting.
 func (s *Server) recordOutcome(cl *call, status int, errClass string, latency time.Duration) {
-	ev := s.event(cl, "outcome")
-	ev.Decision = "outcome"
+	ev := s.event(cl, audit.KindOutcome)
+	ev.Decision = audit.DecisionOutcome
 	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, errClass, latency.Microseconds()
 	cl.outStatus, cl.outClass = status, errClass
 	s.d.Audit.AppendAsync(ev)
@@ -447,16 +447,16 @@ func consoleHint(link, adminURL string) string {
 // auditApprovalDecision records an approver's decision when it is made, and an approval's
 // expiry when it lapses, so a denial or expiry that is never retried still has its row.
 func (s *Server) auditApprovalDecision(_ context.Context, a approvals.Approval) {
-	decision := "approval_granted"
+	decision := audit.DecisionApprovalGranted
 	switch a.Status {
 	case approvals.StatusDenied:
-		decision = "approval_denied"
+		decision = audit.DecisionApprovalDenied
 	case approvals.StatusExpired:
-		decision = "approval_expired"
+		decision = audit.DecisionApprovalExpired
 	}
 	c := &a.Caller
 	s.d.Audit.AppendAsync(&audit.Event{
-		Time: time.Now().UTC(), Kind: "approval", Surface: a.Surface, Tool: a.Tool,
+		Time: time.Now().UTC(), Kind: audit.KindApproval, Surface: a.Surface, Tool: a.Tool,
 		Caller:    audit.Caller{Caller: *c},
 		Arguments: a.Arguments, Decision: decision, Reason: a.Comment, PolicyRevision: a.PolicyRevision,
 		ApprovalID: a.ID, Approver: a.DecidedBy,
@@ -477,8 +477,8 @@ func (s *Server) shadow(ctx context.Context, sd ShadowDecider, cl *call) {
 		return
 	}
 	s.metrics.shadowDiffs.Inc()
-	ev := s.event(cl, "shadow")
-	ev.Decision = "shadow_" + sh.Action
-	ev.Reason = "shadow policy " + sh.Revision + " would " + sh.Action + " (live: " + cl.dec.Action + "): " + sh.Reason
+	ev := s.event(cl, audit.KindShadow)
+	ev.Decision = audit.ShadowDecision(string(sh.Action))
+	ev.Reason = "shadow policy " + sh.Revision + " would " + string(sh.Action) + " (live: " + string(cl.dec.Action) + "): " + sh.Reason
 	s.d.Audit.AppendAsync(ev)
 }

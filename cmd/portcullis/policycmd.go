@@ -175,7 +175,7 @@ type policyDecisionView struct {
 }
 
 func policyView(d policies.Decision) policyDecisionView {
-	v := policyDecisionView{Action: d.Action, Reason: d.Reason, Revision: d.Revision, PolicyError: d.PolicyError, Error: d.Error}
+	v := policyDecisionView{Action: string(d.Action), Reason: d.Reason, Revision: d.Revision, PolicyError: d.PolicyError, Error: d.Error}
 	if d.RateLimit != nil {
 		v.RateLimit = &struct {
 			Max           int             `json:"max"`

@@ -326,7 +326,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		if central != nil {
 			store = consoleAudit{Central: central, log: auditLog}
 		}
-		cons, err := newConsole(ctx, cfg, log, auth, appr, store, central, engine)
+		cons, err := newConsole(ctx, cfg, log, auth, appr, store, central, engine, auditLog.Redactor().Value)
 		if err != nil {
 			return err
 		}
@@ -414,12 +414,12 @@ func discoverTools(ctx context.Context, srv *proxy.Server, log *slog.Logger) {
 
 // newConsole builds the console over the services serve started.
 func newConsole(ctx context.Context, cfg *Config, log *slog.Logger, auth *authn.Authenticator, appr *approvals.Service,
-	store console.AuditStore, central *audit.Central, engine *policies.Engine) (*console.Console, error) {
+	store console.AuditStore, central *audit.Central, engine *policies.Engine, redactValue func(any) any) (*console.Console, error) {
 	rebuild := proxy.NewInputRebuilder(cfg.Proxy)
 	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	c, err := console.New(octx, cfg.Console, console.Deps{
-		Logger: log, Auth: auth, Approvals: appr, Audit: store, Policy: engine, Input: rebuild.Input,
+		Logger: log, Auth: auth, Approvals: appr, Audit: store, Policy: engine, Input: rebuild.Input, Redact: redactValue,
 		Verify: func(ctx context.Context) (audit.Report, error) {
 			key, err := audit.LoadSigningKey(cfg.Audit.SigningKeyPath)
 			if err != nil {

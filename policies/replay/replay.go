@@ -114,7 +114,7 @@ func Run(ctx context.Context, src Source, rebuild func(*audit.Event) (policies.I
 	rep := &Report{Since: o.Since, Until: o.Until, ByTool: []Count{}, ByCaller: []Count{}, Transitions: []Count{}, Examples: []Example{}}
 	byTool, byCaller, trans := map[string]*Count{}, map[string]*Count{}, map[string]*Count{}
 	perTransition := map[string]int{}
-	f := audit.Filter{Since: o.Since, Until: o.Until, Org: o.Org, Kind: audit.KindDecision, Limit: 1000}
+	f := audit.Filter{Since: o.Since, Until: o.Until, Org: o.Org, Kind: string(audit.KindDecision), Limit: 1000}
 	for {
 		page, err := src.Query(ctx, f)
 		if err != nil {
@@ -127,7 +127,7 @@ func Run(ctx context.Context, src Source, rebuild func(*audit.Event) (policies.I
 				break
 			}
 			rep.Scanned++
-			if !policyDecided[ev.Decision] || ev.Tool == "" || strings.HasPrefix(ev.Tool, "admin:") || strings.HasPrefix(ev.Tool, "console:") {
+			if !policyDecided[string(ev.Decision)] || ev.Tool == "" || strings.HasPrefix(ev.Tool, "admin:") || strings.HasPrefix(ev.Tool, "console:") {
 				rep.Skipped++
 				continue
 			}
@@ -175,7 +175,7 @@ func Run(ctx context.Context, src Source, rebuild func(*audit.Event) (policies.I
 			if perTransition[t] < o.Examples {
 				perTransition[t]++
 				rep.Examples = append(rep.Examples, Example{Seq: ev.Seq, Time: ev.Time, RequestID: ev.RequestID, Tool: ev.Tool,
-					Caller: caller, Recorded: ev.Decision, Live: label(ld), Candidate: label(cd), Reason: cd.Reason, ReadsRedacted: secret})
+					Caller: caller, Recorded: string(ev.Decision), Live: label(ld), Candidate: label(cd), Reason: cd.Reason, ReadsRedacted: secret})
 			}
 		}
 		if rep.Truncated || page.NextCursor == "" {
@@ -200,7 +200,7 @@ func label(d policies.Decision) string {
 	if d.PolicyError {
 		return "policy_error"
 	}
-	return d.Action
+	return string(d.Action)
 }
 
 func bump(m map[string]*Count, key string, changed bool) {

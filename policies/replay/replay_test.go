@@ -43,7 +43,7 @@ import rego.v1
 default decision := {"action": "allow", "reason": "ok"}
 `
 
-func row(seq int64, sub, tool, decision, args string) audit.Event {
+func row(seq int64, sub, tool string, decision audit.Decision, args string) audit.Event {
 	return audit.Event{Seq: seq, Time: time.Unix(1700000000+seq, 0).UTC(), Kind: audit.KindDecision, RequestID: "req-" + tool,
 		Caller: audit.Caller{Caller: principal.Caller{Sub: sub, Org: "acme"}}, Surface: "mcp", Tool: tool, Decision: decision, Arguments: json.RawMessage(args)}
 }

@@ -3,8 +3,10 @@ package console
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"embed"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/jsonenc"
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/apierror"
@@ -74,6 +77,10 @@ type Deps struct {
 	Candidate func(ctx context.Context, src string) (Decider, error)
 	// AuditorRole may read the trail. Default "auditor".
 	AuditorRole string
+	// Redact replaces secrets in what the console records of a request (its query):
+	// the audit log's redactor, so marks match the rest of the trail. Default: a
+	// redactor with a key of its own.
+	Redact func(any) any
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
 	// HTTPClient reaches the OIDC provider. Default http.DefaultClient with a timeout.
@@ -108,6 +115,13 @@ func New(ctx context.Context, cfg Config, d Deps) (*Console, error) {
 	}
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Redact == nil {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("console: redaction key: %w", err)
+		}
+		d.Redact = redact.New(key).Value
 	}
 	if d.HTTPClient == nil {
 		d.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -398,7 +412,7 @@ func (c *Console) requireAuditor(ctx *fiber.Ctx) (*session, error) {
 
 // record writes an audit row for a console user's read ("allow") or refusal
 // ("rejected"): who, which console area, and the request's query.
-func (c *Console) record(ctx *fiber.Ctx, area, decision, reason string) {
+func (c *Console) record(ctx *fiber.Ctx, area string, decision audit.Decision, reason string) {
 	s := sessionOf(ctx)
 	if s == nil {
 		return
@@ -407,7 +421,7 @@ func (c *Console) record(ctx *fiber.Ctx, area, decision, reason string) {
 	for k, v := range ctx.Context().QueryArgs().All() {
 		args[string(k)] = string(v)
 	}
-	argsJSON, _ := jsonenc.Append(nil, args)
+	argsJSON, _ := jsonenc.Append(nil, c.d.Redact(args)) // a filter may quote a secret
 	c.d.Audit.AppendAsync(&audit.Event{
 		Time: c.d.Now().UTC(), Kind: audit.KindDecision, RequestID: strings.Clone(ctx.GetRespHeader(fiber.HeaderXRequestID)),
 		Caller: audit.Caller{Caller: principal.Caller{Sub: s.caller.Sub, Org: s.caller.Org, Workspace: s.caller.Workspace,

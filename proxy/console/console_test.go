@@ -233,7 +233,7 @@ func TestAuditTimelineLinksDecisionApprovalAndOutcome(t *testing.T) {
 	}
 	var rid string
 	eventually(t, 3*time.Second, func() bool {
-		p, _ := st.audit.Query(context.Background(), audit.Filter{ApprovalID: id, Kind: audit.KindOutcome})
+		p, _ := st.audit.Query(context.Background(), audit.Filter{ApprovalID: id, Kind: string(audit.KindOutcome)})
 		if len(p.Events) > 0 {
 			rid = p.Events[0].RequestID
 		}
@@ -246,7 +246,7 @@ func TestAuditTimelineLinksDecisionApprovalAndOutcome(t *testing.T) {
 	}
 	kinds := map[string]bool{}
 	for _, ev := range got.Data {
-		kinds[ev.Kind+":"+ev.Decision] = true
+		kinds[string(ev.Kind)+":"+string(ev.Decision)] = true
 	}
 	for _, want := range []string{"decision:approval_granted", "approval:approval_requested", "approval:approval_granted", "outcome:outcome"} {
 		if !kinds[want] {

@@ -73,7 +73,7 @@ func (c *Console) overview(ctx *fiber.Ctx) error {
 				if strings.HasPrefix(ev.Tool, "admin:") || strings.HasPrefix(ev.Tool, "console:") {
 					continue
 				}
-				decisions[m].Counts[group(ev.Decision)]++
+				decisions[m].Counts[group(string(ev.Decision))]++
 				if ev.Tool != "" {
 					tools[ev.Tool]++
 				}

@@ -28,7 +28,7 @@ func (c *Console) policyStatus(ctx *fiber.Ctx) error {
 	st := c.d.Policy.Status()
 	diffs := []audit.Event{}
 	if st.ShadowRevision != "" {
-		page, err := c.d.Audit.Query(ctx.UserContext(), audit.Filter{Org: s.caller.Org, Kind: audit.KindShadow, Limit: 50})
+		page, err := c.d.Audit.Query(ctx.UserContext(), audit.Filter{Org: s.caller.Org, Kind: string(audit.KindShadow), Limit: 50})
 		if err != nil {
 			return err
 		}
@@ -52,7 +52,7 @@ func (c *Console) policyInput(ctx *fiber.Ctx) error {
 	if rid == "" {
 		return apierror.BadRequest("invalid_request", "request_id", "request_id: required")
 	}
-	page, err := c.d.Audit.Query(ctx.UserContext(), audit.Filter{Org: s.caller.Org, RequestID: rid, Kind: audit.KindDecision, Limit: 50})
+	page, err := c.d.Audit.Query(ctx.UserContext(), audit.Filter{Org: s.caller.Org, RequestID: rid, Kind: string(audit.KindDecision), Limit: 50})
 	if err != nil {
 		return err
 	}
