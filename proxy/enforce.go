@@ -44,7 +44,7 @@ type call struct {
 	// outStatus and outClass are what recordOutcome recorded (a batch's other calls share
 	// the forwarded request's outcome).
 	outStatus int
-	outClass  string
+	outClass  errorClass
 	// rtype and ref say which resource the call acts on, when its tool is resolved
 	// (proxy.resources); resKeys are the cache entries its outcome invalidates.
 	rtype   *resourceType
@@ -293,9 +293,9 @@ func (s *Server) settle(ctx context.Context, cl *call, r *refusal) *refusal {
 // pacing, not forwarded) or the upstream turned it away (429, 503). A 500, 502 or a
 // timeout may come after the work was done, so they keep the unit: otherwise a call that
 // acts and then fails would escape the limit.
-func notExecuted(status int, errClass string) bool {
+func notExecuted(status int, errClass errorClass) bool {
 	switch errClass {
-	case "refused", "paced", "canceled", "not_forwarded", "identity":
+	case classRefused, classPaced, classCanceled, classNotForwarded, classIdentity:
 		return true
 	case "":
 		return status == fiber.StatusTooManyRequests || status == fiber.StatusServiceUnavailable
@@ -311,10 +311,10 @@ func (s *Server) refundIfAsked(cl *call) {
 }
 
 // recordOutcome writes the outcome row (status, error class, latency) without waiting.
-func (s *Server) recordOutcome(cl *call, status int, errClass string, latency time.Duration) {
+func (s *Server) recordOutcome(cl *call, status int, errClass errorClass, latency time.Duration) {
 	ev := s.event(cl, audit.KindOutcome)
 	ev.Decision = audit.DecisionOutcome
-	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, errClass, latency.Microseconds()
+	ev.Status, ev.ErrorClass, ev.LatencyMicros = status, string(errClass), latency.Microseconds()
 	cl.outStatus, cl.outClass = status, errClass
 	s.d.Audit.AppendAsync(ev)
 	if len(cl.resKeys) > 0 {
@@ -323,7 +323,7 @@ func (s *Server) recordOutcome(cl *call, status int, errClass string, latency ti
 	if notExecuted(status, errClass) {
 		s.refundIfAsked(cl)
 	}
-	s.metrics.outcome(cl.surface, status, errClass, time.Since(cl.start))
+	s.metrics.outcome(cl.surface, status, string(errClass), time.Since(cl.start))
 }
 
 // approvalOutcome is what came of holding a call for approval.

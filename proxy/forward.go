@@ -49,16 +49,31 @@ func (s *Server) outboundFrom(c *fiber.Ctx, uri string, timeout time.Duration, d
 	return o
 }
 
+// errorClass says why an upstream call did not complete, as outcome rows and metrics
+// record it; "" is a call that got an answer.
+type errorClass string
+
+// The error classes.
+const (
+	classTimeout       errorClass = "timeout"        // no answer in time
+	classRefused       errorClass = "refused"        // the connection was refused: nothing was sent
+	classUpstreamError errorClass = "upstream_error" // any other transport failure
+	classPaced         errorClass = "paced"          // the upstream's pace was exceeded: not sent
+	classCanceled      errorClass = "canceled"       // the caller left while waiting for the pace
+	classIdentity      errorClass = "identity"       // the identity assertion could not be signed
+	classNotForwarded  errorClass = "not_forwarded"  // a batch call that was never sent
+)
+
 // roundTrip sends o upstream on behalf of cl and reads the response head into resp; the
 // body streams (resp.StreamBody) so server-sent events pass event by event. It returns the
 // status to report and an error class ("" on success).
-func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbound, resp *fasthttp.Response) (int, string) {
+func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbound, resp *fasthttp.Response) (int, errorClass) {
 	if up.pace != nil {
 		if err := up.pace.Wait(ctx); err != nil {
 			if errors.Is(err, pacer.ErrBusy) {
-				return fiber.StatusServiceUnavailable, "paced"
+				return fiber.StatusServiceUnavailable, classPaced
 			}
-			return fiber.StatusServiceUnavailable, "canceled"
+			return fiber.StatusServiceUnavailable, classCanceled
 		}
 	}
 	req := fasthttp.AcquireRequest()
@@ -78,7 +93,7 @@ func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbo
 	if err != nil {
 		signBufs.Put(bp)
 		s.log.Error("identity assertion failed", "request_id", cl.rid, "err", err)
-		return fiber.StatusInternalServerError, "identity"
+		return fiber.StatusInternalServerError, classIdentity
 	}
 	req.Header.SetBytesV(IdentityHeader, tok) // copies
 	bp.token = tok
@@ -98,15 +113,15 @@ func (s *Server) roundTrip(ctx context.Context, cl *call, up *upstream, o *outbo
 	return resp.StatusCode(), ""
 }
 
-func classifyUpstreamError(err error) (string, int) {
+func classifyUpstreamError(err error) (errorClass, int) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout), errors.As(err, &ne) && ne.Timeout():
-		return "timeout", fiber.StatusGatewayTimeout
+		return classTimeout, fiber.StatusGatewayTimeout
 	case strings.Contains(err.Error(), "connection refused"):
-		return "refused", fiber.StatusBadGateway
+		return classRefused, fiber.StatusBadGateway
 	default:
-		return "upstream_error", fiber.StatusBadGateway
+		return classUpstreamError, fiber.StatusBadGateway
 	}
 }
 
@@ -123,14 +138,14 @@ func (s *Server) forward(c *fiber.Ctx, cl *call, up *upstream, uri string, timeo
 	return nil
 }
 
-func upstreamError(status int, class string) error {
+func upstreamError(status int, class errorClass) error {
 	switch class {
-	case "timeout":
+	case classTimeout:
 		return &apierror.Error{Status: status, Code: "upstream_timeout", Message: "the upstream did not answer in time"}
-	case "paced":
+	case classPaced:
 		return &apierror.Error{Status: status, Code: "upstream_busy", Message: "the upstream is at its configured pace; try again shortly",
 			Header: [][2]string{{"Retry-After", "1"}}}
-	case "refused":
+	case classRefused:
 		return &apierror.Error{Status: status, Code: "upstream_unavailable", Message: "the upstream refused the connection"}
 	}
 	return &apierror.Error{Status: status, Code: "upstream_error", Message: "the upstream call failed"}

@@ -266,7 +266,7 @@ func (s *Server) handleMCPBatch(c *fiber.Ctx, msgs []*rpcMessage) error {
 	}
 	for _, cl := range calls {
 		s.refundIfAsked(cl)
-		s.recordOutcome(cl, 0, "not_forwarded", time.Since(cl.start))
+		s.recordOutcome(cl, 0, classNotForwarded, time.Since(cl.start))
 	}
 	var out []json.RawMessage
 	rid := requestID(c)
@@ -623,7 +623,7 @@ func (s *Server) relayHeld(w *bufio.Writer, cl *call, m *rpcMessage, o *outbound
 	s.recordOutcome(cl, status, class, time.Since(cl.start))
 	if class != "" || status != fiber.StatusOK {
 		r := &refusal{code: "upstream_error", msg: "the upstream call failed after approval (status " + strconv.Itoa(status) + ")"}
-		if class == "timeout" {
+		if class == classTimeout {
 			r.code, r.msg = "upstream_timeout", "the upstream did not answer in time after approval"
 		}
 		w.WriteString("event: message\ndata: ")
