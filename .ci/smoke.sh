@@ -8,24 +8,29 @@ work=$(mktemp -d)
 bin="$work/portcullis"
 go build -o "$bin" ./cmd/portcullis
 export PORTCULLIS_DATA_DIR="$work/data"
-export PORTCULLIS_LISTEN=127.0.0.1:18480
-export PORTCULLIS_BACKEND_LISTEN=127.0.0.1:18481
+# Two free ports (another serve may hold the usual ones).
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port=18480
+while ! port_free "$port" || ! port_free $((port + 1)); do port=$((port + 2)); done
+export PORTCULLIS_LISTEN=127.0.0.1:$port
+export PORTCULLIS_BACKEND_LISTEN=127.0.0.1:$((port + 1))
+base=http://127.0.0.1:$port
 # start_serve N: serve in the background (pid in $pid), logs serveN.*, until /healthz answers.
 start_serve() {
   "$bin" serve >"$work/serve$1.out" 2>"$work/serve$1.log" &
   pid=$!
   for i in $(seq 1 100); do
-    curl -fsS http://127.0.0.1:18480/healthz >/dev/null 2>&1 && break
+    curl -fsS $base/healthz >/dev/null 2>&1 && break
     sleep 0.1
   done
 }
 pid=
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 start_serve ""
-curl -fsS http://127.0.0.1:18480/readyz
+curl -fsS $base/readyz
 echo
 # The console is served, with its strict page headers.
-hdrs=$(curl -fsS -D - -o /dev/null http://127.0.0.1:18480/console/)
+hdrs=$(curl -fsS -D - -o /dev/null $base/console/)
 case "$hdrs" in *"script-src 'self'"*) ;; *) echo "SMOKE FAIL: console headers: $hdrs"; exit 1;; esac
 case "$hdrs" in *"X-Frame-Options: DENY"*) ;; *) echo "SMOKE FAIL: console framing: $hdrs"; exit 1;; esac
 tok=$("$bin" token --sub agent-1 --org acme --roles agent)
@@ -33,30 +38,30 @@ canary="sk-smokecanary$(date +%s%N)"
 fail() { echo "SMOKE FAIL: $*"; echo "--- serve log"; tail -50 "$work/serve.log"; exit 1; }
 
 # REST: create (allowed for role agent), then read back masked.
-out=$(curl -sS -w ' %{http_code}' -X POST http://127.0.0.1:18480/v1/integrations \
+out=$(curl -sS -w ' %{http_code}' -X POST $base/v1/integrations \
   -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
   -d "{\"name\":\"smoke openai\",\"ai_provider_id\":\"openai\",\"key\":\"$canary\"}")
 echo "create: $out"
 case "$out" in *'"slug"'*' 200'|*'"slug"'*' 201') ;; *) fail "create: $out";; esac
-out=$(curl -sS -w ' %{http_code}' http://127.0.0.1:18480/v1/integrations/smoke-openai -H "Authorization: Bearer $tok")
+out=$(curl -sS -w ' %{http_code}' $base/v1/integrations/smoke-openai -H "Authorization: Bearer $tok")
 echo "get: $out"
 case "$out" in *masked_key*' 200') ;; *) fail "get: $out";; esac
 case "$out" in *"$canary"*) fail "the secret came back";; esac
 
 # MCP: a tools/call through the proxy.
-out=$(curl -sS -X POST http://127.0.0.1:18480/mcp -H "Authorization: Bearer $tok" \
+out=$(curl -sS -X POST $base/mcp -H "Authorization: Bearer $tok" \
   -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
   -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_integration","arguments":{"slug":"smoke-openai"}}}')
 echo "mcp get: $out"
 case "$out" in *masked_key*) ;; *) fail "mcp get: $out";; esac
 
 # A deny, with its reason.
-out=$(curl -sS -w ' %{http_code}' -X DELETE http://127.0.0.1:18480/v1/integrations/smoke-openai -H "Authorization: Bearer $tok")
+out=$(curl -sS -w ' %{http_code}' -X DELETE $base/v1/integrations/smoke-openai -H "Authorization: Bearer $tok")
 echo "delete as agent: $out"
 case "$out" in *' 403') ;; *) fail "delete as agent: $out";; esac
 
 # No token: 401.
-code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18480/v1/integrations)
+code=$(curl -s -o /dev/null -w '%{http_code}' $base/v1/integrations)
 [ "$code" = 401 ] || fail "no token gave $code"
 
 kill $pid; wait $pid 2>/dev/null || true
@@ -68,7 +73,7 @@ if grep -rqa "$canary" "$work/data" "$work/serve.log" "$work/serve.out"; then fa
 start_serve 2
 load() {
   for i in $(seq 1 3000); do
-    curl -sS -o /dev/null -w '%header{x-request-id} %{http_code}\n' -X POST http://127.0.0.1:18480/mcp \
+    curl -sS -o /dev/null -w '%header{x-request-id} %{http_code}\n' -X POST $base/mcp \
       -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
       -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_integration","arguments":{"slug":"smoke-openai"}}}' 2>/dev/null || break
   done
