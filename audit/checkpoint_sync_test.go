@@ -13,13 +13,12 @@ import (
 func TestCheckpointCommitIsSyncedUnderNormal(t *testing.T) {
 	var mu sync.Mutex
 	var levels []int
-	checkpointSyncHook = func(level int) {
+	cfg := testConfig(t)
+	cfg.checkpointSyncHook = func(level int) {
 		mu.Lock()
 		levels = append(levels, level)
 		mu.Unlock()
 	}
-	t.Cleanup(func() { checkpointSyncHook = nil })
-	cfg := testConfig(t)
 	if cfg.Synchronous != "NORMAL" {
 		t.Fatalf("default synchronous %q, want NORMAL", cfg.Synchronous)
 	}

@@ -77,6 +77,10 @@ type Config struct {
 	// them) instead of the log's logger. serve gives it a handler that writes INFO
 	// whatever log_level says, so a quieter log keeps its witness.
 	Witness *slog.Logger `yaml:"-"`
+
+	// checkpointSyncHook, when set (tests), is called just before a checkpoint's commit
+	// with the connection's synchronous level (2 is FULL).
+	checkpointSyncHook func(level int)
 }
 
 // SetDefaults fills unset fields; dataDir holds the database and key files.

@@ -18,6 +18,13 @@
 // whatever its size, and a journal append one, so a call waits for one write,
 // and SQLite's cost is paid in bulk, off the request path.
 //
+// The files follow the goroutines: commit.go holds what callers and the writer do
+// (Append, AppendAsync, group commit, the journal append), ingest.go the ingester
+// (storing journaled rows in SQLite), checkpoint.go the checkpoint message, its
+// signing and storing, and the witness, lookup.go the lookup index, recover.go what
+// Open does before either goroutine starts (the tail check and the journal replay),
+// and chain.go the row hash. log.go holds the Log's lifecycle and its readers.
+//
 // Readers see the database: Query and Export in this process first wait until it
 // holds every row journaled so far; Reader.Export (audit export) reads the journal
 // too; another process's Query or Tail may see the newest rows a few milliseconds

@@ -2,11 +2,9 @@ package audit
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
 	"embed"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -191,58 +189,4 @@ func readLogID(ctx context.Context, q queryRower) (string, error) {
 		return "", fmt.Errorf("audit: reading the log id: %w", err)
 	}
 	return id, nil
-}
-
-// Checkpoint signing domains. v2 names the log (LogID), so that a checkpoint signed
-// for one log is refused by another that shares the signing key; v1 checkpoints,
-// written before logs had ids, still verify (see verifyTx).
-const (
-	checkpointDomainV1 = "portcullis-audit-checkpoint-v1"
-	checkpointDomain   = "portcullis-audit-checkpoint-v2"
-)
-
-// checkpoint is one signed statement "the chain of log LogID up to seq has head
-// hash Head".
-type checkpoint struct {
-	ID        int64
-	Kind      string
-	Seq       int64
-	Head      []byte
-	TS        int64
-	KeyID     string
-	Signature []byte
-	LogID     string // "" only for checkpoints written before logs had ids
-}
-
-func (c *checkpoint) message() []byte {
-	b := make([]byte, 0, 160)
-	if c.LogID == "" {
-		b = append(b, checkpointDomainV1...)
-	} else {
-		b = append(b, checkpointDomain...)
-		b = appendStr(b, c.LogID)
-	}
-	b = appendStr(b, c.Kind)
-	b = binary.BigEndian.AppendUint64(b, uint64(c.Seq))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(c.Head)))
-	b = append(b, c.Head...)
-	return binary.BigEndian.AppendUint64(b, uint64(c.TS))
-}
-
-func signCheckpoint(key ed25519.PrivateKey, logID, kind string, seq int64, head []byte, now time.Time) checkpoint {
-	c := checkpoint{Kind: kind, Seq: seq, Head: head, TS: now.UnixNano(), LogID: logID,
-		KeyID: KeyID(key.Public().(ed25519.PublicKey))}
-	c.Signature = ed25519.Sign(key, c.message())
-	return c
-}
-
-// verifySig checks the checkpoint against pub; the reason is empty when it holds.
-func (c *checkpoint) verifySig(pub ed25519.PublicKey) string {
-	if c.KeyID != KeyID(pub) {
-		return fmt.Sprintf("signed by key %s, not the given key %s", c.KeyID, KeyID(pub))
-	}
-	if !ed25519.Verify(pub, c.message(), c.Signature) {
-		return "signature does not verify"
-	}
-	return ""
 }
