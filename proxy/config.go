@@ -40,9 +40,6 @@ type Config struct {
 	// Resources says how the proxy reads the resource a call acts on, for policy
 	// (input.resource). Default: the bundled backend's integrations.
 	Resources ResourcesConfig `yaml:"resources"`
-	// ApprovalWait is how long a call that needs approval is held open. Default 30s.
-	// Configured as approvals.wait_budget in the config file.
-	ApprovalWait time.Duration `yaml:"-"`
 	// Metrics says where /metrics is served. Configured as the top-level metrics section.
 	Metrics MetricsConfig `yaml:"-"`
 	// ApprovalKeepAlive is the interval of progress notifications (MCP over SSE) and
@@ -193,7 +190,6 @@ func (c *Config) SetDefaults(dataDir string) {
 	def(&c.Identity.KeyFile, dataDir+"/identity-ed25519.pem")
 	def(&c.Identity.Audience, "portcullis-upstream")
 	defDur(&c.Identity.TTL, 60*time.Second)
-	defDur(&c.ApprovalWait, 30*time.Second)
 	defDur(&c.ApprovalKeepAlive, 5*time.Second)
 	def(&c.AuthRealm, "portcullis")
 	c.Metrics.SetDefaults()
@@ -221,7 +217,7 @@ func (c *Config) Validate() error {
 		bad("body_limit", "must be between 1024 and 67108864 bytes, got %d", c.BodyLimit)
 	}
 	for name, d := range map[string]time.Duration{"read_timeout": c.ReadTimeout, "write_timeout": c.WriteTimeout,
-		"idle_timeout": c.IdleTimeout, "approval_wait": c.ApprovalWait, "approval_keep_alive": c.ApprovalKeepAlive,
+		"idle_timeout": c.IdleTimeout, "approval_keep_alive": c.ApprovalKeepAlive,
 		"identity.ttl": c.Identity.TTL} {
 		if d < 0 {
 			bad(name, "must not be negative")

@@ -128,6 +128,8 @@ type gwOptions struct {
 	auditCfg func(*audit.Config)
 	authCfg  func(*authn.Config)
 	decider  func(proxy.Decider) proxy.Decider
+	// approvalWait is approvals.wait_budget (default here 300ms).
+	approvalWait time.Duration
 	// approvalsNow is the approvals service's clock (time.Now when nil).
 	approvalsNow func() time.Time
 }
@@ -172,6 +174,10 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	}
 	t.Cleanup(func() { g.audit.Close() })
 	apcfg := approvals.Config{DBPath: filepath.Join(g.dir, "approvals.db")}
+	apcfg.WaitBudget = o.approvalWait
+	if apcfg.WaitBudget == 0 {
+		apcfg.WaitBudget = 300 * time.Millisecond
+	}
 	apcfg.SetDefaults()
 	if o.approvalsNow != nil {
 		var st approvals.Store
@@ -202,7 +208,6 @@ func newGateway(t testing.TB, o gwOptions) *gateway {
 	cfg := proxy.Config{Listen: ln.Addr().String()}
 	cfg.MCP.Upstream.URL = g.up.srv.URL + "/mcp"
 	cfg.REST.Upstream.URL = g.up.srv.URL
-	cfg.ApprovalWait = 300 * time.Millisecond
 	cfg.ApprovalKeepAlive = 50 * time.Millisecond
 	// The fake upstream has no scope endpoint: resolve nothing unless a test says how
 	// (resource_test.go).

@@ -541,7 +541,7 @@ func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage) error {
 		}
 	}
 	if !strings.Contains(string(c.Request().Header.Peek(fiber.HeaderAccept)), "text/event-stream") {
-		ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.ApprovalWait)
+		ctx, cancel := context.WithTimeout(c.UserContext(), s.d.Approvals.WaitBudget())
 		outcome, r = s.awaitApproval(ctx, cl)
 		cancel()
 		switch outcome {
@@ -573,7 +573,7 @@ func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, o *out
 		w.WriteString("\n\n")
 		return w.Flush() == nil
 	}
-	deadline := time.Now().Add(s.cfg.ApprovalWait)
+	deadline := time.Now().Add(s.d.Approvals.WaitBudget())
 	step := 0
 	for {
 		wait := min(s.cfg.ApprovalKeepAlive, time.Until(deadline))

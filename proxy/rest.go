@@ -65,7 +65,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 func (s *Server) holdREST(c *fiber.Ctx, cl *call) *refusal {
 	outcome, r := s.requestApproval(c.UserContext(), cl)
 	if outcome == approvalStillPending {
-		ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.ApprovalWait)
+		ctx, cancel := context.WithTimeout(c.UserContext(), s.d.Approvals.WaitBudget())
 		outcome, r = s.awaitApproval(ctx, cl)
 		cancel()
 	}

@@ -164,7 +164,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestApprovalHeldAndReleased(t *testing.T) {
-	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 5 * time.Second }})
+	g := newGateway(t, gwOptions{approvalWait: 5 * time.Second})
 	agent := token(t, "agent-1", "acme", "operator")
 	security := token(t, "sec-1", "acme", "security", "approver")
 	done := make(chan struct{})
@@ -195,7 +195,7 @@ func TestApprovalHeldAndReleased(t *testing.T) {
 }
 
 func TestApprovalRetryForwardsExactlyOnce(t *testing.T) {
-	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 100 * time.Millisecond }})
+	g := newGateway(t, gwOptions{approvalWait: 100 * time.Millisecond})
 	agent := token(t, "agent-1", "acme", "operator")
 	security := token(t, "sec-1", "acme", "security")
 	resp, body := g.mcp(agent, toolCall("sensitive", `{"slug":"prod"}`))
@@ -232,7 +232,7 @@ func TestApprovalRetryForwardsExactlyOnce(t *testing.T) {
 }
 
 func TestApprovalDeniedCommentReachesAgent(t *testing.T) {
-	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 5 * time.Second }})
+	g := newGateway(t, gwOptions{approvalWait: 5 * time.Second})
 	agent := token(t, "agent-1", "acme", "operator")
 	security := token(t, "sec-1", "acme", "security")
 	got := make(chan string, 1)
@@ -386,7 +386,7 @@ func TestMetricsCountDecisionsAndOutcomes(t *testing.T) {
 // An MCP client that accepts server-sent events and sent a progressToken is held on an
 // event stream with notifications/progress, then gets the tool's result once approved.
 func TestHeldMCPCallStreamsProgress(t *testing.T) {
-	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 5 * time.Second }})
+	g := newGateway(t, gwOptions{approvalWait: 5 * time.Second})
 	agent := token(t, "agent-1", "acme", "operator")
 	security := token(t, "sec-1", "acme", "security")
 	body := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"sensitive","arguments":{"slug":"x"},"_meta":{"progressToken":"p-1"}}}`
@@ -436,7 +436,7 @@ func TestHeldMCPCallStreamsProgress(t *testing.T) {
 // An approval is bound to where the call goes: one given for a REST delete cannot be
 // spent by the same tool with the same arguments over MCP.
 func TestApprovalIsBoundToItsSurface(t *testing.T) {
-	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 100 * time.Millisecond }})
+	g := newGateway(t, gwOptions{approvalWait: 100 * time.Millisecond})
 	op := token(t, "agent-1", "acme", "operator")
 	security := token(t, "sec-1", "acme", "security", "approver")
 	if resp, b := g.do("DELETE", "/v1/integrations/prod", op, "", ""); resp.StatusCode != 202 {
@@ -460,7 +460,7 @@ func TestApprovalIsBoundToItsSurface(t *testing.T) {
 // A REST approval is bound to where each argument was sent: one given for an argument in
 // the body is not spent on the same argument in the query string.
 func TestApprovalIsBoundToArgumentLocation(t *testing.T) {
-	g := newGateway(t, gwOptions{cfg: func(c *proxy.Config) { c.ApprovalWait = 100 * time.Millisecond }})
+	g := newGateway(t, gwOptions{approvalWait: 100 * time.Millisecond})
 	op := token(t, "agent-1", "acme", "operator")
 	security := token(t, "sec-1", "acme", "security", "approver")
 	if resp, b := g.do("DELETE", "/v1/integrations/prod", op, "application/json", `{"cascade":"yes"}`); resp.StatusCode != 202 {

@@ -121,12 +121,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "portcullis audit %s: unexpected argument %q\n", sub, fs.Arg(0))
 		return 2
 	}
-	if dbPath == "" {
-		dbPath = filepath.Join(dataDir, "audit.db")
-	}
-	if keyPath == "" {
-		keyPath = filepath.Join(dataDir, "audit-signing.key")
-	}
+	// The paths serve uses for this data dir: one place gives them (audit.Config).
+	defaults := audit.Config{Path: dbPath, SigningKeyPath: keyPath}
+	defaults.SetDefaults(dataDir)
+	dbPath, keyPath = defaults.Path, defaults.SigningKeyPath
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "portcullis audit %s: %v\n", sub, err)
 		return 1

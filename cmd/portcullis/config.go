@@ -218,7 +218,6 @@ func (c *Config) setDefaults() {
 		}
 	}
 	c.Approval.SetDefaults()
-	c.Proxy.ApprovalWait = c.Approval.WaitBudget
 	c.Metrics.SetDefaults()
 	c.Proxy.Metrics = c.Metrics
 	c.Proxy.SetDefaults(c.DataDir)
@@ -242,9 +241,6 @@ func (c *Config) setDefaults() {
 		}
 	}
 	c.Auth.SetDefaults()
-	if c.Audit.Path == "" {
-		c.Audit.Path = filepath.Join(c.DataDir, "audit.db")
-	}
 	c.Audit.SetDefaults(c.DataDir)
 	if c.Approval.DBPath == "" {
 		c.Approval.DBPath = filepath.Join(c.DataDir, "approvals.db")

@@ -16,7 +16,7 @@ func TestConfigExampleLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("docs/config.example.yaml: %v", err)
 	}
-	if cfg.Proxy.Listen != "127.0.0.1:8080" || cfg.Proxy.MCP.Upstream.URL != "http://127.0.0.1:8081/mcp" || cfg.Proxy.ApprovalWait.String() != "30s" {
+	if cfg.Proxy.Listen != "127.0.0.1:8080" || cfg.Proxy.MCP.Upstream.URL != "http://127.0.0.1:8081/mcp" || cfg.Approval.WaitBudget.String() != "30s" {
 		t.Fatalf("unexpected config: %+v", cfg.Proxy)
 	}
 	if cfg.Proxy.MCP.MaxBatchCalls != 64 || cfg.Proxy.AuthFailures.Interval.String() != "10s" || cfg.Proxy.AuthFailures.MaxKeys != 1000 ||

@@ -141,5 +141,9 @@ func (s *Service) MayDecide(a *Approval, caller *principal.Caller) error {
 	return canDecide(a, caller, s.cfg.ApproverRole)
 }
 
+// WaitBudget is how long a caller is held open waiting for a decision
+// (approvals.wait_budget).
+func (s *Service) WaitBudget() time.Duration { return s.cfg.WaitBudget }
+
 // ApproverRole is the role that decides approvals whose policy names no approvers.
 func (s *Service) ApproverRole() string { return s.cfg.ApproverRole }

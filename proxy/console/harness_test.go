@@ -87,7 +87,10 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	st.url = "http://" + ln.Addr().String()
-	apcfg := approvals.Config{DBPath: filepath.Join(dir, "approvals.db"), ConsoleURL: st.url + "/console"}
+	apcfg := approvals.Config{DBPath: filepath.Join(dir, "approvals.db"), ConsoleURL: st.url + "/console", WaitBudget: o.wait}
+	if apcfg.WaitBudget == 0 {
+		apcfg.WaitBudget = 300 * time.Millisecond
+	}
 	apcfg.SetDefaults()
 	if st.approvals, err = approvals.Open(ctx, apcfg, log); err != nil {
 		t.Fatal(err)
@@ -105,10 +108,6 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	cfg.REST.Upstream.URL = up.URL
 	// The fake upstream has no scope endpoint: resolve nothing (proxy.resources).
 	cfg.Resources.Types = map[string]proxy.ResourceType{}
-	cfg.ApprovalWait = o.wait
-	if cfg.ApprovalWait == 0 {
-		cfg.ApprovalWait = 300 * time.Millisecond
-	}
 	cfg.SetDefaults(dir)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
