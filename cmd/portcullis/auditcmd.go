@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,147 +63,104 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	sub, rest := args[0], args[1:]
-	fs := commandFlags("audit "+sub, auditAbout[sub][0], auditAbout[sub][1], stderr)
-	dataDir := auditDataDir()
-	var (
-		dbPath, keyPath, pubB64, archive, format, out string
-		since, until, before, witnessPath             string
-		f                                             audit.Filter
-		n                                             int
-		follow, asJSON                                bool
-		interval                                      time.Duration
-	)
-	fs.StringVar(&dataDir, "data-dir", dataDir, "`DIR` holding the audit database and keys (env PORTCULLIS_DATA_DIR)")
-	fs.StringVar(&dbPath, "db", "", "audit database `FILE` (default <data-dir>/audit.db)")
-	var centralURL, centralWitness string
-	if sub == "verify" || sub == "export" {
-		fs.StringVar(&centralURL, "central", os.Getenv("PORTCULLIS_AUDIT_CENTRAL_URL"),
-			"read the central store at this postgres:// `URL` instead of the local database (env PORTCULLIS_AUDIT_CENTRAL_URL)")
-	}
 	switch sub {
 	case "verify":
-		fs.StringVar(&centralWitness, "central-witness", "", "postgres:// `URL` of the central store: check the local database against the rows and checkpoints shipped there")
-		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key `FILE`; its public key is used (default <data-dir>/audit-signing.key)")
-		fs.StringVar(&pubB64, "pubkey", "", "checkpoint public key, `BASE64` of 32 bytes (instead of --key)")
-		fs.StringVar(&archive, "archive", "", "verify this prune archive `FILE` instead of the database")
-		fs.StringVar(&witnessPath, "witness", "", "serve's witness log `FILE` (<data-dir>/witness.log) or JSON log: also check the chain against the checkpoints it recorded")
+		return auditVerify(ctx, rest, stdout, stderr)
 	case "export":
-		fs.StringVar(&format, "format", "jsonl", "`FORMAT`: jsonl or csv")
-		fs.StringVar(&since, "since", "", "only rows at or after this RFC 3339 `TIME`")
-		fs.StringVar(&until, "until", "", "only rows before this RFC 3339 `TIME`")
-		fs.StringVar(&f.Tool, "tool", "", "only this tool")
-		fs.StringVar(&f.Sub, "sub", "", "only this caller subject")
-		fs.StringVar(&f.Org, "org", "", "only this org")
-		fs.StringVar(&f.Decision, "decision", "", "only this `DECISION` (the values are listed above)")
-		fs.StringVar(&f.ApprovalID, "approval-id", "", "only rows of this approval")
-		fs.StringVar(&f.Approver, "approver", "", "only rows of approvals this subject decided")
-		fs.StringVar(&f.RequestID, "request-id", "", "only rows of this request")
-		fs.StringVar(&out, "out", "", "write to this new `FILE` instead of stdout (- is stdout)")
+		return auditExport(ctx, rest, stdout, stderr)
 	case "tail":
-		fs.IntVar(&n, "n", 20, "rows to show")
-		fs.BoolVar(&follow, "follow", false, "keep printing new rows")
-		fs.BoolVar(&asJSON, "json", false, "print JSON lines (every field) instead of columns")
-		fs.DurationVar(&interval, "interval", time.Second, "poll interval with --follow (50ms-10s)")
+		return auditTail(ctx, rest, stdout, stderr)
 	case "prune":
-		fs.StringVar(&before, "before", "", "archive and delete rows older than this RFC 3339 `TIME` (required)")
-		fs.StringVar(&archive, "archive", "", "new archive `FILE` to write (required)")
-		fs.StringVar(&keyPath, "key", "", "Ed25519 signing key `FILE` (default <data-dir>/audit-signing.key)")
+		return auditPrune(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, auditUsage)
 		return 0
-	default:
-		fmt.Fprintf(stderr, "portcullis audit: unknown subcommand %q\n\n%s", sub, auditUsage)
-		return 2
 	}
-	if code, ok := parseFlags(fs, rest); !ok {
-		return code
+	fmt.Fprintf(stderr, "portcullis audit: unknown subcommand %q\n\n%s", sub, auditUsage)
+	return 2
+}
+
+// auditCmd is what the audit subcommands share: their flag set, with --data-dir and --db
+// (and --central for those that can read the central store), and the paths serve uses
+// for the data dir.
+type auditCmd struct {
+	sub                      string
+	fs                       *flag.FlagSet
+	dataDir, dbPath, keyPath string
+	centralURL               string
+	stderr                   io.Writer
+}
+
+func newAuditCmd(sub string, central bool, stderr io.Writer) *auditCmd {
+	a := &auditCmd{sub: sub, fs: commandFlags("audit "+sub, auditAbout[sub][0], auditAbout[sub][1], stderr), dataDir: auditDataDir(), stderr: stderr}
+	a.fs.StringVar(&a.dataDir, "data-dir", a.dataDir, "`DIR` holding the audit database and keys (env PORTCULLIS_DATA_DIR)")
+	a.fs.StringVar(&a.dbPath, "db", "", "audit database `FILE` (default <data-dir>/audit.db)")
+	if central {
+		a.fs.StringVar(&a.centralURL, "central", os.Getenv("PORTCULLIS_AUDIT_CENTRAL_URL"),
+			"read the central store at this postgres:// `URL` instead of the local database (env PORTCULLIS_AUDIT_CENTRAL_URL)")
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portcullis audit %s: unexpected argument %q\n", sub, fs.Arg(0))
-		return 2
+	return a
+}
+
+// parse reads the flags, refuses stray arguments and fills the default paths; ok is
+// false when the command must exit with code.
+func (a *auditCmd) parse(rest []string) (code int, ok bool) {
+	if code, ok := parseFlags(a.fs, rest); !ok {
+		return code, false
+	}
+	if a.fs.NArg() > 0 {
+		fmt.Fprintf(a.stderr, "portcullis audit %s: unexpected argument %q\n", a.sub, a.fs.Arg(0))
+		return 2, false
 	}
 	// The paths serve uses for this data dir: one place gives them (audit.Config).
-	defaults := audit.Config{Path: dbPath, SigningKeyPath: keyPath}
-	defaults.SetDefaults(dataDir)
-	dbPath, keyPath = defaults.Path, defaults.SigningKeyPath
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "portcullis audit %s: %v\n", sub, err)
-		return 1
+	defaults := audit.Config{Path: a.dbPath, SigningKeyPath: a.keyPath}
+	defaults.SetDefaults(a.dataDir)
+	a.dbPath, a.keyPath = defaults.Path, defaults.SigningKeyPath
+	return 0, true
+}
+
+func (a *auditCmd) fail(err error) int {
+	fmt.Fprintf(a.stderr, "portcullis audit %s: %v\n", a.sub, err)
+	return 1
+}
+
+func auditVerify(ctx context.Context, rest []string, stdout, stderr io.Writer) int {
+	a := newAuditCmd("verify", true, stderr)
+	var pubB64, archive, witnessPath, centralWitness string
+	a.fs.StringVar(&centralWitness, "central-witness", "", "postgres:// `URL` of the central store: check the local database against the rows and checkpoints shipped there")
+	a.fs.StringVar(&a.keyPath, "key", "", "Ed25519 signing key `FILE`; its public key is used (default <data-dir>/audit-signing.key)")
+	a.fs.StringVar(&pubB64, "pubkey", "", "checkpoint public key, `BASE64` of 32 bytes (instead of --key)")
+	a.fs.StringVar(&archive, "archive", "", "verify this prune archive `FILE` instead of the database")
+	a.fs.StringVar(&witnessPath, "witness", "", "serve's witness log `FILE` (<data-dir>/witness.log) or JSON log: also check the chain against the checkpoints it recorded")
+	if code, ok := a.parse(rest); !ok {
+		return code
 	}
-	switch sub {
-	case "verify":
-		if centralURL != "" {
-			if archive != "" || witnessPath != "" || centralWitness != "" {
-				fmt.Fprintln(stderr, "portcullis audit verify: --central verifies the central store; --archive, --witness and --central-witness check a local database (unset PORTCULLIS_AUDIT_CENTRAL_URL or pass --central '')")
-				return 2
-			}
-			return verifyCentral(ctx, centralURL, keyPath, pubB64, stdout, stderr)
+	centralURL, dbPath, keyPath, fail := a.centralURL, a.dbPath, a.keyPath, a.fail
+	if centralURL != "" {
+		if archive != "" || witnessPath != "" || centralWitness != "" {
+			fmt.Fprintln(stderr, "portcullis audit verify: --central verifies the central store; --archive, --witness and --central-witness check a local database (unset PORTCULLIS_AUDIT_CENTRAL_URL or pass --central '')")
+			return 2
 		}
-		pub, err := auditPublicKey(keyPath, pubB64)
+		return verifyCentral(ctx, centralURL, keyPath, pubB64, stdout, stderr)
+	}
+	pub, err := auditPublicKey(keyPath, pubB64)
+	if err != nil {
+		return fail(err)
+	}
+	if centralWitness != "" {
+		if archive != "" || witnessPath != "" {
+			return fail(fmt.Errorf("--central-witness: give it alone (not with --archive or --witness)"))
+		}
+		c, err := audit.OpenCentral(ctx, centralWitness)
+		if err != nil {
+			return fail(fmt.Errorf("--central-witness: %w", err))
+		}
+		defer c.Close()
+		rep, err := audit.VerifyAgainstCentral(ctx, dbPath, pub, c)
 		if err != nil {
 			return fail(err)
 		}
-		if centralWitness != "" {
-			if archive != "" || witnessPath != "" {
-				return fail(fmt.Errorf("--central-witness: give it alone (not with --archive or --witness)"))
-			}
-			c, err := audit.OpenCentral(ctx, centralWitness)
-			if err != nil {
-				return fail(fmt.Errorf("--central-witness: %w", err))
-			}
-			defer c.Close()
-			rep, err := audit.VerifyAgainstCentral(ctx, dbPath, pub, c)
-			if err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "central witness: checked against the rows and checkpoints of log %s in the central store\n", rep.LogID)
-			for _, w := range rep.Warnings {
-				fmt.Fprintf(stdout, "warning: %s\n", w)
-			}
-			fmt.Fprintln(stdout, rep.String())
-			if !rep.OK {
-				return 1
-			}
-			return 0
-		}
-		if archive != "" && witnessPath != "" {
-			return fail(fmt.Errorf("--archive and --witness: give one (a witness is checked against the database)"))
-		}
-		if archive != "" {
-			ar, err := audit.VerifyArchive(archive, pub)
-			if err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "OK: archive %s holds %d rows (seq %d-%d) under a valid prune checkpoint (key %s)\n",
-				archive, ar.Rows, ar.FromSeq, ar.ThroughSeq, ar.KeyID)
-			return 0
-		}
-		var witness []audit.Witnessed
-		if witnessPath != "" {
-			f, err := os.Open(witnessPath)
-			if err != nil {
-				return fail(fmt.Errorf("--witness: %w", err))
-			}
-			witness, err = audit.ReadWitness(f)
-			f.Close()
-			if err != nil {
-				return fail(fmt.Errorf("--witness %s: %w", witnessPath, err))
-			}
-			if len(witness) == 0 {
-				return fail(fmt.Errorf("--witness %s: no audit checkpoint entries in it (is it serve's log?)", witnessPath))
-			}
-		}
-		rep, err := audit.VerifyWitnessed(ctx, dbPath, pub, witness)
-		if err != nil {
-			return fail(err)
-		}
-		if len(witness) > 0 {
-			fmt.Fprintf(stdout, "witness: %d logged checkpoints checked\n", len(witness))
-		} else {
-			fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
-				"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
-				filepath.Join(filepath.Dir(dbPath), "witness.log"))
-		}
+		fmt.Fprintf(stdout, "central witness: checked against the rows and checkpoints of log %s in the central store\n", rep.LogID)
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
 		}
@@ -211,132 +169,222 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 1
 		}
 		return 0
-	case "export":
-		var errs []error
-		for _, tv := range []struct {
-			name string
-			val  string
-			dst  *time.Time
-		}{{"since", since, &f.Since}, {"until", until, &f.Until}} {
-			if tv.val == "" {
-				continue
-			}
-			t, err := time.Parse(time.RFC3339Nano, tv.val)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--%s: want an RFC 3339 time like 2026-01-02T15:04:05Z, got %q", tv.name, tv.val))
-			}
-			*tv.dst = t
-		}
-		// The same checks as the admin API's filter (audit.ParseFilter), so an impossible
-		// filter is an error rather than an empty export.
-		if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
-			errs = append(errs, errors.New(`--until: must be after --since`))
-		}
-		if f.Decision != "" && !slices.Contains(audit.Decisions, f.Decision) {
-			errs = append(errs, fmt.Errorf("--decision: want one of %s, got %q", auditDecisionList, f.Decision))
-		}
-		if format != "jsonl" && format != "csv" {
-			errs = append(errs, fmt.Errorf("--format: want jsonl or csv, got %q", format))
-		}
-		if err := errors.Join(errs...); err != nil {
-			fmt.Fprintf(stderr, "portcullis audit export: %v\n", err)
-			return 2
-		}
-		var exporter interface {
-			Export(ctx context.Context, w io.Writer, format string, f audit.Filter) error
-		}
-		if centralURL != "" {
-			c, err := audit.OpenCentral(ctx, centralURL)
-			if err != nil {
-				return fail(fmt.Errorf("--central: %w", err))
-			}
-			defer c.Close()
-			exporter = c
-		} else {
-			rd, err := audit.OpenReader(ctx, dbPath)
-			if err != nil {
-				return fail(err)
-			}
-			defer rd.Close()
-			exporter = rd
-		}
-		w := stdout
-		var file *os.File
-		if out != "" && out != "-" {
-			// Never overwrite: an export may be evidence.
-			var err error
-			if file, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
-				return fail(err)
-			}
-			w = file
-		}
-		err := exporter.Export(ctx, w, format, f)
-		if file != nil {
-			if serr := file.Sync(); err == nil {
-				err = serr
-			}
-			if cerr := file.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				// A partial export must not pass for a whole one.
-				if rerr := os.Remove(out); rerr == nil {
-					err = fmt.Errorf("%w (the partial %s was removed)", err, out)
-				}
-			}
-		}
+	}
+	if archive != "" && witnessPath != "" {
+		return fail(fmt.Errorf("--archive and --witness: give one (a witness is checked against the database)"))
+	}
+	if archive != "" {
+		ar, err := audit.VerifyArchive(archive, pub)
 		if err != nil {
 			return fail(err)
 		}
+		fmt.Fprintf(stdout, "OK: archive %s holds %d rows (seq %d-%d) under a valid prune checkpoint (key %s)\n",
+			archive, ar.Rows, ar.FromSeq, ar.ThroughSeq, ar.KeyID)
 		return 0
-	case "tail":
-		if n < 0 {
-			fmt.Fprintln(stderr, "portcullis audit tail: -n: must not be negative")
-			return 2
+	}
+	var witness []audit.Witnessed
+	if witnessPath != "" {
+		f, err := os.Open(witnessPath)
+		if err != nil {
+			return fail(fmt.Errorf("--witness: %w", err))
 		}
+		witness, err = audit.ReadWitness(f)
+		f.Close()
+		if err != nil {
+			return fail(fmt.Errorf("--witness %s: %w", witnessPath, err))
+		}
+		if len(witness) == 0 {
+			return fail(fmt.Errorf("--witness %s: no audit checkpoint entries in it (is it serve's log?)", witnessPath))
+		}
+	}
+	rep, err := audit.VerifyWitnessed(ctx, dbPath, pub, witness)
+	if err != nil {
+		return fail(err)
+	}
+	if len(witness) > 0 {
+		fmt.Fprintf(stdout, "witness: %d logged checkpoints checked\n", len(witness))
+	} else {
+		fmt.Fprintln(stdout, "note: without --witness, checkpoints deleted from the database file, with the rows after "+
+			"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
+			filepath.Join(filepath.Dir(dbPath), "witness.log"))
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprintln(stdout, rep.String())
+	if !rep.OK {
+		return 1
+	}
+	return 0
+}
+
+func auditExport(ctx context.Context, rest []string, stdout, stderr io.Writer) int {
+	a := newAuditCmd("export", true, stderr)
+	var format, out, since, until string
+	var f audit.Filter
+	a.fs.StringVar(&format, "format", "jsonl", "`FORMAT`: jsonl or csv")
+	a.fs.StringVar(&since, "since", "", "only rows at or after this RFC 3339 `TIME`")
+	a.fs.StringVar(&until, "until", "", "only rows before this RFC 3339 `TIME`")
+	a.fs.StringVar(&f.Tool, "tool", "", "only this tool")
+	a.fs.StringVar(&f.Sub, "sub", "", "only this caller subject")
+	a.fs.StringVar(&f.Org, "org", "", "only this org")
+	a.fs.StringVar(&f.Decision, "decision", "", "only this `DECISION` (the values are listed above)")
+	a.fs.StringVar(&f.ApprovalID, "approval-id", "", "only rows of this approval")
+	a.fs.StringVar(&f.Approver, "approver", "", "only rows of approvals this subject decided")
+	a.fs.StringVar(&f.RequestID, "request-id", "", "only rows of this request")
+	a.fs.StringVar(&out, "out", "", "write to this new `FILE` instead of stdout (- is stdout)")
+	if code, ok := a.parse(rest); !ok {
+		return code
+	}
+	centralURL, dbPath, fail := a.centralURL, a.dbPath, a.fail
+	var errs []error
+	for _, tv := range []struct {
+		name string
+		val  string
+		dst  *time.Time
+	}{{"since", since, &f.Since}, {"until", until, &f.Until}} {
+		if tv.val == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, tv.val)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: want an RFC 3339 time like 2026-01-02T15:04:05Z, got %q", tv.name, tv.val))
+		}
+		*tv.dst = t
+	}
+	// The same checks as the admin API's filter (audit.ParseFilter), so an impossible
+	// filter is an error rather than an empty export.
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		errs = append(errs, errors.New(`--until: must be after --since`))
+	}
+	if f.Decision != "" && !slices.Contains(audit.Decisions, f.Decision) {
+		errs = append(errs, fmt.Errorf("--decision: want one of %s, got %q", auditDecisionList, f.Decision))
+	}
+	if format != "jsonl" && format != "csv" {
+		errs = append(errs, fmt.Errorf("--format: want jsonl or csv, got %q", format))
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(stderr, "portcullis audit export: %v\n", err)
+		return 2
+	}
+	var exporter interface {
+		Export(ctx context.Context, w io.Writer, format string, f audit.Filter) error
+	}
+	if centralURL != "" {
+		c, err := audit.OpenCentral(ctx, centralURL)
+		if err != nil {
+			return fail(fmt.Errorf("--central: %w", err))
+		}
+		defer c.Close()
+		exporter = c
+	} else {
 		rd, err := audit.OpenReader(ctx, dbPath)
 		if err != nil {
 			return fail(err)
 		}
 		defer rd.Close()
-		format := "text"
-		if asJSON {
-			format = "jsonl"
-		}
-		if err := rd.Tail(ctx, stdout, format, n, follow, interval); err != nil {
+		exporter = rd
+	}
+	w := stdout
+	var file *os.File
+	if out != "" && out != "-" {
+		// Never overwrite: an export may be evidence.
+		var err error
+		if file, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
 			return fail(err)
 		}
-		return 0
-	case "prune":
-		var errs []error
-		t, err := time.Parse(time.RFC3339Nano, before)
+		w = file
+	}
+	err := exporter.Export(ctx, w, format, f)
+	if file != nil {
+		if serr := file.Sync(); err == nil {
+			err = serr
+		}
+		if cerr := file.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("--before: required, an RFC 3339 time like 2026-01-02T15:04:05Z"))
+			// A partial export must not pass for a whole one.
+			if rerr := os.Remove(out); rerr == nil {
+				err = fmt.Errorf("%w (the partial %s was removed)", err, out)
+			}
 		}
-		if archive == "" {
-			errs = append(errs, errors.New("--archive: required, the archive file to create"))
-		}
-		if err := errors.Join(errs...); err != nil {
-			fmt.Fprintf(stderr, "portcullis audit prune: %v\n", err)
-			return 2
-		}
-		key, err := audit.LoadSigningKey(keyPath)
-		if err != nil {
-			return fail(err)
-		}
-		log := slog.New(slog.NewJSONHandler(stderr, nil))
-		res, err := audit.Prune(ctx, dbPath, key, t, archive, log)
-		if err != nil {
-			return fail(err)
-		}
-		if res.Rows == 0 {
-			fmt.Fprintln(stdout, "nothing to prune: no rows older than", t.Format(time.RFC3339))
-			return 0
-		}
-		fmt.Fprintf(stdout, "pruned %d rows through seq %d; archive %s verified\n", res.Rows, res.ThroughSeq, res.Archive)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func auditTail(ctx context.Context, rest []string, stdout, stderr io.Writer) int {
+	a := newAuditCmd("tail", false, stderr)
+	var n int
+	var follow, asJSON bool
+	var interval time.Duration
+	a.fs.IntVar(&n, "n", 20, "rows to show")
+	a.fs.BoolVar(&follow, "follow", false, "keep printing new rows")
+	a.fs.BoolVar(&asJSON, "json", false, "print JSON lines (every field) instead of columns")
+	a.fs.DurationVar(&interval, "interval", time.Second, "poll interval with --follow (50ms-10s)")
+	if code, ok := a.parse(rest); !ok {
+		return code
+	}
+	dbPath, fail := a.dbPath, a.fail
+	if n < 0 {
+		fmt.Fprintln(stderr, "portcullis audit tail: -n: must not be negative")
+		return 2
+	}
+	rd, err := audit.OpenReader(ctx, dbPath)
+	if err != nil {
+		return fail(err)
+	}
+	defer rd.Close()
+	format := "text"
+	if asJSON {
+		format = "jsonl"
+	}
+	if err := rd.Tail(ctx, stdout, format, n, follow, interval); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func auditPrune(ctx context.Context, rest []string, stdout, stderr io.Writer) int {
+	a := newAuditCmd("prune", false, stderr)
+	var before, archive string
+	a.fs.StringVar(&before, "before", "", "archive and delete rows older than this RFC 3339 `TIME` (required)")
+	a.fs.StringVar(&archive, "archive", "", "new archive `FILE` to write (required)")
+	a.fs.StringVar(&a.keyPath, "key", "", "Ed25519 signing key `FILE` (default <data-dir>/audit-signing.key)")
+	if code, ok := a.parse(rest); !ok {
+		return code
+	}
+	dbPath, keyPath, fail := a.dbPath, a.keyPath, a.fail
+	var errs []error
+	t, err := time.Parse(time.RFC3339Nano, before)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--before: required, an RFC 3339 time like 2026-01-02T15:04:05Z"))
+	}
+	if archive == "" {
+		errs = append(errs, errors.New("--archive: required, the archive file to create"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(stderr, "portcullis audit prune: %v\n", err)
+		return 2
+	}
+	key, err := audit.LoadSigningKey(keyPath)
+	if err != nil {
+		return fail(err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	res, err := audit.Prune(ctx, dbPath, key, t, archive, log)
+	if err != nil {
+		return fail(err)
+	}
+	if res.Rows == 0 {
+		fmt.Fprintln(stdout, "nothing to prune: no rows older than", t.Format(time.RFC3339))
 		return 0
 	}
-	return 2
+	fmt.Fprintf(stdout, "pruned %d rows through seq %d; archive %s verified\n", res.Rows, res.ThroughSeq, res.Archive)
+	return 0
 }
 
 var auditDecisionList = strings.Join(audit.Decisions, ", ")
