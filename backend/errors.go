@@ -32,6 +32,20 @@ type fieldProblem struct {
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
+// asAPIError is err as the client sees it: the *apiError it holds, or a 500 that says
+// nothing of err (callers log it). nil stays nil. Functions return error, never a typed
+// nil *apiError, so a nil check on their result means what it says.
+func asAPIError(err error) *apiError {
+	if err == nil {
+		return nil
+	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return errInternal()
+}
+
 func errNotFound(what string) *apiError {
 	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: what + " not found"}
 }
@@ -51,7 +65,7 @@ func (p *problems) add(field, format string, args ...any) {
 	*p = append(*p, fieldProblem{Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
-func (p problems) err() *apiError {
+func (p problems) err() error {
 	if len(p) == 0 {
 		return nil
 	}
@@ -67,7 +81,7 @@ const maxBody = 1 << 20
 
 // decodeStrict reads one JSON object into v: unknown fields, trailing data, wrong
 // types and bodies over 1 MiB are refused with the field named.
-func decodeStrict(r *http.Request, v any) *apiError {
+func decodeStrict(r *http.Request, v any) error {
 	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
 		return jsonError(err)

@@ -54,7 +54,7 @@ func (a providerArgs) fold() map[string]any {
 
 // mergeConfigurations joins the flat provider arguments and the configurations object.
 // A field given both ways is refused rather than one silently winning.
-func mergeConfigurations(flat, extra map[string]any) (map[string]any, *apiError) {
+func mergeConfigurations(flat, extra map[string]any) (map[string]any, error) {
 	if len(extra) == 0 {
 		return flat, nil
 	}
@@ -220,7 +220,7 @@ func pageLimits(props map[string]*jsonschema.Schema) {
 // (not by the SDK) so that every failure, including a missing or unknown argument,
 // comes back in the {ok:false, error:{code, message, field}} envelope.
 func addTool[In any](s *Server, name, desc string, anno *mcp.ToolAnnotations, tweak func(map[string]*jsonschema.Schema),
-	fn func(ctx context.Context, c *Caller, in In) (any, *apiError)) {
+	fn func(ctx context.Context, c *Caller, in In) (any, error)) {
 	in := schemaFor[In](tweak)
 	resolved, err := in.Resolve(nil)
 	if err != nil {
@@ -253,7 +253,8 @@ var envelopeSchema = func() *jsonschema.Schema {
 	return sc
 }()
 
-func toolResult(data any, ae *apiError) (*mcp.CallToolResult, error) {
+func toolResult(data any, err error) (*mcp.CallToolResult, error) {
+	ae := asAPIError(err)
 	env := envelope{OK: ae == nil, Data: data, Error: ae}
 	b, err := json.Marshal(env)
 	if err != nil {
@@ -265,7 +266,7 @@ func toolResult(data any, ae *apiError) (*mcp.CallToolResult, error) {
 
 // decodeArgs checks required and unknown arguments and types with the argument
 // named, then the schema's limits (ranges, enums).
-func decodeArgs[In any](raw json.RawMessage, sc *jsonschema.Schema, resolved *jsonschema.Resolved) (In, *apiError) {
+func decodeArgs[In any](raw json.RawMessage, sc *jsonschema.Schema, resolved *jsonschema.Resolved) (In, error) {
 	var in In
 	if len(raw) == 0 || string(raw) == "null" {
 		raw = json.RawMessage("{}")
@@ -420,7 +421,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 			}
 			p["ai_provider_id"].Enum = keys
 		},
-		func(ctx context.Context, c *Caller, in createIntegrationIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in createIntegrationIn) (any, error) {
 			conf, ae := mergeConfigurations(in.providerArgs.fold(), in.Configurations)
 			if ae != nil {
 				return nil, ae
@@ -442,7 +443,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 			pageLimits(p)
 			p["type"].Enum = []any{"workspace", "organisation", "all"}
 		},
-		func(ctx context.Context, c *Caller, in listIntegrationsIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in listIntegrationsIn) (any, error) {
 			its, total, ae := s.listIntegrations(ctx, c, listReq{CurrentPage: pageStr(in.CurrentPage),
 				PageSize: pageStr(in.PageSize), WorkspaceID: in.WorkspaceID, Type: in.Type})
 			if ae != nil {
@@ -453,7 +454,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "get_integration", "Get one integration by slug; secrets are shown masked (masked_key).",
 		annotate(readOnly, "Get integration"), nil,
-		func(ctx context.Context, c *Caller, in slugIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in slugIn) (any, error) {
 			it, ae := s.getIntegration(ctx, c, in.Slug)
 			if ae != nil {
 				return nil, ae
@@ -463,7 +464,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "update_integration", "Update an integration's name, key, description or provider fields. Omitting key keeps the stored key.",
 		annotate(destructive, "Update integration"), nil,
-		func(ctx context.Context, c *Caller, in updateIntegrationIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in updateIntegrationIn) (any, error) {
 			conf, ae := mergeConfigurations(in.providerArgs.fold(), in.Configurations)
 			if ae != nil {
 				return nil, ae
@@ -487,7 +488,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "delete_integration", "Delete an integration and its stored secrets, models and workspace settings.",
 		annotate(destructive, "Delete integration"), nil,
-		func(ctx context.Context, c *Caller, in slugIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in slugIn) (any, error) {
 			it, ae := s.deleteIntegration(ctx, c, in.Slug)
 			if ae != nil {
 				return nil, ae
@@ -497,13 +498,13 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "list_integration_models", "List the model settings of an integration.",
 		annotate(readOnly, "List integration models"), pageLimits,
-		func(ctx context.Context, c *Caller, in pagedSlugIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in pagedSlugIn) (any, error) {
 			return listSub(ctx, s, c, in.Slug, pageStr(in.CurrentPage), pageStr(in.PageSize), s.store.Models)
 		})
 
 	addTool(s, "update_integration_models", "Add or update models of an integration; custom header values are stored encrypted.",
 		annotate(destructive, "Update integration models"), nil,
-		func(ctx context.Context, c *Caller, in updateModelsIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in updateModelsIn) (any, error) {
 			r := modelsReq{AllowAllModels: in.AllowAllModels, Models: []modelIn{}}
 			for _, m := range in.Models {
 				mi := modelIn{Slug: m.Slug, Enabled: ptr(m.Enabled), ModelName: m.ModelName, IsCustom: m.IsCustom,
@@ -532,7 +533,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "delete_integration_model", "Remove one model from an integration.",
 		annotate(destructive, "Delete integration model"), nil,
-		func(ctx context.Context, c *Caller, in deleteModelIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in deleteModelIn) (any, error) {
 			it, ae := s.changeable(ctx, c, in.Slug)
 			if ae != nil {
 				return nil, ae
@@ -549,7 +550,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "list_integration_workspaces", "List which workspaces may use an integration, with their limits.",
 		annotate(readOnly, "List integration workspaces"), pageLimits,
-		func(ctx context.Context, c *Caller, in pagedSlugIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in pagedSlugIn) (any, error) {
 			return listSub(ctx, s, c, in.Slug, pageStr(in.CurrentPage), pageStr(in.PageSize), s.store.Workspaces)
 		})
 
@@ -567,7 +568,7 @@ func (s *Server) newMCPServer() *mcp.Server {
 				}
 			}
 		},
-		func(ctx context.Context, c *Caller, in updateWorkspacesIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in updateWorkspacesIn) (any, error) {
 			r := workspacesReq{OverrideExistingWorkspaceAccess: in.OverrideExistingWorkspaceAccess, Workspaces: []workspaceIn{}}
 			if in.GlobalWorkspaceAccessEnabled != nil {
 				r.GlobalWorkspaceAccess = map[string]any{"enabled": *in.GlobalWorkspaceAccessEnabled}
@@ -598,14 +599,14 @@ func (s *Server) newMCPServer() *mcp.Server {
 
 	addTool(s, "list_providers", "List the provider catalog: keys, required, secret and URL fields, and where to find credentials.",
 		annotate(readOnly, "List providers"), nil,
-		func(ctx context.Context, c *Caller, _ noArgs) (any, *apiError) {
+		func(ctx context.Context, c *Caller, _ noArgs) (any, error) {
 			all := s.catalog.All()
 			return listResp{Object: "list", Total: len(all), Data: all}, nil
 		})
 
 	addTool(s, "test_integration", "Check that the integration's provider endpoint answers (public addresses only) and that its stored secrets decrypt.",
 		annotate(&mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: ptr(true)}, "Test integration"), nil,
-		func(ctx context.Context, c *Caller, in slugIn) (any, *apiError) {
+		func(ctx context.Context, c *Caller, in slugIn) (any, error) {
 			return s.testIntegration(ctx, c, in.Slug)
 		})
 	return s.mcp

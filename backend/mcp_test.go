@@ -266,7 +266,7 @@ func TestMergeConfigurations(t *testing.T) {
 	if ae != nil || got["aws_region"] != "us-east-1" || got["host"] != "db" {
 		t.Fatalf("merge: %v %v", got, ae)
 	}
-	if _, ae := mergeConfigurations(map[string]any{"custom_host": "https://a"}, map[string]any{"custom_host": "https://b"}); ae == nil || ae.Field != "configurations.custom_host" {
+	if _, ae := mergeConfigurations(map[string]any{"custom_host": "https://a"}, map[string]any{"custom_host": "https://b"}); ae == nil || asAPIError(ae).Field != "configurations.custom_host" {
 		t.Fatalf("a field given twice: %+v", ae)
 	}
 }

@@ -17,7 +17,7 @@ func TestDecodeErrorsNameTheArrayIndex(t *testing.T) {
 		var req modelsReq
 		r := httptest.NewRequest("PUT", "/", strings.NewReader(tc.body))
 		ae := decodeStrict(r, &req)
-		if ae == nil || ae.Field != tc.field {
+		if ae == nil || asAPIError(ae).Field != tc.field {
 			t.Errorf("%s: %+v, want field %s", tc.body, ae, tc.field)
 		}
 	}

@@ -144,7 +144,7 @@ func (s *Server) handleDeleteModels(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"object": "integration_models", "deleted": n})
 }
 
-func (s *Server) deleteModels(r *http.Request, c *Caller, slugs []string) (int, *apiError) {
+func (s *Server) deleteModels(r *http.Request, c *Caller, slugs []string) (int, error) {
 	it, ae := s.changeable(r.Context(), c, r.PathValue("slug"))
 	if ae != nil {
 		return 0, ae

@@ -41,7 +41,8 @@ var aiTypes = []string{"OPENAI", "GOOGLE", "ANTHROPIC", "AWS", "OTHER"}
 
 var bedrockHostRe = regexp.MustCompile(`^(?:bedrock(?:-runtime)?(?:-fips)?)\.([a-z]{2}(?:-gov)?-[a-z]+-\d)\.amazonaws\.com$`)
 
-func aiLLMErr(w http.ResponseWriter, ae *apiError) {
+func aiLLMErr(w http.ResponseWriter, err error) {
+	ae := asAPIError(err)
 	// Seed 003's error form is {success:false, message}; field is our addition.
 	writeJSON(w, ae.Status, map[string]any{"success": false, "message": ae.Message, "field": ae.Field})
 }
@@ -105,8 +106,9 @@ func (s *Server) handleAILLM(w http.ResponseWriter, r *http.Request) {
 			cr.forceSecret = map[string]bool{"access_key": true}
 		}
 	}
-	it, ae := s.createIntegration(r.Context(), c, cr)
-	if ae != nil {
+	it, err := s.createIntegration(r.Context(), c, cr)
+	if err != nil {
+		ae := asAPIError(err)
 		if ae.Status == http.StatusInternalServerError {
 			ae.Message = "Failed to create configuration"
 		}
@@ -252,10 +254,11 @@ func (s *Server) handleCredCreate(w http.ResponseWriter, r *http.Request) {
 	if a, ok := credProviderAlias[prov]; ok {
 		prov = a
 	}
-	it, ae := s.createIntegration(r.Context(), callerFrom(r.Context()), createReq{Name: req.Name, AIProviderID: prov,
+	it, err := s.createIntegration(r.Context(), callerFrom(r.Context()), createReq{Name: req.Name, AIProviderID: prov,
 		AuthType: req.AuthType, Description: req.Description, WorkspaceID: req.WorkspaceID, Configurations: conf,
 		Key: key, forceSecret: force})
-	if ae != nil {
+	if err != nil {
+		ae := asAPIError(err)
 		if ae.Field == "ai_provider_id" {
 			ae.Field, ae.Message = "provider", strings.Replace(ae.Message, "ai_provider_id", "provider", 1)
 		}
@@ -358,8 +361,9 @@ func (s *Server) handleProviderTest(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, r, ae)
 		return
 	}
-	res, ae := s.probe(r.Context(), prov, req.Config)
-	if ae != nil {
+	res, err := s.probe(r.Context(), prov, req.Config)
+	if err != nil {
+		ae := asAPIError(err)
 		ae.Field = strings.Replace(ae.Field, "configurations.", "config.", 1)
 		ae.Message = strings.Replace(ae.Message, "configurations.", "config.", 1)
 		s.writeErr(w, r, ae)

@@ -284,7 +284,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, e *apiError) {
+func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
+	e := asAPIError(err)
+	if e.Status >= 500 && !errors.As(err, new(*apiError)) {
+		s.logger.Error("backend: request failed", "path", logRedactor.String(r.URL.Path), "request_id", requestID(r.Context()), "err", err)
+	}
 	ec := *e // errors may be shared values
 	ec.RequestID = requestID(r.Context())
 	writeJSON(w, e.Status, map[string]any{"error": &ec})

@@ -196,7 +196,7 @@ func (s *Server) seal(org, id string, vals []sealedValue) ([]store.Secret, error
 	return out, nil
 }
 
-func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) (*store.Integration, *apiError) {
+func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) (*store.Integration, error) {
 	var p problems
 	checkName(&p, "name", r.Name)
 	prov := s.provider(&p, "ai_provider_id", r.AIProviderID)
@@ -277,7 +277,7 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 // Such a caller reads organisation-level integrations (the store's scope lets it), but
 // changing one changes it for every workspace that uses it, so only an org-wide caller may.
 // Integrations of other workspaces are outside its scope already (404).
-func mayChange(c *Caller, it *store.Integration) *apiError {
+func mayChange(c *Caller, it *store.Integration) error {
 	if c.Workspace == "" || it.WorkspaceID == c.Workspace {
 		return nil
 	}
@@ -291,7 +291,7 @@ func mayChange(c *Caller, it *store.Integration) *apiError {
 // changeable finds the integration ref within the caller's scope and checks the caller
 // may change it. The owner workspace of an integration never changes, so the check holds
 // for the id it returns.
-func (s *Server) changeable(ctx context.Context, c *Caller, ref string) (*store.Integration, *apiError) {
+func (s *Server) changeable(ctx context.Context, c *Caller, ref string) (*store.Integration, error) {
 	it, ae := s.getIntegration(ctx, c, ref)
 	if ae != nil {
 		return nil, ae
@@ -302,7 +302,7 @@ func (s *Server) changeable(ctx context.Context, c *Caller, ref string) (*store.
 	return it, nil
 }
 
-func (s *Server) storeErr(c *Caller, err error, what string) *apiError {
+func (s *Server) storeErr(c *Caller, err error, what string) error {
 	var fe *store.FieldError
 	switch {
 	case errors.As(err, &fe) && errors.Is(err, store.ErrScope):
@@ -322,7 +322,7 @@ func (s *Server) storeErr(c *Caller, err error, what string) *apiError {
 	return errInternal()
 }
 
-func (s *Server) getIntegration(ctx context.Context, c *Caller, ref string) (*store.Integration, *apiError) {
+func (s *Server) getIntegration(ctx context.Context, c *Caller, ref string) (*store.Integration, error) {
 	it, err := s.store.Get(ctx, c.scope(), ref)
 	if err != nil {
 		return nil, s.storeErr(c, err, "integration")
@@ -330,7 +330,7 @@ func (s *Server) getIntegration(ctx context.Context, c *Caller, ref string) (*st
 	return it, nil
 }
 
-func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r updateReq) (*store.Integration, *apiError) {
+func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r updateReq) (*store.Integration, error) {
 	var p problems
 	if r.Name != nil {
 		checkName(&p, "name", *r.Name)
@@ -414,7 +414,7 @@ func (s *Server) updateIntegration(ctx context.Context, c *Caller, ref string, r
 	return it, nil
 }
 
-func (s *Server) deleteIntegration(ctx context.Context, c *Caller, ref string) (*store.Integration, *apiError) {
+func (s *Server) deleteIntegration(ctx context.Context, c *Caller, ref string) (*store.Integration, error) {
 	if c.Workspace != "" {
 		// Checked on the integration this ref names now, then deleted by its id: a
 		// delete and re-create under the same slug in between is a 404, never the new one.
@@ -463,7 +463,7 @@ type listReq struct {
 	ProviderField string
 }
 
-func (s *Server) listIntegrations(ctx context.Context, c *Caller, r listReq) ([]store.Integration, int, *apiError) {
+func (s *Server) listIntegrations(ctx context.Context, c *Caller, r listReq) ([]store.Integration, int, error) {
 	var p problems
 	pg := parsePage(&p, r.CurrentPage, r.PageSize)
 	switch r.Type {
@@ -513,7 +513,7 @@ type modelsReq struct {
 
 var modelSlugRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$`)
 
-func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsReq) (int, *apiError) {
+func (s *Server) putModels(ctx context.Context, c *Caller, ref string, r modelsReq) (int, error) {
 	var p problems
 	if r.Models == nil {
 		p.add("models", "is required (an array, may be empty)")
@@ -592,7 +592,7 @@ type workspacesReq struct {
 	Workspaces                      []workspaceIn `json:"workspaces"`
 }
 
-func (s *Server) putWorkspaces(ctx context.Context, c *Caller, ref string, r workspacesReq) (int, *apiError) {
+func (s *Server) putWorkspaces(ctx context.Context, c *Caller, ref string, r workspacesReq) (int, error) {
 	var p problems
 	if r.Workspaces == nil {
 		p.add("workspaces", "is required (an array, may be empty)")
@@ -683,7 +683,7 @@ func (s *Server) verifySecrets(ctx context.Context, it *store.Integration) error
 }
 
 // probe checks the provider endpoint of a configuration through the SSRF guard.
-func (s *Server) probe(ctx context.Context, prov *catalog.Provider, conf map[string]any) (ssrf.Result, *apiError) {
+func (s *Server) probe(ctx context.Context, prov *catalog.Provider, conf map[string]any) (ssrf.Result, error) {
 	if prov.Connection == "tcp" {
 		host, _ := conf["host"].(string)
 		if host == "" {
@@ -719,7 +719,7 @@ func (s *Server) probe(ctx context.Context, prov *catalog.Provider, conf map[str
 	return res, s.probeErr(field, err)
 }
 
-func (s *Server) probeErr(field string, err error) *apiError {
+func (s *Server) probeErr(field string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -745,7 +745,7 @@ func conciseNetErr(err error) string {
 	return "connection failed"
 }
 
-func (s *Server) testIntegration(ctx context.Context, c *Caller, ref string) (map[string]any, *apiError) {
+func (s *Server) testIntegration(ctx context.Context, c *Caller, ref string) (map[string]any, error) {
 	it, ae := s.getIntegration(ctx, c, ref)
 	if ae != nil {
 		return nil, ae

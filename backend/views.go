@@ -77,7 +77,7 @@ type subLister[T any] func(ctx context.Context, id string, offset, limit int) ([
 
 // listSub is the list form of an integration's sub-resource, shared by REST and MCP:
 // page parameters checked, the integration found within the caller's scope, then paged.
-func listSub[T any](ctx context.Context, s *Server, c *Caller, slug, page, size string, fetch subLister[T]) (any, *apiError) {
+func listSub[T any](ctx context.Context, s *Server, c *Caller, slug, page, size string, fetch subLister[T]) (any, error) {
 	var p problems
 	pg := parsePage(&p, page, size)
 	if ae := p.err(); ae != nil {
