@@ -221,9 +221,7 @@ func (c *Config) setDefaults() {
 	c.Metrics.SetDefaults()
 	c.Proxy.Metrics = c.Metrics
 	c.Proxy.SetDefaults(c.DataDir)
-	if c.Policy.Timeout == 0 {
-		c.Policy.Timeout = policies.DefaultTimeout
-	}
+	c.Policy.SetDefaults()
 	if c.Policy.Path == "" {
 		if _, err := os.Stat("policy.example.rego"); err == nil {
 			c.Policy.Path = "policy.example.rego"
@@ -252,12 +250,45 @@ func (c *Config) setDefaults() {
 	if c.Console.On() {
 		c.Approval.ConsoleURL = c.Console.PublicURL + console.Prefix
 	}
-	if c.Limits.MaxKeys == 0 {
-		c.Limits.MaxKeys = 200_000
+	c.Limits.SetDefaults()
+}
+
+// SetDefaults fills the policy section's unset fields.
+func (c *PolicyConfig) SetDefaults() {
+	if c.Timeout == 0 {
+		c.Timeout = policies.DefaultTimeout
 	}
-	if c.Limits.OnStoreError == "" {
-		c.Limits.OnStoreError = "deny"
+}
+
+// Validate reports the policy section's problems.
+func (c *PolicyConfig) Validate() error {
+	if c.Timeout < 0 {
+		return errors.New("policy.timeout: must not be negative")
 	}
+	return nil
+}
+
+// SetDefaults fills the rate-limit section's unset fields.
+func (c *RateLimitConfig) SetDefaults() {
+	if c.MaxKeys == 0 {
+		c.MaxKeys = 200_000
+	}
+	if c.OnStoreError == "" {
+		c.OnStoreError = "deny"
+	}
+}
+
+// Validate reports every problem of the rate-limit section (redis_url is checked with
+// the rest of the config, which knows where it came from).
+func (c *RateLimitConfig) Validate() error {
+	var errs []error
+	if c.MaxKeys < 0 {
+		errs = append(errs, errors.New("rate_limit.max_keys: must not be negative, got "+strconv.Itoa(c.MaxKeys)))
+	}
+	if c.OnStoreError != "deny" && c.OnStoreError != "allow" {
+		errs = append(errs, fmt.Errorf("rate_limit.on_store_error: must be deny or allow, got %q", c.OnStoreError))
+	}
+	return errors.Join(errs...)
 }
 
 // devMode reports whether auth uses the generated dev key.
@@ -275,15 +306,6 @@ func (c *Config) validate() error {
 	}
 	if c.LogRepeatInterval > time.Hour {
 		errs = append(errs, fmt.Errorf("log_repeat_interval: must be at most 1h (negative: no limit), got %s", c.LogRepeatInterval))
-	}
-	if c.Policy.Timeout < 0 {
-		errs = append(errs, errors.New("policy.timeout: must not be negative"))
-	}
-	if c.Limits.MaxKeys < 0 {
-		errs = append(errs, errors.New("rate_limit.max_keys: must not be negative, got "+strconv.Itoa(c.Limits.MaxKeys)))
-	}
-	if c.Limits.OnStoreError != "deny" && c.Limits.OnStoreError != "allow" {
-		errs = append(errs, fmt.Errorf("rate_limit.on_store_error: must be deny or allow, got %q", c.Limits.OnStoreError))
 	}
 	if err := c.checkListen("proxy.listen", &c.Proxy.Listen); err != nil {
 		errs = append(errs, err)
@@ -307,7 +329,7 @@ func (c *Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	sections := []interface{ Validate() error }{&c.Proxy, &c.Audit, &c.Approval, &c.Console}
+	sections := []interface{ Validate() error }{&c.Policy, &c.Limits, &c.Proxy, &c.Audit, &c.Approval, &c.Console}
 	if !c.devMode() { // in dev mode serve creates the key before it is read
 		sections = append(sections, &c.Auth)
 	}
