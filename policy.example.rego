@@ -152,7 +152,17 @@ denials contains reason if {
 	ws := input.arguments.workspace_id
 	is_string(ws)
 	ws != input.caller.workspace
-	reason := sprintf("%s: workspace_id %q is not the caller's workspace %q", [input.tool, ws, input.caller.workspace])
+	reason := sprintf("%s: workspace_id is not the caller's workspace %q", [input.tool, input.caller.workspace])
+}
+
+# A caller bound to a workspace creates in it: without a workspace_id the integration
+# would be organisation-level, which only an org-wide caller may create.
+denials contains reason if {
+	not list_mode
+	input.tool == "create_integration"
+	caller_workspace
+	not input.arguments.workspace_id
+	reason := sprintf("create_integration: workspace_id is required for a caller bound to workspace %q (it must be that workspace)", [input.caller.workspace])
 }
 
 denials contains reason if {
@@ -170,10 +180,9 @@ denials contains reason if {
 	not list_mode
 	tools[input.tool].workspace_scoped
 	caller_workspace
-	some entry in input.arguments.workspaces
-	ws := entry.id
-	ws != input.caller.workspace
-	reason := sprintf("%s: workspaces entry %v is not the caller's workspace %q", [input.tool, ws, input.caller.workspace])
+	some i, entry in input.arguments.workspaces
+	entry.id != input.caller.workspace
+	reason := sprintf("%s: workspaces[%d].id is not the caller's workspace %q", [input.tool, i, input.caller.workspace])
 }
 
 # Global workspace access opens an integration to every workspace of the org: an
@@ -210,9 +219,9 @@ denials contains reason if {
 	reason := outside_workspace(input.resource)
 }
 
-outside_workspace(res) := sprintf("%s: integration %s is organisation-level; a caller bound to workspace %q may not change it", [input.tool, res.ref, input.caller.workspace]) if {
+outside_workspace(res) := sprintf("%s: the integration is organisation-level; a caller bound to workspace %q may not change it", [input.tool, input.caller.workspace]) if {
 	res.workspace_id == null
-} else := sprintf("%s: integration %s is not in the caller's workspace %q", [input.tool, res.ref, input.caller.workspace])
+} else := sprintf("%s: the integration is not in the caller's workspace %q", [input.tool, input.caller.workspace])
 
 # Without input.resource the owner cannot be checked, so a caller bound to a workspace is
 # refused (the proxy resolves these tools by default; see proxy.resources).
@@ -252,12 +261,25 @@ grant_removals contains "an empty workspaces list" if {
 	count(input.arguments.workspaces) == 0
 }
 
-grant_removals contains sprintf("revokes workspace %v", [entry.id]) if {
+grant_removals contains sprintf("workspaces[%d] revokes a workspace's access", [i]) if {
 	not list_mode
 	input.tool == "update_integration_workspaces"
-	some entry in input.arguments.workspaces
+	some i, entry in input.arguments.workspaces
 	entry.enabled != true
 	entry.id != input.caller.workspace
+}
+
+# Rewriting an existing grant of another workspace replaces its usage and rate limits
+# (an entry without them clears them; a tiny limit chokes the workspace): that takes
+# access away as surely as revoking it.
+grant_removals contains sprintf("workspaces[%d] rewrites the limits of another workspace's grant", [i]) if {
+	not list_mode
+	input.tool == "update_integration_workspaces"
+	some i, entry in input.arguments.workspaces
+	entry.enabled == true
+	entry.id != input.caller.workspace
+	some granted in input.resource.workspaces
+	granted == entry.id
 }
 
 # Anything but an explicit false counts: a malformed value is read as the worst case.

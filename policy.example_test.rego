@@ -125,17 +125,17 @@ test_no_subject_denied if {
 # --- create_integration ------------------------------------------------------------------
 
 test_create_agent_rate_limited if {
-	d := decide(call("create_integration", agent, {"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>"}))
+	d := decide(call("create_integration", agent, {"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>", "workspace_id": "ws-1"}))
 	d.action == "rate_limit"
 	d.rate_limit == {"max": 10, "window": "60s"} # no key: the proxy's default (caller + session + tool)
 }
 
 test_create_admin_rate_limited if {
-	decide(call("create_integration", admin, {"name": "x", "ai_provider_id": "openai"})).action == "rate_limit"
+	decide(call("create_integration", admin, {"name": "x", "ai_provider_id": "openai", "workspace_id": "ws-1"})).action == "rate_limit"
 }
 
 test_create_operator_denied if {
-	d := decide(call("create_integration", operator, {"name": "x", "ai_provider_id": "openai"}))
+	d := decide(call("create_integration", operator, {"name": "x", "ai_provider_id": "openai", "workspace_id": "ws-1"}))
 	d.action == "deny"
 	d.reason == "create_integration needs one of the roles agent, admin"
 }
@@ -152,7 +152,7 @@ test_create_own_workspace_allowed if {
 test_create_other_workspace_denied if {
 	d := decide(call("create_integration", agent, {"name": "x", "ai_provider_id": "openai", "workspace_id": "ws-2"}))
 	d.action == "deny"
-	d.reason == `create_integration: workspace_id "ws-2" is not the caller's workspace "ws-1"`
+	d.reason == `create_integration: workspace_id is not the caller's workspace "ws-1"`
 }
 
 test_create_workspace_not_a_string_denied if {
@@ -164,7 +164,7 @@ test_create_workspace_not_a_string_denied if {
 test_update_workspaces_other_workspace_denied if {
 	d := decide(call("update_integration_workspaces", agent, {"slug": "victim", "workspaces": [{"id": "ws-1", "enabled": true}, {"id": "ws-victim", "enabled": true}]}))
 	d.action == "deny"
-	d.reason == `update_integration_workspaces: workspaces entry ws-victim is not the caller's workspace "ws-1"`
+	d.reason == `update_integration_workspaces: workspaces[1].id is not the caller's workspace "ws-1"`
 }
 
 test_update_workspaces_own_workspace_allowed if {
@@ -191,14 +191,14 @@ test_create_workspace_when_caller_has_none_denied if {
 	caller := object.union(agent, {"workspace": ""})
 	d := decide(call("create_integration", caller, {"name": "x", "workspace_id": "ws-1"}))
 	d.action == "deny"
-	contains(d.reason, `"ws-1"`)
+	contains(d.reason, `workspace_id is not the caller's workspace ""`)
 }
 
 test_create_wrong_role_and_workspace_reports_both if {
 	d := decide(call("create_integration", operator, {"name": "x", "workspace_id": "ws-9"}))
 	d.action == "deny"
 	contains(d.reason, "needs one of the roles")
-	contains(d.reason, `"ws-9"`)
+	contains(d.reason, "workspace_id is not the caller's workspace")
 }
 
 # --- update_* ----------------------------------------------------------------------------
@@ -220,7 +220,7 @@ test_update_security_denied if {
 test_update_other_workspace_denied if {
 	d := decide(call("update_integration", operator, {"slug": "prod-openai", "workspace_id": "ws-2"}))
 	d.action == "deny"
-	contains(d.reason, `workspace_id "ws-2"`)
+	contains(d.reason, "workspace_id is not the caller's workspace")
 }
 
 # --- delete_integration -----------------------------------------------------------------
@@ -343,7 +343,7 @@ test_workspace_caller_cannot_change_an_org_level_integration if {
 	every caller in [agent, operator, admin] {
 		d := decide(on(call("update_integration", caller, args), integration("shared", null, ["ws-1", "ws-2"])))
 		d.action == "deny"
-		contains(d.reason, `update_integration: integration shared is organisation-level; a caller bound to workspace "ws-1" may not change it`)
+		contains(d.reason, `update_integration: the integration is organisation-level; a caller bound to workspace "ws-1" may not change it`)
 	}
 }
 
@@ -351,7 +351,7 @@ test_workspace_caller_cannot_change_another_workspaces_integration if {
 	every tool in resolved_tools {
 		d := decide(on(call(tool, operator, {"slug": "theirs"}), integration("theirs", "ws-2", [])))
 		d.action == "deny"
-		contains(d.reason, sprintf(`%s: integration theirs is not in the caller's workspace "ws-1"`, [tool]))
+		contains(d.reason, sprintf(`%s: the integration is not in the caller's workspace "ws-1"`, [tool]))
 	}
 }
 
@@ -433,7 +433,7 @@ test_workspace_revoking_another_workspace_denied if {
 	)
 	d := decide(req)
 	d.action == "deny"
-	contains(d.reason, `workspaces entry ws-2 is not the caller's workspace "ws-1"`)
+	contains(d.reason, `workspaces[0].id is not the caller's workspace "ws-1"`)
 }
 
 test_workspace_revoking_its_own_grant_allowed if {
@@ -461,7 +461,7 @@ test_org_agent_wiping_grants_needs_approval if {
 test_org_agent_revoking_a_workspace_needs_approval if {
 	d := decide(call("update_integration_workspaces", org_agent, {"slug": "shared", "workspaces": [{"id": "ws-1", "enabled": true}, {"id": "ws-2", "enabled": false}]}))
 	d.action == "require_approval"
-	contains(d.reason, "revokes workspace ws-2")
+	contains(d.reason, "workspaces[1] revokes a workspace's access")
 }
 
 test_org_admin_makes_destructive_grant_changes if {
@@ -493,4 +493,44 @@ test_list_mode_ignores_the_resource_rules if {
 	decide(list_mode("update_integration", agent)).action == "rate_limit"
 	req := object.union(list_mode("update_integration_workspaces", org_agent), {"arguments": {"workspaces": []}})
 	decide(req).action == "rate_limit"
+}
+
+# A caller bound to a workspace creates in it: without a workspace_id the integration would
+# be organisation-level.
+test_workspace_caller_create_without_workspace_denied if {
+	d := decide(call("create_integration", agent, {"name": "sneaky", "ai_provider_id": "openai"}))
+	d.action == "deny"
+	contains(d.reason, "workspace_id is required for a caller bound to workspace")
+}
+
+test_org_caller_creates_organisation_level_integrations if {
+	caller := object.union(agent, {"workspace": ""})
+	decide(call("create_integration", caller, {"name": "shared", "ai_provider_id": "openai"})).action == "rate_limit"
+}
+
+# Rewriting another workspace's existing grant (clearing or choking its limits) takes
+# access away: it needs approval like a revocation.
+test_org_agent_rewriting_another_workspaces_limits_needs_approval if {
+	caller := object.union(agent, {"workspace": ""})
+	req := on(
+		call("update_integration_workspaces", caller, {"slug": "shared", "workspaces": [{"id": "ws-2", "enabled": true, "usage_limits": {"credit_limit": 0.0001}}]}),
+		integration("shared", null, ["ws-1", "ws-2"]),
+	)
+	d := decide(req)
+	d.action == "require_approval"
+	contains(d.reason, "workspaces[0] rewrites the limits of another workspace's grant")
+}
+
+# A deny never quotes an argument's value (it may be a secret sent in the wrong field):
+# it names the field and the rule.
+test_denial_reasons_never_quote_argument_values if {
+	canary := "sk-canary-0123456789abcdef"
+	reasons := [
+		decide(call("create_integration", agent, {"name": "x", "ai_provider_id": "openai", "workspace_id": canary})).reason,
+		decide(call("update_integration_workspaces", agent, {"slug": "mine", "workspaces": [{"id": canary, "enabled": false}]})).reason,
+	]
+	every r in reasons {
+		not contains(r, canary)
+		contains(r, "workspace")
+	}
 }

@@ -63,15 +63,15 @@ func TestExamplePolicyDecisions(t *testing.T) {
 		want     policies.Decision
 	}{
 		{
-			name: "agent creates in own org: rate limited 10/60s", tool: "create_integration", caller: agent,
-			args: map[string]any{"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>"},
+			name: "agent creates in its workspace: rate limited 10/60s", tool: "create_integration", caller: agent,
+			args: map[string]any{"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>", "workspace_id": "ws-1"},
 			want: policies.Decision{Action: policies.ActionRateLimit, Reason: "create_integration allowed for agent-7, at most 10 per 60s",
 				RateLimit: &policies.RateLimit{Max: 10, Window: 60 * time.Second, WindowAsWritten: "60s"}},
 		},
 		{
-			name: "agent creates in another workspace: denied naming it", tool: "create_integration", caller: agent,
+			name: "agent creates in another workspace: denied naming the field, not its value", tool: "create_integration", caller: agent,
 			args: map[string]any{"name": "x", "workspace_id": "ws-2"},
-			want: policies.Decision{Action: policies.ActionDeny, Reason: `create_integration: workspace_id "ws-2" is not the caller's workspace "ws-1"`},
+			want: policies.Decision{Action: policies.ActionDeny, Reason: `create_integration: workspace_id is not the caller's workspace "ws-1"`},
 		},
 		{
 			name: "agent deletes: denied", tool: "delete_integration", caller: agent, args: map[string]any{"slug": "prod-openai"}, resource: ownIntegration,
@@ -97,7 +97,7 @@ func TestExamplePolicyDecisions(t *testing.T) {
 		{
 			name: "workspace agent replaces the key of an org-level integration: denied", tool: "update_integration", caller: agent,
 			args: map[string]any{"slug": "shared", "key": "<redacted>"}, resource: shared,
-			want: policies.Decision{Action: policies.ActionDeny, Reason: `update_integration: integration shared is organisation-level; a caller bound to workspace "ws-1" may not change it`},
+			want: policies.Decision{Action: policies.ActionDeny, Reason: `update_integration: the integration is organisation-level; a caller bound to workspace "ws-1" may not change it`},
 		},
 		{
 			name: "org agent wipes every grant: security approval", tool: "update_integration_workspaces", caller: orgAgent,

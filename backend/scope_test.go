@@ -64,6 +64,8 @@ func TestWorkspaceCallerCannotChangeOutsideItsWorkspace(t *testing.T) {
 		{"replace the key of an org-level integration", "PUT", "/v1/integrations/" + f.shared,
 			map[string]any{"key": "sk-attacker-0123456789ab", "configurations": map[string]any{"custom_host": "https://attacker.example"}}, 403, "slug", "organisation-level"},
 		{"delete an org-level integration", "DELETE", "/v1/integrations/" + f.shared, nil, 403, "slug", "organisation-level"},
+		{"create an org-level integration", "POST", "/v1/integrations",
+			map[string]any{"name": "sneaky", "ai_provider_id": "openai", "key": "sk-attacker-0123456789ab"}, 403, "workspace_id", "bound to a workspace"},
 		{"models of an org-level integration", "PUT", "/v1/integrations/" + f.shared + "/models",
 			map[string]any{"models": []any{map[string]any{"slug": "gpt-4o", "enabled": false}}}, 403, "slug", "organisation-level"},
 		{"delete a model of an org-level integration", "DELETE", "/v1/integrations/" + f.shared + "/models?slugs=gpt-4o", nil, 403, "slug", "organisation-level"},

@@ -232,6 +232,11 @@ func (s *Server) createIntegration(ctx context.Context, c *Caller, r createReq) 
 	if c.Workspace != "" && r.WorkspaceID != "" && r.WorkspaceID != c.Workspace {
 		return nil, errField(http.StatusForbidden, "forbidden", "workspace_id", "caller is bound to another workspace")
 	}
+	// A caller bound to a workspace creates in it: without workspace_id the integration
+	// would be organisation-level, which only an org-wide caller may create.
+	if c.Workspace != "" && r.WorkspaceID == "" {
+		return nil, errField(http.StatusForbidden, "forbidden", "workspace_id", "is required for a caller bound to a workspace (it must be that workspace)")
+	}
 	id := uuid.NewString()
 	var vals []sealedValue
 	if hasKey {

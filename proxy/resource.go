@@ -294,8 +294,19 @@ func (r *resolver) invalidate(keys []string) {
 	r.mu.Unlock()
 }
 
+// errBadReference is a reference that cannot name a resource: the caller's error (400),
+// not a failed lookup.
+var errBadReference = errors.New("bad reference")
+
 // checkRef refuses references that cannot name one resource as a path segment.
 func checkRef(ref string) error {
+	if err := refProblem(ref); err != nil {
+		return fmt.Errorf("%w: %v", errBadReference, err)
+	}
+	return nil
+}
+
+func refProblem(ref string) error {
 	switch {
 	case ref == "" || ref == "." || ref == "..":
 		return fmt.Errorf("reference %q cannot name a resource", ref)
@@ -349,7 +360,10 @@ func (r *resolver) fetch(rt *resourceType, org, ref, rid string) (map[string]any
 	}
 	switch resp.StatusCode() {
 	case fasthttp.StatusOK:
-	case fasthttp.StatusNotFound:
+	case fasthttp.StatusNotFound, fasthttp.StatusBadRequest:
+		// No such resource, or a reference the upstream cannot read as one (a malformed
+		// slug): either way nothing is found, and policy decides. A client's bad
+		// reference is not a lookup failure (a 503 would invite retries).
 		return map[string]any{"type": rt.name, "ref": r.redact(ref), "found": false}, nil
 	default:
 		return nil, fmt.Errorf("the upstream answered %d", resp.StatusCode())
@@ -385,6 +399,12 @@ func (s *Server) resolveResource(cl *call) *refusal {
 	}
 	org := cl.id.Caller.Org
 	res, err := s.resources.resolve(rt, org, cl.ref, cl.rid)
+	if errors.Is(err, errBadReference) {
+		detail := "resolving " + rt.name + ": " + err.Error()
+		cl.dec = policies.Decision{Action: policies.ActionDeny, Reason: detail, Revision: s.d.Policy.Revision()}
+		return &refusal{status: fiber.StatusBadRequest, code: "invalid_arguments", detail: detail,
+			msg: "the reference to the " + rt.name + " this call acts on cannot name one (" + strings.TrimPrefix(err.Error(), errBadReference.Error()+": ") + ")"}
+	}
 	if err != nil {
 		detail := "resolving " + rt.name + " " + strconv.Quote(s.d.Redactor.String(cl.ref)) + ": " + err.Error()
 		s.log.Warn("resource lookup failed: denying", "request_id", cl.rid, "tool", cl.tool, "err", detail)

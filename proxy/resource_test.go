@@ -377,3 +377,23 @@ func TestDefaultResourcesResolveIntegrationChanges(t *testing.T) {
 		t.Errorf("reads are resolved by default: %s", b)
 	}
 }
+
+// A reference the upstream cannot read (400) is a resource not found, for policy to
+// decide, and one that cannot name a resource at all (a control character) is the
+// caller's error: neither is an outage (503) to retry.
+func TestMalformedReferenceIsNotAnOutage(t *testing.T) {
+	g, su := resolvingGateway(t, nil)
+	su.setAnswer(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(400)
+		io.WriteString(w, `{"code":"validation_error"}`)
+	})
+	tok := wsToken(t, "agent-7", "acme", "ws-1", "agent")
+	_, body := g.mcp(tok, toolCall("update_integration", `{"slug":"bad slug"}`))
+	if !strings.Contains(body, `\"found\":false`) || strings.Contains(body, "resource_unavailable") {
+		t.Fatalf("a reference the upstream refuses: %s\n%s", body, g.logText())
+	}
+	_, body = g.mcp(tok, toolCall("update_integration", `{"slug":"a\u0000b"}`))
+	if !strings.Contains(body, "invalid_arguments") || strings.Contains(body, "resource_unavailable") {
+		t.Fatalf("a malformed reference: %s\n%s", body, g.logText())
+	}
+}

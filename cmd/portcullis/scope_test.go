@@ -122,16 +122,16 @@ func TestScopesHoldForTheResourceThroughServe(t *testing.T) {
 		{"an empty list", "PUT", "/v1/integrations/own/workspaces", `{"workspaces":[]}`, 202,
 			"takes workspace access away (an empty workspaces list)"},
 		{"revoking ws-2", "PUT", "/v1/integrations/own/workspaces", `{"workspaces":[{"id":"ws-2","enabled":false}]}`, 403,
-			`workspaces entry ws-2 is not the caller's workspace \"ws-1\"`},
+			`workspaces[0].id is not the caller's workspace \"ws-1\"`},
 		{"replacing the key and custom_host of an org-level integration", "PUT", "/v1/integrations/shared",
 			`{"key":"sk-attacker-0123456789ab","configurations":{"custom_host":"https://attacker.example"}}`, 403,
-			`integration shared is organisation-level; a caller bound to workspace \"ws-1\" may not change it`},
+			`the integration is organisation-level; a caller bound to workspace \"ws-1\" may not change it`},
 		{"granting itself an org-level integration", "PUT", "/v1/integrations/shared/workspaces",
 			`{"workspaces":[{"id":"ws-1","enabled":true}]}`, 403, "is organisation-level"},
 		{"an org-level integration through the seed shape", "PATCH", "/integrations/credentials/shared", `{"name":"pwned"}`, 403,
 			"is organisation-level"},
 		{"a workspace-2 integration", "PUT", "/v1/integrations/theirs", `{"description":"pwned"}`, 403,
-			`integration theirs is not in the caller's workspace \"ws-1\"`},
+			`the integration is not in the caller's workspace \"ws-1\"`},
 	}
 	for _, tc := range refused {
 		t.Run("REST "+tc.name, func(t *testing.T) {
@@ -153,7 +153,7 @@ func TestScopesHoldForTheResourceThroughServe(t *testing.T) {
 		{"override", "update_integration_workspaces", map[string]any{"slug": "own", "override_existing_workspace_access": true,
 			"workspaces": []any{map[string]any{"id": "ws-1", "enabled": true}}}, "would remove the grants of ws-2"},
 		{"revoking ws-2", "update_integration_workspaces", map[string]any{"slug": "own",
-			"workspaces": []any{map[string]any{"id": "ws-2", "enabled": false}}}, "workspaces entry ws-2"},
+			"workspaces": []any{map[string]any{"id": "ws-2", "enabled": false}}}, "workspaces[0].id is not the caller's workspace"},
 		{"org-level key", "update_integration", map[string]any{"slug": "shared", "key": "sk-attacker-0123456789ab",
 			"custom_host": "https://attacker.example"}, "is organisation-level"},
 		{"workspace-2 integration", "update_integration", map[string]any{"slug": "theirs", "description": "pwned"}, "is not in the caller's workspace"},
