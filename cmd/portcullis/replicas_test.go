@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,47 @@ func TestApprovalThroughOneReplicaReleasesTheCallHeldOnAnother(t *testing.T) {
 		t.Logf("released on A %v after the approval on B", time.Since(start))
 	case <-time.After(10 * time.Second):
 		t.Fatal("the approval made through B did not release the call held on A")
+	}
+}
+
+// Two replicas over one Redis (rate_limit.redis_url) enforce one limit: the example
+// policy's 10 creates a minute hold across both, whichever replica each call reaches.
+func TestRateLimitHoldsAcrossReplicas(t *testing.T) {
+	addr := os.Getenv("PORTCULLIS_TEST_REDIS")
+	if addr == "" {
+		t.Skip("PORTCULLIS_TEST_REDIS is unset (host:port of a Redis server); .ci/run sets it")
+	}
+	t.Setenv("PORTCULLIS_REDIS_URL", "redis://"+addr+"/0")
+	dirA, dirB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	urlA := startReplica(t, dirA)
+	key, err := os.ReadFile(filepath.Join(dirA, "dev-signing-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dirB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "dev-signing-key.pem"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlB := startReplica(t, dirB)
+	// A subject of this run's own: Redis is shared with other tests.
+	sub := "agent-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	agent := mintToken(t, dirA, "--sub", sub, "--org", "acme", "--roles", "agent")
+	counts := map[int]int{}
+	for i := 0; i < 14; i++ {
+		url := urlA
+		if i%2 == 1 {
+			url = urlB
+		}
+		resp, body := postJSON(t, url+"/v1/integrations", agent,
+			`{"name":"limited `+strconv.Itoa(i)+`","ai_provider_id":"openai","key":"sk-limit-0123456789abcdef"}`)
+		counts[resp.StatusCode]++
+		if resp.StatusCode != 200 && resp.StatusCode != 429 {
+			t.Fatalf("create %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if counts[200] != 10 || counts[429] != 4 {
+		t.Fatalf("across two replicas: %d allowed, %d limited; want 10 and 4", counts[200], counts[429])
 	}
 }
