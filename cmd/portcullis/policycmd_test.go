@@ -81,7 +81,7 @@ func TestPolicyCmd(t *testing.T) {
 
 func TestPolicyEvalPrintsDurationsAsPolicyWritesThem(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "in.json")
-	body := `{"surface": "mcp", "tool": "create_integration", "arguments": {"name": "x", "ai_provider_id": "openai"},
+	body := `{"surface": "mcp", "tool": "create_integration", "arguments": {"name": "x", "ai_provider_id": "openai", "workspace_id": "ws-1"},
 		"caller": {"sub": "agent-7", "org": "acme", "workspace": "ws-1", "roles": ["agent"], "session": "s"}, "mode": "call"}`
 	if err := os.WriteFile(in, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
