@@ -49,6 +49,16 @@ type Log struct {
 	stop    chan struct{}
 	stopped chan struct{}
 
+	writer   // the committing state: callers and the writer goroutine, under wmu
+	ingester // the ingester's queue and the state its goroutine owns
+
+	lost, appended, batches, checkpoints, witnessErrors atomic.Uint64
+	appendLatency, batchSize                            prometheus.Histogram
+}
+
+// writer is the Log's committing state: the chain as far as the journal holds it.
+// Callers and the writer goroutine share it (commit.go).
+type writer struct {
 	// The chain as far as the journal holds it, and the rest of the committing state,
 	// guarded by wmu: held by the writer goroutine for each batch it forms and
 	// commits, or by a caller committing its own row inline (see tryInline).
@@ -65,7 +75,11 @@ type Log struct {
 	journaled  atomic.Int64 // seq of the newest row in the journal, for readers of other goroutines
 	appending  atomic.Int32 // callers in Append
 	unclaimed  atomic.Int32 // rows sent to the queue and not yet taken in hand by the writer
+}
 
+// ingester is the Log's storing state: the rows handed from the journal to SQLite, and
+// what the ingester goroutine owns after Open (ingest.go, checkpoint.go, lookup.go).
+type ingester struct {
 	// Rows in the journal and not yet in SQLite, in order; the ingester takes them.
 	imu      sync.Mutex
 	ipending []row
@@ -88,9 +102,6 @@ type Log struct {
 	failWarned    time.Time                  // last storing failure logged
 	inserts       [insertChunk + 1]*sql.Stmt // by rows per statement, prepared lazily
 	args          []any
-
-	lost, appended, batches, checkpoints, witnessErrors atomic.Uint64
-	appendLatency, batchSize                            prometheus.Histogram
 }
 
 // Open opens (creating if needed) the audit database, resumes the chain after
@@ -135,11 +146,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 	l := &Log{
 		cfg: cfg, logger: logger, key: key, redactor: redact.New(hkey), wdb: wdb, lock: lock,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
-		stopped: make(chan struct{}), hs: newHasher(),
-		ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1), rotateAt: journalRotateBytes,
-		istop: make(chan struct{}), istopped: make(chan struct{}),
-		rows: make([]row, cfg.MaxBatch), args: make([]any, 0, 26*insertChunk),
-		asyncTimer: time.NewTimer(time.Hour),
+		stopped: make(chan struct{}),
+		writer: writer{hs: newHasher(), rotateAt: journalRotateBytes, rows: make([]row, cfg.MaxBatch),
+			asyncTimer: time.NewTimer(time.Hour)},
+		ingester: ingester{ikick: make(chan struct{}, 1), iprog: make(chan struct{}, 1),
+			istop: make(chan struct{}), istopped: make(chan struct{}), args: make([]any, 0, 26*insertChunk)},
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "portcullis_audit_append_seconds", Help: "Time from Append to its row's commit.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
