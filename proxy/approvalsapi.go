@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -156,22 +155,11 @@ func jsonType(v any) string {
 	return "a number"
 }
 
-// approvalError maps the approvals service's errors to what the client is told;
-// anything else goes to errorHandler, which logs it and answers 500.
+// approvalError is what the client is told of the approvals service's refusals; any
+// other error goes to errorHandler, which logs it and answers 500.
 func approvalError(err error) error {
-	switch {
-	case errors.Is(err, approvals.ErrNotFound):
-		return apierror.NotFound("no such approval")
-	case errors.Is(err, approvals.ErrSelfApproval):
-		return apierror.Forbidden("self_approval", "you requested this call, so you cannot decide it; another approver must")
-	case errors.Is(err, approvals.ErrNotApprover):
-		return apierror.Forbidden("not_approver", "you are not an approver for this request")
-	case errors.Is(err, approvals.ErrNotPending):
-		return apierror.New(fiber.StatusConflict, "not_pending", "this approval has already been decided")
-	case errors.Is(err, approvals.ErrExpired):
-		return apierror.New(fiber.StatusGone, "expired", "this approval has expired; the agent must call again to request a new one")
-	case errors.Is(err, approvals.ErrInvalidComment):
-		return apierror.BadRequest("invalid_request", "comment", "%s", strings.TrimPrefix(err.Error(), "approvals: "))
+	if e := approvals.APIError(err); e != nil {
+		return e
 	}
 	return err
 }

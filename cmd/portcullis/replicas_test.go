@@ -50,14 +50,12 @@ func startReplica(t *testing.T, dataDir string) string {
 	return ""
 }
 
-// Two replicas over one PostgreSQL (approvals.database_url, here from its environment
-// variable): a delete held on replica A is listed and approved through replica B, and
-// A forwards it at once.
-func TestApprovalThroughOneReplicaReleasesTheCallHeldOnAnother(t *testing.T) {
-	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", sqldbtest.PostgresURL(t))
+// startReplicaPair runs two replicas with their own data dirs that trust the same (dev)
+// token key, as a fleet shares its JWKS; tokens minted with dirA's key work on both.
+func startReplicaPair(t *testing.T) (urlA, urlB, dirA string) {
+	t.Helper()
 	dirA, dirB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
-	urlA := startReplica(t, dirA)
-	// Both replicas trust the same (dev) token key, as a fleet shares its JWKS.
+	urlA = startReplica(t, dirA)
 	key, err := os.ReadFile(filepath.Join(dirA, "dev-signing-key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +66,15 @@ func TestApprovalThroughOneReplicaReleasesTheCallHeldOnAnother(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dirB, "dev-signing-key.pem"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	urlB := startReplica(t, dirB)
+	return urlA, startReplica(t, dirB), dirA
+}
+
+// Two replicas over one PostgreSQL (approvals.database_url, here from its environment
+// variable): a delete held on replica A is listed and approved through replica B, and
+// A forwards it at once.
+func TestApprovalThroughOneReplicaReleasesTheCallHeldOnAnother(t *testing.T) {
+	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", sqldbtest.PostgresURL(t))
+	urlA, urlB, dirA := startReplicaPair(t)
 
 	agent := mintToken(t, dirA, "--sub", "agent-1", "--org", "acme", "--roles", "agent")
 	op := mintToken(t, dirA, "--sub", "olga", "--org", "acme", "--roles", "operator")
@@ -139,19 +145,7 @@ func TestRateLimitHoldsAcrossReplicas(t *testing.T) {
 		t.Skip("PORTCULLIS_TEST_REDIS is unset (host:port of a Redis server); .ci/run sets it")
 	}
 	t.Setenv("PORTCULLIS_REDIS_URL", "redis://"+addr+"/0")
-	dirA, dirB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
-	urlA := startReplica(t, dirA)
-	key, err := os.ReadFile(filepath.Join(dirA, "dev-signing-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dirB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dirB, "dev-signing-key.pem"), key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	urlB := startReplica(t, dirB)
+	urlA, urlB, dirA := startReplicaPair(t)
 	// A subject of this run's own: Redis is shared with other tests.
 	sub := "agent-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	agent := mintToken(t, dirA, "--sub", sub, "--org", "acme", "--roles", "agent")

@@ -105,7 +105,7 @@ func (c *Console) decide(to approvals.Status) fiber.Handler {
 			a, err = c.d.Approvals.Deny(ctx.UserContext(), id, s.caller, comment)
 		}
 		if err != nil {
-			e := approvalError(err)
+			e := approvals.APIError(err)
 			if e == nil {
 				return err // logged by the error handler, reported without detail
 			}
@@ -114,23 +114,4 @@ func (c *Console) decide(to approvals.Status) fiber.Handler {
 		}
 		return ctx.JSON(fiber.Map{"data": c.view(a, s)})
 	}
-}
-
-// approvalError maps the service's refusals; nil for any other error.
-func approvalError(err error) *apierror.Error {
-	switch {
-	case errors.Is(err, approvals.ErrNotFound):
-		return apierror.NotFound("no such approval")
-	case errors.Is(err, approvals.ErrSelfApproval):
-		return apierror.Forbidden("self_approval", "you requested this call, so you cannot decide it; another approver must")
-	case errors.Is(err, approvals.ErrNotApprover):
-		return apierror.Forbidden("not_approver", "you are not an approver for this request")
-	case errors.Is(err, approvals.ErrNotPending):
-		return apierror.New(fiber.StatusConflict, "not_pending", "this approval has already been decided")
-	case errors.Is(err, approvals.ErrExpired):
-		return apierror.New(fiber.StatusGone, "expired", "this approval has expired; the agent must call again to request a new one")
-	case errors.Is(err, approvals.ErrInvalidComment):
-		return apierror.BadRequest("invalid_request", "comment", "%s", strings.TrimPrefix(err.Error(), "approvals: "))
-	}
-	return nil
 }
