@@ -232,12 +232,11 @@ func IsSecretName(name string) bool { return isSecretName(name) }
 // whatever its own name: headers (custom_headers, extra_headers, headers) carry
 // credentials under names nobody can list in advance.
 func IsSecretContainer(name string) bool {
-	if len(name) < 7 {
-		return false
-	}
 	var stack [64]byte
-	return bytes.HasSuffix(normaliseInto(stack[:0], name), []byte("headers"))
+	return containerNormal(normaliseInto(stack[:0], name))
 }
+
+func containerNormal(n []byte) bool { return bytes.HasSuffix(n, []byte("headers")) }
 
 // IsSecretField is IsSecretName; a Redactor method so that callers holding one need
 // no second import.
@@ -279,7 +278,11 @@ func normaliseFolded(name string) []byte {
 
 func isSecretName(name string) bool {
 	var stack [64]byte
-	n := normaliseInto(stack[:0], name)
+	return secretNormal(normaliseInto(stack[:0], name))
+}
+
+// secretNormal is isSecretName of a name already normalised.
+func secretNormal(n []byte) bool {
 	for _, s := range notSecretSuffixes {
 		if bytes.HasSuffix(n, []byte(s)) {
 			return false
@@ -300,7 +303,7 @@ func isSecretName(name string) bool {
 			return true
 		}
 	}
-	return string(n) == "key"
+	return false
 }
 
 // scrub replaces credential-looking substrings of s. It allocates only when it

@@ -216,10 +216,16 @@ var headerValues = &Schema{additional: &Schema{secret: true}, items: &Schema{sec
 // (IsSecretContainer) are secret whatever their names.
 func Field(m map[string]any, k string, sch *Schema) (secret bool, below *Schema) {
 	below = sch.Field(k)
-	if IsSecretContainer(k) {
-		below = merge(below.clone(), headerValues)
+	var stack [64]byte
+	n := normaliseInto(stack[:0], k) // once: this runs for every key of every call
+	if containerNormal(n) {
+		if below == nil {
+			below = headerValues // shared, never modified
+		} else {
+			below = merge(below.clone(), headerValues)
+		}
 	}
-	if below.Secret() || isSecretName(k) {
+	if below.Secret() || secretNormal(n) {
 		return true, below
 	}
 	if k == "value" {
