@@ -20,34 +20,10 @@ import (
 // returns its URL once it answers.
 func startReplica(t *testing.T, dataDir string) string {
 	t.Helper()
-	listen := freeAddr(t)
-	cfg, err := loadConfig(overrides{dataDir: dataDir, listen: listen, backendListen: freeAddr(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Approval.PollInterval = time.Minute // only the notification can release a call quickly
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("serve did not stop")
-		}
+	url, _ := startServeIn(t, overrides{dataDir: dataDir}, func(cfg *Config) {
+		cfg.Approval.PollInterval = time.Minute // only the notification can release a call quickly
 	})
-	url := "http://" + listen
-	for i := 0; i < 100; i++ {
-		if resp, err := http.Get(url + "/healthz"); err == nil {
-			resp.Body.Close()
-			return url
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("serve did not come up; log:\n%s", logs.String())
-	return ""
+	return url
 }
 
 // startReplicaPair runs two replicas with their own data dirs that trust the same (dev)

@@ -60,9 +60,18 @@ func startServe(t *testing.T) (string, string, *syncBuffer) {
 // and the listen addresses are the test's own.
 func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
 	t.Helper()
-	dir := t.TempDir()
+	o.dataDir = t.TempDir()
+	url, logs := startServeIn(t, o, nil)
+	return url, o.dataDir, logs
+}
+
+// startServeIn runs serve with overrides o (o.dataDir is the caller's; the listen
+// addresses are free ones), after mutate, if given, has adjusted the loaded config. It
+// returns the URL once /healthz answers; serve stops when the test ends.
+func startServeIn(t *testing.T, o overrides, mutate func(*Config)) (string, *syncBuffer) {
+	t.Helper()
 	listen := freeAddr(t)
-	o.dataDir, o.listen, o.backendListen = dir, listen, freeAddr(t)
+	o.listen, o.backendListen = listen, freeAddr(t)
 	cfg, err := loadConfig(o)
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +79,9 @@ func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
 	// These tests are about what serve does, not about the policy deadline (policies
 	// tests pin that): a generous one, so a starved machine is not read as a policy error.
 	cfg.Policy.Timeout = 2 * time.Second
+	if mutate != nil {
+		mutate(cfg)
+	}
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -86,12 +98,12 @@ func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
 	for i := 0; i < 100; i++ {
 		if resp, err := http.Get(url + "/healthz"); err == nil {
 			resp.Body.Close()
-			return url, dir, logs
+			return url, logs
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("serve did not come up; log:\n%s", logs.String())
-	return "", "", nil
+	return "", nil
 }
 
 // postJSON POSTs body as JSON with the bearer token and returns the response, its body read.
