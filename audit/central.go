@@ -485,6 +485,15 @@ func (c *Central) Verify(ctx context.Context, keys []ed25519.PublicKey) (Central
 	return rep, nil
 }
 
+// VerifyLog is Verify for one log: its chain and checkpoints in the central store,
+// checked against keys. A log the store does not hold verifies as no rows.
+func (c *Central) VerifyLog(ctx context.Context, logID string, keys []ed25519.PublicKey) (Report, error) {
+	if err := c.ensure(ctx); err != nil {
+		return Report{LogID: logID}, err
+	}
+	return c.verifyLog(ctx, logID, keys)
+}
+
 func keyFor(keys []ed25519.PublicKey, keyID string) ed25519.PublicKey {
 	for _, k := range keys {
 		if KeyID(k) == keyID {

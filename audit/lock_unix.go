@@ -20,7 +20,7 @@ func lockFile(path string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("audit: %s is held by another writer of this audit log (another portcullis serve?); only one may write it", path)
+			return nil, fmt.Errorf("audit: %s is %w", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("audit: locking %s: %w", path, err)
 	}

@@ -210,6 +210,47 @@ func (s *Shipper) Ship(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// Shipped is what CatchUp copied.
+type Shipped struct {
+	Rows, Checkpoints int
+}
+
+// CatchUp ships until the central store holds every row and checkpoint the local
+// database holds, and checks that it does: migrate runs it with the log's writer lock
+// held (LockWriter), so nothing is appended meanwhile. A fault stops it as it stops Run;
+// nothing central is overwritten.
+func (s *Shipper) CatchUp(ctx context.Context) (Shipped, error) {
+	var got Shipped
+	for {
+		cps := s.cpsShipped.Load()
+		n, err := s.Ship(ctx)
+		got.Rows += n
+		got.Checkpoints += int(s.cpsShipped.Load() - cps)
+		if err != nil {
+			return got, err
+		}
+		if n == 0 && s.cpsShipped.Load() == cps {
+			break
+		}
+	}
+	head, err := s.central.Head(ctx, s.logID)
+	if err != nil {
+		return got, err
+	}
+	var localSeq, localCP int64
+	if err := s.rd.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&localSeq); err != nil {
+		return got, fmt.Errorf("audit: shipping: reading %s: %w", s.cfg.Path, err)
+	}
+	if err := s.rd.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM audit_checkpoints`).Scan(&localCP); err != nil {
+		return got, fmt.Errorf("audit: shipping: reading checkpoints of %s: %w", s.cfg.Path, err)
+	}
+	if head.Seq < localSeq || head.CheckpointID < localCP {
+		return got, fmt.Errorf("audit: shipping log %s: the central store holds rows to seq %d and checkpoints to id %d, the local database rows to seq %d and checkpoints to id %d",
+			s.logID, head.Seq, head.CheckpointID, localSeq, localCP)
+	}
+	return got, nil
+}
+
 func (s *Shipper) pass(ctx context.Context) (int, error) {
 	head, err := s.central.Head(ctx, s.logID)
 	if err != nil {

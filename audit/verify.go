@@ -20,14 +20,17 @@ import (
 // Report is the result of Verify. OK is true only when no row or checkpoint is at
 // fault; Warnings never make it false.
 type Report struct {
-	OK            bool     `json:"ok"`
-	LogID         string   `json:"log_id,omitempty"` // audit_meta log_id: the log its checkpoints must name
-	Rows          int64    `json:"rows"`
-	FirstSeq      int64    `json:"first_seq"`
-	LastSeq       int64    `json:"last_seq"`
-	Checkpoints   int      `json:"checkpoints"`
-	PrunedThrough int64    `json:"pruned_through,omitempty"`
-	UnsignedTail  int64    `json:"unsigned_tail"` // rows after the newest checkpoint
+	OK            bool   `json:"ok"`
+	LogID         string `json:"log_id,omitempty"` // audit_meta log_id: the log its checkpoints must name
+	Rows          int64  `json:"rows"`
+	FirstSeq      int64  `json:"first_seq"`
+	LastSeq       int64  `json:"last_seq"`
+	Checkpoints   int    `json:"checkpoints"`
+	PrunedThrough int64  `json:"pruned_through,omitempty"`
+	UnsignedTail  int64  `json:"unsigned_tail"` // rows after the newest checkpoint
+	// Journaled counts the rows only the journal holds (acknowledged, not yet in the
+	// database: serve was killed, or is storing them); Rows includes them.
+	Journaled     int64    `json:"journaled,omitempty"`
 	BadSeq        int64    `json:"bad_seq,omitempty"`
 	BadCheckpoint int64    `json:"bad_checkpoint_id,omitempty"`
 	Problems      []string `json:"problems,omitempty"`
@@ -291,6 +294,7 @@ func verifyJournal(rep *Report, scan journalScan, err error) {
 		rep.next, rep.head = r.Seq+1, r.Hash
 	}
 	if n > 0 {
+		rep.Journaled = n
 		rep.UnsignedTail += n
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d rows (seq %d-%d) are in the journal, not yet in the database; "+
 			"the server stores them shortly, or when it next starts", n, rep.LastSeq-n+1, rep.LastSeq))
