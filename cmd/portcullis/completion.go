@@ -13,7 +13,7 @@ import (
 // completionTree is every command path and its subcommands. Flags are not listed here:
 // they are read from each command's own -h, so completion cannot drift from them.
 var completionTree = map[string][]string{
-	"":              {"serve", "backend", "token", "policy", "audit", "approvals", "bench", "health", "version", "completion", "help"},
+	"":              {"serve", "backend", "token", "policy", "audit", "approvals", "migrate", "bench", "health", "version", "completion", "help"},
 	"backend":       {"serve", "keys", "rewrap"},
 	"backend keys":  {"create"},
 	"policy":        {"test", "check", "eval"},
@@ -22,6 +22,7 @@ var completionTree = map[string][]string{
 	"completion":    {"bash", "zsh", "fish"},
 	"serve":         nil,
 	"token":         nil,
+	"migrate":       nil,
 	"bench":         nil,
 	"health":        nil,
 	"backend serve": nil, "backend rewrap": nil, "backend keys create": nil,

@@ -26,6 +26,7 @@ Commands:
   policy       policy test | check | eval: run Rego tests, compile, or evaluate an input
   audit        audit verify | export | tail | prune: work with the audit trail
   approvals    approvals list | approve | deny: act on pending approvals through the admin API
+  migrate      move a single node's audit trail and approvals into PostgreSQL, verified (for replicas)
   bench        load benchmark: direct vs plain proxy vs Portcullis
   health       GET a server's /readyz; exit 0 when ready (for container health checks)
   version      print the version, commit and Go version
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runAudit(ctx, rest, stdout, stderr)
 	case "approvals":
 		return runApprovals(ctx, rest, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "health":

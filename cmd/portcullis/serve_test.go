@@ -70,6 +70,14 @@ func startServeWith(t *testing.T, o overrides) (string, string, *syncBuffer) {
 // returns the URL once /healthz answers; serve stops when the test ends.
 func startServeIn(t *testing.T, o overrides, mutate func(*Config)) (string, *syncBuffer) {
 	t.Helper()
+	url, logs, _ := startServeStoppable(t, o, mutate)
+	return url, logs
+}
+
+// startServeStoppable is startServeIn that also returns stop, which stops serve and
+// waits until it has (it also runs when the test ends; a second call does nothing).
+func startServeStoppable(t *testing.T, o overrides, mutate func(*Config)) (string, *syncBuffer, func()) {
+	t.Helper()
 	listen := freeAddr(t)
 	o.listen, o.backendListen = listen, freeAddr(t)
 	cfg, err := loadConfig(o)
@@ -86,24 +94,28 @@ func startServeIn(t *testing.T, o overrides, mutate func(*Config)) (string, *syn
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("serve did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
 	url := "http://" + listen
 	for i := 0; i < 100; i++ {
 		if resp, err := http.Get(url + "/healthz"); err == nil {
 			resp.Body.Close()
-			return url, logs
+			return url, logs, stop
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("serve did not come up; log:\n%s", logs.String())
-	return "", nil
+	return "", nil, nil
 }
 
 // postJSON POSTs body as JSON with the bearer token and returns the response, its body read.
