@@ -96,7 +96,9 @@ func newAuditCmd(sub string, central bool, stderr io.Writer) *auditCmd {
 	a.fs.StringVar(&a.dataDir, "data-dir", a.dataDir, "`DIR` holding the audit database and keys (env PORTCULLIS_DATA_DIR)")
 	a.fs.StringVar(&a.dbPath, "db", "", "audit database `FILE` (default <data-dir>/audit.db)")
 	if central {
-		a.fs.StringVar(&a.centralURL, "central", os.Getenv("PORTCULLIS_AUDIT_CENTRAL_URL"),
+		// The environment is read after parsing, not as the flag's default: -h prints
+		// defaults, and the URL may hold a password.
+		a.fs.StringVar(&a.centralURL, "central", "",
 			"read the central store at this postgres:// `URL` instead of the local database (env PORTCULLIS_AUDIT_CENTRAL_URL)")
 	}
 	return a
@@ -111,6 +113,13 @@ func (a *auditCmd) parse(rest []string) (code int, ok bool) {
 	if a.fs.NArg() > 0 {
 		fmt.Fprintf(a.stderr, "portcullis audit %s: unexpected argument %q\n", a.sub, a.fs.Arg(0))
 		return 2, false
+	}
+	if a.fs.Lookup("central") != nil {
+		given := false
+		a.fs.Visit(func(v *flag.Flag) { given = given || v.Name == "central" })
+		if !given {
+			a.centralURL = os.Getenv("PORTCULLIS_AUDIT_CENTRAL_URL")
+		}
 	}
 	// The paths serve uses for this data dir: one place gives them (audit.Config).
 	defaults := audit.Config{Path: a.dbPath, SigningKeyPath: a.keyPath}

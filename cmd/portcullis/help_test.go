@@ -42,6 +42,7 @@ func TestEverySubcommandHelpListsItsOwnFlags(t *testing.T) {
 		"approvals list":      {"--url", "--token", "--status", `(default "pending")`, "--limit", "PORTCULLIS_TOKEN"},
 		"approvals approve":   {"--url", "--token", "--comment"},
 		"approvals deny":      {"--url", "--token", "--comment"},
+		"migrate":             {"--config FILE", "--data-dir DIR", "--audit-to URL", "audit.central_url", "PORTCULLIS_AUDIT_CENTRAL_URL", "--approvals-to URL", "approvals.database_url", "PORTCULLIS_APPROVALS_DATABASE_URL", "--pubkey BASE64", "Exit status"},
 		"bench":               {"--duration", "--rounds", "--conns", "--targets", "--cpuprofile", "--memprofile"},
 	} {
 		help := helpOf(t, strings.Fields(path)...)
@@ -87,7 +88,7 @@ func TestGroupHelpListsEverySubcommand(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	run(context.Background(), []string{"--help"}, &out, &errb)
-	for _, c := range []string{"version", "completion", "serve", "approvals"} {
+	for _, c := range []string{"version", "completion", "serve", "approvals", "migrate"} {
 		if !strings.Contains(out.String(), "\n  "+c+" ") {
 			t.Errorf("portcullis --help does not list %s:\n%s", c, out.String())
 		}
@@ -144,6 +145,8 @@ func TestCompletionCompletesSubcommandsAndFlags(t *testing.T) {
 		"portcullis backend keys ":       "create",
 		"portcullis --x policy eval --i": "--input",
 		"portcullis policy test -":       "--allow-network -v",
+		"portcullis mig":                 "migrate",
+		"portcullis migrate --app":       "--approvals-to",
 	} {
 		words := strings.Split(line, " ")
 		cmd := exec.Command(bash, "-c", `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _portcullis; echo "${COMPREPLY[*]}"`,
@@ -162,7 +165,9 @@ func TestHelpDoesNotPrintSecretsFromTheEnvironment(t *testing.T) {
 	t.Setenv("PORTCULLIS_TOKEN", "eyJcanary-token")
 	t.Setenv("PORTCULLIS_URL", "http://127.0.0.1:9/canary-url")
 	t.Setenv("PORTCULLIS_BACKEND_DATABASE_URL", "postgres://u:canary-password@db/x")
-	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"}} {
+	t.Setenv("PORTCULLIS_AUDIT_CENTRAL_URL", "postgres://u:canary-password@db/audit")
+	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", "postgres://u:canary-password@db/approvals")
+	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"}, {"migrate"}, {"audit", "verify"}, {"audit", "export"}} {
 		if help := helpOf(t, args...); strings.Contains(help, "canary") {
 			t.Errorf("%s -h prints a value from the environment:\n%s", strings.Join(args, " "), help)
 		}
