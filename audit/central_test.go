@@ -705,3 +705,41 @@ func BenchmarkShipRows(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "rows/s")
 }
+
+// CatchUp (migrate's pass) ships, in as many batches as it takes, every row and
+// checkpoint the local database holds, and a second CatchUp copies nothing; the log
+// then verifies on its own in the central store, and a log it does not hold is no rows.
+func TestCatchUpShipsEveryRowAndCheckpointOnceAndTheLogVerifiesAlone(t *testing.T) {
+	ctx := context.Background()
+	c := openCentralTest(t, centralURL(t))
+	a, b := twoReplicas(t, 250) // checkpoints every 100 rows, and one at close
+	pubA := pubKey(t, a)
+	local, err := Verify(ctx, a.Path, pubA)
+	if err != nil || !local.OK {
+		t.Fatalf("local: %+v %v", local, err)
+	}
+	s := newShipperTest(t, c, a.Path, 40) // 7 batches
+	got, err := s.CatchUp(ctx)
+	if err != nil || got.Rows != 250 || got.Checkpoints != local.Checkpoints {
+		t.Fatalf("CatchUp: %+v %v; want 250 rows and %d checkpoints", got, err, local.Checkpoints)
+	}
+	got, err = s.CatchUp(ctx)
+	if err != nil || got.Rows != 0 || got.Checkpoints != 0 {
+		t.Fatalf("second CatchUp: %+v %v; want nothing copied", got, err)
+	}
+	if n, maxSeq := centralCount(t, c, s.LogID()); n != 250 || maxSeq != 250 {
+		t.Fatalf("central holds %d rows to seq %d", n, maxSeq)
+	}
+	// Another log, shipped by nobody yet, is not in the way: VerifyLog reads one log.
+	centralExec(t, c, `INSERT INTO audit_central_logs (log_id) VALUES ('`+logIDOf(t, b.Path)+`')`)
+	rep, err := c.VerifyLog(ctx, s.LogID(), []ed25519.PublicKey{pubA})
+	if err != nil || !rep.OK || rep.Rows != 250 || rep.LastSeq != 250 || rep.Checkpoints != local.Checkpoints || rep.LogID != s.LogID() {
+		t.Fatalf("VerifyLog: %+v %v", rep, err)
+	}
+	if rep, err := c.VerifyLog(ctx, s.LogID(), []ed25519.PublicKey{pubKey(t, b)}); err != nil || rep.OK {
+		t.Fatalf("VerifyLog with another log's key: %+v %v; want a fault", rep, err)
+	}
+	if rep, err := c.VerifyLog(ctx, logIDOf(t, b.Path), []ed25519.PublicKey{pubA}); err != nil || !rep.OK || rep.Rows != 0 {
+		t.Fatalf("VerifyLog of a log with no rows shipped: %+v %v", rep, err)
+	}
+}

@@ -87,7 +87,7 @@ func TestJournalStoredAtOpen(t *testing.T) {
 	journalAfterCrash(t, cfg, 10, 5)
 	pub := pubKey(t, cfg)
 	rep, err := Verify(context.Background(), cfg.Path, pub)
-	if err != nil || !rep.OK || rep.Rows != 15 || rep.LastSeq != 15 || rep.UnsignedTail != 5 ||
+	if err != nil || !rep.OK || rep.Rows != 15 || rep.LastSeq != 15 || rep.UnsignedTail != 5 || rep.Journaled != 5 ||
 		!strings.Contains(strings.Join(rep.Warnings, ";"), "5 rows (seq 11-15) are in the journal") {
 		t.Fatalf("verify before restart: %+v %v", rep, err)
 	}
@@ -107,7 +107,7 @@ func TestJournalStoredAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err = Verify(context.Background(), cfg.Path, pub)
-	if err != nil || !rep.OK || rep.Rows != 16 || rep.UnsignedTail != 0 {
+	if err != nil || !rep.OK || rep.Rows != 16 || rep.UnsignedTail != 0 || rep.Journaled != 0 {
 		t.Fatalf("verify after restart: %+v %v", rep, err)
 	}
 }
