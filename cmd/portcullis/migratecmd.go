@@ -40,7 +40,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.StringVar(&dataDir, "data-dir", "", "`DIR` holding audit.db and approvals.db (default ./data; env PORTCULLIS_DATA_DIR)")
 	fs.StringVar(&auditTo, "audit-to", "", "copy the audit trail to this postgres:// `URL` (default audit.central_url; env PORTCULLIS_AUDIT_CENTRAL_URL)")
 	fs.StringVar(&approvalsTo, "approvals-to", "", "copy the approvals to this postgres:// `URL` (default approvals.database_url; env PORTCULLIS_APPROVALS_DATABASE_URL)")
-	fs.StringVar(&pubB64, "pubkey", "", "verify both chains with this checkpoint public key, `BASE64` of 32 bytes (default the public half of the audit signing key)")
+	fs.StringVar(&pubB64, "pubkey", "", "verify the local chain and its central copy with this checkpoint public key, `BASE64` of 32 bytes (default the public half of the audit signing key)")
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
 	}
