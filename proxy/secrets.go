@@ -29,7 +29,7 @@ type toolSecrets struct {
 	// seen is the input schema (as JSON) each learned tool was compiled from: a
 	// tools/list that repeats it (every agent session's) compiles and publishes nothing.
 	seen map[string]string
-	cur     atomic.Pointer[map[string]*redact.Schema] // static ∪ learned
+	cur  atomic.Pointer[map[string]*redact.Schema] // static ∪ learned
 }
 
 // maxLearnedTools bounds what an upstream's tools/list can make the proxy keep.
