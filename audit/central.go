@@ -575,69 +575,11 @@ func (c *Central) verifyLog(ctx context.Context, logID string, keys []ed25519.Pu
 			rep.PrunedThrough = first - 1
 		}
 	}
-	next := 0
-	for next < len(cps) && cps[next].Seq < expect {
-		next++
+	w := newChainWalk(&rep, cps, valid, expect, prev, "central chain")
+	if err := w.walk(ctx, tx, "audit: central verify", "",
+		`SELECT `+rowColumns+` FROM audit_central_events WHERE log_id = $1 ORDER BY seq`, logID); err != nil {
+		return rep, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_central_events WHERE log_id = $1 ORDER BY seq`, logID)
-	if err != nil {
-		return rep, fmt.Errorf("audit: central verify: reading rows: %w", err)
-	}
-	defer rows.Close()
-	hs := newHasher()
-	var r row
-	var lastCovered int64
-	broken := false
-	for rows.Next() {
-		if err := rows.Scan(r.scanDest()...); err != nil {
-			return rep, fmt.Errorf("audit: central verify: reading rows: %w", err)
-		}
-		rep.Rows++
-		if rep.FirstSeq == 0 {
-			rep.FirstSeq = r.Seq
-		}
-		rep.LastSeq = r.Seq
-		if broken {
-			continue
-		}
-		if why := checkRow(hs, &r, expect, prev); why != "" {
-			rep.rowFault(expect, why)
-			broken = true
-			continue
-		}
-		for next < len(cps) && cps[next].Seq <= r.Seq {
-			cp := &cps[next]
-			if cp.Seq == r.Seq && valid[next] {
-				if !bytes.Equal(cp.Head, r.Hash) {
-					rep.checkpointFault(cp, "head hash does not match the row at its seq (chain rewritten)")
-					rep.rowFault(r.Seq, "hash differs from the signed checkpoint")
-				} else {
-					lastCovered = r.Seq
-				}
-			}
-			next++
-		}
-		prev, expect = r.Hash, r.Seq+1
-	}
-	if err := rows.Err(); err != nil {
-		return rep, fmt.Errorf("audit: central verify: reading rows: %w", err)
-	}
-	if !broken {
-		for ; next < len(cps); next++ {
-			if valid[next] {
-				rep.checkpointFault(&cps[next], fmt.Sprintf("covers seq %d but the central chain ends at seq %d (rows removed)", cps[next].Seq, expect-1))
-			}
-		}
-		switch {
-		case rep.Rows > 0 && lastCovered == 0:
-			rep.Problems = append(rep.Problems, fmt.Sprintf("no signed checkpoint covers rows %d-%d: they cannot be told from a rewritten chain", rep.FirstSeq, rep.LastSeq))
-		case rep.LastSeq > lastCovered:
-			rep.UnsignedTail = rep.LastSeq - lastCovered
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d rows after the newest checkpoint (seq %d) are chained but not yet signed",
-				rep.UnsignedTail, lastCovered))
-		}
-	}
-	rep.OK = len(rep.Problems) == 0
 	return rep, nil
 }
 

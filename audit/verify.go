@@ -386,58 +386,16 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 	}
 	// Checkpoints at or below the anchor cover pruned rows: only their signatures
 	// (and the anchor's own head for one at the same seq) can be checked.
-	next := 0
-	for next < len(cps) && cps[next].Seq < expect {
-		c := &cps[next]
-		if valid[next] && anchor != nil && c.Seq == anchor.Seq && !bytes.Equal(c.Head, anchor.Head) {
+	for i := 0; anchor != nil && i < len(cps) && cps[i].Seq < expect; i++ {
+		if c := &cps[i]; valid[i] && c.Seq == anchor.Seq && !bytes.Equal(c.Head, anchor.Head) {
 			rep.checkpointFault(c, "head hash differs from the prune anchor at the same seq")
 		}
-		next++
 	}
-
-	rows, err := tx.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_events ORDER BY seq`)
-	if err != nil {
-		return rep, fmt.Errorf("audit: verify: reading rows: %w", err)
+	w := newChainWalk(&rep, cps, valid, expect, prev, "chain")
+	if anchor != nil {
+		w.prunedThrough = anchor.Seq
 	}
-	defer rows.Close()
-	hs := newHasher()
-	var r row
-	lastCovered := int64(0)
-	broken := false
-	for rows.Next() {
-		if err := rows.Scan(r.scanDest()...); err != nil {
-			return rep, fmt.Errorf("audit: verify: reading rows: %w", err)
-		}
-		rep.Rows++
-		if rep.FirstSeq == 0 {
-			rep.FirstSeq = r.Seq
-		}
-		rep.LastSeq = r.Seq
-		if broken {
-			continue // keep counting; the first fault is the one to report
-		}
-		if anchor != nil && r.Seq <= anchor.Seq {
-			rep.rowFault(r.Seq, fmt.Sprintf("present although pruned (anchor at seq %d)", anchor.Seq))
-			broken = true
-			continue
-		}
-		if why := checkRow(hs, &r, expect, prev); why != "" {
-			rep.rowFault(expect, why)
-			broken = true
-			continue
-		}
-		for next < len(cps) && cps[next].Seq <= r.Seq {
-			c := &cps[next]
-			if c.Seq == r.Seq && valid[next] {
-				if !bytes.Equal(c.Head, r.Hash) {
-					rep.checkpointFault(c, "head hash does not match the row at its seq (chain rewritten)")
-					rep.rowFault(r.Seq, "hash differs from the signed checkpoint")
-				} else {
-					lastCovered = r.Seq
-				}
-			}
-			next++
-		}
+	w.seen = func(r *row) {
 		if _, ok := want[r.Seq]; ok {
 			want[r.Seq] = r.Hash
 		}
@@ -447,31 +405,12 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 			}
 			rep.overlap[r.Seq] = r.Hash
 		}
-		prev, expect = r.Hash, r.Seq+1
 	}
-	if err := rows.Err(); err != nil {
-		return rep, fmt.Errorf("audit: verify: reading rows: %w", err)
+	if err := w.walk(ctx, tx, "audit: verify", " (if the server crashed before its first checkpoint, opening the log once signs them)",
+		`SELECT `+rowColumns+` FROM audit_events ORDER BY seq`); err != nil {
+		return rep, err
 	}
-	if !broken {
-		for ; next < len(cps); next++ {
-			rep.checkpointFault(&cps[next], fmt.Sprintf("covers seq %d but the chain ends at seq %d (rows removed)", cps[next].Seq, expect-1))
-		}
-		if rep.Rows > 0 {
-			if lastCovered == 0 {
-				rep.Problems = append(rep.Problems, fmt.Sprintf(
-					"no signed checkpoint covers rows %d-%d: they cannot be told from a rewritten chain "+
-						"(if the server crashed before its first checkpoint, opening the log once signs them)",
-					rep.FirstSeq, rep.LastSeq))
-			} else if rep.LastSeq > lastCovered {
-				rep.UnsignedTail = rep.LastSeq - lastCovered
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf(
-					"%d rows after the newest checkpoint (seq %d) are chained but not yet signed",
-					rep.UnsignedTail, lastCovered))
-			}
-		}
-	}
-	rep.next, rep.head, rep.broken = expect, prev, broken
-	rep.OK = len(rep.Problems) == 0
+	rep.next, rep.head, rep.broken = w.expect, w.prev, w.broken
 	return rep, nil
 }
 

@@ -26,14 +26,17 @@ type toolSecrets struct {
 
 	mu      sync.Mutex // serialises learn
 	learned map[string]*redact.Schema
-	cur     atomic.Pointer[map[string]*redact.Schema] // static ∪ learned
+	// seen is the input schema (as JSON) each learned tool was compiled from: a
+	// tools/list that repeats it (every agent session's) compiles and publishes nothing.
+	seen map[string]string
+	cur  atomic.Pointer[map[string]*redact.Schema] // static ∪ learned
 }
 
 // maxLearnedTools bounds what an upstream's tools/list can make the proxy keep.
 const maxLearnedTools = 4096
 
 func newToolSecrets(routes []Route) (*toolSecrets, error) {
-	t := &toolSecrets{static: map[string]*redact.Schema{}, learned: map[string]*redact.Schema{}}
+	t := &toolSecrets{static: map[string]*redact.Schema{}, learned: map[string]*redact.Schema{}, seen: map[string]string{}}
 	for i, r := range routes {
 		if r.Schema == "" {
 			continue
@@ -80,6 +83,14 @@ func (t *toolSecrets) learn(tools []any) {
 		if name == "" {
 			continue
 		}
+		// encoding/json writes map keys sorted: equal schemas give equal text.
+		raw, err := json.Marshal(tm["inputSchema"])
+		if err != nil {
+			continue
+		}
+		if prev, ok := t.seen[name]; ok && prev == string(raw) {
+			continue
+		}
 		sch := redact.CompileSchemaValue(tm["inputSchema"])
 		_, had := t.learned[name]
 		if !had && (sch == nil || len(t.learned) >= maxLearnedTools) {
@@ -87,8 +98,9 @@ func (t *toolSecrets) learn(tools []any) {
 		}
 		if sch == nil {
 			delete(t.learned, name)
+			delete(t.seen, name)
 		} else {
-			t.learned[name] = sch
+			t.learned[name], t.seen[name] = sch, string(raw)
 		}
 		changed = true
 	}

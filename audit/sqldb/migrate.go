@@ -124,8 +124,11 @@ func (m Migrations) Run(ctx context.Context, db *sql.DB) (int, error) {
 	}
 	defer func() { _ = tx.Rollback() }()
 	if m.Dialect == PostgresDialect {
-		// Replicas starting together migrate one at a time.
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:migrate:' || $1))`, m.Component); err != nil {
+		// Replicas starting together migrate one at a time, and so do the stores
+		// sharing a schema (approvals, the central audit trail, the backend): they
+		// share schema_migrations, whose CREATE TABLE IF NOT EXISTS is not safe to run
+		// concurrently. One lock per schema, not per store.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:migrate:' || current_schema()))`); err != nil {
 			return fail("locking", err)
 		}
 	}

@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -203,5 +204,40 @@ func TestMigrationsOnPostgresAreTrackedAndSerialised(t *testing.T) {
 	}
 	if _, err := db.Exec(`INSERT INTO things (id, name, colour) VALUES (1, 'a', 'red')`); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Two stores on one fresh schema (approvals and the central audit trail of a replica
+// starting) migrate at the same moment: they share schema_migrations, so neither may
+// fail on creating it.
+func TestStoresStartingTogetherOnOnePostgresSchemaBothMigrate(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		url := sqldbtest.PostgresURL(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				db, err := OpenPostgres(context.Background(), url, 1)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer db.Close()
+				name := fmt.Sprintf("store%d", i)
+				m := Migrations{Component: name, Dialect: PostgresDialect,
+					FS: fstest.MapFS{"0001_init.sql": {Data: []byte(`CREATE TABLE ` + name + ` (id INTEGER)`)}}}
+				_, err = m.Run(context.Background(), db)
+				errs <- err
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
 	}
 }
