@@ -89,15 +89,15 @@ type Deps struct {
 
 // Console serves the console's pages and API.
 type Console struct {
-	cfg      Config
-	d        Deps
-	log      *slog.Logger
-	store    store
-	oidc     *oidcClient // nil without OIDC
-	origins  []string    // accepted Origin values for state changes
-	assets   fs.FS
-	index    []byte
-	verify   verifyCache
+	cfg     Config
+	d       Deps
+	log     *slog.Logger
+	store   store
+	oidc    *oidcClient // nil without OIDC
+	origins []string    // accepted Origin values for state changes
+	assets  fs.FS
+	index   []byte
+	verify  verifyCache
 }
 
 // New builds the console. cfg must have had SetDefaults and Validate called. With

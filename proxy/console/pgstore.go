@@ -125,8 +125,8 @@ func (s *pgStore) createSession(ctx context.Context, key [32]byte, se *session) 
 
 func (s *pgStore) getSession(ctx context.Context, key [32]byte, touch bool) (*session, error) {
 	var (
-		se                        session
-		roles                     string
+		se                       session
+		roles                    string
 		created, seen, expiresAt int64
 	)
 	err := s.db.QueryRowContext(ctx, `SELECT csrf, caller_sub, caller_org, caller_workspace, caller_roles, caller_session,
