@@ -138,3 +138,38 @@ func TestConsoleSessionSignedInOnOneReplicaWorksOnAnother(t *testing.T) {
 		}
 	}
 }
+
+// console.database_url defaults to approvals.database_url (one PostgreSQL for the
+// fleet); PORTCULLIS_CONSOLE_DATABASE_URL or the key itself names another; with
+// neither, sessions stay in memory.
+func TestConsoleDatabaseURLDefaultsToTheApprovalsDatabase(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "PORTCULLIS_") {
+			t.Setenv(name, "")
+		}
+	}
+	t.Chdir(t.TempDir())
+	load := func() string {
+		t.Helper()
+		cfg, err := loadConfig(overrides{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Console.DatabaseURL
+	}
+	if got := load(); got != "" {
+		t.Fatalf("no database configured: console.database_url = %q, want empty (memory)", got)
+	}
+	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", "postgres://fleet.example.com/portcullis")
+	if got := load(); got != "postgres://fleet.example.com/portcullis" {
+		t.Fatalf("console.database_url = %q, want approvals.database_url", got)
+	}
+	t.Setenv("PORTCULLIS_CONSOLE_DATABASE_URL", "postgres://sessions.example.com/console")
+	if got := load(); got != "postgres://sessions.example.com/console" {
+		t.Fatalf("console.database_url = %q, want PORTCULLIS_CONSOLE_DATABASE_URL's", got)
+	}
+	t.Setenv("PORTCULLIS_CONSOLE_DATABASE_URL", "redis://:hunter2@sessions.example.com")
+	if _, err := loadConfig(overrides{}); err == nil || !strings.Contains(err.Error(), "console.database_url") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("a non-PostgreSQL URL: %v; want an error naming console.database_url without the password", err)
+	}
+}
