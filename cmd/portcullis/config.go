@@ -150,6 +150,7 @@ func loadConfig(o overrides) (*Config, error) {
 	env("PORTCULLIS_APPROVAL_WEBHOOK_URL", &cfg.Approval.WebhookURL)
 	env("PORTCULLIS_APPROVAL_WEBHOOK_SECRET", &cfg.Approval.WebhookSecret)
 	env("PORTCULLIS_APPROVALS_DATABASE_URL", &cfg.Approval.DatabaseURL)
+	env("PORTCULLIS_CONSOLE_DATABASE_URL", &cfg.Console.DatabaseURL)
 	if v := os.Getenv("PORTCULLIS_APPROVAL_WAIT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -245,6 +246,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.Approval.PublicURL == "" {
 		c.Approval.PublicURL = c.Proxy.PublicURL
+	}
+	// One PostgreSQL for the fleet: the console's sessions go where approvals do.
+	if c.Console.DatabaseURL == "" {
+		c.Console.DatabaseURL = c.Approval.DatabaseURL
 	}
 	c.Console.SetDefaults(c.Proxy.PublicURL)
 	if c.Console.On() {

@@ -330,6 +330,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		if err != nil {
 			return err
 		}
+		st.onClose(func() { _ = cons.Close() })
 		deps.Console, deps.ConsoleOwnListener = cons, cfg.Console.Listen != ""
 	}
 	srv, err := proxy.New(cfg.Proxy, deps)

@@ -39,6 +39,12 @@ type Config struct {
 	// MaxSessions bounds live sessions; past it the least recently used is ended.
 	// Default 10000.
 	MaxSessions int `yaml:"max_sessions"`
+	// DatabaseURL (postgres://...) keeps sessions and OIDC sign-ins in flight in
+	// PostgreSQL, shared by every replica: a person signed in through one is signed in
+	// on all, and the provider's redirect may land on any. serve defaults it to
+	// approvals.database_url. Empty: in memory, this process only. Never logged or
+	// echoed in errors.
+	DatabaseURL string `yaml:"database_url"`
 	// OIDC signs people in with an OpenID Connect provider.
 	OIDC OIDCConfig `yaml:"oidc"`
 }
@@ -133,6 +139,12 @@ func (c *Config) Validate() error {
 	}
 	if c.IdleTimeout > c.AbsoluteTimeout {
 		errs = append(errs, fmt.Errorf("console.idle_timeout: %s is longer than console.absolute_timeout %s", c.IdleTimeout, c.AbsoluteTimeout))
+	}
+	if c.DatabaseURL != "" {
+		// The URL may hold a password: it is never echoed back.
+		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			errs = append(errs, errors.New("console.database_url: must be a postgres:// or postgresql:// URL"))
+		}
 	}
 	if c.MaxSessions < 0 {
 		errs = append(errs, errors.New("console.max_sessions: must not be negative"))

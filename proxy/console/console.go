@@ -89,16 +89,15 @@ type Deps struct {
 
 // Console serves the console's pages and API.
 type Console struct {
-	cfg      Config
-	d        Deps
-	log      *slog.Logger
-	sessions *sessionStore
-	logins   *loginStore
-	oidc     *oidcClient // nil without OIDC
-	origins  []string    // accepted Origin values for state changes
-	assets   fs.FS
-	index    []byte
-	verify   verifyCache
+	cfg     Config
+	d       Deps
+	log     *slog.Logger
+	store   store
+	oidc    *oidcClient // nil without OIDC
+	origins []string    // accepted Origin values for state changes
+	assets  fs.FS
+	index   []byte
+	verify  verifyCache
 }
 
 // New builds the console. cfg must have had SetDefaults and Validate called. With
@@ -137,19 +136,39 @@ func New(ctx context.Context, cfg Config, d Deps) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{
-		cfg: cfg, d: d, log: d.Logger.With("component", "console"),
-		sessions: newSessionStore(cfg.IdleTimeout, cfg.MaxSessions, d.Now),
-		logins:   &loginStore{byState: map[string]*pendingLogin{}, now: d.Now},
-		assets:   sub, index: index,
-	}
+	c := &Console{cfg: cfg, d: d, log: d.Logger.With("component", "console"), assets: sub, index: index}
 	c.origins = []string{cfg.PublicURL}
 	if cfg.OIDCOn() {
 		if c.oidc, err = newOIDCClient(ctx, cfg.OIDC, d.HTTPClient); err != nil {
 			return nil, err
 		}
 	}
+	if cfg.DatabaseURL != "" {
+		if c.store, err = openPostgres(ctx, cfg.DatabaseURL, cfg.IdleTimeout, cfg.MaxSessions, d.Now, c.log); err != nil {
+			return nil, err
+		}
+	} else {
+		c.store = newMemoryStore(cfg.IdleTimeout, cfg.MaxSessions, d.Now)
+	}
 	return c, nil
+}
+
+// Close releases the session store (the PostgreSQL pool and its sweep).
+func (c *Console) Close() error { return c.store.close() }
+
+// storeCtx bounds one store operation.
+func storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// storeDown is the answer when the session store cannot be reached: 503, naming the
+// store and not the cause (a driver's message may name hosts); the log has the cause.
+func (c *Console) storeDown(op string, err error) *apierror.Error {
+	c.log.Error("console: session store failed", "op", op, "err", err)
+	e := apierror.New(fiber.StatusServiceUnavailable, "console_store_unavailable",
+		"the console session store (console.database_url) is unavailable; try again shortly")
+	e.Header = [][2]string{{fiber.HeaderRetryAfter, "5"}}
+	return e
 }
 
 func compileCandidate(ctx context.Context, src string) (Decider, error) {
@@ -242,7 +261,16 @@ func sessionOf(ctx *fiber.Ctx) *session {
 func (c *Console) requireSession(ctx *fiber.Ctx) error {
 	// X-Console-Background marks the pages' own refreshes (the inbox's polling): they do
 	// not count as use, so an open tab left alone still reaches the idle timeout.
-	s := c.sessions.get(ctx.Cookies(cookieName), ctx.Get("X-Console-Background") != "1")
+	id := ctx.Cookies(cookieName)
+	if id == "" {
+		return apierror.New(fiber.StatusUnauthorized, "unauthenticated", "sign in to the console first (no session, or it expired)")
+	}
+	sctx, cancel := storeCtx()
+	defer cancel()
+	s, err := c.store.getSession(sctx, hashKey(id), ctx.Get("X-Console-Background") != "1")
+	if err != nil {
+		return c.storeDown("reading a session", err)
+	}
 	if s == nil {
 		return apierror.New(fiber.StatusUnauthorized, "unauthenticated", "sign in to the console first (no session, or it expired)")
 	}
@@ -361,26 +389,45 @@ func (c *Console) tokenSignIn(ctx *fiber.Ctx) error {
 }
 
 func (c *Console) startSession(ctx *fiber.Ctx, caller principal.Caller, method string, expires time.Time) error {
-	return ctx.JSON(fiber.Map{"data": c.sessionView(c.newSession(ctx, caller, method, expires))})
+	s, err := c.newSession(ctx, caller, method, expires)
+	if err != nil {
+		return err
+	}
+	return ctx.JSON(fiber.Map{"data": c.sessionView(s)})
 }
 
 // newSession ends the browser's previous session, if any, and starts one under a new
-// id: a session id planted before sign-in never gains rights.
-func (c *Console) newSession(ctx *fiber.Ctx, caller principal.Caller, method string, expires time.Time) *session {
+// id: a session id planted before sign-in never gains rights. The store keeps the
+// id's hash only.
+func (c *Console) newSession(ctx *fiber.Ctx, caller principal.Caller, method string, expires time.Time) (*session, error) {
+	sctx, cancel := storeCtx()
+	defer cancel()
 	if old := ctx.Cookies(cookieName); old != "" {
-		c.sessions.delete(old)
+		if err := c.store.deleteSession(sctx, hashKey(old)); err != nil {
+			return nil, c.storeDown("ending the previous session", err)
+		}
 	}
-	id, s := c.sessions.create(caller, method, expires)
+	id, now := randomToken(), c.d.Now()
+	s := &session{caller: callerOf(caller), method: method, csrf: randomToken(), created: now, lastSeen: now, expires: expires}
+	if err := c.store.createSession(sctx, hashKey(id), s); err != nil {
+		return nil, c.storeDown("starting a session", err)
+	}
 	c.setSessionCookie(ctx, id, expires)
 	c.log.Info("console sign-in", "sub", caller.Sub, "org", caller.Org, "method", method)
-	return s
+	return s, nil
 }
 
+// logout ends the session everywhere. If the store cannot be reached the cookie is
+// still cleared, and the answer (503) says the session may live on until it expires.
 func (c *Console) logout(ctx *fiber.Ctx) error {
-	if id := ctx.Cookies(cookieName); id != "" {
-		c.sessions.delete(id)
-	}
 	c.clearSessionCookie(ctx)
+	if id := ctx.Cookies(cookieName); id != "" {
+		sctx, cancel := storeCtx()
+		defer cancel()
+		if err := c.store.deleteSession(sctx, hashKey(id)); err != nil {
+			return c.storeDown("ending a session", err)
+		}
+	}
 	return ctx.JSON(fiber.Map{"data": fiber.Map{"signed_out": true}})
 }
 

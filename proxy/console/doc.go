@@ -8,6 +8,8 @@
 // token minted by `portcullis token`. A sign-in makes a server-side session behind a
 // Secure, HttpOnly, SameSite=Strict cookie with idle and absolute timeouts; every state
 // change needs the session's CSRF token and a same-origin Origin header.
+// Sessions and OIDC sign-ins in flight are kept in memory, or, with a database URL, in
+// PostgreSQL shared by replicas (store.go, pgstore.go), filed under hashes only.
 //
 // Console users are held to the admin API's rules: the approver role (or the policy's
 // approvers) to decide, the auditor role to read the trail, their own org only, and

@@ -139,6 +139,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	if st.console, err = console.New(ctx, ccfg, deps); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.console.Close() })
 	srv, err := proxy.New(cfg, proxy.Deps{Logger: log, Auth: auth, Policy: st.engine, Audit: st.audit, AuditQ: st.audit,
 		Redactor: st.audit.Redactor(), Identity: identity, Approvals: st.approvals, Console: st.console})
 	if err != nil {

@@ -54,7 +54,11 @@ func (c *Console) oidcLogin(ctx *fiber.Ctx) error {
 	state, binding := randomToken(), randomToken()
 	p := &pendingLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken(), binding: sha256.Sum256([]byte(binding)),
 		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(strings.Clone(ctx.Query("return_to")))}
-	c.logins.put(state, p)
+	sctx, cancel := storeCtx()
+	defer cancel()
+	if err := c.store.putLogin(sctx, hashKey(state), p); err != nil {
+		return c.storeDown("starting an OIDC sign-in", err)
+	}
 	ctx.Cookie(&fiber.Cookie{Name: loginCookie, Value: binding, Path: Prefix + "/auth", MaxAge: int(loginTTL.Seconds()),
 		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode})
 	u := c.oidc.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(p.verifier), oidc.Nonce(p.nonce))
@@ -82,7 +86,16 @@ func (c *Console) oidcCallback(ctx *fiber.Ctx) error {
 	if e := ctx.Query("error"); e != "" {
 		return apierror.New(fiber.StatusUnauthorized, "sign_in_refused", "the identity provider refused the sign-in: %s", quoteShort(e))
 	}
-	p := c.logins.take(ctx.Query("state"))
+	state := ctx.Query("state")
+	if state == "" {
+		return apierror.BadRequest("invalid_request", "state", "state: missing from the provider's redirect")
+	}
+	sctx, cancel := storeCtx()
+	p, err := c.store.takeLogin(sctx, hashKey(state))
+	cancel()
+	if err != nil {
+		return c.storeDown("finishing an OIDC sign-in", err)
+	}
 	if p == nil {
 		return apierror.BadRequest("invalid_request", "state", "state: unknown or expired sign-in; start again")
 	}
@@ -121,7 +134,9 @@ func (c *Console) oidcCallback(ctx *fiber.Ctx) error {
 		return apierror.New(fiber.StatusForbidden, "forbidden", "%v", err)
 	}
 	expires := c.d.Now().Add(c.cfg.AbsoluteTimeout)
-	c.newSession(ctx, caller, "oidc", expires)
+	if _, err := c.newSession(ctx, caller, "oidc", expires); err != nil {
+		return err
+	}
 	// The provider's redirect is a cross-site navigation: the new Strict cookie would not
 	// come with a redirect followed from it. A page of our own that moves on does.
 	ctx.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)

@@ -124,6 +124,7 @@ func TestConsoleConfigNamesEachBadKey(t *testing.T) {
 		{console.Config{OIDC: console.OIDCConfig{ClientID: "c"}}, "console.oidc.issuer"},
 		{console.Config{TokenSignIn: &off}, "console.token_sign_in"},
 		{console.Config{IdleTimeout: 24 * 3600e9}, "console.idle_timeout"},
+		{console.Config{DatabaseURL: "mysql://u:pw-canary@db.example.com/x"}, "console.database_url"},
 	} {
 		c := tc.cfg
 		if c.PublicURL == "" {
@@ -136,6 +137,9 @@ func TestConsoleConfigNamesEachBadKey(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "client_secret") && tc.cfg.OIDC.ClientSecret != "" {
 			t.Errorf("the error quotes the client secret: %v", err)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw-canary") {
+			t.Errorf("the error quotes the database URL's password: %v", err)
 		}
 	}
 	disabled := console.Config{Enabled: &off, PublicURL: "nonsense"}

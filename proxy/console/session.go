@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -26,6 +27,41 @@ type session struct {
 	expires  time.Time // absolute: sign-in + AbsoluteTimeout, or the token's exp if sooner
 }
 
+// memoryStore is the store of one process: sessions and sign-ins in maps.
+type memoryStore struct {
+	sessions *sessionStore
+	logins   *loginStore
+}
+
+func newMemoryStore(idle time.Duration, max int, now func() time.Time) *memoryStore {
+	return &memoryStore{sessions: newSessionStore(idle, max, now), logins: &loginStore{byState: map[[32]byte]*pendingLogin{}, now: now}}
+}
+
+func (m *memoryStore) createSession(_ context.Context, key [32]byte, s *session) error {
+	m.sessions.create(key, s)
+	return nil
+}
+
+func (m *memoryStore) getSession(_ context.Context, key [32]byte, touch bool) (*session, error) {
+	return m.sessions.get(key, touch), nil
+}
+
+func (m *memoryStore) deleteSession(_ context.Context, key [32]byte) error {
+	m.sessions.delete(key)
+	return nil
+}
+
+func (m *memoryStore) putLogin(_ context.Context, key [32]byte, p *pendingLogin) error {
+	m.logins.put(key, p)
+	return nil
+}
+
+func (m *memoryStore) takeLogin(_ context.Context, key [32]byte) (*pendingLogin, error) {
+	return m.logins.take(key), nil
+}
+
+func (m *memoryStore) close() error { return nil }
+
 type sessionStore struct {
 	mu   sync.Mutex
 	byID map[[32]byte]*session
@@ -44,18 +80,18 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// create starts a session and returns the cookie value that names it.
-func (st *sessionStore) create(caller principal.Caller, method string, expires time.Time) (string, *session) {
-	id := randomToken()
-	now := st.now()
-	s := &session{caller: caller, method: method, csrf: randomToken(), created: now, lastSeen: now, expires: expires}
+// hashKey is the key a store files a cookie value or a state under.
+func hashKey(v string) [32]byte { return sha256.Sum256([]byte(v)) }
+
+// create stores s under key, the hash of the cookie value that names it.
+func (st *sessionStore) create(key [32]byte, s *session) {
+	cp := *s
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if len(st.byID) >= st.max {
-		st.evictLocked(now)
+		st.evictLocked(st.now())
 	}
-	st.byID[sha256.Sum256([]byte(id))] = s
-	return id, s
+	st.byID[key] = &cp
 }
 
 // evictLocked drops expired sessions and, if the table is still full, the least
@@ -78,17 +114,18 @@ func (st *sessionStore) evictLocked(now time.Time) {
 }
 
 func (st *sessionStore) dead(s *session, now time.Time) bool {
-	return !now.Before(s.expires) || now.Sub(s.lastSeen) >= st.idle
+	return sessionDead(s, now, st.idle)
 }
 
-// get returns the live session named by the cookie value and, when touch, marks it used
-// (a page's background refresh does not: it is not the person acting). An expired one is
+// sessionDead reports whether s has passed its absolute expiry or been idle too long.
+func sessionDead(s *session, now time.Time, idle time.Duration) bool {
+	return !now.Before(s.expires) || now.Sub(s.lastSeen) >= idle
+}
+
+// get returns the live session under key and, when touch, marks it used (a page's
+// background refresh does not: it is not the person acting). An expired one is
 // deleted and not returned.
-func (st *sessionStore) get(id string, touch bool) *session {
-	if id == "" {
-		return nil
-	}
-	k := sha256.Sum256([]byte(id))
+func (st *sessionStore) get(k [32]byte, touch bool) *session {
 	now := st.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -107,10 +144,15 @@ func (st *sessionStore) get(id string, touch bool) *session {
 	return &cp
 }
 
-func (st *sessionStore) delete(id string) {
+func (st *sessionStore) delete(k [32]byte) {
 	st.mu.Lock()
-	delete(st.byID, sha256.Sum256([]byte(id)))
+	delete(st.byID, k)
 	st.mu.Unlock()
+}
+
+// callerOf is the part of a caller a session keeps: no other claims.
+func callerOf(c principal.Caller) principal.Caller {
+	return principal.Caller{Sub: c.Sub, Org: c.Org, Workspace: c.Workspace, Roles: c.Roles, Session: c.Session}
 }
 
 // csrfOK compares a presented CSRF token with the session's in constant time.
@@ -129,7 +171,7 @@ type pendingLogin struct {
 
 type loginStore struct {
 	mu      sync.Mutex
-	byState map[string]*pendingLogin
+	byState map[[32]byte]*pendingLogin
 	now     func() time.Time
 }
 
@@ -138,7 +180,7 @@ const (
 	maxPendingLogin = 10000
 )
 
-func (ls *loginStore) put(state string, p *pendingLogin) {
+func (ls *loginStore) put(state [32]byte, p *pendingLogin) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	now := ls.now()
@@ -159,7 +201,7 @@ func (ls *loginStore) put(state string, p *pendingLogin) {
 }
 
 // take removes and returns the login for state, if it is live.
-func (ls *loginStore) take(state string) *pendingLogin {
+func (ls *loginStore) take(state [32]byte) *pendingLogin {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	p := ls.byState[state]
