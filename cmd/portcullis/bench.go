@@ -74,10 +74,11 @@ func (discardAudit) AppendAsync(*audit.Event)                   {}
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := commandFlags("bench", "[flags]", `Measure direct calls, a plain Fiber proxy hop and Portcullis in interleaved rounds on
 127.0.0.1 (medians over rounds): requests/s, p50/p99, the ratio to a direct call, CPU
-per request, and the latency added at one connection. The targets replicas (two
-replicas: Redis limiter, audit shipped to PostgreSQL, approvals in PostgreSQL) and
-min-ratelimit-redis are measured only when named in --targets, and need --postgres
-and --redis. docs/benchmarks.md explains the targets and the figures.`, stderr)
+per request, and the latency added at one connection. Two targets run only when
+named in --targets: replicas (two replicas sharing a Redis limiter, shipping their
+audit to PostgreSQL, approvals in PostgreSQL; needs --postgres and --redis) and
+min-ratelimit-redis (one node with the Redis limiter; needs --redis).
+docs/benchmarks.md explains the targets and the figures.`, stderr)
 	duration := fs.Duration("duration", 3*time.Second, "length of each measurement")
 	rounds := fs.Int("rounds", 3, "interleaved rounds; figures are medians over rounds")
 	conns := fs.Int("conns", 32, "concurrent connections of the load generator")

@@ -42,7 +42,7 @@ func TestEverySubcommandHelpListsItsOwnFlags(t *testing.T) {
 		"approvals list":      {"--url", "--token", "--status", `(default "pending")`, "--limit", "PORTCULLIS_TOKEN"},
 		"approvals approve":   {"--url", "--token", "--comment"},
 		"approvals deny":      {"--url", "--token", "--comment"},
-		"bench":               {"--duration", "--rounds", "--conns", "--targets", "--cpuprofile", "--memprofile"},
+		"bench":               {"--duration", "--rounds", "--conns", "--targets", "--cpuprofile", "--memprofile", "--postgres URL", "--redis ADDR", "PORTCULLIS_BENCH_POSTGRES", "PORTCULLIS_BENCH_REDIS", "replicas"},
 	} {
 		help := helpOf(t, strings.Fields(path)...)
 		if !strings.HasPrefix(help, "Usage: portcullis "+path+" ") {
@@ -162,7 +162,9 @@ func TestHelpDoesNotPrintSecretsFromTheEnvironment(t *testing.T) {
 	t.Setenv("PORTCULLIS_TOKEN", "eyJcanary-token")
 	t.Setenv("PORTCULLIS_URL", "http://127.0.0.1:9/canary-url")
 	t.Setenv("PORTCULLIS_BACKEND_DATABASE_URL", "postgres://u:canary-password@db/x")
-	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"}} {
+	t.Setenv("PORTCULLIS_BENCH_POSTGRES", "postgres://u:canary-password@db/x")
+	t.Setenv("PORTCULLIS_BENCH_REDIS", "redis://:canary-password@db:6379")
+	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"}, {"bench"}} {
 		if help := helpOf(t, args...); strings.Contains(help, "canary") {
 			t.Errorf("%s -h prints a value from the environment:\n%s", strings.Join(args, " "), help)
 		}
