@@ -484,3 +484,8 @@ func (s *Shipper) Collectors() []prometheus.Collector {
 // StoredSeq returns the newest seq the database holds (the ingester has stored
 // every row up to it). A Shipper polls it to ship new rows promptly.
 func (l *Log) StoredSeq() int64 { return l.ingested.Load() }
+
+// JournaledSeq returns the newest seq appended (in the journal; SQLite and the central
+// store follow). Compared with a Shipper's shipped seq it is the whole way a row still
+// has to go; portcullis bench reports it.
+func (l *Log) JournaledSeq() int64 { return l.journaled.Load() }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
 	"github.com/portcullis/portcullis/proxy/ratelimit"
 )
@@ -51,7 +53,7 @@ const upstreamReply = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"tex
 
 type benchTarget struct {
 	name  string
-	url   string
+	urls  []string // one per replica; the load spreads its connections over them round-robin
 	token string
 }
 
@@ -60,6 +62,7 @@ type benchResult struct {
 	p50, p99 time.Duration
 	cpu      time.Duration // process CPU time (user+system) per request: client, upstream and target together
 	errors   int64
+	served   []int64 // answered requests per URL of the target (summed over rounds by medianResult)
 }
 
 // discardAudit is the bench's "audit off" comparator only; serve always audits.
@@ -71,20 +74,46 @@ func (discardAudit) AppendAsync(*audit.Event)                   {}
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := commandFlags("bench", "[flags]", `Measure direct calls, a plain Fiber proxy hop and Portcullis in interleaved rounds on
 127.0.0.1 (medians over rounds): requests/s, p50/p99, the ratio to a direct call, CPU
-per request, and the latency added at one connection. docs/benchmarks.md explains the
-targets and the figures.`, stderr)
+per request, and the latency added at one connection. Two targets run only when
+named in --targets: replicas (two replicas sharing a Redis limiter, shipping their
+audit to PostgreSQL, approvals in PostgreSQL; needs --postgres and --redis) and
+min-ratelimit-redis (one node with the Redis limiter; needs --redis).
+docs/benchmarks.md explains the targets and the figures.`, stderr)
 	duration := fs.Duration("duration", 3*time.Second, "length of each measurement")
 	rounds := fs.Int("rounds", 3, "interleaved rounds; figures are medians over rounds")
 	conns := fs.Int("conns", 32, "concurrent connections of the load generator")
-	targetsFlag := fs.String("targets", "direct,plain,full,full-nocache,full-noaudit,min-allow,min-ratelimit", "targets to measure, comma-separated")
+	targetsFlag := fs.String("targets", strings.Join(benchDefaultTargets, ","), "targets to measure, comma-separated; also "+strings.Join(slices.Sorted(maps.Keys(benchExternal)), ", "))
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file")
+	var opts benchOptions
+	fs.StringVar(&opts.postgres, "postgres", "", "PostgreSQL `URL` for the replicas target; the run uses a schema of its own and drops it (env PORTCULLIS_BENCH_POSTGRES)")
+	fs.StringVar(&opts.redis, "redis", "", "Redis `ADDR` (host:port or redis:// URL) for the replicas and min-ratelimit-redis targets; the run deletes its keys (env PORTCULLIS_BENCH_REDIS)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
 	if *duration <= 0 || *duration > 5*time.Minute || *rounds < 1 || *rounds > 20 || *conns < 1 || *conns > 1024 {
 		fmt.Fprintln(stderr, "bench: --duration must be in (0, 5m], --rounds in [1, 20], --conns in [1, 1024]")
 		return 2
+	}
+	// Read after parsing, so that -h never prints a URL (and its password) from the environment.
+	if opts.postgres == "" {
+		opts.postgres = os.Getenv("PORTCULLIS_BENCH_POSTGRES")
+	}
+	if opts.redis == "" {
+		opts.redis = os.Getenv("PORTCULLIS_BENCH_REDIS")
+	}
+	var names []string
+	for _, name := range strings.Split(*targetsFlag, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(benchDefaultTargets, name) && benchExternal[name] == nil {
+			fmt.Fprintf(stderr, "bench: unknown target %q\n", name)
+			return 2
+		}
+		if err := opts.check(name); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 2
+		}
+		names = append(names, name)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -112,25 +141,29 @@ targets and the figures.`, stderr)
 			}
 		}()
 	}
-	env, err := newBenchEnv(ctx)
+	env, err := newBenchEnv(ctx, names, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
 	defer env.close()
 	var targets []benchTarget
-	for _, name := range strings.Split(*targetsFlag, ",") {
-		t, ok := env.targets[strings.TrimSpace(name)]
-		if !ok {
-			fmt.Fprintf(stderr, "bench: unknown target %q\n", name)
-			return 2
-		}
-		targets = append(targets, t)
+	for _, name := range names {
+		targets = append(targets, env.targets[name])
 	}
 	// Every target must answer correctly before anything is timed.
 	for _, t := range targets {
-		if err := probe(t); err != nil {
-			fmt.Fprintf(stderr, "bench: %s: %v\n", t.name, err)
+		for _, u := range t.urls {
+			if err := probe(u, t.token); err != nil {
+				fmt.Fprintf(stderr, "bench: %s: %v\n", t.name, err)
+				return 1
+			}
+		}
+	}
+	if env.fleet != nil {
+		// The probes' rows (and the central tables' creation) are not the first round's work.
+		if _, ok := env.fleet.settle(ctx); !ok {
+			fmt.Fprintf(stderr, "bench: replicas: the probes' audit rows did not reach PostgreSQL within %s\n", fleetSettleBound)
 			return 1
 		}
 	}
@@ -141,6 +174,11 @@ targets and the figures.`, stderr)
 		for r := 0; r < *rounds; r++ {
 			for _, t := range targets {
 				all[t.name] = append(all[t.name], load(ctx, t, c, *duration))
+				if t.name == "replicas" {
+					// Shipping left behind is measured and then waited for, so that it neither
+					// goes unseen nor burdens the next target's measurement.
+					env.fleet.measured(ctx, c)
+				}
 			}
 		}
 		out := map[string]benchResult{}
@@ -151,14 +189,14 @@ targets and the figures.`, stderr)
 	}
 	res := report(*conns)
 	direct := res["direct"]
-	fmt.Fprintf(stdout, "\n%-14s %12s %10s %10s %8s %10s %8s\n", "target", "req/s", "p50", "p99", "x direct", "cpu/req", "errors")
+	fmt.Fprintf(stdout, "\n%-20s %12s %10s %10s %8s %10s %8s\n", "target", "req/s", "p50", "p99", "x direct", "cpu/req", "errors")
 	for _, t := range targets {
 		r := res[t.name]
 		ratio := "-"
 		if direct.rps > 0 {
 			ratio = fmt.Sprintf("%.2f", r.rps/direct.rps)
 		}
-		fmt.Fprintf(stdout, "%-14s %12.0f %10s %10s %8s %10s %8d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio, r.cpu.Round(100*time.Nanosecond), r.errors)
+		fmt.Fprintf(stdout, "%-20s %12.0f %10s %10s %8s %10s %8d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio, r.cpu.Round(100*time.Nanosecond), r.errors)
 	}
 	if a, ok := res["min-allow"]; ok {
 		if rl, ok := res["min-ratelimit"]; ok && a.rps > 0 {
@@ -168,6 +206,14 @@ targets and the figures.`, stderr)
 	if f, ok := res["full"]; ok {
 		if na, ok := res["full-noaudit"]; ok && na.rps > 0 {
 			fmt.Fprintf(stdout, "audit on vs audit off: %.2fx req/s\n", f.rps/na.rps)
+		}
+	}
+	for _, c := range benchComparisons {
+		a, aok := res[c.a]
+		b, bok := res[c.b]
+		if aok && bok && b.rps > 0 {
+			fmt.Fprintf(stdout, "%s / %s (%s): %.2fx req/s, p99 %s vs %s\n", c.a, c.b, c.what, a.rps/b.rps,
+				a.p99.Round(time.Microsecond), b.p99.Round(time.Microsecond))
 		}
 	}
 	// Added latency at one connection: the cost of the gateway on an idle machine.
@@ -181,7 +227,23 @@ targets and the figures.`, stderr)
 		}
 		fmt.Fprintln(stdout)
 	}
+	if env.fleet != nil {
+		fmt.Fprintln(stdout)
+		env.fleet.report(ctx, stdout, *conns, res["replicas"].served)
+	}
 	return 0
+}
+
+// benchDefaultTargets run on any machine; benchExternal's only when asked for, with
+// the servers they need.
+var benchDefaultTargets = []string{"direct", "plain", "full", "full-nocache", "full-noaudit", "min-allow", "min-ratelimit"}
+
+// benchComparisons are the ratios printed under the table when both targets ran.
+var benchComparisons = []struct{ a, b, what string }{
+	{"replicas", "full", "single-node SQLite"},
+	{"replicas", "min-ratelimit", "single node, same policy, in-memory limiter"},
+	{"min-ratelimit-redis", "min-ratelimit", "the Redis limiter alone"},
+	{"replicas", "min-ratelimit-redis", "two replicas and shipping, same Redis limiter"},
 }
 
 func medianResult(rs []benchResult) benchResult {
@@ -194,8 +256,15 @@ func medianResult(rs []benchResult) benchResult {
 		return v[len(v)/2]
 	}
 	var errs int64
+	var served []int64
 	for _, r := range rs {
 		errs += r.errors
+		if served == nil {
+			served = make([]int64, len(r.served))
+		}
+		for i, n := range r.served {
+			served[i] += n
+		}
 	}
 	return benchResult{
 		rps:    pick(func(r benchResult) float64 { return r.rps }),
@@ -203,24 +272,25 @@ func medianResult(rs []benchResult) benchResult {
 		p99:    time.Duration(pick(func(r benchResult) float64 { return float64(r.p99) })),
 		cpu:    time.Duration(pick(func(r benchResult) float64 { return float64(r.cpu) })),
 		errors: errs,
+		served: served,
 	}
 }
 
-func newRequest(t benchTarget) *fasthttp.Request {
+func newRequest(url, token string) *fasthttp.Request {
 	req := fasthttp.AcquireRequest()
 	req.Header.SetMethod("POST")
-	req.SetRequestURI(t.url)
+	req.SetRequestURI(url)
 	req.Header.SetContentType("application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	if t.token != "" {
-		req.Header.Set("Authorization", "Bearer "+t.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.SetBodyString(benchBody)
 	return req
 }
 
-func probe(t benchTarget) error {
-	req := newRequest(t)
+func probe(url, token string) error {
+	req := newRequest(url, token)
 	defer fasthttp.ReleaseRequest(req)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
@@ -234,8 +304,13 @@ func probe(t benchTarget) error {
 }
 
 // load drives t with c connections for d and returns throughput and latency percentiles.
+// Connection i goes to t.urls[i % len(t.urls)], as a round-robin balancer would place it.
 func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResult {
-	client := &fasthttp.HostClient{Addr: strings.Split(strings.TrimPrefix(t.url, "http://"), "/")[0], MaxConns: c}
+	clients := make([]*fasthttp.HostClient, len(t.urls))
+	for j, u := range t.urls {
+		// Enough connections for this URL's share of c (the single-URL case keeps c).
+		clients[j] = &fasthttp.HostClient{Addr: strings.Split(strings.TrimPrefix(u, "http://"), "/")[0], MaxConns: (c + len(t.urls) - 1) / len(t.urls)}
+	}
 	var wg sync.WaitGroup
 	var errs atomic.Int64
 	lat := make([][]time.Duration, c)
@@ -246,7 +321,8 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			req := newRequest(t)
+			client := clients[i%len(clients)]
+			req := newRequest(t.urls[i%len(t.urls)], t.token)
 			defer fasthttp.ReleaseRequest(req)
 			resp := fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseResponse(resp)
@@ -266,12 +342,14 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpu0
+	served := make([]int64, len(t.urls))
 	var all []time.Duration
-	for _, l := range lat {
+	for i, l := range lat {
+		served[i%len(t.urls)] += int64(len(l))
 		all = append(all, l...)
 	}
 	if len(all) == 0 {
-		return benchResult{errors: errs.Load()}
+		return benchResult{errors: errs.Load(), served: served}
 	}
 	slices.Sort(all)
 	return benchResult{
@@ -280,12 +358,22 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 		p99:    all[len(all)*99/100],
 		cpu:    cpu / time.Duration(len(all)),
 		errors: errs.Load(),
+		served: served,
 	}
 }
 
 type benchEnv struct {
 	targets map[string]benchTarget
+	fleet   *benchFleet // the replicas target's; nil unless it was asked for
 	closers []func()
+
+	// What every Portcullis target shares.
+	dir     string
+	log     *slog.Logger
+	upURL   string
+	pubPath string
+	key     *ecdsa.PrivateKey
+	kid     string
 }
 
 func (e *benchEnv) close() {
@@ -293,6 +381,8 @@ func (e *benchEnv) close() {
 		e.closers[i]()
 	}
 }
+
+func (e *benchEnv) onClose(f func()) { e.closers = append(e.closers, f) }
 
 func listenLocal() (net.Listener, string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -302,7 +392,9 @@ func listenLocal() (net.Listener, string, error) {
 	return ln, "http://" + ln.Addr().String(), nil
 }
 
-func newBenchEnv(ctx context.Context) (*benchEnv, error) {
+// newBenchEnv starts the upstream and every target of benchDefaultTargets, and those of
+// benchExternal that names asks for.
+func newBenchEnv(ctx context.Context, names []string, opts benchOptions) (*benchEnv, error) {
 	e := &benchEnv{targets: map[string]benchTarget{}}
 	ok := false
 	defer func() {
@@ -314,8 +406,9 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.closers = append(e.closers, func() { os.RemoveAll(dir) })
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	e.dir = dir
+	e.onClose(func() { os.RemoveAll(dir) })
+	e.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 
 	// Upstream: a fixed MCP answer, the same for every target.
 	upLn, upURL, err := listenLocal()
@@ -327,8 +420,9 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		c.SetBodyString(upstreamReply)
 	}}
 	go up.Serve(upLn)
-	e.closers = append(e.closers, func() { _ = up.Shutdown() })
-	e.targets["direct"] = benchTarget{name: "direct", url: upURL + "/mcp"}
+	e.onClose(func() { _ = up.Shutdown() })
+	e.upURL = upURL
+	e.targets["direct"] = benchTarget{name: "direct", urls: []string{upURL + "/mcp"}}
 
 	// A plain Fiber proxy hop: the floor any proxy pays.
 	plain := fiber.New(fiber.Config{DisableStartupMessage: true})
@@ -338,94 +432,31 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		return nil, err
 	}
 	go plain.Listener(plLn)
-	e.closers = append(e.closers, func() { _ = plain.Shutdown() })
-	e.targets["plain"] = benchTarget{name: "plain", url: plURL + "/mcp"}
+	e.onClose(func() { _ = plain.Shutdown() })
+	e.targets["plain"] = benchTarget{name: "plain", urls: []string{plURL + "/mcp"}}
 
 	// ES256 caller tokens, verified against a public key file as in production.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if e.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&e.key.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
+	e.pubPath = filepath.Join(dir, "bench.pub.pem")
+	if err := os.WriteFile(e.pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
 		return nil, err
 	}
-	pubPath := filepath.Join(dir, "bench.pub.pem")
-	if err := os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+	if e.kid, err = authn.Thumbprint(&e.key.PublicKey); err != nil {
 		return nil, err
-	}
-	kid, err := authn.Thumbprint(&key.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	mint := func(roles ...string) (string, error) {
-		return authn.Mint(key, kid, authn.MintOptions{Sub: "bench-agent", Org: "acme", Session: "s1", Roles: roles,
-			TTL: time.Hour, Issuer: "bench", Audience: "portcullis"})
 	}
 
-	mk := func(name string, policy policies.Options, auditOn bool, roles ...string) error {
-		sub := filepath.Join(dir, name)
-		if err := os.MkdirAll(sub, 0o700); err != nil {
-			return err
-		}
-		engine, err := policies.New(ctx, policy)
-		if err != nil {
-			return err
-		}
-		acfg := audit.Config{Path: filepath.Join(sub, "audit.db")}
-		acfg.SetDefaults(sub)
-		alog, err := audit.Open(ctx, acfg, log)
-		if err != nil {
-			return err
-		}
-		e.closers = append(e.closers, func() { _ = alog.Close() })
-		var sink proxy.AuditLog = alog
-		if !auditOn {
-			sink = discardAudit{}
-		}
-		acfgAuth := authn.Config{PublicKeyFiles: []string{pubPath}, Issuer: "bench", Audience: "portcullis"}
-		acfgAuth.SetDefaults()
-		auth, err := authn.New(ctx, acfgAuth, log)
-		if err != nil {
-			return err
-		}
-		e.closers = append(e.closers, auth.Close)
-		ln, u, err := listenLocal()
-		if err != nil {
-			return err
-		}
-		// The pre-auth limiter runs (its cost is part of the figure) but never trips.
-		pcfg := proxy.Config{Listen: ln.Addr().String(), PreAuthRate: 1_000_000}
-		pcfg.MCP.Upstream.URL = upURL + "/mcp"
-		pcfg.REST.Upstream.URL = upURL
-		pcfg.SetDefaults(sub)
-		if err := pcfg.Validate(); err != nil {
-			return err
-		}
-		id, err := proxy.NewIdentitySigner(pcfg.Identity)
-		if err != nil {
-			return err
-		}
-		srv, err := proxy.New(pcfg, proxy.Deps{Logger: log, Auth: auth, Policy: engine, Audit: sink, Redactor: alog.Redactor(),
-			Identity: id, Limiter: ratelimit.NewMemory(ratelimit.MemoryConfig{})})
-		if err != nil {
-			return err
-		}
-		go srv.Serve(ln)
-		e.closers = append(e.closers, func() { _ = srv.Shutdown(context.Background()) })
-		tok, err := mint(roles...)
-		if err != nil {
-			return err
-		}
-		e.targets[name] = benchTarget{name: name, url: u + "/mcp", token: tok}
-		return nil
-	}
-	example := policyOptions("", policies.DefaultTimeout, false, log)
+	example := policyOptions("", policies.DefaultTimeout, false, e.log)
 	// Every request of the load is the same call, so the decision cache answers all but
 	// the first; full-nocache evaluates the policy every time, as for calls never seen.
 	uncached := example
 	uncached.CacheSize = -1
-	minimal := policies.Options{Modules: map[string]string{"bench.rego": benchPolicy}, Timeout: policies.DefaultTimeout, Logger: log}
+	minimal := e.minimalPolicy()
 	for _, t := range []struct {
 		name    string
 		policy  policies.Options
@@ -438,12 +469,113 @@ func newBenchEnv(ctx context.Context) (*benchEnv, error) {
 		{"min-allow", minimal, true, []string{"bench-allow"}},
 		{"min-ratelimit", minimal, true, []string{"bench-ratelimit"}},
 	} {
-		if err := mk(t.name, t.policy, t.auditOn, t.roles...); err != nil {
+		u, _, err := e.startProxy(ctx, proxySpec{name: t.name, policy: t.policy, auditOn: t.auditOn})
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)
 		}
+		tok, err := e.mint(t.roles...)
+		if err != nil {
+			return nil, err
+		}
+		e.targets[t.name] = benchTarget{name: t.name, urls: []string{u}, token: tok}
+	}
+	if err := e.startExternal(ctx, names, opts); err != nil {
+		return nil, err
 	}
 	ok = true
 	return e, nil
+}
+
+func (e *benchEnv) minimalPolicy() policies.Options {
+	return policies.Options{Modules: map[string]string{"bench.rego": benchPolicy}, Timeout: policies.DefaultTimeout, Logger: e.log}
+}
+
+func (e *benchEnv) mint(roles ...string) (string, error) {
+	return authn.Mint(e.key, e.kid, authn.MintOptions{Sub: "bench-agent", Org: "acme", Session: "s1", Roles: roles,
+		TTL: time.Hour, Issuer: "bench", Audience: "portcullis"})
+}
+
+// proxySpec is one Portcullis server of the bench.
+type proxySpec struct {
+	name      string // its directory under the run's temporary one
+	policy    policies.Options
+	auditOn   bool
+	limiter   ratelimit.Limiter  // nil: in memory, as a single node runs
+	approvals *approvals.Service // nil: none (the bench call never needs one)
+	// ship, when set, starts shipping the opened audit log (at path) to the central
+	// store, as serve does with audit.central_url, and returns how to stop it.
+	ship func(alog *audit.Log, path string) (stop func(), err error)
+}
+
+// startProxy starts a Portcullis server wired as serve wires one and returns its MCP URL
+// and its audit log.
+func (e *benchEnv) startProxy(ctx context.Context, s proxySpec) (string, *audit.Log, error) {
+	sub := filepath.Join(e.dir, s.name)
+	if err := os.MkdirAll(sub, 0o700); err != nil {
+		return "", nil, err
+	}
+	engine, err := policies.New(ctx, s.policy)
+	if err != nil {
+		return "", nil, err
+	}
+	acfg := audit.Config{Path: filepath.Join(sub, "audit.db")}
+	acfg.SetDefaults(sub)
+	// The shipper stops after the log closes (closers run in reverse), as in serve.
+	var stopShip func()
+	e.onClose(func() {
+		if stopShip != nil {
+			stopShip()
+		}
+	})
+	alog, err := audit.Open(ctx, acfg, e.log)
+	if err != nil {
+		return "", nil, err
+	}
+	e.onClose(func() { _ = alog.Close() })
+	if s.ship != nil {
+		if stopShip, err = s.ship(alog, acfg.Path); err != nil {
+			return "", nil, err
+		}
+	}
+	var sink proxy.AuditLog = alog
+	if !s.auditOn {
+		sink = discardAudit{}
+	}
+	acfgAuth := authn.Config{PublicKeyFiles: []string{e.pubPath}, Issuer: "bench", Audience: "portcullis"}
+	acfgAuth.SetDefaults()
+	auth, err := authn.New(ctx, acfgAuth, e.log)
+	if err != nil {
+		return "", nil, err
+	}
+	e.onClose(auth.Close)
+	ln, u, err := listenLocal()
+	if err != nil {
+		return "", nil, err
+	}
+	// The pre-auth limiter runs (its cost is part of the figure) but never trips.
+	pcfg := proxy.Config{Listen: ln.Addr().String(), PreAuthRate: 1_000_000}
+	pcfg.MCP.Upstream.URL = e.upURL + "/mcp"
+	pcfg.REST.Upstream.URL = e.upURL
+	pcfg.SetDefaults(sub)
+	if err := pcfg.Validate(); err != nil {
+		return "", nil, err
+	}
+	id, err := proxy.NewIdentitySigner(pcfg.Identity)
+	if err != nil {
+		return "", nil, err
+	}
+	lim := s.limiter
+	if lim == nil {
+		lim = ratelimit.NewMemory(ratelimit.MemoryConfig{})
+	}
+	srv, err := proxy.New(pcfg, proxy.Deps{Logger: e.log, Auth: auth, Policy: engine, Audit: sink, Redactor: alog.Redactor(),
+		Identity: id, Limiter: lim, Approvals: s.approvals})
+	if err != nil {
+		return "", nil, err
+	}
+	go srv.Serve(ln)
+	e.onClose(func() { _ = srv.Shutdown(context.Background()) })
+	return u + "/mcp", alog, nil
 }
 
 func runtimeGOMAXPROCS() int { return runtime.GOMAXPROCS(0) }

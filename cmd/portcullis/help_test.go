@@ -43,7 +43,7 @@ func TestEverySubcommandHelpListsItsOwnFlags(t *testing.T) {
 		"approvals approve":   {"--url", "--token", "--comment"},
 		"approvals deny":      {"--url", "--token", "--comment"},
 		"migrate":             {"--config FILE", "--data-dir DIR", "--audit-to URL", "audit.central_url", "PORTCULLIS_AUDIT_CENTRAL_URL", "--approvals-to URL", "approvals.database_url", "PORTCULLIS_APPROVALS_DATABASE_URL", "--pubkey BASE64", "Exit status"},
-		"bench":               {"--duration", "--rounds", "--conns", "--targets", "--cpuprofile", "--memprofile"},
+		"bench":               {"--duration", "--rounds", "--conns", "--targets", "--cpuprofile", "--memprofile", "--postgres URL", "--redis ADDR", "PORTCULLIS_BENCH_POSTGRES", "PORTCULLIS_BENCH_REDIS", "replicas"},
 	} {
 		help := helpOf(t, strings.Fields(path)...)
 		if !strings.HasPrefix(help, "Usage: portcullis "+path+" ") {
@@ -167,7 +167,10 @@ func TestHelpDoesNotPrintSecretsFromTheEnvironment(t *testing.T) {
 	t.Setenv("PORTCULLIS_BACKEND_DATABASE_URL", "postgres://u:canary-password@db/x")
 	t.Setenv("PORTCULLIS_AUDIT_CENTRAL_URL", "postgres://u:canary-password@db/audit")
 	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", "postgres://u:canary-password@db/approvals")
-	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"}, {"migrate"}, {"audit", "verify"}, {"audit", "export"}} {
+	t.Setenv("PORTCULLIS_BENCH_POSTGRES", "postgres://u:canary-password@db/x")
+	t.Setenv("PORTCULLIS_BENCH_REDIS", "redis://:canary-password@db:6379")
+	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"},
+		{"migrate"}, {"audit", "verify"}, {"audit", "export"}, {"bench"}} {
 		if help := helpOf(t, args...); strings.Contains(help, "canary") {
 			t.Errorf("%s -h prints a value from the environment:\n%s", strings.Join(args, " "), help)
 		}
