@@ -76,8 +76,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 127.0.0.1 (medians over rounds): requests/s, p50/p99, the ratio to a direct call, CPU
 per request, and the latency added at one connection. Two targets run only when
 named in --targets: replicas (two replicas sharing a Redis limiter, shipping their
-audit to PostgreSQL, approvals in PostgreSQL; needs --postgres and --redis) and
-min-ratelimit-redis (one node with the Redis limiter; needs --redis).
+audit to PostgreSQL, approvals in PostgreSQL, on full's allowed call; needs --postgres
+and --redis), replicas-ratelimit (the same on a rate-limited call, counted in Redis)
+and min-ratelimit-redis (one node with the Redis limiter; needs --redis).
 docs/benchmarks.md explains the targets and the figures.`, stderr)
 	duration := fs.Duration("duration", 3*time.Second, "length of each measurement")
 	rounds := fs.Int("rounds", 3, "interleaved rounds; figures are medians over rounds")
@@ -160,10 +161,10 @@ docs/benchmarks.md explains the targets and the figures.`, stderr)
 			}
 		}
 	}
-	if env.fleet != nil {
+	for _, f := range env.fleets {
 		// The probes' rows (and the central tables' creation) are not the first round's work.
-		if _, ok := env.fleet.settle(ctx); !ok {
-			fmt.Fprintf(stderr, "bench: replicas: the probes' audit rows did not reach PostgreSQL within %s\n", fleetSettleBound)
+		if _, ok := f.settle(ctx); !ok {
+			fmt.Fprintf(stderr, "bench: %s: the probes' audit rows did not reach PostgreSQL within %s\n", f.target, fleetSettleBound)
 			return 1
 		}
 	}
@@ -174,10 +175,10 @@ docs/benchmarks.md explains the targets and the figures.`, stderr)
 		for r := 0; r < *rounds; r++ {
 			for _, t := range targets {
 				all[t.name] = append(all[t.name], load(ctx, t, c, *duration))
-				if t.name == "replicas" {
+				if f := env.fleets[t.name]; f != nil {
 					// Shipping left behind is measured and then waited for, so that it neither
 					// goes unseen nor burdens the next target's measurement.
-					env.fleet.measured(ctx, c)
+					f.measured(ctx, c)
 				}
 			}
 		}
@@ -227,9 +228,11 @@ docs/benchmarks.md explains the targets and the figures.`, stderr)
 		}
 		fmt.Fprintln(stdout)
 	}
-	if env.fleet != nil {
-		fmt.Fprintln(stdout)
-		env.fleet.report(ctx, stdout, *conns, res["replicas"].served)
+	for _, t := range targets {
+		if f := env.fleets[t.name]; f != nil {
+			fmt.Fprintln(stdout)
+			f.report(ctx, stdout, *conns, res[t.name].served)
+		}
 	}
 	return 0
 }
@@ -240,10 +243,10 @@ var benchDefaultTargets = []string{"direct", "plain", "full", "full-nocache", "f
 
 // benchComparisons are the ratios printed under the table when both targets ran.
 var benchComparisons = []struct{ a, b, what string }{
-	{"replicas", "full", "single-node SQLite"},
-	{"replicas", "min-ratelimit", "single node, same policy, in-memory limiter"},
+	{"replicas", "full", "single-node SQLite, the same allowed call"},
+	{"replicas-ratelimit", "min-ratelimit", "single node, same policy, in-memory limiter"},
 	{"min-ratelimit-redis", "min-ratelimit", "the Redis limiter alone"},
-	{"replicas", "min-ratelimit-redis", "two replicas and shipping, same Redis limiter"},
+	{"replicas-ratelimit", "min-ratelimit-redis", "two replicas and shipping, same Redis limiter"},
 }
 
 func medianResult(rs []benchResult) benchResult {
@@ -364,7 +367,7 @@ func load(ctx context.Context, t benchTarget, c int, d time.Duration) benchResul
 
 type benchEnv struct {
 	targets map[string]benchTarget
-	fleet   *benchFleet // the replicas target's; nil unless it was asked for
+	fleets  map[string]*benchFleet // the replicas targets', by name, when asked for
 	closers []func()
 
 	// What every Portcullis target shares.
@@ -395,7 +398,7 @@ func listenLocal() (net.Listener, string, error) {
 // newBenchEnv starts the upstream and every target of benchDefaultTargets, and those of
 // benchExternal that names asks for.
 func newBenchEnv(ctx context.Context, names []string, opts benchOptions) (*benchEnv, error) {
-	e := &benchEnv{targets: map[string]benchTarget{}}
+	e := &benchEnv{targets: map[string]benchTarget{}, fleets: map[string]*benchFleet{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -451,7 +454,7 @@ func newBenchEnv(ctx context.Context, names []string, opts benchOptions) (*bench
 		return nil, err
 	}
 
-	example := policyOptions("", policies.DefaultTimeout, false, e.log)
+	example := e.examplePolicy()
 	// Every request of the load is the same call, so the decision cache answers all but
 	// the first; full-nocache evaluates the policy every time, as for calls never seen.
 	uncached := example
@@ -484,6 +487,11 @@ func newBenchEnv(ctx context.Context, names []string, opts benchOptions) (*bench
 	}
 	ok = true
 	return e, nil
+}
+
+// examplePolicy is the example policy as serve loads it by default.
+func (e *benchEnv) examplePolicy() policies.Options {
+	return policyOptions("", policies.DefaultTimeout, false, e.log)
 }
 
 func (e *benchEnv) minimalPolicy() policies.Options {

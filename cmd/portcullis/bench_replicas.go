@@ -21,12 +21,16 @@ import (
 )
 
 // benchExternal are the targets that need servers of their own, by what they need (the
-// flag names). They run the minimal bench policy as role bench-ratelimit: every call is
-// a rate_limit decision (a limit never reached), so each one is counted in Redis.
+// flag names).
 var benchExternal = map[string][]string{
-	// Two replicas as serve runs them: Redis limiter, audit shipped to PostgreSQL,
-	// approvals in PostgreSQL; the load alternates its connections between them.
+	// Two replicas as serve runs them (Redis limiter, audit shipped to PostgreSQL,
+	// approvals in PostgreSQL), the load alternating its connections between them, on
+	// full's call: the example policy's plain allowed read, which touches neither Redis
+	// nor PostgreSQL on its way.
 	"replicas": {"postgres", "redis"},
+	// The same two replicas on the minimal policy as role bench-ratelimit: every call is
+	// a rate_limit decision (a limit never reached), counted in Redis.
+	"replicas-ratelimit": {"postgres", "redis"},
 	// One node with the Redis limiter and nothing else shared: what Redis costs alone.
 	"min-ratelimit-redis": {"redis"},
 }
@@ -81,8 +85,14 @@ func randomSuffix() string {
 // startExternal starts the targets of benchExternal that names asks for. What they
 // leave in Redis and PostgreSQL is removed when the run ends.
 func (e *benchEnv) startExternal(ctx context.Context, names []string, opts benchOptions) error {
-	wantReplicas, wantRedisNode := slices.Contains(names, "replicas"), slices.Contains(names, "min-ratelimit-redis")
-	if !wantReplicas && !wantRedisNode {
+	var fleets []string
+	for _, name := range []string{"replicas", "replicas-ratelimit"} {
+		if slices.Contains(names, name) {
+			fleets = append(fleets, name)
+		}
+	}
+	wantRedisNode := slices.Contains(names, "min-ratelimit-redis")
+	if len(fleets) == 0 && !wantRedisNode {
 		return nil
 	}
 	// One key prefix for the run: the replicas share their counters, as a fleet does.
@@ -119,10 +129,6 @@ func (e *benchEnv) startExternal(ctx context.Context, names []string, opts bench
 		}
 		return ratelimit.NewRedisWithOptions(rc, ratelimit.RedisOptions{Prefix: prefix})
 	}
-	token, err := e.mint("bench-ratelimit")
-	if err != nil {
-		return err
-	}
 	if wantRedisNode {
 		lim, err := newLimiter()
 		if err != nil {
@@ -132,57 +138,70 @@ func (e *benchEnv) startExternal(ctx context.Context, names []string, opts bench
 		if err != nil {
 			return fmt.Errorf("min-ratelimit-redis: %w", err)
 		}
-		e.targets["min-ratelimit-redis"] = benchTarget{name: "min-ratelimit-redis", urls: []string{u}, token: token}
-	}
-	if !wantReplicas {
-		return nil
-	}
-	pgURL, schema, err := e.benchSchema(ctx, opts.postgres)
-	if err != nil {
-		return err
-	}
-	f := &benchFleet{schema: schema}
-	var urls []string
-	for _, name := range []string{"replica-a", "replica-b"} {
-		lim, err := newLimiter()
+		token, err := e.mint("bench-ratelimit")
 		if err != nil {
 			return err
 		}
-		appr, err := approvals.Open(ctx, approvals.Config{DatabaseURL: pgURL}, e.log)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		e.onClose(func() { _ = appr.Close() })
-		r := benchReplica{name: name}
-		u, alog, err := e.startProxy(ctx, proxySpec{name: name, policy: e.minimalPolicy(), auditOn: true, limiter: lim, approvals: appr,
-			ship: func(alog *audit.Log, path string) (func(), error) {
-				central, err := audit.NewCentral(pgURL)
-				if err != nil {
-					return nil, err
-				}
-				sh, err := audit.NewShipper(ctx, central, audit.ShipperConfig{Path: path, Stored: alog.StoredSeq}, e.log)
-				if err != nil {
-					_ = central.Close()
-					return nil, err
-				}
-				go sh.Run()
-				r.shipper, r.central = sh, central
-				return func() {
-					sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					defer cancel()
-					_ = sh.Close(sctx)
-					_ = central.Close()
-				}, nil
-			}})
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		r.log = alog
-		f.replicas = append(f.replicas, r)
-		urls = append(urls, u)
+		e.targets["min-ratelimit-redis"] = benchTarget{name: "min-ratelimit-redis", urls: []string{u}, token: token}
 	}
-	e.fleet = f
-	e.targets["replicas"] = benchTarget{name: "replicas", urls: urls, token: token}
+	for _, target := range fleets {
+		policy, role := e.examplePolicy(), "agent"
+		if target == "replicas-ratelimit" {
+			policy, role = e.minimalPolicy(), "bench-ratelimit"
+		}
+		// Each fleet ships to a schema of its own: one fleet's rows never slow the other's.
+		pgURL, schema, err := e.benchSchema(ctx, opts.postgres)
+		if err != nil {
+			return err
+		}
+		f := &benchFleet{target: target, schema: schema}
+		var urls []string
+		for _, replica := range []string{"a", "b"} {
+			name := target + "-" + replica
+			lim, err := newLimiter()
+			if err != nil {
+				return err
+			}
+			appr, err := approvals.Open(ctx, approvals.Config{DatabaseURL: pgURL}, e.log)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			e.onClose(func() { _ = appr.Close() })
+			r := benchReplica{name: name}
+			u, alog, err := e.startProxy(ctx, proxySpec{name: name, policy: policy, auditOn: true, limiter: lim, approvals: appr,
+				ship: func(alog *audit.Log, path string) (func(), error) {
+					central, err := audit.NewCentral(pgURL)
+					if err != nil {
+						return nil, err
+					}
+					sh, err := audit.NewShipper(ctx, central, audit.ShipperConfig{Path: path, Stored: alog.StoredSeq}, e.log)
+					if err != nil {
+						_ = central.Close()
+						return nil, err
+					}
+					go sh.Run()
+					r.shipper, r.central = sh, central
+					return func() {
+						sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						defer cancel()
+						_ = sh.Close(sctx)
+						_ = central.Close()
+					}, nil
+				}})
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			r.log = alog
+			f.replicas = append(f.replicas, r)
+			urls = append(urls, u)
+		}
+		token, err := e.mint(role)
+		if err != nil {
+			return err
+		}
+		e.fleets[target] = f
+		e.targets[target] = benchTarget{name: target, urls: urls, token: token}
+	}
 	return nil
 }
 
@@ -218,8 +237,9 @@ func (e *benchEnv) benchSchema(ctx context.Context, base string) (string, string
 	return u.String(), schema, nil
 }
 
-// benchFleet is the replicas target's servers and what the run saw of their shipping.
+// benchFleet is a replicas target's servers and what the run saw of their shipping.
 type benchFleet struct {
+	target   string
 	schema   string
 	replicas []benchReplica
 	lags     []fleetLag // one per measurement of the target, in order
@@ -288,9 +308,9 @@ func (f *benchFleet) report(ctx context.Context, w io.Writer, conns int, served 
 		for i, n := range served {
 			parts[i] = fmt.Sprintf("%s %d", names[i], n)
 		}
-		fmt.Fprintf(w, "replicas: requests answered at %d connections (all rounds): %s\n", conns, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "%s: requests answered at %d connections (all rounds): %s\n", f.target, conns, strings.Join(parts, ", "))
 	}
-	fmt.Fprintf(w, "replicas: audit rows not yet in PostgreSQL when each measurement ended (%s), and how long until they were:\n", strings.Join(names, " + "))
+	fmt.Fprintf(w, "%s: audit rows not yet in PostgreSQL when each measurement ended (%s), and how long until they were:\n", f.target, strings.Join(names, " + "))
 	for _, l := range f.lags {
 		parts := make([]string, len(l.rows))
 		for i, n := range l.rows {
@@ -304,23 +324,23 @@ func (f *benchFleet) report(ctx context.Context, w io.Writer, conns int, served 
 	}
 	for _, r := range f.replicas {
 		if st := r.shipper.Status(); st.Fault != "" || st.LastError != "" {
-			fmt.Fprintf(w, "replicas: %s shipping: fault %q, last error %q\n", r.name, st.Fault, st.LastError)
+			fmt.Fprintf(w, "%s: %s shipping: fault %q, last error %q\n", f.target, r.name, st.Fault, st.LastError)
 		}
 	}
 	central := f.replicas[0].central
 	logs, err := central.Logs(ctx)
 	if err != nil {
-		fmt.Fprintf(w, "replicas: central store: %v\n", err)
+		fmt.Fprintf(w, "%s: central store: %v\n", f.target, err)
 		return
 	}
 	parts := make([]string, 0, len(logs))
 	for _, id := range logs {
 		h, err := central.Head(ctx, id)
 		if err != nil {
-			fmt.Fprintf(w, "replicas: central store: %v\n", err)
+			fmt.Fprintf(w, "%s: central store: %v\n", f.target, err)
 			return
 		}
 		parts = append(parts, fmt.Sprintf("%s through seq %d", id, h.Seq))
 	}
-	fmt.Fprintf(w, "replicas: central store (schema %s, dropped at exit) holds %d logs: %s\n", f.schema, len(logs), strings.Join(parts, ", "))
+	fmt.Fprintf(w, "%s: central store (schema %s, dropped at exit) holds %d logs: %s\n", f.target, f.schema, len(logs), strings.Join(parts, ", "))
 }

@@ -46,16 +46,17 @@ func TestBenchReplicasNeedsItsServersAndTheDefaultsDoNot(t *testing.T) {
 	}
 }
 
-// Two replicas over one PostgreSQL and one Redis: the row is there without errors, the
-// load reached both replicas, both logs reached the central store and it caught up, the
-// ratio to single-node SQLite is printed, and the run's schema is gone afterwards.
+// Two replicas over one PostgreSQL and one Redis, on the allowed call and on a
+// rate-limited one: each row is there without errors, the load reached both replicas,
+// both logs reached the central store and it caught up, the ratios are printed, and the
+// run's schemas are gone afterwards.
 func TestBenchReplicasTargetReachesBothReplicasAndShipsBothLogs(t *testing.T) {
 	pg, rd := os.Getenv("PORTCULLIS_TEST_POSTGRES"), os.Getenv("PORTCULLIS_TEST_REDIS")
 	if pg == "" || rd == "" {
 		t.Skip("PORTCULLIS_TEST_POSTGRES (a postgres:// URL) and PORTCULLIS_TEST_REDIS (host:port) must both be set; skipping the replicas bench")
 	}
 	var out, errb bytes.Buffer
-	code := runBench(context.Background(), []string{"--targets", "full,replicas", "--duration", "300ms", "--rounds", "1", "--conns", "4",
+	code := runBench(context.Background(), []string{"--targets", "full,min-ratelimit,replicas,replicas-ratelimit", "--duration", "300ms", "--rounds", "1", "--conns", "4",
 		"--postgres", pg, "--redis", rd}, &out, &errb)
 	text := out.String()
 	if code != 0 {
@@ -63,28 +64,34 @@ func TestBenchReplicasTargetReachesBothReplicasAndShipsBothLogs(t *testing.T) {
 	}
 	t.Log(text)
 
-	row := regexp.MustCompile(`(?m)^replicas\s+(\d+)\s.*\s(\d+)$`).FindStringSubmatch(text)
-	if row == nil || row[1] == "0" || row[2] != "0" {
-		t.Fatalf("no replicas row with requests and no errors (%q)", row)
-	}
-	if !regexp.MustCompile(`(?m)^replicas / full \(single-node SQLite\): \d+\.\d\dx req/s`).MatchString(text) {
-		t.Error("no ratio of replicas to full")
-	}
-	served := regexp.MustCompile(`replicas: requests answered at 4 connections \(all rounds\): replica-a (\d+), replica-b (\d+)`).FindStringSubmatch(text)
-	if served == nil {
-		t.Fatal("no per-replica request counts")
-	}
-	for _, n := range served[1:] {
-		if v, _ := strconv.Atoi(n); v == 0 {
-			t.Errorf("a replica answered no request: %q", served[0])
+	for _, ratio := range []string{`replicas / full \(single-node SQLite, the same allowed call\)`, `replicas-ratelimit / min-ratelimit \(single node, same policy, in-memory limiter\)`} {
+		if !regexp.MustCompile(`(?m)^` + ratio + `: \d+\.\d\dx req/s`).MatchString(text) {
+			t.Errorf("no ratio line %s", ratio)
 		}
+	}
+	var schemas []string
+	for _, target := range []string{"replicas", "replicas-ratelimit"} {
+		row := regexp.MustCompile(`(?m)^` + target + `\s+(\d+)\s.*\s(\d+)$`).FindStringSubmatch(text)
+		if row == nil || row[1] == "0" || row[2] != "0" {
+			t.Fatalf("no %s row with requests and no errors (%q)", target, row)
+		}
+		served := regexp.MustCompile(target + `: requests answered at 4 connections \(all rounds\): ` + target + `-a (\d+), ` + target + `-b (\d+)`).FindStringSubmatch(text)
+		if served == nil {
+			t.Fatalf("%s: no per-replica request counts", target)
+		}
+		for _, n := range served[1:] {
+			if v, _ := strconv.Atoi(n); v == 0 {
+				t.Errorf("a replica answered no request: %q", served[0])
+			}
+		}
+		central := regexp.MustCompile(target + `: central store \(schema (bench_[0-9a-f]+), dropped at exit\) holds 2 logs: ([0-9a-f]+) through seq (\d+), ([0-9a-f]+) through seq (\d+)`).FindStringSubmatch(text)
+		if central == nil || central[2] == central[4] || central[3] == "0" || central[5] == "0" {
+			t.Fatalf("%s: the central store does not hold rows of two logs: %q", target, central)
+		}
+		schemas = append(schemas, central[1])
 	}
 	if !regexp.MustCompile(`(?m)^\s+4 conns: \d+ \+ \d+ rows, caught up in `).MatchString(text) || strings.Contains(text, "NOT caught up") {
 		t.Error("the shipping lag at the end of the measurement is not reported as caught up")
-	}
-	central := regexp.MustCompile(`central store \(schema (bench_[0-9a-f]+), dropped at exit\) holds 2 logs: ([0-9a-f]+) through seq (\d+), ([0-9a-f]+) through seq (\d+)`).FindStringSubmatch(text)
-	if central == nil || central[2] == central[4] || central[3] == "0" || central[5] == "0" {
-		t.Fatalf("the central store does not hold rows of two logs: %q", central)
 	}
 
 	db, err := sql.Open("pgx", pg)
@@ -92,11 +99,13 @@ func TestBenchReplicasTargetReachesBothReplicasAndShipsBothLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1`, central[1]).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 0 {
-		t.Errorf("schema %s is still there after the run", central[1])
+	for _, schema := range schemas {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1`, schema).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("schema %s is still there after the run", schema)
+		}
 	}
 }
