@@ -127,7 +127,8 @@ func (c *Central) Ping(ctx context.Context) error { return c.db.PingContext(ctx)
 type CentralHead struct {
 	Seq          int64  // newest row (0: none)
 	Hash         []byte // its hash
-	CheckpointID int64  // newest checkpoint's local id (0: none)
+	CheckpointID  int64  // newest checkpoint's local id (0: none)
+	CheckpointSig []byte // and its signature
 }
 
 // Head returns how far the central store holds log logID.
@@ -141,8 +142,9 @@ func (c *Central) Head(ctx context.Context, logID string) (CentralHead, error) {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return h, fmt.Errorf("audit: central store: reading log %s: %w", logID, err)
 	}
-	if err := c.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM audit_central_checkpoints WHERE log_id = $1`, logID).
-		Scan(&h.CheckpointID); err != nil {
+	err = c.db.QueryRowContext(ctx, `SELECT id, signature FROM audit_central_checkpoints WHERE log_id = $1 ORDER BY id DESC LIMIT 1`, logID).
+		Scan(&h.CheckpointID, &h.CheckpointSig)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return h, fmt.Errorf("audit: central store: reading log %s: %w", logID, err)
 	}
 	return h, nil
@@ -153,7 +155,17 @@ func (c *Central) Logs(ctx context.Context) ([]string, error) {
 	if err := c.ensure(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := c.db.QueryContext(ctx, `SELECT log_id FROM audit_central_logs
+	// Every log id with rows or checkpoints, registered or not: rows inserted under an
+	// id no shipper registered are still served by Query and Export, so they must be
+	// verified (they have no signed checkpoint, and fail). The rows' ids are read by a
+	// walk of the primary key, one probe per log, not a scan.
+	rows, err := c.db.QueryContext(ctx, `WITH RECURSIVE ev(log_id) AS (
+			(SELECT log_id FROM audit_central_events ORDER BY log_id LIMIT 1)
+			UNION ALL
+			SELECT (SELECT e.log_id FROM audit_central_events e WHERE e.log_id > ev.log_id ORDER BY e.log_id LIMIT 1)
+			FROM ev WHERE ev.log_id IS NOT NULL)
+		SELECT log_id FROM ev WHERE log_id IS NOT NULL
+		UNION SELECT log_id FROM audit_central_logs
 		UNION SELECT DISTINCT log_id FROM audit_central_checkpoints ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("audit: central store: listing logs: %w", err)
@@ -498,6 +510,11 @@ func (c *Central) Verify(ctx context.Context, keys []ed25519.PublicKey) (Central
 	return rep, nil
 }
 
+// centralTriggers are the triggers that keep the central tables append-only.
+var centralTriggers = []string{"audit_central_events_append_only", "audit_central_checkpoints_append_only",
+	"audit_central_events_no_truncate", "audit_central_checkpoints_no_truncate",
+	"audit_central_logs_append_only", "audit_central_logs_no_truncate"}
+
 // VerifyLog is Verify for one log: its chain and checkpoints in the central store,
 // checked against keys. A log the store does not hold verifies as no rows.
 func (c *Central) VerifyLog(ctx context.Context, logID string, keys []ed25519.PublicKey) (Report, error) {
@@ -546,18 +563,28 @@ func (c *Central) verifyLog(ctx context.Context, logID string, keys []ed25519.Pu
 	defer tx.Rollback()
 	var triggers int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'
-		AND tgname IN ('audit_central_events_append_only', 'audit_central_checkpoints_append_only')
-		AND tgrelid IN ('audit_central_events'::regclass, 'audit_central_checkpoints'::regclass)`).Scan(&triggers); err != nil {
+		AND tgname = ANY($1) AND tgrelid IN ('audit_central_events'::regclass, 'audit_central_checkpoints'::regclass,
+		'audit_central_logs'::regclass)`, centralTriggers).Scan(&triggers); err != nil {
 		return rep, fmt.Errorf("audit: central verify: %w", err)
 	}
-	if triggers != 2 {
-		rep.Warnings = append(rep.Warnings, "the central tables' append-only triggers are missing or disabled (someone may have edited rows)")
+	if triggers != len(centralTriggers) {
+		rep.Warnings = append(rep.Warnings, "the central tables' append-only triggers are missing or disabled (someone may have edited, deleted or truncated rows)")
+	}
+	var registered bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM audit_central_logs WHERE log_id = $1)`, logID).Scan(&registered); err != nil {
+		return rep, fmt.Errorf("audit: central verify: %w", err)
+	}
+	if !registered {
+		rep.Problems = append(rep.Problems, "no shipper registered this log id (its rows or checkpoints were inserted directly)")
 	}
 	cps, err := c.loadCheckpoints(ctx, tx, logID)
 	if err != nil {
 		return rep, err
 	}
 	rep.Checkpoints = len(cps)
+	if why := duplicateCheckpoint(cps); why != "" {
+		rep.Problems = append(rep.Problems, why)
+	}
 	valid := make([]bool, len(cps))
 	anchors := map[int64][]byte{} // prune anchors by seq
 	for i := range cps {
@@ -691,6 +718,15 @@ func VerifyAgainstCentral(ctx context.Context, dbPath string, pub ed25519.Public
 		if rep.BadSeq == 0 {
 			rep.BadSeq = rep.LastSeq + 1
 		}
+	}
+	// The other way round: the central store must still hold what it acknowledged.
+	var centralCP int64
+	for _, cp := range cpsSeq {
+		centralCP = max(centralCP, cp.ID)
+	}
+	if seq, cp := newShipMark(dbPath, logID).load(); centralMax < seq || centralCP < cp {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("the central store holds rows of log %s to seq %d and checkpoints to id %d, but had acknowledged rows to seq %d and checkpoints to id %d (removed centrally; %s)",
+			logID, centralMax, centralCP, seq, cp, dbPath+ShipMarkSuffix))
 	}
 	rep.OK = len(rep.Problems) == 0
 	return rep, nil

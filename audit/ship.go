@@ -55,6 +55,7 @@ type Shipper struct {
 	started atomic.Bool
 
 	mu      sync.Mutex // serialises passes
+	mark    *shipMark  // what the central store acknowledged, kept across restarts
 	shipped atomic.Int64
 	cpID    atomic.Int64
 	local   atomic.Int64 // newest local seq seen
@@ -93,7 +94,7 @@ func NewShipper(ctx context.Context, central *Central, cfg ShipperConfig, logger
 		rd.Close()
 		return nil, fmt.Errorf("audit: shipping %s: the database has no log id (open it with serve first)", cfg.Path)
 	}
-	return &Shipper{cfg: cfg, central: central, rd: rd, logID: logID, logger: logger,
+	return &Shipper{cfg: cfg, central: central, rd: rd, logID: logID, logger: logger, mark: newShipMark(cfg.Path, logID),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
@@ -256,11 +257,14 @@ func (s *Shipper) pass(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	s.shipped.Store(head.Seq)
-	s.cpID.Store(head.CheckpointID)
+	// The head is checked before it is adopted: a head that is not this log's (a
+	// forged row or checkpoint past what this replica wrote) must not count as shipped.
 	var localMax int64
 	if err := s.rd.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&localMax); err != nil {
 		return 0, fmt.Errorf("audit: shipping: reading %s: %w", s.cfg.Path, err)
+	}
+	if err := s.checkHead(ctx, head); err != nil {
+		return 0, err
 	}
 	prev := head.Hash
 	if head.Seq > 0 {
@@ -279,6 +283,9 @@ func (s *Shipper) pass(ctx context.Context) (int, error) {
 		}
 		// ErrNoRows below localMax: pruned locally after shipping, which is fine.
 	}
+	s.shipped.Store(head.Seq)
+	s.cpID.Store(head.CheckpointID)
+	defer func() { s.mark.save(s.shipped.Load(), s.cpID.Load()) }()
 	total := 0
 	for {
 		rows, err := s.readRows(ctx, s.shipped.Load())
@@ -331,6 +338,35 @@ func (s *Shipper) pass(ctx context.Context) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// checkHead compares the central head of this log with what this replica wrote and
+// shipped: the newest central checkpoint must be the local one with its id (a
+// checkpoint copied in under a higher id would stop checkpoints from shipping), and the
+// central store must still hold everything this replica's shipping mark says it
+// acknowledged (rows or checkpoints removed centrally, for instance by TRUNCATE, are a
+// fault, not something to copy again in silence).
+func (s *Shipper) checkHead(ctx context.Context, head CentralHead) error {
+	if head.CheckpointID > 0 {
+		var sig []byte
+		err := s.rd.db.QueryRowContext(ctx, `SELECT signature FROM audit_checkpoints WHERE id = ?`, head.CheckpointID).Scan(&sig)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("%w: log %s: the central store's newest checkpoint has id %d, which this database never wrote",
+				ErrCentralFault, s.logID, head.CheckpointID)
+		case err != nil:
+			return fmt.Errorf("audit: shipping: reading checkpoints of %s: %w", s.cfg.Path, err)
+		case !bytes.Equal(sig, head.CheckpointSig):
+			return fmt.Errorf("%w: log %s checkpoint id %d: the central copy has another signature", ErrCentralFault, s.logID, head.CheckpointID)
+		}
+	}
+	seq, cp := s.mark.load()
+	seq, cp = max(seq, s.shipped.Load()), max(cp, s.cpID.Load())
+	if head.Seq < seq || head.CheckpointID < cp {
+		return fmt.Errorf("%w: log %s: the central store holds rows to seq %d and checkpoints to id %d, but it had acknowledged rows to seq %d and checkpoints to id %d (removed centrally)",
+			ErrCentralFault, s.logID, head.Seq, head.CheckpointID, seq, cp)
+	}
+	return nil
 }
 
 // measure records the newest local seq and the time of the oldest row not shipped.

@@ -339,6 +339,9 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 		return rep, err
 	}
 	rep.Checkpoints = len(cps)
+	if why := duplicateCheckpoint(cps); why != "" {
+		rep.Problems = append(rep.Problems, why)
+	}
 	// Checkpoints that name no log were signed before logs had ids. One signed
 	// after this log's first named checkpoint cannot be its own: it was copied in
 	// from another log that shares the key.

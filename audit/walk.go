@@ -133,3 +133,18 @@ func (w *chainWalk) walk(ctx context.Context, q querier, errPrefix, noCheckpoint
 	w.finish(noCheckpointHint)
 	return nil
 }
+
+// duplicateCheckpoint reports a checkpoint that appears twice under different ids (the
+// signature covers the head, not the id, so a copy under another id verifies alone): a
+// copy is not a checkpoint the log wrote.
+func duplicateCheckpoint(cps []checkpoint) string {
+	seen := make(map[string]int64, len(cps))
+	for i := range cps {
+		k := string(cps[i].Signature)
+		if id, ok := seen[k]; ok {
+			return fmt.Sprintf("checkpoint id %d is a copy of checkpoint id %d (same signature under another id)", cps[i].ID, id)
+		}
+		seen[k] = cps[i].ID
+	}
+	return ""
+}

@@ -1,0 +1,173 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// shipOnce ships what cfg's log holds with a new shipper.
+func shipOnce(t *testing.T, c *Central, cfg Config) *Shipper {
+	t.Helper()
+	s := newShipperTest(t, c, cfg.Path, 1000)
+	if _, err := s.Ship(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// centralExecAll runs statements with every user trigger of the central tables off,
+// as someone with write access to PostgreSQL would.
+func centralExecAll(t *testing.T, c *Central, stmts ...string) {
+	t.Helper()
+	tables := []string{"audit_central_events", "audit_central_checkpoints", "audit_central_logs"}
+	var all []string
+	for _, tb := range tables {
+		all = append(all, "ALTER TABLE "+tb+" DISABLE TRIGGER USER")
+	}
+	all = append(all, stmts...)
+	for _, tb := range tables {
+		all = append(all, "ALTER TABLE "+tb+" ENABLE TRIGGER USER")
+	}
+	for _, s := range all {
+		if _, err := c.db.Exec(s); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+	}
+}
+
+// Rows inserted under a log id no shipper registered are served by Query and Export,
+// so verify must check them: they have no signed checkpoint and the log is unknown.
+func TestCentralVerifyFailsOnRowsUnderALogIDNoShipperRegistered(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	a, b := twoReplicas(t, 30)
+	shipOnce(t, c, a)
+	shipOnce(t, c, b)
+	forged := strings.Repeat("f", 32)
+	// A plain INSERT: the triggers refuse UPDATE, DELETE and TRUNCATE, not this.
+	if _, err := c.db.Exec(`INSERT INTO audit_central_events (` + centralRowColumns + `) SELECT '` + forged + `', ` + rowColumns +
+		` FROM audit_central_events WHERE log_id = '` + logIDOf(t, a.Path) + `' AND seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := c.Verify(context.Background(), []ed25519.PublicKey{pubKey(t, a), pubKey(t, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems := strings.Join(rep.Problems, "\n")
+	if rep.OK || !strings.Contains(problems, "log "+forged+": no shipper registered this log id") {
+		t.Fatalf("rows under an unregistered log id verified: OK=%v %q", rep.OK, rep.Problems)
+	}
+	if len(rep.Logs) != 3 {
+		t.Fatalf("verify checked %d logs, want the two replicas' and the forged one", len(rep.Logs))
+	}
+}
+
+// TRUNCATE fires no row trigger: statement triggers refuse it. Rows and checkpoints
+// removed anyway (triggers off) are a fault for the shipper, which had them
+// acknowledged, and for the witness check, not rows to copy again in silence.
+func TestRowsRemovedCentrallyAreAFaultNotCopiedAgain(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	cfg := testConfig(t)
+	cfg.CheckpointEvery = 10
+	l := openTest(t, cfg)
+	appendN(t, l, 50)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	shipOnce(t, c, cfg).Close(context.Background())
+	id := logIDOf(t, cfg.Path)
+	for _, tb := range []string{"audit_central_events", "audit_central_checkpoints", "audit_central_logs"} {
+		if _, err := c.db.Exec("TRUNCATE " + tb); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Fatalf("TRUNCATE %s: %v; want it refused", tb, err)
+		}
+	}
+	centralExecAll(t, c,
+		fmt.Sprintf(`DELETE FROM audit_central_events WHERE log_id = '%s' AND seq > 20`, id),
+		fmt.Sprintf(`DELETE FROM audit_central_checkpoints WHERE log_id = '%s' AND seq > 20`, id))
+
+	// A restarted shipper (the mark beside the database survives restarts).
+	s := newShipperTest(t, c, cfg.Path, 1000)
+	if _, err := s.Ship(context.Background()); !errors.Is(err, ErrCentralFault) || !strings.Contains(err.Error(), "but it had acknowledged rows to seq 50") {
+		t.Fatalf("ship after central rows were removed: %v", err)
+	}
+	if n, _ := centralCount(t, c, id); n != 20 {
+		t.Fatalf("the shipper copied the removed rows again: %d central rows", n)
+	}
+	rep, err := VerifyAgainstCentral(context.Background(), cfg.Path, pubKey(t, cfg), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || !strings.Contains(strings.Join(rep.Problems, "\n"), "had acknowledged rows to seq 50") {
+		t.Fatalf("--central-witness after central rows were removed: OK=%v %q", rep.OK, rep.Problems)
+	}
+}
+
+// A checkpoint's signature covers its head, not its id: a copy under a higher id
+// verifies alone, and the shipper would resume after it and ship no checkpoint again.
+// Both verify and the shipper call it a fault.
+func TestACheckpointCopiedUnderAnotherIDIsAFault(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	cfg := testConfig(t)
+	cfg.CheckpointEvery = 10
+	l := openTest(t, cfg)
+	appendN(t, l, 50)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := shipOnce(t, c, cfg)
+	id := logIDOf(t, cfg.Path)
+	if _, err := c.db.Exec(`INSERT INTO audit_central_checkpoints (log_id, ` + centralCheckpointColumns + `)
+		SELECT log_id, 1000000000, kind, seq, head_hash, ts, key_id, signature, signed_log_id FROM audit_central_checkpoints
+		WHERE log_id = '` + id + `' ORDER BY id DESC LIMIT 1`); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := c.Verify(context.Background(), []ed25519.PublicKey{pubKey(t, cfg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || !strings.Contains(strings.Join(rep.Problems, "\n"), "checkpoint id 1000000000 is a copy of checkpoint id") {
+		t.Fatalf("a copied checkpoint verified: OK=%v %q", rep.OK, rep.Problems)
+	}
+	l = openTest(t, cfg)
+	appendN(t, l, 20)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ship(context.Background()); !errors.Is(err, ErrCentralFault) || !strings.Contains(err.Error(), "id 1000000000, which this database never wrote") {
+		t.Fatalf("ship past a copied checkpoint: %v", err)
+	}
+}
+
+// A row inserted centrally past this log's head is a fault, and it does not count as
+// shipped: the lag (and so readiness) still sees the rows that are not there.
+func TestAForgedRowPastTheHeadLeavesTheLagVisible(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 20)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := shipOnce(t, c, cfg)
+	id := logIDOf(t, cfg.Path)
+	if _, err := c.db.Exec(`INSERT INTO audit_central_events (` + centralRowColumns + `) SELECT log_id, 1000000, ts, kind, request_id,
+		decision_id, caller_sub, caller_org, caller_workspace, caller_roles, caller_session, client_addr, surface, tool, method, path,
+		args, decision, reason, policy_revision, approval_id, approver, status, error_class, latency_us, prev_hash, hash
+		FROM audit_central_events WHERE log_id = '` + id + `' AND seq = 20`); err != nil {
+		t.Fatal(err)
+	}
+	l = openTest(t, cfg)
+	appendN(t, l, 5)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ship(context.Background()); !errors.Is(err, ErrCentralFault) {
+		t.Fatalf("ship past a forged row: %v", err)
+	}
+	if rows, _ := s.Lag(); rows != 5 || s.Status().ShippedSeq != 20 {
+		t.Fatalf("after a forged head: lag %d rows, shipped seq %d; want 5 and 20", rows, s.Status().ShippedSeq)
+	}
+}
