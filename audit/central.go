@@ -125,8 +125,8 @@ func (c *Central) Ping(ctx context.Context) error { return c.db.PingContext(ctx)
 
 // CentralHead is how far the central store holds one log.
 type CentralHead struct {
-	Seq          int64  // newest row (0: none)
-	Hash         []byte // its hash
+	Seq           int64  // newest row (0: none)
+	Hash          []byte // its hash
 	CheckpointID  int64  // newest checkpoint's local id (0: none)
 	CheckpointSig []byte // and its signature
 }
