@@ -21,14 +21,17 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, healthUsage); fs.PrintDefaults() }
-	def := os.Getenv("PORTCULLIS_HEALTH_URL")
-	if def == "" {
-		def = "http://127.0.0.1:8080/readyz"
-	}
-	u := fs.String("url", def, "readiness `URL` to GET (env PORTCULLIS_HEALTH_URL)")
+	// Not the flag's default: -h prints defaults, and a URL may carry a password.
+	u := fs.String("url", "", "readiness `URL` to GET (default http://127.0.0.1:8080/readyz; env PORTCULLIS_HEALTH_URL)")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this `DURATION`")
 	if code, ok := parseFlagsOnly(fs, args); !ok {
 		return code
+	}
+	if *u == "" {
+		*u = os.Getenv("PORTCULLIS_HEALTH_URL")
+	}
+	if *u == "" {
+		*u = "http://127.0.0.1:8080/readyz"
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

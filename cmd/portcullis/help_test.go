@@ -169,8 +169,9 @@ func TestHelpDoesNotPrintSecretsFromTheEnvironment(t *testing.T) {
 	t.Setenv("PORTCULLIS_APPROVALS_DATABASE_URL", "postgres://u:canary-password@db/approvals")
 	t.Setenv("PORTCULLIS_BENCH_POSTGRES", "postgres://u:canary-password@db/x")
 	t.Setenv("PORTCULLIS_BENCH_REDIS", "redis://:canary-password@db:6379")
+	t.Setenv("PORTCULLIS_HEALTH_URL", "http://u:canary-password@127.0.0.1:9/readyz")
 	for _, args := range [][]string{{"approvals", "list"}, {"approvals", "approve"}, {"backend", "serve"}, {"backend", "rewrap"}, {"backend", "keys", "create"},
-		{"migrate"}, {"audit", "verify"}, {"audit", "export"}, {"bench"}} {
+		{"migrate"}, {"audit", "verify"}, {"audit", "export"}, {"bench"}, {"health"}} {
 		if help := helpOf(t, args...); strings.Contains(help, "canary") {
 			t.Errorf("%s -h prints a value from the environment:\n%s", strings.Join(args, " "), help)
 		}
