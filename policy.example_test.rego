@@ -127,7 +127,7 @@ test_no_subject_denied if {
 test_create_agent_rate_limited if {
 	d := decide(call("create_integration", agent, {"name": "prod openai", "ai_provider_id": "openai", "key": "<redacted>", "workspace_id": "ws-1"}))
 	d.action == "rate_limit"
-	d.rate_limit == {"max": 10, "window": "60s"} # no key: the proxy's default (caller + session + tool)
+	d.rate_limit == {"max": 10, "window": "60s"} # no key: the proxy's default (org + sub + tool)
 }
 
 test_create_admin_rate_limited if {

@@ -58,7 +58,7 @@ type RateLimit struct {
 	// WindowAsWritten is the window as the policy wrote it: "60s", or "60" for a
 	// number of seconds. Tools show it; enforcement uses Window.
 	WindowAsWritten string `json:"-"`
-	Key             string `json:"key,omitempty"` // empty: caller.sub + session + tool
+	Key             string `json:"key,omitempty"` // empty: caller.org + caller.sub + tool
 	RefundOnError   bool   `json:"refund_on_error,omitempty"`
 }
 

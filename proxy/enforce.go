@@ -175,7 +175,9 @@ func (s *Server) rateLimit(ctx context.Context, cl *call) *refusal {
 	rl := cl.dec.RateLimit
 	key := rl.Key
 	if key == "" {
-		key = cl.id.Caller.Sub + "\x00" + cl.id.Caller.Session + "\x00" + cl.tool
+		// Org, not session: a sub is often unique only within its tenant, and a new
+		// session (a fresh token) must not be a fresh quota.
+		key = cl.id.Caller.Org + "\x00" + cl.id.Caller.Sub + "\x00" + cl.tool
 	}
 	// The window is part of the key: two rules sharing a key (a per-org limit) with
 	// different windows count separately. Sharing one counter, each would reset the other's

@@ -256,7 +256,13 @@ func (g *gateway) logText() string {
 
 func token(t testing.TB, sub, org string, roles ...string) string {
 	t.Helper()
-	claims := jwt.MapClaims{"sub": sub, "org": org, "roles": roles, "sid": "sess-1", "iss": "test", "aud": "portcullis",
+	return tokenInSession(t, sub, org, "sess-1", roles...)
+}
+
+// tokenInSession is token with its own session id (sid).
+func tokenInSession(t testing.TB, sub, org, sid string, roles ...string) string {
+	t.Helper()
+	claims := jwt.MapClaims{"sub": sub, "org": org, "roles": roles, "sid": sid, "iss": "test", "aud": "portcullis",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(callerSecret))
 	if err != nil {

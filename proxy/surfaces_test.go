@@ -163,6 +163,24 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// The default limit key is org + sub + tool: a new session (a fresh token) is not a
+// fresh quota, and the same sub in another org (subs are often unique per tenant only)
+// has its own.
+func TestDefaultRateLimitKeyIsPerOrgAndSubNotPerSession(t *testing.T) {
+	g := newGateway(t, gwOptions{})
+	for i, sid := range []string{"sess-a", "sess-b"} {
+		if _, body := g.mcp(tokenInSession(t, "agent-1", "acme", sid, "agent"), toolCall("limited", `{}`)); strings.Contains(body, "isError") {
+			t.Fatalf("call %d: %s", i+1, body)
+		}
+	}
+	if _, body := g.mcp(tokenInSession(t, "agent-1", "acme", "sess-c", "agent"), toolCall("limited", `{}`)); !strings.Contains(body, "rate_limited") {
+		t.Fatalf("a third session got a fresh quota: %s", body)
+	}
+	if _, body := g.mcp(tokenInSession(t, "agent-1", "other-org", "sess-a", "agent"), toolCall("limited", `{}`)); strings.Contains(body, "isError") {
+		t.Fatalf("the same sub in another org is limited by acme's calls: %s", body)
+	}
+}
+
 func TestApprovalHeldAndReleased(t *testing.T) {
 	g := newGateway(t, gwOptions{approvalWait: 5 * time.Second})
 	agent := token(t, "agent-1", "acme", "operator")
