@@ -270,6 +270,13 @@ func TestServeWithCentralStoreDownServesCallsAndTurnsUnreadyOnlyPastMaxLag(t *te
 	if strings.Contains(logs.String(), "hunter2") || strings.Contains(fmt.Sprint(body), "hunter2") {
 		t.Fatal("the central store's password reached the log or /readyz")
 	}
+	// /readyz answers anyone: the error's text (the store's host and user) is for the log.
+	if b := fmt.Sprint(body); strings.Contains(b, closed) || strings.Contains(b, "portcullis@") || strings.Contains(b, "user=") {
+		t.Fatalf("/readyz names the central store's address or user: %v", body)
+	}
+	if st, _ := body["audit_central"].(map[string]any); st["last_error"] != "the central store is unreachable (see the log)" {
+		t.Fatalf("/readyz last_error: %v", st["last_error"])
+	}
 }
 
 func TestHealthCommandExitsZeroOnlyWhenReady(t *testing.T) {

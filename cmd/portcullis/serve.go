@@ -318,6 +318,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 			case st.LastError != "":
 				degraded = "audit central store unreachable; rows wait in the local database"
 			}
+			// /readyz answers anyone: the errors' text (hosts, users, database names)
+			// stays in the log and the metrics.
+			if st.Fault != "" {
+				st.Fault = "the central store and this replica disagree (see the log)"
+			}
+			if st.LastError != "" {
+				st.LastError = "the central store is unreachable (see the log)"
+			}
 			return degraded, map[string]any{"audit_central": st}
 		}
 	}
