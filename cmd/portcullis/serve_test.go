@@ -233,8 +233,13 @@ func TestMCPClientThroughServe(t *testing.T) {
 		t.Fatalf("the 11th create in a minute was not rate-limited: %s", resultText(res))
 	}
 
-	// The same limit over REST, for another session: the 11th gets 429 with Retry-After.
-	rest := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent", "--session", "s2")
+	// A new session of the same agent is not a new quota.
+	again := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent", "--session", "s-new")
+	if resp, body := postJSON(t, url+"/v1/integrations", again, fmt.Sprintf(`{"name":"again","ai_provider_id":"openai","key":%q}`, canary)); resp.StatusCode != 429 {
+		t.Fatalf("agent-1's create in a new session: %d %s; want 429 (the quota is the agent's, not the session's)", resp.StatusCode, body)
+	}
+	// The same limit over REST, for another agent: the 11th gets 429 with Retry-After.
+	rest := mintToken(t, dir, "--sub", "agent-2", "--org", "acme", "--roles", "agent", "--session", "s2")
 	var last *http.Response
 	for i := 1; i <= 11; i++ {
 		resp, body := postJSON(t, url+"/v1/integrations", rest, fmt.Sprintf(`{"name":"rest %d","ai_provider_id":"openai","key":%q}`, i, canary))
@@ -279,7 +284,8 @@ func TestEveryShippedProviderThroughTheProxy(t *testing.T) {
 	canary := fmt.Sprintf("sk-canary%d", time.Now().UnixNano())
 	for _, p := range cat.All() {
 		t.Run(p.Key, func(t *testing.T) {
-			tok := mintToken(t, dir, "--sub", "agent-1", "--org", "acme", "--roles", "agent", "--session", "s-"+p.Key)
+			// An agent per provider: each has its own 10 creates a minute.
+			tok := mintToken(t, dir, "--sub", "agent-"+p.Key, "--org", "acme", "--roles", "agent", "--session", "s-"+p.Key)
 			cs := connect(t, url, tok)
 			args := map[string]any{"name": "integration " + p.Key, "ai_provider_id": p.Key, "auth_type": p.AuthTypes[0]}
 			conf := map[string]any{}
