@@ -143,7 +143,7 @@ approvals:
 
 	// Replica C has no PORTCULLIS_AUDIT_HMAC_KEY: it generates its own key, and refuses
 	// to start against the fleet's approvals.
-	c := startProcess(t, "replica C", nil, args(dirC, freeAddr(t))...)
+	c := startProcess(t, "replica C", []string{audit.HMACKeyEnv + "="}, args(dirC, freeAddr(t))...)
 	cOut := waitExit(t, c)
 	wantID, err := os.ReadFile(filepath.Join(dirC, "audit-hmac.key"))
 	if err != nil {
