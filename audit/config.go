@@ -57,6 +57,8 @@ type Config struct {
 	// Default <data_dir>/witness.log.
 	WitnessPath string `yaml:"witness_path"`
 	// HMACKeyPath is the redaction HMAC key (mode 0600, generated if absent).
+	// PORTCULLIS_AUDIT_HMAC_KEY (base64, at least 32 bytes) overrides the file, which is
+	// then neither read nor created. Replicas sharing approvals need the same key.
 	// Default <data_dir>/audit-hmac.key.
 	HMACKeyPath string `yaml:"hmac_key_path"`
 	// MaxSizeBytes caps the database size (SQLite max_page_count); past it Append

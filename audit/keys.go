@@ -106,28 +106,64 @@ func loadOrCreateSigningKey(path string, logger *slog.Logger) (ed25519.PrivateKe
 	return priv, nil
 }
 
-// loadOrCreateHMACKey reads the redaction key (base64, >= 16 bytes) or creates a
-// 32-byte one.
-func loadOrCreateHMACKey(path string, logger *slog.Logger) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		k, derr := decodeB64(strings.TrimSpace(string(b)))
-		if derr != nil || len(k) < 16 {
-			return nil, fmt.Errorf("audit: hmac key %s: want base64 of at least 16 bytes", path)
+// HMACKeyEnv overrides the redaction HMAC key file with a base64 key of at least
+// 32 bytes. Replicas that share approvals must share this key (see HMACKeyID).
+const HMACKeyEnv = "PORTCULLIS_AUDIT_HMAC_KEY"
+
+// minEnvHMACKey is the shortest key HMACKeyEnv takes (openssl rand -base64 32). Files
+// written by earlier releases may hold 16 bytes; they stay accepted.
+const minEnvHMACKey = 32
+
+// HMACKeyID names a redaction key without revealing it: the first 8 bytes of the
+// SHA-256 of a domain string and the key, hex. Replicas publish it to check that they
+// redact alike; it is not the key id of the checkpoint signing key (KeyID).
+func HMACKeyID(key []byte) string {
+	h := sha256.New()
+	h.Write([]byte("portcullis.audit.hmac-key-id.v1\n"))
+	h.Write(key)
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// LoadHMACKey returns the redaction key: from PORTCULLIS_AUDIT_HMAC_KEY when set
+// (base64 of at least 32 bytes), else from path (base64 of at least 16 bytes). It does
+// not create one; a missing file is an error wrapping fs.ErrNotExist. Errors never
+// include the key.
+func LoadHMACKey(path string) ([]byte, error) {
+	if v := os.Getenv(HMACKeyEnv); v != "" {
+		k, err := decodeB64(strings.TrimSpace(v))
+		if err != nil || len(k) < minEnvHMACKey {
+			// Never echo the value: it is the key.
+			return nil, fmt.Errorf("audit: %s: want base64 of at least %d random bytes (openssl rand -base64 32)", HMACKeyEnv, minEnvHMACKey)
 		}
 		return k, nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return nil, fmt.Errorf("audit: reading hmac key %s: %w", path, err)
 	}
-	k := make([]byte, 32)
+	k, err := decodeB64(strings.TrimSpace(string(b)))
+	if err != nil || len(k) < 16 {
+		return nil, fmt.Errorf("audit: hmac key %s: want base64 of at least 16 bytes", path)
+	}
+	return k, nil
+}
+
+// loadOrCreateHMACKey is LoadHMACKey that generates and saves a 32-byte key (0600)
+// when neither the env variable nor the file exists.
+func loadOrCreateHMACKey(path string, logger *slog.Logger) ([]byte, error) {
+	k, err := LoadHMACKey(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return k, err
+	}
+	k = make([]byte, 32)
 	if _, err := rand.Read(k); err != nil {
 		return nil, fmt.Errorf("audit: generating hmac key: %w", err)
 	}
 	if err := writeKeyFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n")); err != nil {
 		return nil, err
 	}
-	logger.Warn("audit: generated a new redaction hmac key", "path", path)
+	logger.Warn("audit: generated a new redaction hmac key; replicas that share approvals need the same one (PORTCULLIS_AUDIT_HMAC_KEY)",
+		"path", path, "hmac_key_id", HMACKeyID(k))
 	return k, nil
 }
 

@@ -39,6 +39,7 @@ type Log struct {
 	key      ed25519.PrivateKey
 	logID    string // names this log in its signed checkpoints (audit_meta log_id)
 	redactor *redact.Redactor
+	hmacID   string // HMACKeyID of the redactor's key
 	wdb      *sql.DB
 	reader   *Reader
 	lock     *os.File // exclusive lock on Path + ".lock" while open
@@ -144,7 +145,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	l := &Log{
-		cfg: cfg, logger: logger, key: key, redactor: redact.New(hkey), wdb: wdb, lock: lock,
+		cfg: cfg, logger: logger, key: key, redactor: redact.New(hkey), hmacID: HMACKeyID(hkey), wdb: wdb, lock: lock,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}),
 		stopped: make(chan struct{}),
 		writer: writer{hs: newHasher(), rotateAt: journalRotateBytes, rows: make([]row, cfg.MaxBatch),
@@ -254,6 +255,10 @@ func (l *Log) start(ctx context.Context) error {
 
 // Redactor returns the redactor keyed with this log's HMAC key.
 func (l *Log) Redactor() *redact.Redactor { return l.redactor }
+
+// RedactionKeyID names the redactor's key (HMACKeyID): replicas whose ids differ mark
+// one secret differently, so their approval hashes of a call carrying it differ too.
+func (l *Log) RedactionKeyID() string { return l.hmacID }
 
 // Healthy returns why the log cannot take rows now (nil when it can): it is closed,
 // or the database refuses rows (full), in which case Append fails until that clears.

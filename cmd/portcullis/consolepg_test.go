@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
 )
 
@@ -55,6 +58,8 @@ func (b *consoleBrowser) do(method, base, path, body string) (int, string) {
 // ends the session on A. The table holds neither the cookie nor the token.
 func TestConsoleSessionSignedInOnOneReplicaWorksOnAnother(t *testing.T) {
 	pg := sqldbtest.PostgresURL(t)
+	// Replicas sharing approvals share the redaction key (docs/deploy/README.md).
+	t.Setenv(audit.HMACKeyEnv, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
 	cfgPath := filepath.Join(t.TempDir(), "portcullis.yaml")
 	if err := os.WriteFile(cfgPath, []byte("approvals:\n  database_url: "+pg+"\n  wait_budget: 200ms\n"), 0o600); err != nil {
 		t.Fatal(err)

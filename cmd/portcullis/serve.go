@@ -266,11 +266,19 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		limiter = ratelimit.NewMemory(ratelimit.MemoryConfig{MaxKeys: cfg.Limits.MaxKeys})
 	}
 
-	appr, err := approvals.Open(ctx, cfg.Approval, log.With("component", "approvals"))
+	// Arguments are redacted before they are hashed: replicas sharing approvals must
+	// redact alike, or a call carrying a secret hashes differently on each. On
+	// PostgreSQL the store refuses a replica whose key id differs from the others'.
+	acfg := cfg.Approval
+	acfg.RedactionKeyID = auditLog.RedactionKeyID()
+	appr, err := approvals.Open(ctx, acfg, log.With("component", "approvals"))
 	if err != nil {
 		return fmt.Errorf("opening approvals: %w", err)
 	}
 	st.onClose(func() { _ = appr.Close() })
+	if acfg.DatabaseURL != "" {
+		log.Info("approvals: on the shared store; this replica's redaction key matches the other replicas'", "hmac_key_id", acfg.RedactionKeyID)
+	}
 
 	var devKey any
 	if cfg.devMode() {

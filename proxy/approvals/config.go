@@ -59,6 +59,11 @@ type Config struct {
 	// ConsoleURL is the console's base URL (".../console") when the console is on: approval
 	// links (the webhook's url) then open the approval's page there. Set by serve.
 	ConsoleURL string `yaml:"-"`
+	// RedactionKeyID names the audit redaction key (audit.HMACKeyID) under which this
+	// replica redacts, and so hashes, the arguments of the calls it holds. Set by serve.
+	// On a shared (PostgreSQL) store the first replica records it, and one with another
+	// refuses to start: it would give a call carrying a secret another hash.
+	RedactionKeyID string `yaml:"-"`
 }
 
 // SetDefaults fills zero fields.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -41,6 +42,42 @@ func OpenPostgres(ctx context.Context, url string, logger *slog.Logger) (Store, 
 	s := &pgStore{sqlStore: sqlStore{db: db, pg: true, newest: "created_at DESC, seq DESC"}, url: url}
 	s.changed = announce
 	return s, nil
+}
+
+// FleetKeyRedaction names the audit redaction key in approvals_fleet_keys.
+const FleetKeyRedaction = "audit_hmac"
+
+// FleetKeyMismatchError is checkFleetKey's error when another replica recorded
+// another key id under Name.
+type FleetKeyMismatchError struct {
+	Name string // FleetKeyRedaction...
+	ID   string // this replica's
+	Have string // the one recorded
+}
+
+func (e *FleetKeyMismatchError) Error() string {
+	if e.Name == FleetKeyRedaction {
+		return fmt.Sprintf("audit HMAC key differs from the one the other replicas use (key id %s vs %s): "+
+			"give every replica the same PORTCULLIS_AUDIT_HMAC_KEY or audit-hmac.key (to rotate it, see docs/audit.md)", e.ID, e.Have)
+	}
+	return fmt.Sprintf("the %s key differs from the one the other replicas use (key id %s vs %s)", e.Name, e.ID, e.Have)
+}
+
+// checkFleetKey records id as the key the replicas use under name unless one is
+// recorded already, and fails with a *FleetKeyMismatchError if that one is not id.
+func (s *pgStore) checkFleetKey(ctx context.Context, name, id string, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO approvals_fleet_keys (name, key_id, registered_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO NOTHING`, name, id, now.UnixMilli()); err != nil {
+		return fmt.Errorf("approvals: recording the %s key id: %w", name, err)
+	}
+	var have string
+	if err := s.db.QueryRowContext(ctx, `SELECT key_id FROM approvals_fleet_keys WHERE name = $1`, name).Scan(&have); err != nil {
+		return fmt.Errorf("approvals: reading the %s key id: %w", name, err)
+	}
+	if have == id {
+		return nil
+	}
+	return &FleetKeyMismatchError{Name: name, ID: id, Have: have}
 }
 
 // announce queues one notification per id; PostgreSQL delivers them when the

@@ -74,6 +74,11 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 	var err error
 	if cfg.DatabaseURL != "" {
 		st, err = OpenPostgres(ctx, cfg.DatabaseURL, logger)
+		if err == nil && cfg.RedactionKeyID != "" {
+			if err = st.(*pgStore).checkFleetKey(ctx, FleetKeyRedaction, cfg.RedactionKeyID, now()); err != nil {
+				_ = st.Close()
+			}
+		}
 	} else {
 		// Approvals hold callers' (redacted) arguments: the file is its owner's only.
 		st, err = OpenSQLite(ctx, cfg.DBPath, logger)
