@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,12 +9,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/portcullis/portcullis/audit"
 )
 
 // runMainEnv makes the test binary act as the portcullis binary: TestMain runs `run`
@@ -47,27 +42,13 @@ type process struct {
 	done chan struct{}
 }
 
-// fleetHMACKey is the redaction key (PORTCULLIS_AUDIT_HMAC_KEY) every process a test
-// starts gets, as the replica recipe exports one for all replicas: replicas that share
-// approvals on PostgreSQL refuse to start under different keys.
-var fleetHMACKey = sync.OnceValue(func() string {
-	k := make([]byte, 32)
-	if _, err := rand.Read(k); err != nil {
-		panic(err)
-	}
-	return base64.StdEncoding.EncodeToString(k)
-})
-
 // startProcess runs `portcullis args...` as a child process with env added to this
-// process's environment (which fleetHMACKey is added to first). The test ends it with SIGTERM (then SIGKILL) if it still runs.
+// process's environment. The test ends it with SIGTERM (then SIGKILL) if it still runs.
 func startProcess(t *testing.T, name string, env []string, args ...string) *process {
 	t.Helper()
 	argv, _ := json.Marshal(args)
 	cmd := exec.Command(os.Args[0])
-	// The fleet's redaction key first: env may override it (an empty value leaves the
-	// process its data dir's audit-hmac.key).
-	cmd.Env = append(append(os.Environ(), audit.HMACKeyEnv+"="+fleetHMACKey()), env...)
-	cmd.Env = append(cmd.Env, runMainEnv+"="+string(argv))
+	cmd.Env = append(append(os.Environ(), env...), runMainEnv+"="+string(argv))
 	p := &process{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

@@ -43,11 +43,15 @@ func TestTwoServeProcessesActAsOne(t *testing.T) {
 	backendDir, dirA, dirB := filepath.Join(root, "backend"), filepath.Join(root, "a"), filepath.Join(root, "b")
 
 	// What a fleet shares: the secret the replicas sign identity assertions to the
-	// backend with, and the key its tokens are verified against (here the dev key).
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		t.Fatal(err)
+	// backend with, the key its tokens are verified against (here the dev key), and the
+	// redaction key (replicas sharing approvals refuse to start under different ones).
+	secret, hmacKey := make([]byte, 32), make([]byte, 32)
+	for _, b := range [][]byte{secret, hmacKey} {
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
 	}
+	fleetEnv := []string{audit.HMACKeyEnv + "=" + base64.StdEncoding.EncodeToString(hmacKey)}
 	for _, d := range []string{backendDir, dirA, dirB} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -88,7 +92,7 @@ rate_limit:
 		t.Fatal(err)
 	}
 	startReplicaProcess := func(name, dir, addr string) *process {
-		p := startProcess(t, name, nil, "serve", "--config", cfgPath, "--data-dir", dir, "--listen", addr,
+		p := startProcess(t, name, fleetEnv, "serve", "--config", cfgPath, "--data-dir", dir, "--listen", addr,
 			"--mcp-upstream", backendURL+"/mcp", "--rest-upstream", backendURL)
 		p.waitUp(t, "http://"+addr+"/healthz")
 		return p
