@@ -224,4 +224,3 @@ func TestConsoleTokenSignInFloodSignsNobodyElseOut(t *testing.T) {
 		}
 	})
 }
-
