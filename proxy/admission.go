@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
 )
 
 // errorHandler is the one place a handler's error becomes a response: an *apierror.Error
@@ -192,15 +193,9 @@ func (s *Server) spendPreAuth(c *fiber.Ctx) error {
 }
 
 // addrKey is the key of a client address for what is counted per address before
-// authentication (the pre-auth limit, auth failure rows): an IPv4 address (or the
-// loopback) as it is, an IPv6 address as its /64, since one host commonly holds a whole
-// /64 and could otherwise spread a flood over as many keys as it likes.
-func addrKey(ip net.IP) string {
-	if ip.To4() != nil || ip.IsLoopback() {
-		return ip.String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
-}
+// authentication (the pre-auth limit, auth failure rows): ratelimit.AddrKey, an IPv6
+// address as its /64.
+func addrKey(ip net.IP) string { return ratelimit.AddrKey(ip) }
 
 // queryHoldsToken reports a query parameter named access_token, token or jwt, in any case.
 func queryHoldsToken(args *fasthttp.Args) bool {

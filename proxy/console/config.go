@@ -13,6 +13,15 @@ const (
 	DefaultIdleTimeout     = 30 * time.Minute
 	DefaultAbsoluteTimeout = 12 * time.Hour
 	DefaultMaxSessions     = 10000
+	// DefaultMaxSessionsPerSubject bounds one person's (sub and org) live sessions.
+	DefaultMaxSessionsPerSubject = 10
+	// DefaultMaxPendingLogins bounds the OIDC sign-ins in flight, and
+	// DefaultMaxPendingLoginsPerAddress those one client address started.
+	DefaultMaxPendingLogins           = 10000
+	DefaultMaxPendingLoginsPerAddress = 50
+	// DefaultSignInRate is how many requests to the sign-in endpoints one client
+	// address may make per minute.
+	DefaultSignInRate = 60
 	// Prefix is where the console lives on its listener.
 	Prefix = "/console"
 )
@@ -36,9 +45,24 @@ type Config struct {
 	// AbsoluteTimeout ends a session this long after sign-in, however used. Default 12h.
 	// A token sign-in also ends when the token expires.
 	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
-	// MaxSessions bounds live sessions; past it the least recently used is ended.
+	// MaxSessions bounds live sessions. With the table full of live sessions a new
+	// sign-in is refused (429 console_full): nobody's session is ended to make room.
 	// Default 10000.
 	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerSubject bounds the live sessions of one person (sub and org); a
+	// sign-in past it ends that person's own least recently used session. Default 10.
+	MaxSessionsPerSubject int `yaml:"max_sessions_per_subject"`
+	// MaxPendingLogins bounds the OIDC sign-ins in flight (started, not yet back from
+	// the provider; each lives 10 minutes). Past it a new one is refused (429
+	// sign_ins_full), never one in flight dropped. Default 10000.
+	MaxPendingLogins int `yaml:"max_pending_logins"`
+	// MaxPendingLoginsPerAddress bounds the OIDC sign-ins in flight that one client
+	// address (IPv6: one /64) started. Default 50.
+	MaxPendingLoginsPerAddress int `yaml:"max_pending_logins_per_address"`
+	// SignInRate is how many requests one client address (IPv6: one /64) may make per
+	// minute to the sign-in endpoints (/console/auth/login, /callback, /token), on
+	// each replica; past it 429 too_many_requests. Negative disables. Default 60.
+	SignInRate int `yaml:"sign_in_rate"`
 	// DatabaseURL (postgres://...) keeps sessions and OIDC sign-ins in flight in
 	// PostgreSQL, shared by every replica: a person signed in through one is signed in
 	// on all, and the provider's redirect may land on any. serve defaults it to
@@ -108,6 +132,18 @@ func (c *Config) SetDefaults(proxyPublicURL string) {
 	if c.MaxSessions == 0 {
 		c.MaxSessions = DefaultMaxSessions
 	}
+	if c.MaxSessionsPerSubject == 0 {
+		c.MaxSessionsPerSubject = DefaultMaxSessionsPerSubject
+	}
+	if c.MaxPendingLogins == 0 {
+		c.MaxPendingLogins = DefaultMaxPendingLogins
+	}
+	if c.MaxPendingLoginsPerAddress == 0 {
+		c.MaxPendingLoginsPerAddress = DefaultMaxPendingLoginsPerAddress
+	}
+	if c.SignInRate == 0 {
+		c.SignInRate = DefaultSignInRate
+	}
 	if c.OIDC.RedirectURL == "" && c.PublicURL != "" {
 		c.OIDC.RedirectURL = c.PublicURL + Prefix + "/auth/callback"
 	}
@@ -148,6 +184,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSessions < 0 {
 		errs = append(errs, errors.New("console.max_sessions: must not be negative"))
+	}
+	if c.MaxSessionsPerSubject < 0 {
+		errs = append(errs, errors.New("console.max_sessions_per_subject: must not be negative"))
+	}
+	if c.MaxPendingLogins < 0 {
+		errs = append(errs, errors.New("console.max_pending_logins: must not be negative"))
+	}
+	if c.MaxPendingLoginsPerAddress < 0 {
+		errs = append(errs, errors.New("console.max_pending_logins_per_address: must not be negative"))
 	}
 	if c.OIDCOn() {
 		if u, err := url.Parse(c.OIDC.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !loopback(u.Hostname())) {

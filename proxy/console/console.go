@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/portcullis/portcullis/proxy/apierror"
 	"github.com/portcullis/portcullis/proxy/approvals"
 	"github.com/portcullis/portcullis/proxy/authn"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
 
@@ -98,6 +100,7 @@ type Console struct {
 	assets  fs.FS
 	index   []byte
 	verify  verifyCache
+	signIns ratelimit.Limiter // per client address, on the sign-in endpoints; nil: off
 }
 
 // New builds the console. cfg must have had SetDefaults and Validate called. With
@@ -143,12 +146,16 @@ func New(ctx context.Context, cfg Config, d Deps) (*Console, error) {
 			return nil, err
 		}
 	}
+	if cfg.SignInRate > 0 {
+		// The proxy's pre-auth limiter, with its own budget: per minute, not per second.
+		c.signIns = ratelimit.NewMemory(ratelimit.MemoryConfig{MaxKeys: 100_000})
+	}
 	if cfg.DatabaseURL != "" {
-		if c.store, err = openPostgres(ctx, cfg.DatabaseURL, cfg.IdleTimeout, cfg.MaxSessions, d.Now, c.log); err != nil {
+		if c.store, err = openPostgres(ctx, cfg.DatabaseURL, limitsOf(cfg), d.Now, c.log); err != nil {
 			return nil, err
 		}
 	} else {
-		c.store = newMemoryStore(cfg.IdleTimeout, cfg.MaxSessions, d.Now)
+		c.store = newMemoryStore(limitsOf(cfg), d.Now)
 	}
 	return c, nil
 }
@@ -171,6 +178,51 @@ func (c *Console) storeDown(op string, err error) *apierror.Error {
 	return e
 }
 
+// clientAddr is the key the per-address limits count under: the socket peer, never
+// X-Forwarded-For (which a client can forge); an IPv6 address as its /64.
+func clientAddr(ctx *fiber.Ctx) string { return ratelimit.AddrKey(ctx.Context().RemoteIP()) }
+
+// signInLimit refuses a request to a sign-in endpoint with 429 once the client address
+// has made console.sign_in_rate of them in the last minute.
+func (c *Console) signInLimit(ctx *fiber.Ctx) error {
+	if c.signIns == nil {
+		return ctx.Next()
+	}
+	res, err := c.signIns.Allow(ctx.UserContext(), clientAddr(ctx), c.cfg.SignInRate, time.Minute)
+	if err != nil || res.Allowed {
+		return ctx.Next() // the in-memory limiter does not fail; if it did, the sign-in still runs
+	}
+	wait := retrySeconds(res.RetryAfter)
+	return &apierror.Error{Status: fiber.StatusTooManyRequests, Code: "too_many_requests",
+		Message: fmt.Sprintf("too many sign-in requests from this address (console.sign_in_rate: %d a minute); try again in %d s", c.cfg.SignInRate, wait),
+		Header:  [][2]string{{fiber.HeaderRetryAfter, strconv.Itoa(wait)}}}
+}
+
+// retrySeconds rounds a wait up to whole seconds, at least 1.
+func retrySeconds(d time.Duration) int { return max(int((d+time.Second-1)/time.Second), 1) }
+
+// refusedFull is the answer when a cap refuses a sign-in (errSessionsFull,
+// errLoginsFull, errAddressLoginsFull): 429 with a code of its own and Retry-After.
+// Nobody's session or sign-in was ended to make room.
+func refusedFull(err error) *apierror.Error {
+	var e *apierror.Error
+	switch {
+	case errors.Is(err, errSessionsFull):
+		e = apierror.New(fiber.StatusTooManyRequests, "console_full",
+			"the console has as many live sessions as it may hold (console.max_sessions); try again when some end")
+	case errors.Is(err, errAddressLoginsFull):
+		e = apierror.New(fiber.StatusTooManyRequests, "too_many_sign_ins",
+			"too many sign-ins in flight from this address (console.max_pending_logins_per_address); finish one, or wait: they expire after %s", loginTTL)
+	case errors.Is(err, errLoginsFull):
+		e = apierror.New(fiber.StatusTooManyRequests, "sign_ins_full",
+			"the console has as many sign-ins in flight as it may hold (console.max_pending_logins); try again shortly")
+	default:
+		return nil
+	}
+	e.Header = [][2]string{{fiber.HeaderRetryAfter, "60"}}
+	return e
+}
+
 func compileCandidate(ctx context.Context, src string) (Decider, error) {
 	return policies.New(ctx, policies.Options{Modules: map[string]string{"candidate.rego": src}, CacheSize: -1})
 }
@@ -180,9 +232,11 @@ func (c *Console) Mount(r fiber.Router) {
 	g := r.Group(Prefix, c.headers)
 	g.Get("/assets/*", c.asset)
 	g.Get("/auth/methods", c.methods)
-	g.Post("/auth/token", c.sameOrigin, c.tokenSignIn)
-	g.Get("/auth/login", c.oidcLogin)
-	g.Get("/auth/callback", c.oidcCallback)
+	// What anyone may call before signing in, and what writes to the store, spends the
+	// client address's sign-in budget.
+	g.Post("/auth/token", c.signInLimit, c.sameOrigin, c.tokenSignIn)
+	g.Get("/auth/login", c.signInLimit, c.oidcLogin)
+	g.Get("/auth/callback", c.signInLimit, c.oidcCallback)
 	g.Post("/auth/logout", c.sameOrigin, c.logout)
 
 	api := g.Group("/api", c.requireSession, c.csrf)
@@ -410,6 +464,10 @@ func (c *Console) newSession(ctx *fiber.Ctx, caller principal.Caller, method str
 	id, now := randomToken(), c.d.Now()
 	s := &session{caller: callerOf(caller), method: method, csrf: randomToken(), created: now, lastSeen: now, expires: expires}
 	if err := c.store.createSession(sctx, hashKey(id), s); err != nil {
+		if e := refusedFull(err); e != nil {
+			c.log.Warn("console: sign-in refused: the session table is full", "sub", caller.Sub, "org", caller.Org, "method", method)
+			return nil, e
+		}
 		return nil, c.storeDown("starting a session", err)
 	}
 	c.setSessionCookie(ctx, id, expires)

@@ -53,10 +53,13 @@ func (c *Console) oidcLogin(ctx *fiber.Ctx) error {
 	}
 	state, binding := randomToken(), randomToken()
 	p := &pendingLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken(), binding: sha256.Sum256([]byte(binding)),
-		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(strings.Clone(ctx.Query("return_to")))}
+		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(strings.Clone(ctx.Query("return_to"))), addr: clientAddr(ctx)}
 	sctx, cancel := storeCtx()
 	defer cancel()
 	if err := c.store.putLogin(sctx, hashKey(state), p); err != nil {
+		if e := refusedFull(err); e != nil {
+			return e
+		}
 		return c.storeDown("starting an OIDC sign-in", err)
 	}
 	ctx.Cookie(&fiber.Cookie{Name: loginCookie, Value: binding, Path: Prefix + "/auth", MaxAge: int(loginTTL.Seconds()),

@@ -125,6 +125,9 @@ func TestConsoleConfigNamesEachBadKey(t *testing.T) {
 		{console.Config{TokenSignIn: &off}, "console.token_sign_in"},
 		{console.Config{IdleTimeout: 24 * 3600e9}, "console.idle_timeout"},
 		{console.Config{DatabaseURL: "mysql://u:pw-canary@db.example.com/x"}, "console.database_url"},
+		{console.Config{MaxSessionsPerSubject: -1}, "console.max_sessions_per_subject"},
+		{console.Config{MaxPendingLogins: -1}, "console.max_pending_logins"},
+		{console.Config{MaxPendingLoginsPerAddress: -1}, "console.max_pending_logins_per_address"},
 	} {
 		c := tc.cfg
 		if c.PublicURL == "" {

@@ -34,7 +34,7 @@ const (
 type pgStore struct {
 	db         *sql.DB
 	idle       time.Duration
-	max        int
+	lim        storeLimits
 	now        func() time.Time
 	touchEvery time.Duration
 	log        *slog.Logger
@@ -45,7 +45,7 @@ type pgStore struct {
 // openPostgres connects to PostgreSQL, migrates the console's tables (component
 // "console" in schema_migrations) and starts the periodic sweep. Errors never include
 // the URL, which may hold a password.
-func openPostgres(ctx context.Context, url string, idle time.Duration, max int, now func() time.Time, logger *slog.Logger) (*pgStore, error) {
+func openPostgres(ctx context.Context, url string, lim storeLimits, now func() time.Time, logger *slog.Logger) (*pgStore, error) {
 	db, err := sqldb.OpenPostgres(ctx, url, 8)
 	if err != nil {
 		return nil, fmt.Errorf("console: session store: %w", err)
@@ -61,7 +61,7 @@ func openPostgres(ctx context.Context, url string, idle time.Duration, max int, 
 		return nil, fmt.Errorf("console: session store: %w", err)
 	}
 	sctx, stop := context.WithCancel(context.Background())
-	s := &pgStore{db: db, idle: idle, max: max, now: now, touchEvery: min(maxTouchInterval, idle/10),
+	s := &pgStore{db: db, idle: lim.idle, lim: lim, now: now, touchEvery: min(maxTouchInterval, lim.idle/10),
 		log: logger, stop: stop, done: make(chan struct{})}
 	go s.sweepLoop(sctx)
 	return s, nil
@@ -97,20 +97,26 @@ func (s *pgStore) createSession(ctx context.Context, key [32]byte, se *session) 
 		return fmt.Errorf("console: starting a session: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM console_sessions WHERE key IN
-		(SELECT key FROM console_sessions WHERE `+deadCond+` LIMIT `+fmt.Sprint(sweepBatch)+`)`, nowMs, idleMs); err != nil {
+		(SELECT key FROM console_sessions WHERE `+deadCond+` LIMIT `+fmt.Sprint(sweepBatch)+` FOR UPDATE SKIP LOCKED)`, nowMs, idleMs); err != nil {
 		return fmt.Errorf("console: sweeping sessions: %w", err)
+	}
+	c := se.caller
+	if s.lim.maxPerSubject > 0 {
+		// The subject's own: all but its maxPerSubject-1 most recently used live
+		// sessions end, so this one fits. Nobody else's.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM console_sessions WHERE key IN
+			(SELECT key FROM console_sessions WHERE caller_org = $3 AND caller_sub = $4 AND NOT `+deadCond+`
+			ORDER BY last_seen DESC, key OFFSET $5)`, nowMs, idleMs, c.Org, c.Sub, s.lim.maxPerSubject-1); err != nil {
+			return fmt.Errorf("console: ending the subject's least recently used session: %w", err)
+		}
 	}
 	var live int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM console_sessions WHERE NOT `+deadCond, nowMs, idleMs).Scan(&live); err != nil {
 		return fmt.Errorf("console: counting sessions: %w", err)
 	}
-	if live >= s.max {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM console_sessions WHERE key IN
-			(SELECT key FROM console_sessions WHERE NOT `+deadCond+` ORDER BY last_seen LIMIT $3)`, nowMs, idleMs, live-s.max+1); err != nil {
-			return fmt.Errorf("console: ending the least recently used session: %w", err)
-		}
+	if live >= s.lim.maxSessions {
+		return errSessionsFull // the rollback keeps the subject's sessions too
 	}
-	c := se.caller
 	if _, err := tx.ExecContext(ctx, `INSERT INTO console_sessions (key, csrf, caller_sub, caller_org, caller_workspace,
 		caller_roles, caller_session, method, created_at, last_seen, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		key[:], se.csrf, c.Sub, c.Org, c.Workspace, string(roles), c.Session, se.method,
@@ -169,25 +175,36 @@ func (s *pgStore) deleteSession(ctx context.Context, key [32]byte) error {
 	return nil
 }
 
+// putLogin counts and inserts under an advisory lock of its own, in one transaction:
+// the caps hold exactly across replicas, and no statement here deletes rows (expired
+// ones are not counted; the sweep removes them), so concurrent sign-ins queue on the
+// lock and never deadlock on each other's rows.
 func (s *pgStore) putLogin(ctx context.Context, key [32]byte, p *pendingLogin) error {
 	nowMs := s.now().UnixMilli()
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM console_logins WHERE key IN
-		(SELECT key FROM console_logins WHERE expires_at < $1 LIMIT `+fmt.Sprint(sweepBatch)+`)`, nowMs); err != nil {
-		return fmt.Errorf("console: sweeping sign-ins: %w", err)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("console: starting a sign-in: %w", err)
 	}
-	// Bounded like the memory store's; across replicas the bound is approximate.
-	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM console_logins`).Scan(&n); err != nil {
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:console:logins'))`); err != nil {
+		return fmt.Errorf("console: starting a sign-in: %w", err)
+	}
+	var all, fromAddr int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE addr = $2) FROM console_logins WHERE expires_at >= $1`,
+		nowMs, p.addr).Scan(&all, &fromAddr); err != nil {
 		return fmt.Errorf("console: counting sign-ins: %w", err)
 	}
-	if n >= maxPendingLogin {
-		if _, err := s.db.ExecContext(ctx, `DELETE FROM console_logins WHERE key IN
-			(SELECT key FROM console_logins ORDER BY expires_at LIMIT $1)`, n-maxPendingLogin+1); err != nil {
-			return fmt.Errorf("console: dropping the oldest sign-in: %w", err)
-		}
+	if s.lim.maxLoginsPerAddr > 0 && fromAddr >= s.lim.maxLoginsPerAddr {
+		return errAddressLoginsFull
 	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO console_logins (key, verifier, nonce, binding, return_to, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`, key[:], p.verifier, p.nonce, p.binding[:], p.returnTo, p.expires.UnixMilli()); err != nil {
+	if all >= s.lim.maxLogins {
+		return errLoginsFull
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO console_logins (key, verifier, nonce, binding, return_to, addr, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, key[:], p.verifier, p.nonce, p.binding[:], p.returnTo, p.addr, p.expires.UnixMilli()); err != nil {
+		return fmt.Errorf("console: storing the sign-in: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("console: storing the sign-in: %w", err)
 	}
 	return nil
@@ -202,7 +219,7 @@ func (s *pgStore) takeLogin(ctx context.Context, key [32]byte) (*pendingLogin, e
 	// One statement: of concurrent takers, the first deletes the row and the others
 	// (waiting on its lock) find nothing left to delete.
 	err := s.db.QueryRowContext(ctx, `DELETE FROM console_logins WHERE key = $1
-		RETURNING verifier, nonce, binding, return_to, expires_at`, key[:]).Scan(&p.verifier, &p.nonce, &binding, &p.returnTo, &expiresAt)
+		RETURNING verifier, nonce, binding, return_to, addr, expires_at`, key[:]).Scan(&p.verifier, &p.nonce, &binding, &p.returnTo, &p.addr, &expiresAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -217,16 +234,18 @@ func (s *pgStore) takeLogin(ctx context.Context, key [32]byte) (*pendingLogin, e
 }
 
 // sweep deletes expired sessions and sign-ins, at most sweepRounds batches of each, and
-// returns how many rows went.
+// returns how many rows went. Every batch delete (here, on other replicas, in a
+// sign-in) skips rows another holds locked: they never wait on each other, so never
+// deadlock.
 func (s *pgStore) sweep(ctx context.Context) (int64, error) {
 	var total int64
 	for _, q := range []struct {
 		query string
 		args  func() []any
 	}{
-		{`DELETE FROM console_sessions WHERE key IN (SELECT key FROM console_sessions WHERE ` + deadCond + ` LIMIT ` + fmt.Sprint(sweepBatch) + `)`,
+		{`DELETE FROM console_sessions WHERE key IN (SELECT key FROM console_sessions WHERE ` + deadCond + ` LIMIT ` + fmt.Sprint(sweepBatch) + ` FOR UPDATE SKIP LOCKED)`,
 			func() []any { n, i := s.cutoffs(); return []any{n, i} }},
-		{`DELETE FROM console_logins WHERE key IN (SELECT key FROM console_logins WHERE expires_at < $1 LIMIT ` + fmt.Sprint(sweepBatch) + `)`,
+		{`DELETE FROM console_logins WHERE key IN (SELECT key FROM console_logins WHERE expires_at < $1 LIMIT ` + fmt.Sprint(sweepBatch) + ` FOR UPDATE SKIP LOCKED)`,
 			func() []any { return []any{s.now().UnixMilli()} }},
 	} {
 		for range sweepRounds {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"sort"
 	"sync"
 	"time"
 
@@ -33,13 +34,13 @@ type memoryStore struct {
 	logins   *loginStore
 }
 
-func newMemoryStore(idle time.Duration, max int, now func() time.Time) *memoryStore {
-	return &memoryStore{sessions: newSessionStore(idle, max, now), logins: &loginStore{byState: map[[32]byte]*pendingLogin{}, now: now}}
+func newMemoryStore(l storeLimits, now func() time.Time) *memoryStore {
+	return &memoryStore{sessions: newSessionStore(l, now),
+		logins: &loginStore{byState: map[[32]byte]*pendingLogin{}, byAddr: map[string]int{}, max: l.maxLogins, perAddr: l.maxLoginsPerAddr, now: now}}
 }
 
 func (m *memoryStore) createSession(_ context.Context, key [32]byte, s *session) error {
-	m.sessions.create(key, s)
-	return nil
+	return m.sessions.create(key, s)
 }
 
 func (m *memoryStore) getSession(_ context.Context, key [32]byte, touch bool) (*session, error) {
@@ -52,8 +53,7 @@ func (m *memoryStore) deleteSession(_ context.Context, key [32]byte) error {
 }
 
 func (m *memoryStore) putLogin(_ context.Context, key [32]byte, p *pendingLogin) error {
-	m.logins.put(key, p)
-	return nil
+	return m.logins.put(key, p)
 }
 
 func (m *memoryStore) takeLogin(_ context.Context, key [32]byte) (*pendingLogin, error) {
@@ -62,16 +62,24 @@ func (m *memoryStore) takeLogin(_ context.Context, key [32]byte) (*pendingLogin,
 
 func (m *memoryStore) close() error { return nil }
 
+// subjectKey names one person: the per-subject cap counts sessions by sub and org.
+type subjectKey struct{ sub, org string }
+
+func subjectOf(s *session) subjectKey { return subjectKey{s.caller.Sub, s.caller.Org} }
+
 type sessionStore struct {
-	mu   sync.Mutex
-	byID map[[32]byte]*session
-	idle time.Duration
-	max  int
-	now  func() time.Time
+	mu         sync.Mutex
+	byID       map[[32]byte]*session
+	bySubject  map[subjectKey]map[[32]byte]struct{}
+	idle       time.Duration
+	max        int
+	perSubject int
+	now        func() time.Time
 }
 
-func newSessionStore(idle time.Duration, max int, now func() time.Time) *sessionStore {
-	return &sessionStore{byID: map[[32]byte]*session{}, idle: idle, max: max, now: now}
+func newSessionStore(l storeLimits, now func() time.Time) *sessionStore {
+	return &sessionStore{byID: map[[32]byte]*session{}, bySubject: map[subjectKey]map[[32]byte]struct{}{},
+		idle: l.idle, max: l.maxSessions, perSubject: l.maxPerSubject, now: now}
 }
 
 func randomToken() string {
@@ -83,33 +91,68 @@ func randomToken() string {
 // hashKey is the key a store files a cookie value or a state under.
 func hashKey(v string) [32]byte { return sha256.Sum256([]byte(v)) }
 
-// create stores s under key, the hash of the cookie value that names it.
-func (st *sessionStore) create(key [32]byte, s *session) {
+// create stores s under key, the hash of the cookie value that names it. Past the
+// per-subject cap the subject's own least recently used sessions end; with the table
+// full of live sessions the sign-in is refused (errSessionsFull), and nobody else's
+// session ends.
+func (st *sessionStore) create(key [32]byte, s *session) error {
 	cp := *s
+	now := st.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.byID[key] != nil {
+		st.removeLocked(key)
+	}
+	subj := subjectOf(&cp)
+	if own := st.bySubject[subj]; st.perSubject > 0 && len(own) >= st.perSubject {
+		keys := make([][32]byte, 0, len(own))
+		for k := range own {
+			if st.dead(st.byID[k], now) {
+				st.removeLocked(k)
+				continue
+			}
+			keys = append(keys, k)
+		}
+		if n := len(keys) - st.perSubject + 1; n > 0 {
+			sort.Slice(keys, func(i, j int) bool { return st.byID[keys[i]].lastSeen.Before(st.byID[keys[j]].lastSeen) })
+			for _, k := range keys[:n] {
+				st.removeLocked(k)
+			}
+		}
+	}
 	if len(st.byID) >= st.max {
-		st.evictLocked(st.now())
+		for k, x := range st.byID {
+			if st.dead(x, now) {
+				st.removeLocked(k)
+			}
+		}
+		if len(st.byID) >= st.max {
+			return errSessionsFull
+		}
 	}
 	st.byID[key] = &cp
+	own := st.bySubject[subj]
+	if own == nil {
+		own = map[[32]byte]struct{}{}
+		st.bySubject[subj] = own
+	}
+	own[key] = struct{}{}
+	return nil
 }
 
-// evictLocked drops expired sessions and, if the table is still full, the least
-// recently used one.
-func (st *sessionStore) evictLocked(now time.Time) {
-	var oldestKey [32]byte
-	var oldest *session
-	for k, s := range st.byID {
-		if st.dead(s, now) {
-			delete(st.byID, k)
-			continue
-		}
-		if oldest == nil || s.lastSeen.Before(oldest.lastSeen) {
-			oldestKey, oldest = k, s
-		}
+// removeLocked deletes the session under k from both maps.
+func (st *sessionStore) removeLocked(k [32]byte) {
+	s := st.byID[k]
+	if s == nil {
+		return
 	}
-	if len(st.byID) >= st.max && oldest != nil {
-		delete(st.byID, oldestKey)
+	delete(st.byID, k)
+	subj := subjectOf(s)
+	if own := st.bySubject[subj]; own != nil {
+		delete(own, k)
+		if len(own) == 0 {
+			delete(st.bySubject, subj)
+		}
 	}
 }
 
@@ -134,7 +177,7 @@ func (st *sessionStore) get(k [32]byte, touch bool) *session {
 		return nil
 	}
 	if st.dead(s, now) {
-		delete(st.byID, k)
+		st.removeLocked(k)
 		return nil
 	}
 	if touch {
@@ -146,7 +189,7 @@ func (st *sessionStore) get(k [32]byte, touch bool) *session {
 
 func (st *sessionStore) delete(k [32]byte) {
 	st.mu.Lock()
-	delete(st.byID, k)
+	st.removeLocked(k)
 	st.mu.Unlock()
 }
 
@@ -161,43 +204,65 @@ func (s *session) csrfOK(presented string) bool {
 }
 
 // pendingLogin is an OIDC sign-in in flight: the PKCE verifier and nonce, bound to the
-// browser that started it by the hash of a short-lived cookie.
+// browser that started it by the hash of a short-lived cookie. addr is the key of the
+// client address that started it (ratelimit.AddrKey), for the per-address cap.
 type pendingLogin struct {
 	verifier, nonce string
 	binding         [32]byte
 	returnTo        string
+	addr            string
 	expires         time.Time
 }
 
 type loginStore struct {
 	mu      sync.Mutex
 	byState map[[32]byte]*pendingLogin
+	byAddr  map[string]int // sign-ins held per address, expired ones included until swept
+	max     int
+	perAddr int // 0: no per-address cap
 	now     func() time.Time
 }
 
-const (
-	loginTTL        = 10 * time.Minute
-	maxPendingLogin = 10000
-)
+// loginTTL is how long an OIDC sign-in may take.
+const loginTTL = 10 * time.Minute
 
-func (ls *loginStore) put(state [32]byte, p *pendingLogin) {
+// put stores a sign-in in flight, unless its address already has perAddr live ones
+// (errAddressLoginsFull) or the table holds max (errLoginsFull): a sign-in in flight
+// is never dropped to make room.
+func (ls *loginStore) put(state [32]byte, p *pendingLogin) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	now := ls.now()
-	if len(ls.byState) >= maxPendingLogin {
+	atAddrCap := func() bool { return ls.perAddr > 0 && ls.byAddr[p.addr] >= ls.perAddr }
+	if len(ls.byState) >= ls.max || atAddrCap() {
+		now := ls.now()
 		for k, v := range ls.byState {
 			if now.After(v.expires) {
-				delete(ls.byState, k)
-			}
-		}
-		if len(ls.byState) >= maxPendingLogin {
-			for k := range ls.byState { // still full: drop one at random
-				delete(ls.byState, k)
-				break
+				ls.removeLocked(k)
 			}
 		}
 	}
-	ls.byState[state] = p
+	if atAddrCap() {
+		return errAddressLoginsFull
+	}
+	if len(ls.byState) >= ls.max {
+		return errLoginsFull
+	}
+	ls.removeLocked(state)
+	cp := *p
+	ls.byState[state] = &cp
+	ls.byAddr[cp.addr]++
+	return nil
+}
+
+func (ls *loginStore) removeLocked(state [32]byte) {
+	p := ls.byState[state]
+	if p == nil {
+		return
+	}
+	delete(ls.byState, state)
+	if ls.byAddr[p.addr]--; ls.byAddr[p.addr] <= 0 {
+		delete(ls.byAddr, p.addr)
+	}
 }
 
 // take removes and returns the login for state, if it is live.
@@ -205,7 +270,7 @@ func (ls *loginStore) take(state [32]byte) *pendingLogin {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	p := ls.byState[state]
-	delete(ls.byState, state)
+	ls.removeLocked(state)
 	if p == nil || ls.now().After(p.expires) {
 		return nil
 	}

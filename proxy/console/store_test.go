@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -36,12 +37,18 @@ type storeDriver struct {
 }
 
 // forEachStore runs f against the memory store and the PostgreSQL store (which needs
-// PORTCULLIS_TEST_POSTGRES and skips without it). Every open on the memory driver
-// returns the one store: a single process has one.
+// PORTCULLIS_TEST_POSTGRES and skips without it), with max live sessions, no cap per
+// subject and the default sign-in caps. Every open on the memory driver returns the one
+// store: a single process has one.
 func forEachStore(t *testing.T, idle time.Duration, max int, f func(t *testing.T, clock *testClock, d storeDriver)) {
+	forEachStoreWith(t, storeLimits{idle: idle, maxSessions: max, maxLogins: DefaultMaxPendingLogins}, f)
+}
+
+// forEachStoreWith is forEachStore with the limits given.
+func forEachStoreWith(t *testing.T, lim storeLimits, f func(t *testing.T, clock *testClock, d storeDriver)) {
 	t.Run("memory", func(t *testing.T) {
 		clock := newTestClock()
-		m := newMemoryStore(idle, max, clock.now)
+		m := newMemoryStore(lim, clock.now)
 		f(t, clock, storeDriver{
 			open: func(*testing.T) store { return m },
 			dump: func(*testing.T) string {
@@ -65,7 +72,7 @@ func forEachStore(t *testing.T, idle time.Duration, max int, f func(t *testing.T
 		clock := newTestClock()
 		f(t, clock, storeDriver{
 			open: func(t *testing.T) store {
-				s, err := openPostgres(context.Background(), url, idle, max, clock.now, slog.New(slog.DiscardHandler))
+				s, err := openPostgres(context.Background(), url, lim, clock.now, slog.New(slog.DiscardHandler))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -95,8 +102,12 @@ func dumpTables(t *testing.T, url string) string {
 }
 
 func newTestSession(clock *testClock, sub string, life time.Duration) *session {
+	return newTestSessionIn(clock, sub, "acme", life)
+}
+
+func newTestSessionIn(clock *testClock, sub, org string, life time.Duration) *session {
 	now := clock.now()
-	return &session{caller: principal.Caller{Sub: sub, Org: "acme", Workspace: "ws-1", Roles: []string{"approver", "auditor"}, Session: "sid-1"},
+	return &session{caller: principal.Caller{Sub: sub, Org: org, Workspace: "ws-1", Roles: []string{"approver", "auditor"}, Session: "sid-1"},
 		method: "token", csrf: randomToken(), created: now, lastSeen: now, expires: now.Add(life)}
 }
 
@@ -183,27 +194,45 @@ func TestStoreDeletedSessionIsGoneForEveryHandle(t *testing.T) {
 	})
 }
 
-func TestStoreMaxSessionsEndsTheLeastRecentlyUsed(t *testing.T) {
-	forEachStore(t, time.Hour, 3, func(t *testing.T, clock *testClock, d storeDriver) {
+// A full table refuses a new sign-in with errSessionsFull and ends nobody's session: a
+// caller who can sign in as often as they like cannot sign anyone else out. A subject at
+// its own cap still signs in, ending its own oldest session. Expired sessions make room.
+func TestStoreFullTableRefusesNewSignInAndKeepsEveryonesSessions(t *testing.T) {
+	forEachStoreWith(t, storeLimits{idle: time.Hour, maxSessions: 3, maxPerSubject: 2, maxLogins: 100}, func(t *testing.T, clock *testClock, d storeDriver) {
 		a, b := d.open(t), d.open(t)
-		ids := make([]string, 0, 4)
-		for i := 0; i < 3; i++ {
-			id, _ := mustCreateSession(t, []store{a, b}[i%2], clock, fmt.Sprintf("p%d", i), 2*time.Hour)
+		var ids []string
+		for i, who := range []string{"sam", "bob", "bob"} {
+			id, _ := mustCreateSession(t, []store{a, b}[i%2], clock, who, 2*time.Hour)
 			ids = append(ids, id)
 			clock.advance(10 * time.Second)
 		}
-		if !live(t, b, ids[0], true) { // p0 used: p1 is now the least recently used
-			t.Fatal("p0 ended early")
-		}
-		clock.advance(10 * time.Second)
-		id, _ := mustCreateSession(t, a, clock, "p3", 2*time.Hour)
-		ids = append(ids, id)
-		for i, want := range []bool{true, false, true, true} {
-			if got := live(t, b, ids[i], false); got != want {
-				t.Errorf("p%d live = %v, want %v (the full table must end p1, the least recently used)", i, got, want)
+		for i := 0; i < 5; i++ {
+			id := randomToken()
+			err := []store{a, b}[i%2].createSession(context.Background(), hashKey(id), newTestSessionIn(clock, "evil", "evil", 2*time.Hour))
+			if !errors.Is(err, errSessionsFull) {
+				t.Fatalf("sign-in %d into a full table: %v, want errSessionsFull", i, err)
+			}
+			if live(t, a, id, false) {
+				t.Fatalf("the refused sign-in %d was stored", i)
 			}
 		}
-		// Expired sessions make room before a live one is ended.
+		for i, id := range ids {
+			if !live(t, b, id, false) {
+				t.Errorf("session %d ended: a refused sign-in must end nobody's session", i)
+			}
+		}
+		// bob is at his cap of 2: his sign-in ends his own oldest session, not sam's.
+		clock.advance(10 * time.Second)
+		bob3, _ := mustCreateSession(t, b, clock, "bob", 2*time.Hour)
+		for i, want := range []bool{true, false, true} {
+			if got := live(t, a, ids[i], false); got != want {
+				t.Errorf("session %d live = %v, want %v (bob's third sign-in ends bob's oldest)", i, got, want)
+			}
+		}
+		if !live(t, a, bob3, false) {
+			t.Error("bob's sign-in at his own cap was not stored")
+		}
+		// Expired sessions make room before a sign-in is refused.
 		clock.advance(2*time.Hour + time.Second)
 		var fresh []string
 		for i := 0; i < 3; i++ {
@@ -216,6 +245,199 @@ func TestStoreMaxSessionsEndsTheLeastRecentlyUsed(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Past max_sessions_per_subject a subject's sign-in ends that subject's own least
+// recently used session: never another subject's, nor the same sub's in another org.
+func TestStoreSubjectCapEndsOnlyTheSubjectsOwnOldestSession(t *testing.T) {
+	forEachStoreWith(t, storeLimits{idle: time.Hour, maxSessions: 100, maxPerSubject: 3, maxLogins: 100}, func(t *testing.T, clock *testClock, d storeDriver) {
+		a, b := d.open(t), d.open(t)
+		ctx := context.Background()
+		create := func(st store, sub, org string) string {
+			t.Helper()
+			id := randomToken()
+			if err := st.createSession(ctx, hashKey(id), newTestSessionIn(clock, sub, org, 2*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			clock.advance(time.Second)
+			return id
+		}
+		// The oldest sessions of all: sam in acme, and a namesake of the attacker in acme.
+		sam, namesake := create(a, "sam", "acme"), create(b, "evil", "acme")
+		evil := []string{create(a, "evil", "evil"), create(b, "evil", "evil"), create(a, "evil", "evil")}
+		clock.advance(maxTouchInterval) // PostgreSQL writes a use this much after the last
+		if !live(t, b, evil[0], true) { // evil[0] used: evil[1] is now evil's least recently used
+			t.Fatal("evil[0] ended early")
+		}
+		clock.advance(time.Second)
+		evil = append(evil, create(b, "evil", "evil"))
+		for i, want := range []bool{true, false, true, true} {
+			if got := live(t, a, evil[i], false); got != want {
+				t.Errorf("evil[%d] live = %v, want %v (the fourth sign-in ends evil's least recently used, evil[1])", i, got, want)
+			}
+		}
+		// A flood of sign-ins: evil keeps 3 sessions, everyone else keeps theirs.
+		var last []string
+		for i := 0; i < 50; i++ {
+			last = append(last, create([]store{a, b}[i%2], "evil", "evil"))
+		}
+		for i, id := range last {
+			if got, want := live(t, a, id, false), i >= len(last)-3; got != want {
+				t.Errorf("after the flood, evil's sign-in %d live = %v, want %v", i, got, want)
+			}
+		}
+		for name, id := range map[string]string{"sam@acme": sam, "evil@acme": namesake} {
+			if !live(t, b, id, false) {
+				t.Errorf("%s was signed out by another subject's sign-ins", name)
+			}
+		}
+	})
+}
+
+// Sign-ins in flight past a cap are refused: per address (errAddressLoginsFull) and in
+// all (errLoginsFull). None in flight is dropped to make room, and expired ones do not
+// count.
+func TestStoreLoginCapsRefuseNewSignInsAndKeepThoseInFlight(t *testing.T) {
+	forEachStoreWith(t, storeLimits{idle: time.Hour, maxSessions: 100, maxLogins: 5, maxLoginsPerAddr: 3}, func(t *testing.T, clock *testClock, d storeDriver) {
+		ctx := context.Background()
+		replicas := []store{d.open(t), d.open(t)}
+		put := func(i int, addr string) ([32]byte, error) {
+			k := hashKey(randomToken())
+			return k, replicas[i%2].putLogin(ctx, k, &pendingLogin{verifier: "v", nonce: "n", addr: addr, expires: clock.now().Add(loginTTL)})
+		}
+		var kept [][32]byte
+		for i := 0; i < 3; i++ {
+			k, err := put(i, "192.0.2.7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept = append(kept, k)
+		}
+		for i := 0; i < 5; i++ {
+			if _, err := put(i, "192.0.2.7"); !errors.Is(err, errAddressLoginsFull) {
+				t.Fatalf("sign-in %d past the address's cap: %v, want errAddressLoginsFull", i, err)
+			}
+		}
+		for i := 0; i < 2; i++ {
+			k, err := put(i, "2001:db8:1:2::/64")
+			if err != nil {
+				t.Fatalf("another address's sign-in %d: %v", i, err)
+			}
+			kept = append(kept, k)
+		}
+		for i := 0; i < 5; i++ {
+			if _, err := put(i, fmt.Sprintf("198.51.100.%d", i)); !errors.Is(err, errLoginsFull) {
+				t.Fatalf("sign-in %d into a full table: %v, want errLoginsFull", i, err)
+			}
+		}
+		for i, k := range kept[:4] {
+			if p, err := replicas[(i+1)%2].takeLogin(ctx, k); err != nil || p == nil {
+				t.Fatalf("sign-in %d in flight was dropped: %+v %v", i, p, err)
+			}
+		}
+		// Taken ones free their places; expired ones stop counting.
+		if _, err := put(0, "192.0.2.7"); err != nil {
+			t.Fatalf("a sign-in after the address's were taken: %v", err)
+		}
+		clock.advance(loginTTL + time.Second)
+		for i := 0; i < 3; i++ {
+			if _, err := put(i, "192.0.2.7"); err != nil {
+				t.Fatalf("sign-in %d after the others expired: %v", i, err)
+			}
+		}
+	})
+}
+
+// Concurrent sign-ins and OIDC sign-ins on two handles, with sweeps and takes between
+// them, at small caps: no error but the caps' own refusals (on PostgreSQL: no deadlock,
+// SQLSTATE 40P01), and the caps hold.
+func TestStoreConcurrentSignInsFailOnlyWithFull(t *testing.T) {
+	const workers, puts, maxLogins, maxSessions = 8, 200, 40, 30
+	forEachStoreWith(t, storeLimits{idle: time.Hour, maxSessions: maxSessions, maxPerSubject: 3, maxLogins: maxLogins, maxLoginsPerAddr: 10},
+		func(t *testing.T, clock *testClock, d storeDriver) {
+			ctx := context.Background()
+			replicas := []store{d.open(t), d.open(t)}
+			var full, ok atomic.Int64
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			if pg, isPG := replicas[0].(*pgStore); isPG {
+				wg.Add(1)
+				go func() { // a replica's sweep, running through it all
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if _, err := pg.sweep(ctx); err != nil {
+							t.Errorf("sweep: %v", err)
+							return
+						}
+					}
+				}()
+			}
+			var workersWG sync.WaitGroup
+			for w := 0; w < workers; w++ {
+				workersWG.Add(1)
+				go func(w int) {
+					defer workersWG.Done()
+					var mine [][32]byte
+					for i := 0; i < puts; i++ {
+						st := replicas[(w+i)%2]
+						k := hashKey(randomToken())
+						p := &pendingLogin{verifier: "v", nonce: "n", addr: fmt.Sprintf("192.0.2.%d", (w*puts+i)%7),
+							expires: clock.now().Add(time.Duration(1+i%5) * time.Second)}
+						switch err := st.putLogin(ctx, k, p); {
+						case err == nil:
+							ok.Add(1)
+							mine = append(mine, k)
+						case errors.Is(err, errLoginsFull), errors.Is(err, errAddressLoginsFull):
+							full.Add(1)
+						default:
+							t.Errorf("worker %d put %d: %v", w, i, err)
+							return
+						}
+						if i%3 == 0 && len(mine) > 0 {
+							if _, err := replicas[(w+i+1)%2].takeLogin(ctx, mine[0]); err != nil {
+								t.Errorf("worker %d take: %v", w, err)
+								return
+							}
+							mine = mine[1:]
+						}
+						if i%4 == 0 {
+							s := newTestSessionIn(clock, fmt.Sprintf("p%d", (w*puts+i)%13), "acme", time.Duration(2+i%3)*time.Second)
+							if err := st.createSession(ctx, hashKey(randomToken()), s); err != nil && !errors.Is(err, errSessionsFull) {
+								t.Errorf("worker %d sign-in %d: %v", w, i, err)
+								return
+							}
+						}
+						if i%50 == 0 {
+							clock.advance(time.Second)
+						}
+					}
+				}(w)
+			}
+			workersWG.Wait()
+			close(stop)
+			wg.Wait()
+			if ok.Load() == 0 || full.Load() == 0 {
+				t.Fatalf("%d stored, %d refused as full: want both (the caps must be reached)", ok.Load(), full.Load())
+			}
+			if pg, isPG := replicas[0].(*pgStore); isPG {
+				nowMs, idleMs := pg.cutoffs()
+				var logins, sessions, perSubject int
+				if err := pg.db.QueryRow(`SELECT (SELECT count(*) FROM console_logins WHERE expires_at >= $1),
+					(SELECT count(*) FROM console_sessions WHERE NOT `+deadCond+`),
+					(SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM console_sessions WHERE NOT `+deadCond+` GROUP BY caller_org, caller_sub) s)`,
+					nowMs, idleMs).Scan(&logins, &sessions, &perSubject); err != nil {
+					t.Fatal(err)
+				}
+				if logins > maxLogins || sessions > maxSessions || perSubject > 3 {
+					t.Errorf("live sign-ins %d (cap %d), sessions %d (cap %d), most of one subject %d (cap 3)", logins, maxLogins, sessions, maxSessions, perSubject)
+				}
+			}
+		})
 }
 
 func TestStorePendingLoginIsTakenOnceAcrossReplicas(t *testing.T) {
@@ -294,7 +516,7 @@ func TestStoreHoldsOnlyTheHashOfTheCookieAndState(t *testing.T) {
 func TestPostgresStoreWritesLastUseAtMostEveryFewSeconds(t *testing.T) {
 	url := sqldbtest.PostgresURL(t)
 	clock := newTestClock()
-	st, err := openPostgres(context.Background(), url, time.Hour, 100, clock.now, slog.New(slog.DiscardHandler))
+	st, err := openPostgres(context.Background(), url, storeLimits{idle: time.Hour, maxSessions: 100, maxLogins: 100}, clock.now, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +545,7 @@ func TestPostgresStoreWritesLastUseAtMostEveryFewSeconds(t *testing.T) {
 func TestPostgresStoreSweepRemovesOnlyExpiredRows(t *testing.T) {
 	url := sqldbtest.PostgresURL(t)
 	clock := newTestClock()
-	st, err := openPostgres(context.Background(), url, time.Hour, 10000, clock.now, slog.New(slog.DiscardHandler))
+	st, err := openPostgres(context.Background(), url, storeLimits{idle: time.Hour, maxSessions: 10000, maxLogins: 10000}, clock.now, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
