@@ -129,6 +129,9 @@ func (l *Log) ingest() {
 			l.checkpointLogged(CheckpointPeriodic)
 		}
 		l.ingested.Store(l.iseq)
+		if feed := l.stored.Load(); feed != nil {
+			(*feed)(rows)
+		}
 		l.progressed()
 	}
 }

@@ -90,6 +90,7 @@ type ingester struct {
 	istopped chan struct{}
 	ingested atomic.Int64          // rows up to this seq are in SQLite
 	ifail    atomic.Pointer[error] // set while storing rows in SQLite fails (database full...)
+	stored   atomic.Pointer[func([]row)] // a Shipper's feed: given each batch once it is stored
 
 	// Owned by the ingester goroutine after Open: the chain as far as SQLite holds it.
 	iseq          int64

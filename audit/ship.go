@@ -26,6 +26,10 @@ type ShipperConfig struct {
 	// MaxLag is the readiness bound (audit.central_max_lag): Ready fails while the
 	// oldest unshipped row is older than this. Default 5m.
 	MaxLag time.Duration
+	// Log, when set, is the running log whose database Path is: the shipper polls its
+	// stored seq (Stored defaults to Log.StoredSeq) and takes the rows it stores as they
+	// are stored, instead of reading them back from SQLite (see shipFeed).
+	Log *Log
 	// Stored, when set, returns the newest seq the local database holds (Log.StoredSeq):
 	// the shipper polls it cheaply and ships when it moves, instead of waiting for the
 	// next Interval.
@@ -54,8 +58,10 @@ type Shipper struct {
 	once    sync.Once
 	started atomic.Bool
 
-	mu      sync.Mutex // serialises passes
-	mark    *shipMark  // what the central store acknowledged, kept across restarts
+	mu      sync.Mutex  // serialises passes
+	mark    *shipMark   // what the central store acknowledged, kept across restarts
+	feed    *shipFeed   // rows cfg.Log stored, when it is set
+	feedFn  func([]row) // feed.push, as the log holds it
 	shipped atomic.Int64
 	cpID    atomic.Int64
 	local   atomic.Int64 // newest local seq seen
@@ -94,8 +100,17 @@ func NewShipper(ctx context.Context, central *Central, cfg ShipperConfig, logger
 		rd.Close()
 		return nil, fmt.Errorf("audit: shipping %s: the database has no log id (open it with serve first)", cfg.Path)
 	}
-	return &Shipper{cfg: cfg, central: central, rd: rd, logID: logID, logger: logger, mark: newShipMark(cfg.Path, logID),
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}, nil
+	s := &Shipper{cfg: cfg, central: central, rd: rd, logID: logID, logger: logger, mark: newShipMark(cfg.Path, logID),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	if cfg.Log != nil {
+		if s.cfg.Stored == nil {
+			s.cfg.Stored = cfg.Log.StoredSeq
+		}
+		s.feed = &shipFeed{limit: maxFeedRows}
+		s.feedFn = s.feed.push
+		cfg.Log.stored.Store(&s.feedFn)
+	}
+	return s, nil
 }
 
 // LogID is the id of the log this shipper copies.
@@ -169,6 +184,9 @@ func (s *Shipper) Kick() {
 func (s *Shipper) Close(ctx context.Context) error {
 	var err error
 	s.once.Do(func() {
+		if s.cfg.Log != nil {
+			s.cfg.Log.stored.CompareAndSwap(&s.feedFn, nil)
+		}
 		close(s.stop)
 		if s.started.Load() {
 			<-s.stopped
@@ -384,6 +402,11 @@ func (s *Shipper) measure(ctx context.Context) {
 }
 
 func (s *Shipper) readRows(ctx context.Context, after int64) ([]row, error) {
+	if s.feed != nil {
+		if rows := s.feed.take(after, s.cfg.Batch); rows != nil {
+			return rows, nil
+		}
+	}
 	q, err := s.rd.db.QueryContext(ctx, `SELECT `+rowColumns+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, s.cfg.Batch)
 	if err != nil {
 		return nil, fmt.Errorf("audit: shipping: reading %s: %w", s.cfg.Path, err)

@@ -174,7 +174,7 @@ func (e *benchEnv) startExternal(ctx context.Context, names []string, opts bench
 					if err != nil {
 						return nil, err
 					}
-					sh, err := audit.NewShipper(ctx, central, audit.ShipperConfig{Path: path, Stored: alog.StoredSeq}, e.log)
+					sh, err := audit.NewShipper(ctx, central, audit.ShipperConfig{Path: path, Log: alog}, e.log)
 					if err != nil {
 						_ = central.Close()
 						return nil, err

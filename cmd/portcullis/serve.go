@@ -200,7 +200,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 			return err
 		}
 		shipper, err = audit.NewShipper(ctx, central, audit.ShipperConfig{Path: cfg.Audit.Path,
-			Interval: cfg.Audit.CentralInterval, MaxLag: cfg.Audit.CentralMaxLag, Stored: auditLog.StoredSeq},
+			Interval: cfg.Audit.CentralInterval, MaxLag: cfg.Audit.CentralMaxLag, Log: auditLog},
 			log.With("component", "audit-shipper"))
 		if err != nil {
 			return fmt.Errorf("audit.central_url: %w", err)
