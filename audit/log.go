@@ -88,8 +88,8 @@ type ingester struct {
 	iprog    chan struct{} // cap 1: the ingester made progress (or failed)
 	istop    chan struct{}
 	istopped chan struct{}
-	ingested atomic.Int64          // rows up to this seq are in SQLite
-	ifail    atomic.Pointer[error] // set while storing rows in SQLite fails (database full...)
+	ingested atomic.Int64                // rows up to this seq are in SQLite
+	ifail    atomic.Pointer[error]       // set while storing rows in SQLite fails (database full...)
 	stored   atomic.Pointer[func([]row)] // a Shipper's feed: given each batch once it is stored
 
 	// Owned by the ingester goroutine after Open: the chain as far as SQLite holds it.
