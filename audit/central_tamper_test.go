@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // shipOnce ships what cfg's log holds with a new shipper.
@@ -169,5 +170,46 @@ func TestAForgedRowPastTheHeadLeavesTheLagVisible(t *testing.T) {
 	}
 	if rows, _ := s.Lag(); rows != 5 || s.Status().ShippedSeq != 20 {
 		t.Fatalf("after a forged head: lag %d rows, shipped seq %d; want 5 and 20", rows, s.Status().ShippedSeq)
+	}
+}
+
+// One INSERT into the central store (a checkpoint id this replica never wrote) faults
+// the shipper. That must not take the replica out of the load balancer once the lag
+// passes MaxLag: any holder of the central credentials could otherwise empty the whole
+// fleet's readiness. The fault stays in the status for someone to look at.
+func TestAShippingFaultLeavesTheReplicaReadyPastTheLagBound(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	cfg := testConfig(t)
+	cfg.CheckpointEvery = 10
+	l := openTest(t, cfg)
+	appendN(t, l, 20)
+	waitStoredTest(t, l)
+	ctx := context.Background()
+	s, err := NewShipper(ctx, c, ShipperConfig{Path: cfg.Path, Log: l, MaxLag: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if _, err := s.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.db.Exec(`INSERT INTO audit_central_checkpoints (log_id, ` + centralCheckpointColumns + `)
+		VALUES ($1, 1000000, 'periodic', 1, '\x00', 0, 'x', '\x01', '')`, logIDOf(t, cfg.Path)); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 5)
+	waitStoredTest(t, l)
+	if _, err := s.Ship(ctx); !errors.Is(err, ErrCentralFault) {
+		t.Fatalf("ship past a planted checkpoint: %v", err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if rows, age := s.Lag(); rows != 5 || age < time.Millisecond {
+		t.Fatalf("lag %d rows, %s: want 5 rows past the 1ms bound", rows, age)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("a fault took the replica out of readiness: %v", err)
+	}
+	if st := s.Status(); st.Fault == "" {
+		t.Fatal("the fault is not in the status")
 	}
 }

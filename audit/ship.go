@@ -498,12 +498,19 @@ func (s *Shipper) Status() ShipperStatus {
 	return st
 }
 
-// Ready fails once the oldest unshipped row is older than MaxLag. A shorter lag,
-// a PostgreSQL outage or a fault alone leave the replica ready (its rows are safe
-// in its own database; /readyz reports them as degraded): taking every replica out
-// of the load balancer because the central store is down would turn its outage
-// into a full one.
+// Ready fails once the oldest unshipped row is older than MaxLag, unless shipping
+// stopped on a fault. A shorter lag, a PostgreSQL outage or a fault leave the replica
+// ready (its rows are safe in its own database; /readyz reports them as degraded):
+// taking every replica out of the load balancer because the central store is down
+// would turn its outage into a full one.
 func (s *Shipper) Ready() error {
+	if s.fault.Load() != nil {
+		// A fault is a disagreement someone must look at (it is logged, counted and in
+		// the status), not an outage that time will mend: a row planted in the central
+		// store, which any holder of its credentials can write, must not take every
+		// replica out of the load balancer. The replica's rows stay safe locally.
+		return nil
+	}
 	rows, age := s.Lag()
 	if age > s.cfg.MaxLag {
 		return fmt.Errorf("audit: central shipping is %d rows and %s behind (audit.central_max_lag %s)",

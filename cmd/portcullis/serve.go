@@ -328,10 +328,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 			}
 			// /readyz answers anyone: the errors' text (hosts, users, database names)
 			// stays in the log and the metrics.
-			if st.Fault != "" {
-				st.Fault = "the central store and this replica disagree (see the log)"
-			}
-			if st.LastError != "" {
+			switch {
+			case st.Fault != "":
+				st.Fault, st.LastError = "the central store and this replica disagree (see the log)", ""
+			case st.LastError != "":
 				st.LastError = "the central store is unreachable (see the log)"
 			}
 			return degraded, map[string]any{"audit_central": st}
