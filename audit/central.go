@@ -510,6 +510,9 @@ func (c *Central) Verify(ctx context.Context, keys []ed25519.PublicKey) (Central
 	return rep, nil
 }
 
+// centralAppendOnlyBody is the body of audit_central_append_only() as created.
+const centralAppendOnlyBody = "BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END"
+
 // centralTriggers are the triggers that keep the central tables append-only.
 var centralTriggers = []string{"audit_central_events_append_only", "audit_central_checkpoints_append_only",
 	"audit_central_events_no_truncate", "audit_central_checkpoints_no_truncate",
@@ -561,14 +564,31 @@ func (c *Central) verifyLog(ctx context.Context, logID string, keys []ed25519.Pu
 		return rep, fmt.Errorf("audit: central verify: %w", err)
 	}
 	defer tx.Rollback()
+	// The tables' guards, as far as the database can show them: triggers enabled ALWAYS
+	// (so session_replication_role = replica does not skip them), their function as
+	// created, no row-level security (which could hide rows from this reader). Whoever
+	// owns the tables can still lift them and put them back unseen; the signed
+	// checkpoints, and each replica's shipping mark, are what that cannot forge.
 	var triggers int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'
-		AND tgname = ANY($1) AND tgrelid IN ('audit_central_events'::regclass, 'audit_central_checkpoints'::regclass,
-		'audit_central_logs'::regclass)`, centralTriggers).Scan(&triggers); err != nil {
+	var body string
+	var rls bool
+	if err := tx.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'A' AND tgname = ANY($1)
+			AND tgrelid IN ('audit_central_events'::regclass, 'audit_central_checkpoints'::regclass, 'audit_central_logs'::regclass)),
+		COALESCE((SELECT prosrc FROM pg_proc WHERE oid = 'audit_central_append_only'::regproc), ''),
+		(SELECT bool_or(relrowsecurity OR relforcerowsecurity) FROM pg_class
+			WHERE oid IN ('audit_central_events'::regclass, 'audit_central_checkpoints'::regclass, 'audit_central_logs'::regclass))`,
+		centralTriggers).Scan(&triggers, &body, &rls); err != nil {
 		return rep, fmt.Errorf("audit: central verify: %w", err)
 	}
 	if triggers != len(centralTriggers) {
-		rep.Warnings = append(rep.Warnings, "the central tables' append-only triggers are missing or disabled (someone may have edited, deleted or truncated rows)")
+		rep.Warnings = append(rep.Warnings, "the central tables' append-only triggers are missing, disabled or not ENABLE ALWAYS (someone may have edited, deleted or truncated rows)")
+	}
+	if strings.TrimSpace(body) != centralAppendOnlyBody {
+		rep.Warnings = append(rep.Warnings, "the central tables' append-only trigger function was replaced (someone may have edited, deleted or truncated rows)")
+	}
+	if rls {
+		rep.Warnings = append(rep.Warnings, "row-level security is on for the central tables (rows may be hidden from this check)")
 	}
 	var registered bool
 	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM audit_central_logs WHERE log_id = $1)`, logID).Scan(&registered); err != nil {
@@ -582,23 +602,10 @@ func (c *Central) verifyLog(ctx context.Context, logID string, keys []ed25519.Pu
 		return rep, err
 	}
 	rep.Checkpoints = len(cps)
-	if why := duplicateCheckpoint(cps); why != "" {
-		rep.Problems = append(rep.Problems, why)
-	}
-	valid := make([]bool, len(cps))
+	valid := checkCheckpoints(&rep, cps, logID, func(cp *checkpoint) ed25519.PublicKey { return keyFor(keys, cp.KeyID) })
 	anchors := map[int64][]byte{} // prune anchors by seq
 	for i := range cps {
-		cp := &cps[i]
-		if why := cp.verifySig(keyFor(keys, cp.KeyID)); why != "" {
-			rep.checkpointFault(cp, why)
-			continue
-		}
-		if cp.LogID != "" && cp.LogID != logID {
-			rep.checkpointFault(cp, fmt.Sprintf("signed for log %s, not this log (copied from another log that shares the key)", cp.LogID))
-			continue
-		}
-		valid[i] = true
-		if cp.Kind == CheckpointPrune {
+		if cp := &cps[i]; valid[i] && cp.Kind == CheckpointPrune {
 			anchors[cp.Seq] = cp.Head
 		}
 	}

@@ -30,8 +30,8 @@ func centralExecAll(t *testing.T, c *Central, stmts ...string) {
 		all = append(all, "ALTER TABLE "+tb+" DISABLE TRIGGER USER")
 	}
 	all = append(all, stmts...)
-	for _, tb := range tables {
-		all = append(all, "ALTER TABLE "+tb+" ENABLE TRIGGER USER")
+	for _, tg := range centralTriggers {
+		all = append(all, "ALTER TABLE audit_central_"+strings.Split(strings.TrimPrefix(tg, "audit_central_"), "_")[0]+" ENABLE ALWAYS TRIGGER "+tg)
 	}
 	for _, s := range all {
 		if _, err := c.db.Exec(s); err != nil {
@@ -212,4 +212,63 @@ func TestAShippingFaultLeavesTheReplicaReadyPastTheLagBound(t *testing.T) {
 	if st := s.Status(); st.Fault == "" {
 		t.Fatal("the fault is not in the status")
 	}
+}
+
+// The append-only triggers fire ALWAYS: session_replication_role = replica, which skips
+// ordinary triggers without disabling them, does not lift them; and verify warns when
+// they are back to ordinary, or their function was replaced to let edits through.
+func TestCentralGuardsHoldUnderReplicationRoleAndVerifyWarnsWhenLifted(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 12)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	shipOnce(t, c, cfg)
+	id := logIDOf(t, cfg.Path)
+	ctx := context.Background()
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SET session_replication_role = replica`); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DELETE FROM audit_central_events WHERE log_id = '` + id + `' AND seq > 10`,
+		`TRUNCATE audit_central_checkpoints`, `DELETE FROM audit_central_logs`} {
+		if _, err := conn.ExecContext(ctx, q); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Fatalf("%s under session_replication_role = replica: %v; want it refused", q, err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, `SET session_replication_role = origin`); err != nil {
+		t.Fatal(err)
+	}
+	keys := []ed25519.PublicKey{pubKey(t, cfg)}
+	if rep, err := c.Verify(ctx, keys); err != nil || !rep.OK || len(rep.Logs) != 1 || len(rep.Logs[0].Warnings) != 0 {
+		t.Fatalf("verify of an untouched store: %+v %v", rep, err)
+	}
+	warned := func(want string) {
+		t.Helper()
+		rep, err := c.Verify(ctx, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(strings.Join(rep.Logs[0].Warnings, "\n"), want) {
+			t.Fatalf("warnings %q lack %q", rep.Logs[0].Warnings, want)
+		}
+	}
+	if _, err := c.db.Exec(`ALTER TABLE audit_central_events ENABLE TRIGGER audit_central_events_append_only`); err != nil {
+		t.Fatal(err)
+	}
+	warned("not ENABLE ALWAYS")
+	if _, err := c.db.Exec(`ALTER TABLE audit_central_events ENABLE ALWAYS TRIGGER audit_central_events_append_only`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.db.Exec(`CREATE OR REPLACE FUNCTION audit_central_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RETURN OLD; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	warned("trigger function was replaced")
 }

@@ -56,8 +56,8 @@ func centralExec(t testing.TB, c *Central, stmts ...string) {
 		`ALTER TABLE audit_central_checkpoints DISABLE TRIGGER audit_central_checkpoints_append_only`,
 	}, stmts...)
 	all = append(all,
-		`ALTER TABLE audit_central_events ENABLE TRIGGER audit_central_events_append_only`,
-		`ALTER TABLE audit_central_checkpoints ENABLE TRIGGER audit_central_checkpoints_append_only`)
+		`ALTER TABLE audit_central_events ENABLE ALWAYS TRIGGER audit_central_events_append_only`,
+		`ALTER TABLE audit_central_checkpoints ENABLE ALWAYS TRIGGER audit_central_checkpoints_append_only`)
 	for _, s := range all {
 		if _, err := c.db.Exec(s); err != nil {
 			t.Fatalf("%q: %v", s, err)

@@ -339,48 +339,12 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, from int64
 		return rep, err
 	}
 	rep.Checkpoints = len(cps)
-	if why := duplicateCheckpoint(cps); why != "" {
-		rep.Problems = append(rep.Problems, why)
-	}
-	// Checkpoints that name no log were signed before logs had ids. One signed
-	// after this log's first named checkpoint cannot be its own: it was copied in
-	// from another log that shares the key.
-	sigFault := make([]string, len(cps)) // each signature is checked once
-	named := int64(math.MaxInt64)
-	for i := range cps {
-		sigFault[i] = cps[i].verifySig(pub)
-		if cps[i].LogID != "" && sigFault[i] == "" {
-			named = min(named, cps[i].TS)
-		}
-	}
+	valid := checkCheckpoints(&rep, cps, rep.LogID, func(*checkpoint) ed25519.PublicKey { return pub })
 	var anchor *checkpoint
-	valid := make([]bool, len(cps))
-	legacy := 0
 	for i := range cps {
-		c := &cps[i]
-		if why := sigFault[i]; why != "" {
-			rep.checkpointFault(c, why)
-			continue
-		}
-		switch {
-		case c.LogID != "" && c.LogID != rep.LogID:
-			rep.checkpointFault(c, fmt.Sprintf("signed for log %s, not this log %q (copied from another log that shares the key)", c.LogID, rep.LogID))
-			continue
-		case c.LogID == "" && c.TS > named:
-			rep.checkpointFault(c, "names no log but was signed after this log's checkpoints began naming it (copied from another log that shares the key)")
-			continue
-		case c.LogID == "":
-			legacy++
-		}
-		valid[i] = true
-		if c.Kind == CheckpointPrune && (anchor == nil || c.Seq >= anchor.Seq) {
+		if c := &cps[i]; valid[i] && c.Kind == CheckpointPrune && (anchor == nil || c.Seq >= anchor.Seq) {
 			anchor = c
 		}
-	}
-
-	if legacy > 0 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d checkpoints predate per-log ids (written by an earlier version): "+
-			"they prove the key signed them, not that this log wrote them", legacy))
 	}
 	expect, prev := int64(1), make([]byte, 32)
 	if anchor != nil {

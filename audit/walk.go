@@ -3,8 +3,10 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"fmt"
+	"math"
 )
 
 // chainWalk checks one log's rows, in seq order, against the chain and the log's
@@ -147,4 +149,49 @@ func duplicateCheckpoint(cps []checkpoint) string {
 		seen[k] = cps[i].ID
 	}
 	return ""
+}
+
+// checkCheckpoints checks each checkpoint of log logID on its own: its signature (key
+// gives the key for it), that it is this log's, and that it is no copy of another
+// under a second id. It records faults and warnings in rep and returns which are valid.
+// Checkpoints that name no log were signed before logs had ids; one signed after this
+// log's first named checkpoint cannot be its own: it was copied in from another log
+// that shares the key.
+func checkCheckpoints(rep *Report, cps []checkpoint, logID string, key func(*checkpoint) ed25519.PublicKey) []bool {
+	if why := duplicateCheckpoint(cps); why != "" {
+		rep.Problems = append(rep.Problems, why)
+	}
+	sigFault := make([]string, len(cps)) // each signature is checked once
+	named := int64(math.MaxInt64)
+	for i := range cps {
+		sigFault[i] = cps[i].verifySig(key(&cps[i]))
+		if cps[i].LogID != "" && sigFault[i] == "" {
+			named = min(named, cps[i].TS)
+		}
+	}
+	valid := make([]bool, len(cps))
+	legacy := 0
+	for i := range cps {
+		c := &cps[i]
+		if why := sigFault[i]; why != "" {
+			rep.checkpointFault(c, why)
+			continue
+		}
+		switch {
+		case c.LogID != "" && c.LogID != logID:
+			rep.checkpointFault(c, fmt.Sprintf("signed for log %s, not this log %q (copied from another log that shares the key)", c.LogID, logID))
+			continue
+		case c.LogID == "" && c.TS > named:
+			rep.checkpointFault(c, "names no log but was signed after this log's checkpoints began naming it (copied from another log that shares the key)")
+			continue
+		case c.LogID == "":
+			legacy++
+		}
+		valid[i] = true
+	}
+	if legacy > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d checkpoints predate per-log ids (written by an earlier version): "+
+			"they prove the key signed them, not that this log wrote them", legacy))
+	}
+	return valid
 }
