@@ -220,12 +220,69 @@ func (m *migration) copyApprovals(ctx context.Context) error {
 		return fmt.Errorf("approvals: %s: %w", target, err)
 	}
 	defer dst.Close()
-	rep, err := approvals.Copy(ctx, dst, src)
+	vouch, closeVouch, err := m.approvalWitness(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeVouch()
+	rep, err := approvals.Copy(ctx, dst, src, approvals.CopyOptions{MaxTTL: m.cfg.Approval.MaxTTL, Vouch: vouch})
 	if err != nil {
 		return fmt.Errorf("approvals: copying to %s: %w", target, err)
 	}
 	fmt.Fprintf(m.out, "approvals: copied %s to %s; already there: %s\n", statusCounts(rep.Copied), target, statusCounts(rep.Present))
 	return nil
+}
+
+// approvalWitness returns the check every decided approval must pass to be copied: its
+// decision is in this node's audit trail, which verifies. An approvals.db is a file; an
+// approval copied into PostgreSQL releases calls on every replica, so one edited in (a
+// status set to approved, a decider or an expiry changed) must not get there. The
+// trail's approval rows are signed into its chain: approved and denied approvals need
+// the row of that decision by that approver, a used one also the decision row of the
+// call that spent it. Pending and expired approvals release nothing and pass.
+func (m *migration) approvalWitness(ctx context.Context) (func(*approvals.Approval) error, func(), error) {
+	if !m.hasAudit {
+		return nil, nil, fmt.Errorf("approvals: no audit log at %s to check the approvals' decisions against; nothing was copied", m.cfg.Audit.Path)
+	}
+	if m.pub == nil { // the audit part was skipped: the trail is verified here
+		if err := m.verifyLocal(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	rd, err := audit.OpenReader(ctx, m.cfg.Audit.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	vouch := func(a *approvals.Approval) error {
+		if a.Status != approvals.StatusApproved && a.Status != approvals.StatusDenied && a.Status != approvals.StatusUsed {
+			return nil
+		}
+		page, err := rd.Query(ctx, audit.Filter{ApprovalID: a.ID, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		var granted, denied, spent bool
+		for _, ev := range page.Events {
+			switch {
+			case ev.Kind == audit.KindApproval && ev.Decision == audit.DecisionApprovalGranted && ev.Approver == a.DecidedBy:
+				granted = true
+			case ev.Kind == audit.KindApproval && ev.Decision == audit.DecisionApprovalDenied && ev.Approver == a.DecidedBy:
+				denied = true
+			case ev.Kind == audit.KindDecision && ev.Decision == audit.DecisionApprovalGranted:
+				spent = true
+			}
+		}
+		switch {
+		case a.Status == approvals.StatusDenied && !denied:
+			return fmt.Errorf("denied by %s, but the audit trail records no such denial", a.DecidedBy)
+		case a.Status != approvals.StatusDenied && !granted:
+			return fmt.Errorf("%s by %s, but the audit trail records no such approval", a.Status, a.DecidedBy)
+		case a.Status == approvals.StatusUsed && !spent:
+			return errors.New("used, but the audit trail records no call that spent it")
+		}
+		return nil
+	}
+	return vouch, func() { _ = rd.Close() }, nil
 }
 
 // statusCounts is "N (pending 1, approved 2)" in the statuses' life order, or "none".

@@ -350,3 +350,43 @@ func TestMigrateWithoutAPostgresTargetIsAUsageError(t *testing.T) {
 		t.Fatalf("migrate of a missing data dir: exit %d %s", code, errOut)
 	}
 }
+
+// An approvals.db is a file: an approval edited in it (a pending one marked approved by
+// a real approver, another given ten years to live) must not reach the fleet's store,
+// where it would release calls on every replica. Decided approvals must be vouched for
+// by the verified audit trail, and every approval must hold together; otherwise migrate
+// copies no approval at all and names each one refused.
+func TestMigrateRefusesApprovalsTheAuditTrailDoesNotVouchFor(t *testing.T) {
+	pg := sqldbtest.PostgresURL(t)
+	n := singleNode(t)
+	db, err := sql.Open("sqlite", filepath.Join(n.dir, "approvals.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for _, q := range []string{
+		fmt.Sprintf(`UPDATE approvals SET status = 'approved', decided_by = 'sam', comment = 'ok', decided_at = %d WHERE id = '%s'`, now, n.pending),
+		fmt.Sprintf(`UPDATE approvals SET expires_at = %d WHERE id = '%s'`, now+10*365*24*3600*1000, n.approved),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	code, out, errOut := runMigrateCmd(t, "--data-dir", n.dir, "--approvals-to", pg)
+	if code != 1 {
+		t.Fatalf("migrate of edited approvals: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"approval " + n.pending + ": approved by sam, but the audit trail records no such approval",
+		"approval " + n.approved + ": lives ",
+		"nothing was copied",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("migrate's refusal lacks %q:\n%s", want, errOut)
+		}
+	}
+	if c := pgCount(t, pg, `SELECT count(*) FROM approvals`); c != 0 {
+		t.Fatalf("%d approvals reached PostgreSQL", c)
+	}
+}

@@ -7,7 +7,47 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
+
+// CopyOptions are Copy's checks beyond an approval's own consistency.
+type CopyOptions struct {
+	// MaxTTL, when set, is the longest an approval may live (approvals.max_ttl).
+	MaxTTL time.Duration
+	// Vouch, when set, is asked about every approval; an error refuses the copy.
+	// migrate checks decided approvals against the verified audit trail with it.
+	Vouch func(*Approval) error
+}
+
+// consistent says what is wrong with a on its own terms (the rules the service keeps
+// when it writes approvals), or "".
+func consistent(a *Approval, maxTTL time.Duration) string {
+	switch a.Status {
+	case StatusPending, StatusApproved, StatusDenied, StatusExpired, StatusUsed:
+	default:
+		return fmt.Sprintf("unknown status %q", a.Status)
+	}
+	if a.Hash == "" || !a.ExpiresAt.After(a.CreatedAt) {
+		return "no request hash, or it expires before it was created"
+	}
+	if maxTTL > 0 && a.ExpiresAt.Sub(a.CreatedAt) > maxTTL {
+		return fmt.Sprintf("lives %s, longer than approvals.max_ttl (%s)", a.ExpiresAt.Sub(a.CreatedAt).Round(time.Second), maxTTL)
+	}
+	decided := a.Status == StatusApproved || a.Status == StatusDenied || a.Status == StatusUsed
+	switch {
+	case decided && (a.DecidedBy == "" || a.DecidedAt == nil):
+		return fmt.Sprintf("%s, but no decider or decision time", a.Status)
+	case decided && a.DecidedBy == a.Caller.Sub:
+		return fmt.Sprintf("decided by its own requester %s", a.DecidedBy)
+	case decided && a.DecidedAt.Before(a.CreatedAt):
+		return "decided before it was requested"
+	case a.Status == StatusUsed && a.UsedAt == nil:
+		return "used, but no time of use"
+	case a.Status == StatusPending && (a.DecidedBy != "" || a.DecidedAt != nil || a.UsedAt != nil):
+		return "pending, but it carries a decision"
+	}
+	return ""
+}
 
 // CopyReport counts, by status, the approvals Copy stored and those the target
 // already held with the same contents.
@@ -31,7 +71,12 @@ const maxCopyProblems = 20
 // nothing. One dst holds with other contents (or a pending approval there for the same
 // request under another id) is an error naming the id; then nothing is copied and
 // nothing in dst changes. Both stores must come from OpenSQLite or OpenPostgres.
-func Copy(ctx context.Context, dst, src Store) (CopyReport, error) {
+//
+// Before anything is stored, every approval must hold together (see consistent) and,
+// when opts.Vouch is set, be vouched for: an approvals.db is a file anyone who can write
+// the data dir can edit, and an approval copied into the fleet's store releases calls
+// on every replica.
+func Copy(ctx context.Context, dst, src Store, opts CopyOptions) (CopyReport, error) {
 	rep := CopyReport{Copied: map[Status]int{}, Present: map[Status]int{}}
 	d, ok1 := dst.(sqlBacked)
 	s, ok2 := src.(sqlBacked)
@@ -57,6 +102,16 @@ func Copy(ctx context.Context, dst, src Store) (CopyReport, error) {
 		a, err := scanApproval(rows)
 		if err != nil {
 			return rep, fmt.Errorf("approvals: copy: reading the source: %w", err)
+		}
+		if why := consistent(a, opts.MaxTTL); why != "" {
+			problems = append(problems, fmt.Sprintf("approval %s: %s", a.ID, why))
+			continue
+		}
+		if opts.Vouch != nil {
+			if err := opts.Vouch(a); err != nil {
+				problems = append(problems, fmt.Sprintf("approval %s: %v", a.ID, err))
+				continue
+			}
 		}
 		args, err := approvalArgs(a)
 		if err != nil {
@@ -94,7 +149,7 @@ func Copy(ctx context.Context, dst, src Store) (CopyReport, error) {
 			problems = append(problems[:maxCopyProblems], fmt.Sprintf("and %d more", n-maxCopyProblems))
 		}
 		return CopyReport{Copied: map[Status]int{}, Present: map[Status]int{}},
-			fmt.Errorf("approvals: copy: %d approvals differ from the target's copies; nothing was copied or overwritten: %s", n, strings.Join(problems, "; "))
+			fmt.Errorf("approvals: copy: %d approvals refused; nothing was copied or overwritten: %s", n, strings.Join(problems, "; "))
 	}
 	if err := tx.Commit(); err != nil {
 		return CopyReport{Copied: map[Status]int{}, Present: map[Status]int{}}, fmt.Errorf("approvals: copy: committing: %w", err)

@@ -64,7 +64,7 @@ func copyFixture(t *testing.T) (src, dst Store, pgURL string, ids map[Status]str
 func TestCopyMovesEveryApprovalWithEveryFieldAndTwiceCopiesNothing(t *testing.T) {
 	ctx := context.Background()
 	src, dst, _, ids := copyFixture(t)
-	rep, err := Copy(ctx, dst, src)
+	rep, err := Copy(ctx, dst, src, CopyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestCopyMovesEveryApprovalWithEveryFieldAndTwiceCopiesNothing(t *testing.T)
 	if got, err := dst.Find(ctx, hashOf(100), storeEpoch); err != nil || got == nil || got.ID != ids[StatusPending] {
 		t.Fatalf("Find in PostgreSQL after the copy: %v %v", got, err)
 	}
-	rep, err = Copy(ctx, dst, src)
+	rep, err = Copy(ctx, dst, src, CopyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestCopyMovesEveryApprovalWithEveryFieldAndTwiceCopiesNothing(t *testing.T)
 func TestCopyRefusesADifferingApprovalAndCopiesNothing(t *testing.T) {
 	ctx := context.Background()
 	src, dst, pgURL, ids := copyFixture(t)
-	if _, err := Copy(ctx, dst, src); err != nil {
+	if _, err := Copy(ctx, dst, src, CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	db, err := sql.Open("pgx", pgURL)
@@ -134,7 +134,7 @@ func TestCopyRefusesADifferingApprovalAndCopiesNothing(t *testing.T) {
 	}
 	late := newApproval(hashOf(200), "acme", storeEpoch.Add(time.Minute))
 	mustCreate(t, src, late, late.CreatedAt)
-	_, err = Copy(ctx, dst, src)
+	_, err = Copy(ctx, dst, src, CopyOptions{})
 	if err == nil || !strings.Contains(err.Error(), "approval "+ids[StatusDenied]+": the target holds it with other contents") ||
 		!strings.Contains(err.Error(), "nothing was copied") {
 		t.Fatalf("copy over a differing approval: %v", err)
@@ -156,8 +156,35 @@ func TestCopyRefusesADifferingApprovalAndCopiesNothing(t *testing.T) {
 	if _, err := db.Exec(`UPDATE approvals SET comment = 'not today' WHERE id = $1`, ids[StatusDenied]); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Copy(ctx, dst, src)
+	_, err = Copy(ctx, dst, src, CopyOptions{})
 	if err == nil || !strings.Contains(err.Error(), "approval "+mine.ID+": the target holds another pending approval ("+other.ID+")") {
 		t.Fatalf("copy onto another pending approval of the same request: %v", err)
+	}
+}
+
+// An approval that does not hold together on its own terms (approved by its own
+// requester, approved with no decision time, used with no time of use) is refused, and
+// then nothing is copied: whoever can edit approvals.db must not plant one.
+func TestCopyRefusesAnApprovalThatDoesNotHoldTogether(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ name, set, want string }{
+		{"self-approved", "decided_by = caller_sub", "decided by its own requester"},
+		{"no decision time", "decided_at = NULL", "approved, but no decider or decision time"},
+		{"used without a time", "status = 'used', used_at = NULL", "used, but no time of use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst, _, ids := copyFixture(t)
+			db := src.(sqlBacked).base().db
+			if _, err := db.ExecContext(ctx, `UPDATE approvals SET `+tc.set+` WHERE id = ?`, ids[StatusApproved]); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Copy(ctx, dst, src, CopyOptions{})
+			if err == nil || !strings.Contains(err.Error(), "approval "+ids[StatusApproved]+": "+tc.want) || !strings.Contains(err.Error(), "nothing was copied") {
+				t.Fatalf("copy: %v", err)
+			}
+			if list, err := dst.List(ctx, "acme", "", 100); err != nil || len(list) != 0 {
+				t.Fatalf("the target holds %d approvals after a refused copy (%v)", len(list), err)
+			}
+		})
 	}
 }
