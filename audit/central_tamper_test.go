@@ -193,7 +193,7 @@ func TestAShippingFaultLeavesTheReplicaReadyPastTheLagBound(t *testing.T) {
 	if _, err := s.Ship(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.db.Exec(`INSERT INTO audit_central_checkpoints (log_id, ` + centralCheckpointColumns + `)
+	if _, err := c.db.Exec(`INSERT INTO audit_central_checkpoints (log_id, `+centralCheckpointColumns+`)
 		VALUES ($1, 1000000, 'periodic', 1, '\x00', 0, 'x', '\x01', '')`, logIDOf(t, cfg.Path)); err != nil {
 		t.Fatal(err)
 	}
