@@ -195,9 +195,10 @@ var ErrCentralFault = errors.New("audit: central store disagrees with the local 
 //
 // New rows go in with COPY (binary): against a multi-row INSERT it costs PostgreSQL
 // and the replica about half the CPU per row, which on a busy replica is most of
-// what shipping costs. COPY has no ON CONFLICT, so the log's row in
-// audit_central_logs is locked first: with it held, the central head cannot move, the
-// rows up to it are compared, and only those after it are copied.
+// what shipping costs. COPY has no ON CONFLICT, so an advisory lock on the log id is
+// taken first: with it held, the central head cannot move, the rows up to it are
+// compared, and only those after it are copied. Shipping needs only SELECT and INSERT
+// on the central tables.
 func (c *Central) store(ctx context.Context, logID string, rows []row, cps []checkpoint) error {
 	conn, err := c.db.Conn(ctx)
 	if err != nil {
@@ -217,7 +218,8 @@ func (c *Central) store(ctx context.Context, logID string, rows []row, cps []che
 		if _, err := tx.Exec(ctx, `INSERT INTO audit_central_logs (log_id) VALUES ($1) ON CONFLICT DO NOTHING`, logID); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM audit_central_logs WHERE log_id = $1 FOR UPDATE`, logID); err != nil {
+		// One shipper of this log at a time (a lock needing no privilege on the tables).
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:ship:' || $1))`, logID); err != nil {
 			return err
 		}
 		var head int64

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -271,4 +272,49 @@ func TestCentralGuardsHoldUnderReplicationRoleAndVerifyWarnsWhenLifted(t *testin
 		t.Fatal(err)
 	}
 	warned("trigger function was replaced")
+}
+
+// Replicas can ship as a role that may only read and insert: the central tables'
+// owner runs the migrations once (the first start, or migrate); a shipper's role then
+// opens the store (no DDL at the newest version), ships under an advisory lock, and
+// can neither delete rows nor lift the triggers, whatever the triggers say.
+func TestAShipperNeedsOnlySelectAndInsertAndCannotLiftTheGuards(t *testing.T) {
+	u := centralURL(t)
+	owner := openCentralTest(t, u)
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := parsed.Query().Get("search_path")
+	role := "pc_ship_" + strings.TrimPrefix(schema, "pc_test_")
+	for _, q := range []string{`CREATE ROLE ` + role + ` LOGIN`, `GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+		`GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + role} {
+		if _, err := owner.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		owner.db.Exec(`DROP OWNED BY ` + role)
+		owner.db.Exec(`DROP ROLE ` + role)
+	})
+	parsed.User = url.User(role)
+	c := openCentralTest(t, parsed.String())
+
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 30)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	shipOnce(t, c, cfg)
+	rep, err := owner.Verify(context.Background(), []ed25519.PublicKey{pubKey(t, cfg)})
+	if err != nil || !rep.OK || rep.Logs[0].Rows != 30 {
+		t.Fatalf("verify after shipping as %s: %+v %v", role, rep, err)
+	}
+	for _, q := range []string{`DELETE FROM audit_central_events`, `ALTER TABLE audit_central_events DISABLE TRIGGER USER`,
+		`TRUNCATE audit_central_checkpoints`, `CREATE OR REPLACE FUNCTION audit_central_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$`} {
+		if _, err := c.db.Exec(q); err == nil || !(strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "must be owner")) {
+			t.Fatalf("%s as the shipping role: %v; want it refused by privilege", q, err)
+		}
+	}
 }

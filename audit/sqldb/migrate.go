@@ -132,6 +132,24 @@ func (m Migrations) Run(ctx context.Context, db *sql.DB) (int, error) {
 			return fail("locking", err)
 		}
 	}
+	// A database already at the newest version needs no DDL, so a role that may only
+	// read and insert (a replica's least-privilege role) opens it; CREATE TABLE IF NOT
+	// EXISTS needs the right to create even when the table is there.
+	exists := true
+	if m.Dialect == PostgresDialect {
+		if err := tx.QueryRowContext(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+			return fail("reading schema_migrations", err)
+		}
+	}
+	if exists && m.Dialect == PostgresDialect {
+		var have int
+		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component = $1`, m.Component).Scan(&have); err != nil {
+			return fail("reading schema_migrations", err)
+		}
+		if have == latest {
+			return latest, tx.Commit()
+		}
+	}
 	if _, err := tx.ExecContext(ctx, createTrackingTable); err != nil {
 		return fail("creating schema_migrations", err)
 	}
