@@ -5,16 +5,19 @@ import (
 	"strings"
 )
 
-// URLPlaceholder is what URL returns for a string it cannot parse as a URL with a
-// scheme and host: the string itself may hold a credential, so it is never echoed.
-const URLPlaceholder = "<unparsable URL>"
+// URLPlaceholder is what URL returns for a string that does not parse as a URL with
+// a scheme and host: the string itself may hold a credential, so it is never echoed.
+const URLPlaceholder = "<not an absolute URL>"
 
 // URL returns raw fit to log or print: scheme, host and path only. A user name and
 // password become "***@", and the query and fragment (which may carry tokens) are
 // dropped. A string that does not parse, or has no scheme or host, yields
-// URLPlaceholder, never raw. Configured URLs (upstreams, public URLs, webhooks,
+// URLPlaceholder, never raw; "" (nothing configured) yields "". Configured URLs (upstreams, public URLs, webhooks,
 // database and Redis URLs) go through it before any log line or error message.
 func URL(raw string) string {
+	if raw == "" {
+		return ""
+	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
 		return URLPlaceholder

@@ -22,7 +22,7 @@ func TestURL(t *testing.T) {
 		{"/relative/CANARY?token=CANARY", URLPlaceholder},
 		{"mailto:CANARY@example.com", URLPlaceholder},
 		{"http:CANARY", URLPlaceholder},
-		{"", URLPlaceholder},
+		{"", ""},
 		{"ht tp://u:CANARY@host", URLPlaceholder},
 	} {
 		got := URL(tc.in)
