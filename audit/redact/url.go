@@ -12,8 +12,10 @@ const URLPlaceholder = "<not an absolute URL>"
 // URL returns raw fit to log or print: scheme, host and path only. A user name and
 // password become "***@", and the query and fragment (which may carry tokens) are
 // dropped. A string that does not parse, or has no scheme or host, yields
-// URLPlaceholder, never raw; "" (nothing configured) yields "". Configured URLs (upstreams, public URLs, webhooks,
-// database and Redis URLs) go through it before any log line or error message.
+// URLPlaceholder, never raw; "" (nothing configured) yields "". Configured URLs
+// (upstreams, public URLs, webhooks, JWKS, database and Redis URLs) go through it
+// before any log line or message. An error from url.Parse or an HTTP client is never
+// wrapped either: its text holds the URL.
 func URL(raw string) string {
 	if raw == "" {
 		return ""
