@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/audit/redact"
 )
 
 // Config is the proxy section of the Portcullis config file.
@@ -206,11 +208,11 @@ func (c *Config) Validate() error {
 		bad("listen", "must be set")
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("public_url", "must be an absolute http(s) URL, got %q", c.PublicURL)
+		bad("public_url", "must be an absolute http(s) URL, got %q", redact.URL(c.PublicURL))
 	}
 	if c.ResourceDocumentation != "" {
 		if u, err := url.Parse(c.ResourceDocumentation); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("resource_documentation", "must be an absolute http(s) URL, got %q", c.ResourceDocumentation)
+			bad("resource_documentation", "must be an absolute http(s) URL, got %q", redact.URL(c.ResourceDocumentation))
 		}
 	}
 	if c.BodyLimit < 1024 || c.BodyLimit > 64<<20 {
@@ -288,7 +290,8 @@ func validUpstreamURL(s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("not a URL: %v", err)
+		// Not err: its text holds the URL, and with it any password.
+		return errors.New("not a URL")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("scheme must be http or https, got %q", u.Scheme)

@@ -321,10 +321,13 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("metrics.listen%s: %q is backend.listen; a separate listener needs its own address", c.source(&c.Metrics.Listen), c.Metrics.Listen))
 	}
 	if c.Limits.RedisURL != "" {
-		if _, err := redis.ParseURL(c.Limits.RedisURL); err != nil {
+		if _, err := url.Parse(c.Limits.RedisURL); err != nil {
+			// Not err: its text holds the URL (or a piece of it), and with it any password.
+			errs = append(errs, fmt.Errorf("rate_limit.redis_url%s: not a URL", c.source(&c.Limits.RedisURL)))
+		} else if _, err := redis.ParseURL(c.Limits.RedisURL); err != nil {
 			var ue *url.Error
 			if errors.As(err, &ue) {
-				err = ue.Err // without the URL, which may hold a password
+				err = errors.New("not a URL")
 			}
 			errs = append(errs, fmt.Errorf("rate_limit.redis_url%s: %v", c.source(&c.Limits.RedisURL), err))
 		}

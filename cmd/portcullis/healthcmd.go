@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
+
+	"github.com/portcullis/portcullis/audit/redact"
 )
 
 const healthUsage = `Usage: portcullis health [--url URL] [--timeout 2s]
@@ -33,16 +37,34 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *u == "" {
 		*u = "http://127.0.0.1:8080/readyz"
 	}
+	// The URL may carry a password or a token in its query: no message echoes it (nor a
+	// url.Parse or http.Client error, whose text holds it); redact.URL shows what is safe.
+	parsed, err := url.Parse(*u)
+	switch {
+	case err != nil:
+		fmt.Fprintln(stderr, "portcullis health: --url: not a URL")
+		return 2
+	case parsed.Scheme != "http" && parsed.Scheme != "https":
+		fmt.Fprintln(stderr, "portcullis health: --url: scheme must be http or https")
+		return 2
+	case parsed.Host == "":
+		fmt.Fprintln(stderr, "portcullis health: --url: missing host")
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *u, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "portcullis health: --url: %v\n", err)
+		fmt.Fprintln(stderr, "portcullis health: --url: not a URL")
 		return 2
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "portcullis health: %v\n", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		fmt.Fprintf(stderr, "portcullis health: GET %s: %v\n", redact.URL(*u), err)
 		return 1
 	}
 	defer resp.Body.Close()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/portcullis/portcullis"
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/backend"
 	"github.com/portcullis/portcullis/policies"
 	"github.com/portcullis/portcullis/proxy"
@@ -384,11 +385,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 		}()
 		log.Info("metrics listening without authentication", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
-	log.Info("portcullis listening", "url", cfg.Proxy.PublicURL, "mcp", cfg.Proxy.PublicURL+cfg.Proxy.MCP.Path,
-		"mcp_upstream", cfg.Proxy.MCP.Upstream.URL, "rest_upstream", cfg.Proxy.REST.Upstream.URL, "data_dir", cfg.DataDir)
-	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", cfg.Proxy.PublicURL, cfg.Proxy.PublicURL, cfg.Proxy.MCP.Path)
+	publicURL := redact.URL(cfg.Proxy.PublicURL)
+	log.Info("portcullis listening", "url", publicURL, "mcp", publicURL+cfg.Proxy.MCP.Path,
+		"mcp_upstream", redact.URL(cfg.Proxy.MCP.Upstream.URL), "rest_upstream", redact.URL(cfg.Proxy.REST.Upstream.URL), "data_dir", cfg.DataDir)
+	fmt.Fprintf(stdout, "Portcullis is listening on %s (MCP at %s%s)\n", publicURL, publicURL, cfg.Proxy.MCP.Path)
 	if cfg.Console.On() {
-		fmt.Fprintf(stdout, "Console at %s%s/\n", cfg.Console.PublicURL, console.Prefix)
+		fmt.Fprintf(stdout, "Console at %s%s/\n", redact.URL(cfg.Console.PublicURL), console.Prefix)
 	}
 	if devKey != nil {
 		hint := devTokenHint(cfg)

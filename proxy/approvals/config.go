@@ -139,7 +139,7 @@ func (c *Config) Validate() error {
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("public_url must be an absolute http or https URL, got %q", c.PublicURL)
+			bad("public_url must be an absolute http or https URL (it is not echoed: it may hold a password)")
 		}
 	}
 	return errors.Join(errs...)

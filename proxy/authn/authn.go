@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/policies/principal"
 	"github.com/portcullis/portcullis/proxy/strictjson"
 )
@@ -147,7 +148,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Authenticator, 
 	a.parser = jwt.NewParser(opts...)
 
 	logger.Info("authn: ready", "algorithms", methods, "hs256", a.hsKey != nil, "key_ids", kids,
-		"jwks_url", cfg.JWKSURL, "issuer", cfg.Issuer, "audience", cfg.Audience, "cache_size", max(cfg.CacheSize, 0))
+		"jwks_url", redact.URL(cfg.JWKSURL), "issuer", cfg.Issuer, "audience", cfg.Audience, "cache_size", max(cfg.CacheSize, 0))
 	return a, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/audit/redact"
 )
 
 // Defaults and limits.
@@ -186,7 +188,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("hs256_secret", secret),
 		slog.String("hs256_secret_file", c.HS256SecretFile),
 		slog.Any("public_key_files", c.PublicKeyFiles),
-		slog.String("jwks_url", c.JWKSURL),
+		slog.String("jwks_url", redact.URL(c.JWKSURL)),
 		slog.Duration("jwks_refresh", c.JWKSRefresh),
 		slog.Duration("jwks_min_refresh_interval", c.JWKSMinRefreshInterval),
 		slog.String("issuer", c.Issuer),

@@ -14,6 +14,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/portcullis/portcullis/audit/redact"
 )
 
 const (
@@ -50,12 +52,12 @@ func newJWKSSource(ctx context.Context, u string, refresh, minInterval time.Dura
 		HTTPTimeout:               jwksHTTPTimeout,
 		NoErrorReturnFirstHTTPReq: true, // an IdP outage must not stop the proxy from starting
 		RefreshErrorHandler: func(ctx context.Context, err error) {
-			logger.Warn("authn: refreshing JWKS failed; keeping the keys already loaded", "url", u, "error", err)
+			logger.Warn("authn: refreshing JWKS failed; keeping the keys already loaded", "url", redact.URL(u), "error", err)
 		},
 		RefreshInterval: refresh,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("authn: jwks %s: %w", u, err)
+		return nil, fmt.Errorf("authn: jwks %s: %w", redact.URL(u), err)
 	}
 	// Both clients wrap the same storage, so they see the same keys and refreshes.
 	urls := func() map[string]jwkset.Storage { return map[string]jwkset.Storage{u: store} }

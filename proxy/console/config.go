@@ -168,7 +168,7 @@ func (c *Config) Validate() error {
 	}
 	var errs []error
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		errs = append(errs, fmt.Errorf("console.public_url: want an origin like https://console.example.com, got %q", c.PublicURL))
+		errs = append(errs, errors.New("console.public_url: want an origin like https://console.example.com, without user:password@, path or query"))
 	}
 	if c.IdleTimeout < 0 || c.AbsoluteTimeout < 0 {
 		errs = append(errs, errors.New("console.idle_timeout, console.absolute_timeout: must not be negative"))
@@ -196,13 +196,13 @@ func (c *Config) Validate() error {
 	}
 	if c.OIDCOn() {
 		if u, err := url.Parse(c.OIDC.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !loopback(u.Hostname())) {
-			errs = append(errs, fmt.Errorf("console.oidc.issuer: want an https URL (http only for a loopback host), got %q", c.OIDC.Issuer))
+			errs = append(errs, errors.New("console.oidc.issuer: want an https URL (http only for a loopback host)"))
 		}
 		if c.OIDC.ClientID == "" {
 			errs = append(errs, errors.New("console.oidc.client_id: must be set with console.oidc.issuer"))
 		}
 		if u, err := url.Parse(c.OIDC.RedirectURL); err != nil || u.Host == "" || !strings.HasSuffix(u.Path, Prefix+"/auth/callback") {
-			errs = append(errs, fmt.Errorf("console.oidc.redirect_url: want <console origin>%s/auth/callback, got %q", Prefix, c.OIDC.RedirectURL))
+			errs = append(errs, fmt.Errorf("console.oidc.redirect_url: want <console origin>%s/auth/callback", Prefix))
 		}
 	} else if c.OIDC.ClientID != "" || c.OIDC.ClientSecret != "" {
 		errs = append(errs, errors.New("console.oidc.issuer: must be set with console.oidc.client_id or client_secret"))
