@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/portcullis/portcullis/audit"
+	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/proxy/approvals"
 )
 
@@ -161,7 +162,7 @@ func (m *migration) verifyLocal(ctx context.Context) error {
 // copyAudit ships the local log to the central store until it has caught up, then
 // verifies the central copy of that log with the same key.
 func (m *migration) copyAudit(ctx context.Context) error {
-	target := displayURL(m.auditTo)
+	target := redact.URL(m.auditTo)
 	if !m.hasAudit {
 		fmt.Fprintf(m.out, "audit: no audit log at %s; nothing to copy\n", m.cfg.Audit.Path)
 		return nil
@@ -205,7 +206,7 @@ func (m *migration) copyAudit(ctx context.Context) error {
 
 // copyApprovals copies every approval of approvals.db into the PostgreSQL store.
 func (m *migration) copyApprovals(ctx context.Context) error {
-	target := displayURL(m.approvalsTo)
+	target := redact.URL(m.approvalsTo)
 	if !m.hasAppr {
 		fmt.Fprintf(m.out, "approvals: no approvals database at %s; nothing to copy\n", m.cfg.Approval.DBPath)
 		return nil
@@ -299,14 +300,4 @@ func statusCounts(c map[approvals.Status]int) string {
 		return "none"
 	}
 	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
-}
-
-// displayURL is a database URL fit to print: scheme, host and database, without the
-// user, password or parameters (a password may also sit in the query).
-func displayURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "the PostgreSQL database"
-	}
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }

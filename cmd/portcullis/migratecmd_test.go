@@ -144,9 +144,9 @@ func TestMigrateMovesASingleNodeIntoPostgresWithTheChainVerified(t *testing.T) {
 	t.Logf("migrate:\n%s", out)
 	for _, want := range []string{
 		fmt.Sprintf("audit: local log %s verified: %d rows (seq 1-%d), %d checkpoints\n", n.logID, n.rows, n.lastSeq, n.checkpoints),
-		fmt.Sprintf("audit: copied %d rows and %d checkpoints to postgres://127.0.0.1:5432/test\n", n.rows, n.checkpoints),
+		fmt.Sprintf("audit: copied %d rows and %d checkpoints to postgres://***@127.0.0.1:5432/test\n", n.rows, n.checkpoints),
 		fmt.Sprintf("audit: log %s: %d rows (seq 1-%d), %d checkpoints in the central store, verified\n", n.logID, n.rows, n.lastSeq, n.checkpoints),
-		"approvals: copied 3 (pending 1, approved 1, denied 1) to postgres://127.0.0.1:5432/test; already there: none\n",
+		"approvals: copied 3 (pending 1, approved 1, denied 1) to postgres://***@127.0.0.1:5432/test; already there: none\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("migrate output lacks %q:\n%s", want, out)
@@ -165,7 +165,7 @@ func TestMigrateMovesASingleNodeIntoPostgresWithTheChainVerified(t *testing.T) {
 	code, out, errOut = runMigrateCmd(t, "--config", cfgPath)
 	if code != 0 || !strings.Contains(out, "audit: copied 0 rows and 0 checkpoints") ||
 		!strings.Contains(out, fmt.Sprintf("audit: log %s: %d rows", n.logID, n.rows)) ||
-		!strings.Contains(out, "approvals: copied none to postgres://127.0.0.1:5432/test; already there: 3 (pending 1, approved 1, denied 1)") {
+		!strings.Contains(out, "approvals: copied none to postgres://***@127.0.0.1:5432/test; already there: 3 (pending 1, approved 1, denied 1)") {
 		t.Fatalf("second migrate: exit %d\n%s%s", code, out, errOut)
 	}
 	if got := pgCount(t, pg, `SELECT count(*) FROM audit_central_events WHERE log_id = $1`, n.logID); got != n.rows {
