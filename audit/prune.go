@@ -45,6 +45,9 @@ type PruneResult struct {
 	ThroughSeq int64  // rows up to and including this seq were archived and deleted
 	Rows       int64  // how many
 	Archive    string // the verified archive file
+	// Unshipped counts rows older than the cut-off kept because the central store has
+	// not acknowledged them yet (audit.db.shipped): pruned, they could never reach it.
+	Unshipped int64
 }
 
 // Prune moves rows older than before into a new archive file and deletes them, in
@@ -99,6 +102,16 @@ func Prune(ctx context.Context, dbPath string, key ed25519.PrivateKey, before ti
 		return PruneResult{}, nil // nothing older than the cut-off
 	}
 	n := through.Int64
+	// A log shipped to a central store keeps what it has not acknowledged.
+	var unshipped int64
+	if _, err := os.Stat(dbPath + ShipMarkSuffix); err == nil {
+		if shipped, _ := newShipMark(dbPath, logID).load(); shipped < n {
+			unshipped, n = n-max(shipped, from-1), max(shipped, from-1)
+		}
+	}
+	if n < from {
+		return PruneResult{Unshipped: unshipped}, nil
+	}
 
 	cp, err := writeArchive(ctx, db, archivePath, key, logID, from, n)
 	if err != nil {
@@ -121,7 +134,7 @@ func Prune(ctx context.Context, dbPath string, key ed25519.PrivateKey, before ti
 	if !after.OK {
 		return PruneResult{}, fmt.Errorf("audit: prune: chain does not verify after pruning: %s", after.String())
 	}
-	return PruneResult{ThroughSeq: n, Rows: n - from + 1, Archive: archivePath}, nil
+	return PruneResult{ThroughSeq: n, Rows: n - from + 1, Archive: archivePath, Unshipped: unshipped}, nil
 }
 
 func writeArchive(ctx context.Context, db *sql.DB, path string, key ed25519.PrivateKey, logID string, from, through int64) (checkpoint, error) {

@@ -171,3 +171,22 @@ func TestPruneAnchorTampering(t *testing.T) {
 		}
 	})
 }
+
+// A log shipped to a central store keeps, whatever their age, the rows the store has
+// not acknowledged (audit.db.shipped): pruned, they could never reach it.
+func TestPruneKeepsRowsTheCentralStoreHasNotAcknowledged(t *testing.T) {
+	cfg, cutoff := pruneFixture(t)
+	ctx := context.Background()
+	key, err := LoadSigningKey(cfg.SigningKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newShipMark(cfg.Path, logIDOf(t, cfg.Path)).save(60, 0)
+	res, err := Prune(ctx, cfg.Path, key, cutoff, filepath.Join(t.TempDir(), "archive.jsonl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ThroughSeq != 60 || res.Rows != 60 || res.Unshipped != 40 {
+		t.Fatalf("pruned %+v; want through seq 60, 60 rows, 40 kept unshipped", res)
+	}
+}

@@ -388,8 +388,14 @@ func auditPrune(ctx context.Context, rest []string, stdout, stderr io.Writer) in
 	if err != nil {
 		return fail(err)
 	}
+	if res.Unshipped > 0 {
+		fmt.Fprintf(stdout, "kept %d rows older than %s: the central store has not acknowledged them yet (%s)\n",
+			res.Unshipped, t.Format(time.RFC3339), dbPath+audit.ShipMarkSuffix)
+	}
 	if res.Rows == 0 {
-		fmt.Fprintln(stdout, "nothing to prune: no rows older than", t.Format(time.RFC3339))
+		if res.Unshipped == 0 {
+			fmt.Fprintln(stdout, "nothing to prune: no rows older than", t.Format(time.RFC3339))
+		}
 		return 0
 	}
 	fmt.Fprintf(stdout, "pruned %d rows through seq %d; archive %s verified\n", res.Rows, res.ThroughSeq, res.Archive)
