@@ -403,7 +403,13 @@ func (s *Server) awaitApproval(ctx context.Context, cl *call) (approvalOutcome, 
 	switch a.Status {
 	case approvals.StatusApproved:
 		got, ok, err := s.d.Approvals.Consume(context.Background(), a.Hash)
-		if err != nil || !ok {
+		if err != nil {
+			// The store, or this replica's redaction key no longer the fleet's
+			// (approvals.ErrFleetKeyMismatch): the approval stays unused.
+			s.log.Error("approvals: consume failed", "request_id", cl.rid, "err", err)
+			return approvalRefused, &refusal{status: fiber.StatusServiceUnavailable, code: "approvals_unavailable", msg: "approval store unavailable; try again later", retryAfter: time.Second}
+		}
+		if !ok {
 			return approvalRefused, &refusal{status: fiber.StatusConflict, code: "approval_used",
 				msg: "the approval " + a.ID + " was already used by an identical call; request a new one"}
 		}

@@ -302,6 +302,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(auditLog.Collectors()...)
 	reg.MustRegister(redisCollectors...)
+	reg.MustRegister(appr.Collectors()...)
 	deps := proxy.Deps{
 		Logger: log, Auth: auth, Policy: engine, Audit: auditLog, AuditQ: auditQ,
 		Redactor: auditLog.Redactor(), Identity: identity, Limiter: limiter, Approvals: appr,

@@ -38,6 +38,11 @@ var (
 	ErrNotPending     = errors.New("approvals: approval is no longer pending")
 	ErrExpired        = errors.New("approvals: approval has expired")
 	ErrInvalidComment = errors.New("approvals: invalid comment")
+	// ErrFleetKeyMismatch is Request's and Consume's refusal while the redaction key id
+	// recorded for the fleet on the shared store is not this replica's: under another
+	// key a call carrying a secret hashes differently, so this replica must not file or
+	// release calls under hashes the others would not compute.
+	ErrFleetKeyMismatch = errors.New("approvals: this replica's audit HMAC key id is not the one recorded for the fleet")
 )
 
 // Approval is one request for approval and its outcome.

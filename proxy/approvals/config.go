@@ -17,8 +17,11 @@ const (
 	DefaultSweepInterval  = 30 * time.Second
 	DefaultWebhookTimeout = 5 * time.Second
 	DefaultPollInterval   = 2 * time.Second
-	minWebhookSecretBytes = 16
-	maxCommentBytes       = 2000
+	// DefaultFleetKeyInterval is how often a replica on a shared store re-checks that
+	// the redaction key id recorded for the fleet is its own.
+	DefaultFleetKeyInterval = 30 * time.Second
+	minWebhookSecretBytes   = 16
+	maxCommentBytes         = 2000
 )
 
 // Config configures the approval service.
@@ -62,8 +65,13 @@ type Config struct {
 	// RedactionKeyID names the audit redaction key (audit.HMACKeyID) under which this
 	// replica redacts, and so hashes, the arguments of the calls it holds. Set by serve.
 	// On a shared (PostgreSQL) store the first replica records it, and one with another
-	// refuses to start: it would give a call carrying a secret another hash.
+	// refuses to start: it would give a call carrying a secret another hash. A running
+	// replica re-checks every FleetKeyInterval and, while the recorded id is another,
+	// refuses to create or consume approvals (ErrFleetKeyMismatch).
 	RedactionKeyID string `yaml:"-"`
+	// FleetKeyInterval is how often RedactionKeyID is re-checked on a shared store.
+	// Default 30s (DefaultFleetKeyInterval).
+	FleetKeyInterval time.Duration `yaml:"-"`
 }
 
 // SetDefaults fills zero fields.
@@ -88,6 +96,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
+	}
+	if c.FleetKeyInterval <= 0 {
+		c.FleetKeyInterval = DefaultFleetKeyInterval
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 }

@@ -5,10 +5,14 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/audit/redact"
 	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
@@ -124,5 +128,130 @@ func TestRedactionKeyIDOnSQLiteIsNotChecked(t *testing.T) {
 			t.Fatalf("%s: %v", id, err)
 		}
 		s.Close()
+	}
+}
+
+// syncBuffer is a log sink read while the service writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Finding: the fleet key id was checked only at start, so with A running, the row
+// cleared and C started with another key, A kept releasing calls under hashes C would
+// not compute. Now a running replica re-checks: once the recorded id is another, it
+// logs an ERROR naming both ids, reports it (FleetKeyMismatch, the metric) and refuses
+// to create or consume approvals (ErrFleetKeyMismatch) until the ids agree again; with
+// the row gone, it records its own id again.
+func TestRunningReplicaRefusesApprovalsWhileTheFleetKeyIDIsAnother(t *testing.T) {
+	ctx := context.Background()
+	url := sqldbtest.PostgresURL(t)
+	const idA, idC, interval = "0123456789abcdef", "fedcba9876543210", 50 * time.Millisecond
+	logs := &syncBuffer{}
+	a, err := Open(ctx, Config{DatabaseURL: url, RedactionKeyID: idA, FleetKeyInterval: interval},
+		slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	agent, approver := principal.Caller{Sub: "agent-7", Org: "acme"}, principal.Caller{Sub: "sam", Org: "acme", Roles: []string{DefaultApproverRole}}
+	approved := mustRequest(t, a, request(t, agent, `{"a":1}`))
+	if _, err := a.Approve(ctx, approved.ID, approver, ""); err != nil {
+		t.Fatal(err)
+	}
+	gauge := func() float64 {
+		t.Helper()
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(a.Collectors()...)
+		mfs, err := reg.Gather()
+		if err != nil || len(mfs) != 1 {
+			t.Fatalf("gathering the service's metrics: %v %v", mfs, err)
+		}
+		return mfs[0].GetMetric()[0].GetGauge().GetValue()
+	}
+	within := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(40 * interval); !ok(); time.Sleep(interval / 5) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s", what, 40*interval)
+			}
+		}
+	}
+	if gauge() != 0 || a.FleetKeyMismatch() != nil {
+		t.Fatal("a mismatch reported with one key in the fleet")
+	}
+
+	// The row cleared, C starts with another key and records it; A notices.
+	if _, err := db.Exec(`DELETE FROM approvals_fleet_keys WHERE name = 'audit_hmac'`); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(ctx, Config{DatabaseURL: url, RedactionKeyID: idC, FleetKeyInterval: time.Hour}, nil)
+	if err != nil {
+		t.Fatalf("C with another key after the row was cleared: %v", err)
+	}
+	within("A refuses to file approvals", func() bool {
+		_, _, err := a.Request(ctx, request(t, agent, `{"a":2}`))
+		return errors.Is(err, ErrFleetKeyMismatch)
+	})
+	if _, ok, err := a.Consume(ctx, approved.Hash); !errors.Is(err, ErrFleetKeyMismatch) || ok {
+		t.Fatalf("A consumed an approval under a key the fleet no longer uses: %v %v", ok, err)
+	}
+	if mm := a.FleetKeyMismatch(); mm == nil || mm.ID != idA || mm.Have != idC {
+		t.Errorf("FleetKeyMismatch: %+v, want %s vs %s", mm, idA, idC)
+	}
+	if gauge() != 1 {
+		t.Error("the metric does not report the mismatch")
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, idA) || !strings.Contains(l, idC) {
+		t.Errorf("no ERROR naming both key ids: %s", l)
+	}
+	c.Close()
+
+	// The row restored to the fleet's (A's) key: A serves again, and the approval it
+	// kept is still there to use.
+	if _, err := db.Exec(`UPDATE approvals_fleet_keys SET key_id = $1 WHERE name = 'audit_hmac'`, idA); err != nil {
+		t.Fatal(err)
+	}
+	within("A serves again", func() bool { return a.FleetKeyMismatch() == nil })
+	if got, ok, err := a.Consume(ctx, approved.Hash); err != nil || !ok || got.ID != approved.ID {
+		t.Fatalf("the approved call after the ids agree again: %+v %v %v", got, ok, err)
+	}
+	mustRequest(t, a, request(t, agent, `{"a":3}`))
+	if gauge() != 0 {
+		t.Error("the metric still reports a mismatch")
+	}
+
+	// The row cleared with no other replica starting: A records its own id again, so a
+	// replica with another key is refused at start.
+	if _, err := db.Exec(`DELETE FROM approvals_fleet_keys WHERE name = 'audit_hmac'`); err != nil {
+		t.Fatal(err)
+	}
+	within("A records its id again", func() bool {
+		var have string
+		return db.QueryRow(`SELECT key_id FROM approvals_fleet_keys WHERE name = 'audit_hmac'`).Scan(&have) == nil && have == idA
+	})
+	var mismatch *FleetKeyMismatchError
+	if _, err := Open(ctx, Config{DatabaseURL: url, RedactionKeyID: idC}, nil); !errors.As(err, &mismatch) {
+		t.Fatalf("another key after A recorded its own again: %v", err)
+	}
+	if mm := a.FleetKeyMismatch(); mm != nil {
+		t.Errorf("A reports a mismatch after recording its own id: %+v", mm)
 	}
 }

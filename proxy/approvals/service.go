@@ -11,10 +11,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/policies/principal"
 )
@@ -49,6 +51,12 @@ type Service struct {
 	pollDone  chan struct{}
 	watchDone chan struct{}
 	closeOnce sync.Once
+
+	// fleetKey is set while the redaction key id recorded for the fleet (on a shared
+	// store) is not this replica's: Request and Consume refuse until it is again.
+	// fleetDone is set when the id is re-checked (fleetKeyLoop).
+	fleetKey  atomic.Pointer[FleetKeyMismatchError]
+	fleetDone chan struct{}
 }
 
 type waiter struct {
@@ -72,10 +80,12 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 	}
 	var st Store
 	var err error
+	var fleet *pgStore // the store whose fleet key id is re-checked
 	if cfg.DatabaseURL != "" {
 		st, err = OpenPostgres(ctx, cfg.DatabaseURL, logger)
 		if err == nil && cfg.RedactionKeyID != "" {
-			if err = st.(*pgStore).checkFleetKey(ctx, FleetKeyRedaction, cfg.RedactionKeyID, now()); err != nil {
+			fleet = st.(*pgStore)
+			if err = fleet.checkFleetKey(ctx, FleetKeyRedaction, cfg.RedactionKeyID, now()); err != nil {
 				_ = st.Close()
 			}
 		}
@@ -86,7 +96,85 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 	if err != nil {
 		return nil, err
 	}
-	return New(st, cfg, logger, now), nil
+	s := New(st, cfg, logger, now)
+	if fleet != nil {
+		s.fleetDone = make(chan struct{})
+		go s.fleetKeyLoop(fleet)
+	}
+	return s, nil
+}
+
+// fleetKeyLoop re-checks, every FleetKeyInterval, that the redaction key id recorded
+// for the fleet is this replica's (recording it again if the row is gone): the check
+// at start alone would miss the row cleared and another key recorded while this
+// replica runs. Two small statements a check.
+func (s *Service) fleetKeyLoop(pg *pgStore) {
+	defer close(s.fleetDone)
+	t := time.NewTicker(s.cfg.FleetKeyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		err := pg.checkFleetKey(ctx, FleetKeyRedaction, s.cfg.RedactionKeyID, s.now())
+		cancel()
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.fleetKeyChecked(err)
+	}
+}
+
+// fleetKeyChecked records a re-check's outcome: a mismatch refuses approvals (logged
+// as an ERROR naming both key ids, never a key, when it starts or the recorded id
+// changes), agreement lifts the refusal, and a failed check (the store unreachable)
+// changes nothing: Request and Consume fail on such a store anyway.
+func (s *Service) fleetKeyChecked(err error) {
+	var mm *FleetKeyMismatchError
+	switch {
+	case errors.As(err, &mm):
+		if prev := s.fleetKey.Swap(mm); prev == nil || prev.Have != mm.Have {
+			s.log.Error("approvals: the audit HMAC key id recorded for the fleet is not this replica's; refusing to create or consume approvals until they agree: "+
+				"give every replica the same PORTCULLIS_AUDIT_HMAC_KEY or audit-hmac.key (see docs/audit.md)",
+				"hmac_key_id", mm.ID, "fleet_hmac_key_id", mm.Have)
+		}
+	case err != nil:
+		s.log.Warn("approvals: re-checking the fleet's audit HMAC key id failed; will retry", "err", err)
+	default:
+		if prev := s.fleetKey.Swap(nil); prev != nil {
+			s.log.Info("approvals: the audit HMAC key id recorded for the fleet is this replica's again; approvals resume",
+				"hmac_key_id", s.cfg.RedactionKeyID)
+		}
+	}
+}
+
+// FleetKeyMismatch returns, while this replica refuses approvals because the redaction
+// key id recorded for the fleet is another, the two ids; nil otherwise.
+func (s *Service) FleetKeyMismatch() *FleetKeyMismatchError { return s.fleetKey.Load() }
+
+// fleetKeyErr is Request's and Consume's refusal while the fleet key ids disagree.
+func (s *Service) fleetKeyErr() error {
+	if mm := s.fleetKey.Load(); mm != nil {
+		return fmt.Errorf("%w (key id %s vs %s)", ErrFleetKeyMismatch, mm.ID, mm.Have)
+	}
+	return nil
+}
+
+// Collectors are the service's metrics: portcullis_approvals_fleet_key_mismatch, 1
+// while approvals are refused because the fleet's redaction key id is not this
+// replica's.
+func (s *Service) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portcullis_approvals_fleet_key_mismatch",
+		Help: "1 while this replica refuses to create or consume approvals because the audit HMAC key id recorded for the fleet (approvals_fleet_keys) is not its own."},
+		func() float64 {
+			if s.fleetKey.Load() != nil {
+				return 1
+			}
+			return 0
+		})}
 }
 
 // New starts a service on st (which it closes on Close) with cfg, already validated
@@ -196,6 +284,9 @@ func (s *Service) Close() error {
 		s.mu.Unlock()
 		s.cancel()
 		<-s.sweepDone
+		if s.fleetDone != nil {
+			<-s.fleetDone
+		}
 		if s.watchDone != nil {
 			<-s.watchDone
 			<-s.pollDone
@@ -295,6 +386,9 @@ func validateRequest(r *Request) error {
 // pending approval is announced to the webhook without waiting for it.
 func (s *Service) Request(ctx context.Context, r Request) (*Approval, bool, error) {
 	if err := validateRequest(&r); err != nil {
+		return nil, false, err
+	}
+	if err := s.fleetKeyErr(); err != nil {
 		return nil, false, err
 	}
 	ttl := r.TTL
@@ -405,6 +499,9 @@ func (s *Service) sweep() {
 // one conditional UPDATE and returns it with true. Of any number of concurrent calls for
 // one approval exactly one gets true. It returns nil, false when there is none.
 func (s *Service) Consume(ctx context.Context, hash string) (*Approval, bool, error) {
+	if err := s.fleetKeyErr(); err != nil {
+		return nil, false, err
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	a, err := s.store.Consume(ctx, hash, s.now())

@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -223,4 +224,54 @@ func TestConsoleTokenSignInFloodSignsNobodyElseOut(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Finding: 50 sign-ins from each of 201 addresses filled the table (default caps) and
+// refused every OIDC sign-in fleet-wide. Now the addresses of one network (an IPv4 /24)
+// start at most console.max_pending_logins_per_network between them: 51 addresses of one
+// /24 are refused past it, a sign-in one of them started before still finishes, and an
+// address of another network still signs in.
+func TestConsoleLoginFloodFromOneNetworkIsLimitedAndKeepsOtherNetworksSignIn(t *testing.T) {
+	st := oidcStack(t, map[string]any{"sub": "dana", "org": "acme"})
+	victim := browserAt(t, "127.0.5.200")
+	cb, login, refused := startLoginFrom(t, st, victim)
+	if refused != nil {
+		t.Fatalf("the victim's sign-in: %+v", *refused)
+	}
+	const perAddr = console.DefaultMaxPendingLoginsPerNetwork / 50 // 51 addresses of 4: past the network's cap
+	started, refusedN := 1, 0
+	for a := 1; a <= 51; a++ {
+		hc := browserAt(t, fmt.Sprintf("127.0.5.%d", a))
+		for i := 0; i < perAddr; i++ {
+			req, _ := http.NewRequest("GET", st.url+"/console/auth/login", nil)
+			ans := send(t, hc, req)
+			if ans.status == http.StatusFound {
+				started++
+				continue
+			}
+			wantRefusal(t, "a login in the network's flood", ans, "too_many_sign_ins")
+			if !strings.Contains(ans.body, "console.max_pending_logins_per_network") {
+				t.Fatalf("the refusal does not name the network's cap: %s", ans.body)
+			}
+			refusedN++
+		}
+	}
+	if started != console.DefaultMaxPendingLoginsPerNetwork || refusedN != 51*perAddr+1-started {
+		t.Errorf("the network started %d sign-ins (want its cap, %d) and was refused %d times", started, console.DefaultMaxPendingLoginsPerNetwork, refusedN)
+	}
+	other := browserAt(t, "127.0.6.1")
+	ocb, ologin, refused := startLoginFrom(t, st, other)
+	if refused != nil {
+		t.Fatalf("an address of another network after the flood: %+v", *refused)
+	}
+	if a, ok := finishLoginFrom(t, other, ocb, ologin); a.status != 200 || !ok {
+		t.Errorf("the other network's sign-in: %d %s", a.status, a.body)
+	}
+	if a, ok := finishLoginFrom(t, victim, cb, login); a.status != 200 || !ok {
+		t.Errorf("the victim's sign-in, finished after the flood: %d %s", a.status, a.body)
+	}
+	// Finished, the victim's no longer counts: its network may start one more.
+	if _, _, refused := startLoginFrom(t, st, victim); refused != nil {
+		t.Errorf("the victim's network after its sign-in finished: %+v", *refused)
+	}
 }

@@ -15,10 +15,13 @@ const (
 	DefaultMaxSessions     = 10000
 	// DefaultMaxSessionsPerSubject bounds one person's (sub and org) live sessions.
 	DefaultMaxSessionsPerSubject = 10
-	// DefaultMaxPendingLogins bounds the OIDC sign-ins in flight, and
-	// DefaultMaxPendingLoginsPerAddress those one client address started.
+	// DefaultMaxPendingLogins bounds the OIDC sign-ins in flight,
+	// DefaultMaxPendingLoginsPerAddress those one client address started, and
+	// DefaultMaxPendingLoginsPerNetwork those started from one network (an IPv4 /24, an
+	// IPv6 /48): filling the table takes addresses in 50 networks.
 	DefaultMaxPendingLogins           = 10000
 	DefaultMaxPendingLoginsPerAddress = 50
+	DefaultMaxPendingLoginsPerNetwork = 200
 	// DefaultSignInRate is how many requests to the sign-in endpoints one client
 	// address may make per minute.
 	DefaultSignInRate = 60
@@ -53,12 +56,15 @@ type Config struct {
 	// sign-in past it ends that person's own least recently used session. Default 10.
 	MaxSessionsPerSubject int `yaml:"max_sessions_per_subject"`
 	// MaxPendingLogins bounds the OIDC sign-ins in flight (started, not yet back from
-	// the provider; each lives 10 minutes). Past it a new one is refused (429
+	// the provider; each lives 5 minutes). Past it a new one is refused (429
 	// sign_ins_full), never one in flight dropped. Default 10000.
 	MaxPendingLogins int `yaml:"max_pending_logins"`
 	// MaxPendingLoginsPerAddress bounds the OIDC sign-ins in flight that one client
 	// address (IPv6: one /64) started. Default 50.
 	MaxPendingLoginsPerAddress int `yaml:"max_pending_logins_per_address"`
+	// MaxPendingLoginsPerNetwork bounds the OIDC sign-ins in flight started from the
+	// addresses of one network: an IPv4 /24, an IPv6 /48. Default 200.
+	MaxPendingLoginsPerNetwork int `yaml:"max_pending_logins_per_network"`
 	// SignInRate is how many requests one client address (IPv6: one /64) may make per
 	// minute to the sign-in endpoints (/console/auth/login, /callback, /token), on
 	// each replica; past it 429 too_many_requests. Negative disables. Default 60.
@@ -141,6 +147,9 @@ func (c *Config) SetDefaults(proxyPublicURL string) {
 	if c.MaxPendingLoginsPerAddress == 0 {
 		c.MaxPendingLoginsPerAddress = DefaultMaxPendingLoginsPerAddress
 	}
+	if c.MaxPendingLoginsPerNetwork == 0 {
+		c.MaxPendingLoginsPerNetwork = DefaultMaxPendingLoginsPerNetwork
+	}
 	if c.SignInRate == 0 {
 		c.SignInRate = DefaultSignInRate
 	}
@@ -193,6 +202,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingLoginsPerAddress < 0 {
 		errs = append(errs, errors.New("console.max_pending_logins_per_address: must not be negative"))
+	}
+	if c.MaxPendingLoginsPerNetwork < 0 {
+		errs = append(errs, errors.New("console.max_pending_logins_per_network: must not be negative"))
 	}
 	if c.OIDCOn() {
 		if u, err := url.Parse(c.OIDC.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !loopback(u.Hostname())) {

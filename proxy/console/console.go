@@ -182,6 +182,10 @@ func (c *Console) storeDown(op string, err error) *apierror.Error {
 // X-Forwarded-For (which a client can forge); an IPv6 address as its /64.
 func clientAddr(ctx *fiber.Ctx) string { return ratelimit.AddrKey(ctx.Context().RemoteIP()) }
 
+// clientNetwork is the key the per-network cap counts under: the socket peer's IPv4
+// /24 or IPv6 /48.
+func clientNetwork(ctx *fiber.Ctx) string { return ratelimit.PrefixKey(ctx.Context().RemoteIP()) }
+
 // signInLimit refuses a request to a sign-in endpoint with 429 once the client address
 // has made console.sign_in_rate of them in the last minute.
 func (c *Console) signInLimit(ctx *fiber.Ctx) error {
@@ -202,7 +206,7 @@ func (c *Console) signInLimit(ctx *fiber.Ctx) error {
 func retrySeconds(d time.Duration) int { return max(int((d+time.Second-1)/time.Second), 1) }
 
 // refusedFull is the answer when a cap refuses a sign-in (errSessionsFull,
-// errLoginsFull, errAddressLoginsFull): 429 with a code of its own and Retry-After.
+// errLoginsFull, errAddressLoginsFull, errNetworkLoginsFull): 429 with a code of its own and Retry-After.
 // Nobody's session or sign-in was ended to make room.
 func refusedFull(err error) *apierror.Error {
 	var e *apierror.Error
@@ -213,6 +217,9 @@ func refusedFull(err error) *apierror.Error {
 	case errors.Is(err, errAddressLoginsFull):
 		e = apierror.New(fiber.StatusTooManyRequests, "too_many_sign_ins",
 			"too many sign-ins in flight from this address (console.max_pending_logins_per_address); finish one, or wait: they expire after %s", loginTTL)
+	case errors.Is(err, errNetworkLoginsFull):
+		e = apierror.New(fiber.StatusTooManyRequests, "too_many_sign_ins",
+			"too many sign-ins in flight from this address's network, its IPv4 /24 or IPv6 /48 (console.max_pending_logins_per_network); finish one, or wait: they expire after %s", loginTTL)
 	case errors.Is(err, errLoginsFull):
 		e = apierror.New(fiber.StatusTooManyRequests, "sign_ins_full",
 			"the console has as many sign-ins in flight as it may hold (console.max_pending_logins); try again shortly")

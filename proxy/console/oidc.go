@@ -53,7 +53,7 @@ func (c *Console) oidcLogin(ctx *fiber.Ctx) error {
 	}
 	state, binding := randomToken(), randomToken()
 	p := &pendingLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken(), binding: sha256.Sum256([]byte(binding)),
-		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(strings.Clone(ctx.Query("return_to"))), addr: clientAddr(ctx)}
+		expires: c.d.Now().Add(loginTTL), returnTo: safeReturn(strings.Clone(ctx.Query("return_to"))), addr: clientAddr(ctx), network: clientNetwork(ctx)}
 	sctx, cancel := storeCtx()
 	defer cancel()
 	if err := c.store.putLogin(sctx, hashKey(state), p); err != nil {

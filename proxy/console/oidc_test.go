@@ -128,6 +128,7 @@ func TestConsoleConfigNamesEachBadKey(t *testing.T) {
 		{console.Config{MaxSessionsPerSubject: -1}, "console.max_sessions_per_subject"},
 		{console.Config{MaxPendingLogins: -1}, "console.max_pending_logins"},
 		{console.Config{MaxPendingLoginsPerAddress: -1}, "console.max_pending_logins_per_address"},
+		{console.Config{MaxPendingLoginsPerNetwork: -1}, "console.max_pending_logins_per_network"},
 	} {
 		c := tc.cfg
 		if c.PublicURL == "" {

@@ -189,19 +189,22 @@ func (s *pgStore) putLogin(ctx context.Context, key [32]byte, p *pendingLogin) e
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:console:logins'))`); err != nil {
 		return fmt.Errorf("console: starting a sign-in: %w", err)
 	}
-	var all, fromAddr int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE addr = $2) FROM console_logins WHERE expires_at >= $1`,
-		nowMs, p.addr).Scan(&all, &fromAddr); err != nil {
+	var all, fromAddr, fromNet int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE addr = $2), count(*) FILTER (WHERE network = $3)
+		FROM console_logins WHERE expires_at >= $1`, nowMs, p.addr, p.network).Scan(&all, &fromAddr, &fromNet); err != nil {
 		return fmt.Errorf("console: counting sign-ins: %w", err)
 	}
 	if s.lim.maxLoginsPerAddr > 0 && fromAddr >= s.lim.maxLoginsPerAddr {
 		return errAddressLoginsFull
 	}
+	if s.lim.maxLoginsPerNet > 0 && fromNet >= s.lim.maxLoginsPerNet {
+		return errNetworkLoginsFull
+	}
 	if all >= s.lim.maxLogins {
 		return errLoginsFull
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO console_logins (key, verifier, nonce, binding, return_to, addr, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, key[:], p.verifier, p.nonce, p.binding[:], p.returnTo, p.addr, p.expires.UnixMilli()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO console_logins (key, verifier, nonce, binding, return_to, addr, network, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, key[:], p.verifier, p.nonce, p.binding[:], p.returnTo, p.addr, p.network, p.expires.UnixMilli()); err != nil {
 		return fmt.Errorf("console: storing the sign-in: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -219,7 +222,7 @@ func (s *pgStore) takeLogin(ctx context.Context, key [32]byte) (*pendingLogin, e
 	// One statement: of concurrent takers, the first deletes the row and the others
 	// (waiting on its lock) find nothing left to delete.
 	err := s.db.QueryRowContext(ctx, `DELETE FROM console_logins WHERE key = $1
-		RETURNING verifier, nonce, binding, return_to, addr, expires_at`, key[:]).Scan(&p.verifier, &p.nonce, &binding, &p.returnTo, &p.addr, &expiresAt)
+		RETURNING verifier, nonce, binding, return_to, addr, network, expires_at`, key[:]).Scan(&p.verifier, &p.nonce, &binding, &p.returnTo, &p.addr, &p.network, &expiresAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

@@ -36,7 +36,8 @@ type memoryStore struct {
 
 func newMemoryStore(l storeLimits, now func() time.Time) *memoryStore {
 	return &memoryStore{sessions: newSessionStore(l, now),
-		logins: &loginStore{byState: map[[32]byte]*pendingLogin{}, byAddr: map[string]int{}, max: l.maxLogins, perAddr: l.maxLoginsPerAddr, now: now}}
+		logins: &loginStore{byState: map[[32]byte]*pendingLogin{}, byAddr: map[string]int{}, byNet: map[string]int{},
+			max: l.maxLogins, perAddr: l.maxLoginsPerAddr, perNet: l.maxLoginsPerNet, now: now}}
 }
 
 func (m *memoryStore) createSession(_ context.Context, key [32]byte, s *session) error {
@@ -205,12 +206,14 @@ func (s *session) csrfOK(presented string) bool {
 
 // pendingLogin is an OIDC sign-in in flight: the PKCE verifier and nonce, bound to the
 // browser that started it by the hash of a short-lived cookie. addr is the key of the
-// client address that started it (ratelimit.AddrKey), for the per-address cap.
+// client address that started it (ratelimit.AddrKey), for the per-address cap, and
+// network the key of its network (ratelimit.PrefixKey), for the per-network cap.
 type pendingLogin struct {
 	verifier, nonce string
 	binding         [32]byte
 	returnTo        string
 	addr            string
+	network         string
 	expires         time.Time
 }
 
@@ -218,22 +221,27 @@ type loginStore struct {
 	mu      sync.Mutex
 	byState map[[32]byte]*pendingLogin
 	byAddr  map[string]int // sign-ins held per address, expired ones included until swept
+	byNet   map[string]int // sign-ins held per network, expired ones included until swept
 	max     int
 	perAddr int // 0: no per-address cap
+	perNet  int // 0: no per-network cap
 	now     func() time.Time
 }
 
-// loginTTL is how long an OIDC sign-in may take.
-const loginTTL = 10 * time.Minute
+// loginTTL is how long an OIDC sign-in may take: the round trip through the provider
+// takes seconds, or a minute or two with a password and a second factor to type. It
+// is also how long a flood's sign-ins hold their places in the caps.
+const loginTTL = 5 * time.Minute
 
 // put stores a sign-in in flight, unless its address already has perAddr live ones
-// (errAddressLoginsFull) or the table holds max (errLoginsFull): a sign-in in flight
-// is never dropped to make room.
+// (errAddressLoginsFull), its network perNet (errNetworkLoginsFull), or the table holds
+// max (errLoginsFull): a sign-in in flight is never dropped to make room.
 func (ls *loginStore) put(state [32]byte, p *pendingLogin) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	atAddrCap := func() bool { return ls.perAddr > 0 && ls.byAddr[p.addr] >= ls.perAddr }
-	if len(ls.byState) >= ls.max || atAddrCap() {
+	atNetCap := func() bool { return ls.perNet > 0 && ls.byNet[p.network] >= ls.perNet }
+	if len(ls.byState) >= ls.max || atAddrCap() || atNetCap() {
 		now := ls.now()
 		for k, v := range ls.byState {
 			if now.After(v.expires) {
@@ -244,6 +252,9 @@ func (ls *loginStore) put(state [32]byte, p *pendingLogin) error {
 	if atAddrCap() {
 		return errAddressLoginsFull
 	}
+	if atNetCap() {
+		return errNetworkLoginsFull
+	}
 	if len(ls.byState) >= ls.max {
 		return errLoginsFull
 	}
@@ -251,6 +262,7 @@ func (ls *loginStore) put(state [32]byte, p *pendingLogin) error {
 	cp := *p
 	ls.byState[state] = &cp
 	ls.byAddr[cp.addr]++
+	ls.byNet[cp.network]++
 	return nil
 }
 
@@ -262,6 +274,9 @@ func (ls *loginStore) removeLocked(state [32]byte) {
 	delete(ls.byState, state)
 	if ls.byAddr[p.addr]--; ls.byAddr[p.addr] <= 0 {
 		delete(ls.byAddr, p.addr)
+	}
+	if ls.byNet[p.network]--; ls.byNet[p.network] <= 0 {
+		delete(ls.byNet, p.network)
 	}
 }
 

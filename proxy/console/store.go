@@ -27,8 +27,9 @@ type store interface {
 	getSession(ctx context.Context, key [32]byte, touch bool) (*session, error)
 	deleteSession(ctx context.Context, key [32]byte) error
 	// putLogin stores a sign-in in flight under key (the hash of its state), or returns
-	// errAddressLoginsFull when p.addr has maxLoginsPerAddr live ones, or errLoginsFull
-	// when maxLogins are live.
+	// errAddressLoginsFull when p.addr has maxLoginsPerAddr live ones,
+	// errNetworkLoginsFull when p.network has maxLoginsPerNet live ones, or
+	// errLoginsFull when maxLogins are live.
 	putLogin(ctx context.Context, key [32]byte, p *pendingLogin) error
 	// takeLogin removes and returns the live sign-in under key: of concurrent takers,
 	// on any replica, one gets it.
@@ -43,11 +44,13 @@ type storeLimits struct {
 	maxPerSubject    int // live sessions of one sub and org; 0: no cap
 	maxLogins        int // live sign-ins in flight; must be positive
 	maxLoginsPerAddr int // live sign-ins in flight started from one address; 0: no cap
+	maxLoginsPerNet  int // live sign-ins in flight started from one network; 0: no cap
 }
 
 func limitsOf(cfg Config) storeLimits {
 	return storeLimits{idle: cfg.IdleTimeout, maxSessions: cfg.MaxSessions, maxPerSubject: cfg.MaxSessionsPerSubject,
-		maxLogins: cfg.MaxPendingLogins, maxLoginsPerAddr: cfg.MaxPendingLoginsPerAddress}
+		maxLogins: cfg.MaxPendingLogins, maxLoginsPerAddr: cfg.MaxPendingLoginsPerAddress,
+		maxLoginsPerNet: cfg.MaxPendingLoginsPerNetwork}
 }
 
 // The caps' refusals. None is an outage: the console answers 429 with its own code.
@@ -55,6 +58,7 @@ var (
 	errSessionsFull      = errors.New("console: the session table is full of live sessions")
 	errLoginsFull        = errors.New("console: the table of sign-ins in flight is full")
 	errAddressLoginsFull = errors.New("console: this address has too many sign-ins in flight")
+	errNetworkLoginsFull = errors.New("console: this address's network has too many sign-ins in flight")
 )
 
 // storeTimeout bounds one store operation, so a request does not hang on a shared store

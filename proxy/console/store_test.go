@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
 	"github.com/portcullis/portcullis/policies/principal"
+	"github.com/portcullis/portcullis/proxy/ratelimit"
 )
 
 // testClock is the stores' clock, moved by the test and read from any goroutine.
@@ -346,6 +348,66 @@ func TestStoreLoginCapsRefuseNewSignInsAndKeepThoseInFlight(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Sign-ins in flight past the cap per network are refused (errNetworkLoginsFull): 51
+// addresses of one IPv4 /24, 4 each (the per-address cap), start 200 between them; an
+// address of another network still signs in, and so for the /64s of one IPv6 /48. None
+// in flight is dropped, and taken or expired ones stop counting.
+func TestStoreLoginNetworkCapRefusesOneNetworkAndKeepsOthers(t *testing.T) {
+	const perAddr, perNet = 4, 200
+	forEachStoreWith(t, storeLimits{idle: time.Hour, maxSessions: 100, maxLogins: DefaultMaxPendingLogins, maxLoginsPerAddr: perAddr, maxLoginsPerNet: perNet},
+		func(t *testing.T, clock *testClock, d storeDriver) {
+			ctx := context.Background()
+			replicas := []store{d.open(t), d.open(t)}
+			put := func(i int, ip string) ([32]byte, error) {
+				k, a := hashKey(randomToken()), net.ParseIP(ip)
+				return k, replicas[i%2].putLogin(ctx, k, &pendingLogin{verifier: "v", nonce: "n",
+					addr: ratelimit.AddrKey(a), network: ratelimit.PrefixKey(a), expires: clock.now().Add(loginTTL)})
+			}
+			flood := func(what string, ipOf func(a int) string) (kept [][32]byte) {
+				refused := 0
+				for a := 1; a <= 51; a++ {
+					for i := 0; i < perAddr; i++ {
+						switch k, err := put(a+i, ipOf(a)); {
+						case err == nil:
+							kept = append(kept, k)
+						case errors.Is(err, errNetworkLoginsFull):
+							refused++
+						default:
+							t.Fatalf("%s: address %d's sign-in %d: %v, want nil or errNetworkLoginsFull", what, a, i, err)
+						}
+					}
+				}
+				if len(kept) != perNet || refused != 51*perAddr-perNet {
+					t.Fatalf("%s: 51 addresses started %d sign-ins and were refused %d times; want the network's cap, %d", what, len(kept), refused, perNet)
+				}
+				return kept
+			}
+			v4 := flood("one IPv4 /24", func(a int) string { return fmt.Sprintf("192.0.2.%d", a) })
+			if _, err := put(0, "192.0.3.1"); err != nil {
+				t.Fatalf("an address of another /24: %v", err)
+			}
+			// One IPv6 /48: its /64s are addresses of one network.
+			v6 := flood("one IPv6 /48", func(a int) string { return fmt.Sprintf("2001:db8:1:%x::7", a) })
+			if _, err := put(0, "2001:db8:2::7"); err != nil {
+				t.Fatalf("an address of another /48: %v", err)
+			}
+			for i, k := range append(v4[:3], v6[:3]...) {
+				if p, err := replicas[(i+1)%2].takeLogin(ctx, k); err != nil || p == nil {
+					t.Fatalf("sign-in %d in flight was dropped: %+v %v", i, p, err)
+				}
+			}
+			// Taken ones free their places; expired ones stop counting.
+			if _, err := put(0, "192.0.2.250"); err != nil {
+				t.Fatalf("a sign-in from the /24 after some were taken: %v", err)
+			}
+			if _, err := put(0, "2001:db8:1:ffff::1"); err != nil {
+				t.Fatalf("a sign-in from the /48 after some were taken: %v", err)
+			}
+			clock.advance(loginTTL + time.Second)
+			flood("the /24 after its sign-ins expired", func(a int) string { return fmt.Sprintf("192.0.2.%d", a) })
+		})
 }
 
 // Concurrent sign-ins and OIDC sign-ins on two handles, with sweeps and takes between

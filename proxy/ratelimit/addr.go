@@ -13,3 +13,18 @@ func AddrKey(ip net.IP) string {
 	}
 	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
+
+// PrefixKey is the key of the network a client address is in, for what is counted per
+// network as well as per address (the console's sign-ins in flight): an IPv4 address as
+// its /24, an IPv6 address as its /48 (the IPv6 loopback as it is). One party commonly
+// holds a whole IPv4 /24 or IPv6 /48, so a cap per network bounds what a flood from
+// many addresses of one network can take.
+func PrefixKey(ip net.IP) string {
+	if v4 := ip.To4(); v4 != nil {
+		return v4.Mask(net.CIDRMask(24, 32)).String() + "/24"
+	}
+	if ip.IsLoopback() {
+		return ip.String()
+	}
+	return ip.Mask(net.CIDRMask(48, 128)).String() + "/48"
+}
