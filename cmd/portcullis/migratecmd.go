@@ -21,8 +21,10 @@ const migrateAbout = `Move a single-node install into PostgreSQL, before running
     is refused, naming the row, before anything is copied); then every row and signed
     checkpoint is copied into the central store under the log's own id, by the same
     code that ships a replica's rows, and that copy is verified with the same key;
-  - the approvals (<data-dir>/approvals.db): every approval, whatever its status, with
-    its decider, comment, times, request hash and expiry.
+  - the approvals (<data-dir>/approvals.db): every approval, with its decider, comment,
+    times, request hash and expiry; each must hold together and each decided one must
+    be in the verified audit trail. Those still in flight (pending, or approved and not
+    yet used) are stored expired: their callers ask again.
 The targets default to the config's audit.central_url and approvals.database_url, so
 after setting them in the config file run 'portcullis migrate --config FILE', then
 start serve with that file. A part with no target is skipped.
@@ -226,11 +228,14 @@ func (m *migration) copyApprovals(ctx context.Context) error {
 		return err
 	}
 	defer closeVouch()
-	rep, err := approvals.Copy(ctx, dst, src, approvals.CopyOptions{MaxTTL: m.cfg.Approval.MaxTTL, Vouch: vouch})
+	rep, err := approvals.Copy(ctx, dst, src, approvals.CopyOptions{MaxTTL: m.cfg.Approval.MaxTTL, Vouch: vouch, RetireLive: true})
 	if err != nil {
 		return fmt.Errorf("approvals: copying to %s: %w", target, err)
 	}
 	fmt.Fprintf(m.out, "approvals: copied %s to %s; already there: %s\n", statusCounts(rep.Copied), target, statusCounts(rep.Present))
+	if rep.Retired > 0 {
+		fmt.Fprintf(m.out, "approvals: %d in flight (pending or approved, not yet used) were stored expired: their callers' next identical call asks for approval again\n", rep.Retired)
+	}
 	return nil
 }
 

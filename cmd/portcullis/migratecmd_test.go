@@ -146,7 +146,8 @@ func TestMigrateMovesASingleNodeIntoPostgresWithTheChainVerified(t *testing.T) {
 		fmt.Sprintf("audit: local log %s verified: %d rows (seq 1-%d), %d checkpoints\n", n.logID, n.rows, n.lastSeq, n.checkpoints),
 		fmt.Sprintf("audit: copied %d rows and %d checkpoints to postgres://***@127.0.0.1:5432/test\n", n.rows, n.checkpoints),
 		fmt.Sprintf("audit: log %s: %d rows (seq 1-%d), %d checkpoints in the central store, verified\n", n.logID, n.rows, n.lastSeq, n.checkpoints),
-		"approvals: copied 3 (pending 1, approved 1, denied 1) to postgres://***@127.0.0.1:5432/test; already there: none\n",
+		"approvals: copied 3 (denied 1, expired 2) to postgres://***@127.0.0.1:5432/test; already there: none\n",
+		"approvals: 2 in flight (pending or approved, not yet used) were stored expired",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("migrate output lacks %q:\n%s", want, out)
@@ -165,7 +166,7 @@ func TestMigrateMovesASingleNodeIntoPostgresWithTheChainVerified(t *testing.T) {
 	code, out, errOut = runMigrateCmd(t, "--config", cfgPath)
 	if code != 0 || !strings.Contains(out, "audit: copied 0 rows and 0 checkpoints") ||
 		!strings.Contains(out, fmt.Sprintf("audit: log %s: %d rows", n.logID, n.rows)) ||
-		!strings.Contains(out, "approvals: copied none to postgres://***@127.0.0.1:5432/test; already there: 3 (pending 1, approved 1, denied 1)") {
+		!strings.Contains(out, "approvals: copied none to postgres://***@127.0.0.1:5432/test; already there: 3 (denied 1, expired 2)") {
 		t.Fatalf("second migrate: exit %d\n%s%s", code, out, errOut)
 	}
 	if got := pgCount(t, pg, `SELECT count(*) FROM audit_central_events WHERE log_id = $1`, n.logID); got != n.rows {
@@ -179,7 +180,9 @@ func TestMigrateMovesASingleNodeIntoPostgresWithTheChainVerified(t *testing.T) {
 	}
 
 	// serve on the same data dir, now with both URLs: it reads PostgreSQL.
-	url, _ := startServeIn(t, overrides{configPath: cfgPath}, nil)
+	url, _ := startServeIn(t, overrides{configPath: cfgPath}, func(cfg *Config) {
+		cfg.Approval.WaitBudget = 300 * time.Millisecond // a held delete answers 202 while pending
+	})
 	type approval struct {
 		ID, Status, Comment string
 		DecidedBy           string `json:"decided_by"`
@@ -194,20 +197,31 @@ func TestMigrateMovesASingleNodeIntoPostgresWithTheChainVerified(t *testing.T) {
 	for _, a := range list.Data {
 		byID[a.ID] = a
 	}
-	if a := byID[n.approved]; a.Status != "approved" || a.DecidedBy != "sam" || a.Comment != "ok" {
-		t.Errorf("the approved approval after migrate: %+v", a)
+	// In flight before the move (approved but not used, and pending): stored expired,
+	// with their history; the denial stays a denial.
+	if a := byID[n.approved]; a.Status != "expired" || a.DecidedBy != "sam" || a.Comment != "ok" {
+		t.Errorf("the approved, unused approval after migrate: %+v", a)
 	}
 	if a := byID[n.denied]; a.Status != "denied" || a.DecidedBy != "sam" || a.Comment != "keep it" {
 		t.Errorf("the denied approval after migrate: %+v", a)
 	}
-	if a := byID[n.pending]; a.Status != "pending" {
+	if a := byID[n.pending]; a.Status != "expired" {
 		t.Fatalf("the pending approval after migrate: %+v (listed: %+v)", a, list.Data)
 	}
-	if resp, body := postJSON(t, url+"/admin/v1/approvals/"+n.pending+"/approve", n.sec, `{"comment":"after the move"}`); resp.StatusCode != 200 {
-		t.Fatalf("approving the migrated pending approval: %d %s", resp.StatusCode, body)
+	// The caller's identical call asks again, and an approver decides it through the
+	// migrated node, in PostgreSQL.
+	resp, held := doJSON(t, "DELETE", url+"/v1/integrations/gone-3", n.op, "")
+	var again struct {
+		ApprovalID string `json:"approval_id"`
 	}
-	if got := pgCount(t, pg, `SELECT count(*) FROM approvals WHERE id = $1 AND status = 'approved' AND comment = 'after the move'`, n.pending); got != 1 {
-		t.Fatalf("the decision on the migrated approval is not in PostgreSQL")
+	if resp.StatusCode != 202 || json.Unmarshal(held, &again) != nil || again.ApprovalID == "" || again.ApprovalID == n.pending {
+		t.Fatalf("the pending delete asked again after the move: %d %s", resp.StatusCode, held)
+	}
+	if resp, body := postJSON(t, url+"/admin/v1/approvals/"+again.ApprovalID+"/approve", n.sec, `{"comment":"after the move"}`); resp.StatusCode != 200 {
+		t.Fatalf("approving after the move: %d %s", resp.StatusCode, body)
+	}
+	if got := pgCount(t, pg, `SELECT count(*) FROM approvals WHERE id = $1 AND status = 'approved' AND comment = 'after the move'`, again.ApprovalID); got != 1 {
+		t.Fatalf("the decision made after the move is not in PostgreSQL")
 	}
 
 	// The admin audit API reads the central store: the denials made before the move
@@ -388,5 +402,39 @@ func TestMigrateRefusesApprovalsTheAuditTrailDoesNotVouchFor(t *testing.T) {
 	}
 	if c := pgCount(t, pg, `SELECT count(*) FROM approvals`); c != 0 {
 		t.Fatalf("%d approvals reached PostgreSQL", c)
+	}
+}
+
+// An approval edited in approvals.db to cover another request (the hash and arguments
+// of a delete security denied, under the id of one it approved) must not release that
+// call after the move: approvals in flight are stored expired, so the denied delete
+// stays denied.
+func TestMigrateNeverCarriesALiveApprovalAcross(t *testing.T) {
+	pg := sqldbtest.PostgresURL(t)
+	n := singleNode(t)
+	db, err := sql.Open("sqlite", filepath.Join(n.dir, "approvals.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE approvals SET hash = (SELECT hash FROM approvals WHERE id = ?), arguments = (SELECT arguments FROM approvals WHERE id = ?)
+		WHERE id = ?`, n.denied, n.denied, n.approved); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	cfgPath := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("data_dir: %q\napprovals:\n  database_url: %q\n", n.dir, pg)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runMigrateCmd(t, "--config", cfgPath); code != 0 {
+		t.Fatalf("migrate: exit %d\n%s%s", code, out, errOut)
+	}
+	if got := pgCount(t, pg, `SELECT count(*) FROM approvals WHERE status IN ('pending', 'approved')`); got != 0 {
+		t.Fatalf("%d live approvals reached PostgreSQL", got)
+	}
+	url, _ := startServeIn(t, overrides{configPath: cfgPath}, func(cfg *Config) {
+		cfg.Approval.WaitBudget = 300 * time.Millisecond
+	})
+	if resp, body := doJSON(t, "DELETE", url+"/v1/integrations/gone-2", n.op, ""); resp.StatusCode != 403 || !strings.Contains(string(body), "approval_denied") {
+		t.Fatalf("the delete security denied, after the move: %d %s; want the denial (403 approval_denied), never the delete", resp.StatusCode, body)
 	}
 }

@@ -17,6 +17,12 @@ type CopyOptions struct {
 	// Vouch, when set, is asked about every approval; an error refuses the copy.
 	// migrate checks decided approvals against the verified audit trail with it.
 	Vouch func(*Approval) error
+	// RetireLive stores pending and approved approvals (those that could still
+	// release a call) as expired. Nothing ties an approval's request hash to what its
+	// approver saw but the row itself, so one edited in the file (the hash of another
+	// request, a used approval made approved again) could release a call nobody
+	// approved; in-flight requests are asked for again instead.
+	RetireLive bool
 }
 
 // consistent says what is wrong with a on its own terms (the rules the service keeps
@@ -54,6 +60,7 @@ func consistent(a *Approval, maxTTL time.Duration) string {
 type CopyReport struct {
 	Copied  map[Status]int
 	Present map[Status]int
+	Retired int // pending or approved approvals stored expired (CopyOptions.RetireLive)
 }
 
 // sqlBacked is a Store on one of this package's SQL drivers (SQLite or PostgreSQL).
@@ -113,6 +120,10 @@ func Copy(ctx context.Context, dst, src Store, opts CopyOptions) (CopyReport, er
 				continue
 			}
 		}
+		retired := false
+		if opts.RetireLive && (a.Status == StatusPending || a.Status == StatusApproved) {
+			a.Status, retired = StatusExpired, true
+		}
 		args, err := approvalArgs(a)
 		if err != nil {
 			return rep, err
@@ -122,6 +133,9 @@ func Copy(ctx context.Context, dst, src Store, opts CopyOptions) (CopyReport, er
 			return rep, fmt.Errorf("approvals: copy: approval %s: %w", a.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
+			if retired {
+				rep.Retired++
+			}
 			rep.Copied[a.Status]++
 			continue
 		}
