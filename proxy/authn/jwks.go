@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,12 +54,12 @@ func newJWKSSource(ctx context.Context, u string, refresh, minInterval time.Dura
 		HTTPTimeout:               jwksHTTPTimeout,
 		NoErrorReturnFirstHTTPReq: true, // an IdP outage must not stop the proxy from starting
 		RefreshErrorHandler: func(ctx context.Context, err error) {
-			logger.Warn("authn: refreshing JWKS failed; keeping the keys already loaded", "url", redact.URL(u), "error", err)
+			logger.Warn("authn: refreshing JWKS failed; keeping the keys already loaded", "url", redact.URL(u), "error", withoutURL(err, u))
 		},
 		RefreshInterval: refresh,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("authn: jwks %s: %w", redact.URL(u), err)
+		return nil, fmt.Errorf("authn: jwks %s: %w", redact.URL(u), withoutURL(err, u))
 	}
 	// Both clients wrap the same storage, so they see the same keys and refreshes.
 	urls := func() map[string]jwkset.Storage { return map[string]jwkset.Storage{u: store} }
@@ -170,4 +172,25 @@ func (t limitBodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		io.Closer
 	}{io.LimitReader(resp.Body, t.max), resp.Body}
 	return resp, nil
+}
+
+// withoutURL is err with every copy of the JWKS URL u (which may carry a token in its
+// query or user part) replaced by its redacted form: the HTTP client's errors repeat
+// the URL, and the JWKS library wraps them in text.
+func withoutURL(err error, u string) error {
+	if err == nil {
+		return err
+	}
+	forms := []string{u}
+	if p, perr := url.Parse(u); perr == nil {
+		forms = append(forms, p.Redacted()) // how net/http's errors print it
+	}
+	msg := err.Error()
+	for _, f := range forms {
+		msg = strings.ReplaceAll(msg, f, redact.URL(u))
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
 }

@@ -1,9 +1,11 @@
 package authn
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -335,3 +337,45 @@ func TestJWKSEndpointHardening(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A JWKS URL may carry a token in its query: a failing refresh
+// logs the error the HTTP client gives, which repeats the URL, with the URL redacted.
+func TestJWKSRefreshErrorsKeepTheURLsTokenOutOfTheLog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	u := "http://" + closed + "/jwks.json?token=canary-token"
+	a, err := New(t.Context(), Config{JWKSURL: u, JWKSMinRefreshInterval: 10 * time.Millisecond, JWKSRefresh: time.Second,
+		Issuer: testIssuer, Audience: testAudience, CacheSize: -1}, logger)
+	if err != nil {
+		if strings.Contains(err.Error(), "canary") {
+			t.Fatalf("New's error carries the URL's token: %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	time.Sleep(150 * time.Millisecond)
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if !strings.Contains(out, "refreshing JWKS failed") {
+		t.Fatalf("no refresh failure was logged:\n%s", out)
+	}
+	if strings.Contains(out, "canary") {
+		t.Fatalf("the JWKS URL's token reached the log:\n%s", out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
