@@ -190,3 +190,28 @@ func TestPruneKeepsRowsTheCentralStoreHasNotAcknowledged(t *testing.T) {
 		t.Fatalf("pruned %+v; want through seq 60, 60 rows, 40 kept unshipped", res)
 	}
 }
+
+// A log whose shipper started but never reached the central store (down since day one)
+// has a mark at seq 0: prune keeps every row.
+func TestPruneKeepsEveryRowOfALogWhoseShipperNeverReachedTheCentralStore(t *testing.T) {
+	cfg, cutoff := pruneFixture(t)
+	c := openCentralTest(t, centralURL(t))
+	s, err := NewShipper(context.Background(), c, ShipperConfig{Path: cfg.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rd.Close(); err != nil { // never ships
+		t.Fatal(err)
+	}
+	key, err := LoadSigningKey(cfg.SigningKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Prune(context.Background(), cfg.Path, key, cutoff, filepath.Join(t.TempDir(), "archive.jsonl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != 0 || res.Unshipped != 100 {
+		t.Fatalf("pruned %+v; want nothing pruned, 100 rows kept unshipped", res)
+	}
+}

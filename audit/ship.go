@@ -102,6 +102,7 @@ func NewShipper(ctx context.Context, central *Central, cfg ShipperConfig, logger
 	}
 	s := &Shipper{cfg: cfg, central: central, rd: rd, logID: logID, logger: logger, mark: newShipMark(cfg.Path, logID),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	s.mark.ensure()
 	if cfg.Log != nil {
 		if s.cfg.Stored == nil {
 			s.cfg.Stored = cfg.Log.StoredSeq

@@ -53,12 +53,26 @@ func (m *shipMark) load() (seq, cpID int64) {
 	return m.seq, m.cpID
 }
 
+// ensure writes the mark as it stands if there is none yet: a log being shipped has a
+// mark from its shipper's start, so prune keeps its rows even before the central store
+// first acknowledges one (or when it never could).
+func (m *shipMark) ensure() {
+	if _, err := os.Stat(m.path); errors.Is(err, fs.ErrNotExist) {
+		seq, cp := m.load()
+		m.write(seq, cp)
+	}
+}
+
 // save records seq and cpID when they move the mark forward (write, then rename).
 func (m *shipMark) save(seq, cpID int64) {
 	cur, curCP := m.load()
 	if seq <= cur && cpID <= curCP {
 		return
 	}
+	m.write(seq, cpID)
+}
+
+func (m *shipMark) write(seq, cpID int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.seq, m.cpID = max(seq, m.seq), max(cpID, m.cpID)
