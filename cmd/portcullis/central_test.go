@@ -274,7 +274,7 @@ func TestServeWithCentralStoreDownServesCallsAndTurnsUnreadyOnlyPastMaxLag(t *te
 	if b := fmt.Sprint(body); strings.Contains(b, closed) || strings.Contains(b, "portcullis@") || strings.Contains(b, "user=") {
 		t.Fatalf("/readyz names the central store's address or user: %v", body)
 	}
-	if st, _ := body["audit_central"].(map[string]any); st["last_error"] != "the central store is unreachable (see the log)" {
+	if st, _ := body["audit_central"].(map[string]any); st["last_error"] != "shipping to the central store failed (see the log)" {
 		t.Fatalf("/readyz last_error: %v", st["last_error"])
 	}
 }

@@ -334,7 +334,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer)
 			case st.Fault != "":
 				st.Fault, st.LastError = "the central store and this replica disagree (see the log)", ""
 			case st.LastError != "":
-				st.LastError = "the central store is unreachable (see the log)"
+				st.LastError = "shipping to the central store failed (see the log)"
 			}
 			return degraded, map[string]any{"audit_central": st}
 		}
