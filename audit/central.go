@@ -219,8 +219,14 @@ func (c *Central) store(ctx context.Context, logID string, rows []row, cps []che
 			return err
 		}
 		// One shipper of this log at a time (a lock needing no privilege on the tables).
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:ship:' || $1))`, logID); err != nil {
+		// Not waited for: only this log's shipper takes it, so a holder is someone else
+		// (any login can take an advisory lock), and the pass fails at once, saying so.
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext('portcullis:ship:' || $1))`, logID).Scan(&locked); err != nil {
 			return err
+		}
+		if !locked {
+			return fmt.Errorf("log %s: another database session holds its shipping lock (advisory lock on hashtext('portcullis:ship:%s'))", logID, logID)
 		}
 		var head int64
 		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_central_events WHERE log_id = $1`, logID).Scan(&head); err != nil {

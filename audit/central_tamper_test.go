@@ -321,3 +321,36 @@ func TestAShipperNeedsOnlySelectAndInsertAndCannotLiftTheGuards(t *testing.T) {
 		}
 	}
 }
+
+// The shipping lock is not waited for: a session holding it (any login can take an
+// advisory lock) makes the pass fail at once, naming the lock, instead of stalling it.
+func TestAShippingLockHeldElsewhereFailsThePassAtOnceAndSaysSo(t *testing.T) {
+	c := openCentralTest(t, centralURL(t))
+	cfg := testConfig(t)
+	l := openTest(t, cfg)
+	appendN(t, l, 5)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	id := logIDOf(t, cfg.Path)
+	ctx := context.Background()
+	holder, err := c.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if _, err := holder.ExecContext(ctx, `SELECT pg_advisory_lock(hashtext('portcullis:ship:' || $1))`, id); err != nil {
+		t.Fatal(err)
+	}
+	s := newShipperTest(t, c, cfg.Path, 1000)
+	start := time.Now()
+	if _, err := s.Ship(ctx); err == nil || !strings.Contains(err.Error(), "holds its shipping lock") || time.Since(start) > 5*time.Second {
+		t.Fatalf("ship while another session holds the lock: %v after %s", err, time.Since(start))
+	}
+	if _, err := holder.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtext('portcullis:ship:' || $1))`, id); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Ship(ctx); err != nil || n != 5 {
+		t.Fatalf("ship after the lock was let go: %d %v", n, err)
+	}
+}
