@@ -2,16 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/proxy/authn"
 )
 
 // runMainEnv makes the test binary act as the portcullis binary: TestMain runs `run`
@@ -105,4 +112,41 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:][strings.IndexByte(s[len(s)-n:], '\n')+1:]
+}
+
+// startFleetBackend prepares what a fleet's processes share and starts its one
+// integrations backend on backendDir: every dir holds one identity secret (the replicas
+// sign their assertions to the backend with it), and every replica dir the first
+// replica dir's dev token key (tokens are minted with mintToken on replicaDirs[0]). It
+// returns the backend's URL once it answers.
+func startFleetBackend(t *testing.T, backendDir string, replicaDirs ...string) string {
+	t.Helper()
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append([]string{backendDir}, replicaDirs...) {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "identity.secret"), []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := authn.LoadOrCreateDevKey(replicaDirs[0], slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	devKey, err := os.ReadFile(authn.DevKeyPath(replicaDirs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range replicaDirs[1:] {
+		if err := os.WriteFile(authn.DevKeyPath(d), devKey, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backendURL := "http://" + freeAddr(t)
+	be := startProcess(t, "backend", nil, "backend", "serve", "--data-dir", backendDir, "--listen", strings.TrimPrefix(backendURL, "http://"))
+	be.waitUp(t, backendURL+"/healthz")
+	return backendURL
 }

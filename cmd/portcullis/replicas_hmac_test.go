@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
-	"github.com/portcullis/portcullis/proxy/authn"
 )
 
 // TestReplicasShareTheRedactionKey: an approval hash is over the redacted arguments,
@@ -34,37 +31,11 @@ func TestReplicasShareTheRedactionKey(t *testing.T) {
 	backendDir := filepath.Join(root, "backend")
 	dirA, dirB, dirC, dirD := filepath.Join(root, "a"), filepath.Join(root, "b"), filepath.Join(root, "c"), filepath.Join(root, "d")
 
-	secret := make([]byte, 32)
+	backendURL := startFleetBackend(t, backendDir, dirA, dirB, dirC, dirD)
 	hkey := make([]byte, 32)
-	for _, b := range [][]byte{secret, hkey} {
-		if _, err := rand.Read(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{backendDir, dirA, dirB, dirC, dirD} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, "identity.secret"), []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, _, err := authn.LoadOrCreateDevKey(dirA, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if _, err := rand.Read(hkey); err != nil {
 		t.Fatal(err)
 	}
-	devKey, err := os.ReadFile(authn.DevKeyPath(dirA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{dirB, dirC} {
-		if err := os.WriteFile(authn.DevKeyPath(d), devKey, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	backendURL := "http://" + freeAddr(t)
-	be := startProcess(t, "backend", nil, "backend", "serve", "--data-dir", backendDir, "--listen", strings.TrimPrefix(backendURL, "http://"))
-	be.waitUp(t, backendURL+"/healthz")
 
 	// Updates need approval; everything else is allowed.
 	policyPath := filepath.Join(root, "policy.rego")

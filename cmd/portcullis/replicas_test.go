@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,7 +23,6 @@ import (
 
 	"github.com/portcullis/portcullis/audit"
 	"github.com/portcullis/portcullis/audit/sqldb/sqldbtest"
-	"github.com/portcullis/portcullis/proxy/authn"
 )
 
 // TestTwoServeProcessesActAsOne runs the deployment the replica docs describe, as real
@@ -45,35 +43,12 @@ func TestTwoServeProcessesActAsOne(t *testing.T) {
 	// What a fleet shares: the secret the replicas sign identity assertions to the
 	// backend with, the key its tokens are verified against (here the dev key), and the
 	// redaction key (replicas sharing approvals refuse to start under different ones).
-	secret, hmacKey := make([]byte, 32), make([]byte, 32)
-	for _, b := range [][]byte{secret, hmacKey} {
-		if _, err := rand.Read(b); err != nil {
-			t.Fatal(err)
-		}
+	backendURL := startFleetBackend(t, backendDir, dirA, dirB)
+	hmacKey := make([]byte, 32)
+	if _, err := rand.Read(hmacKey); err != nil {
+		t.Fatal(err)
 	}
 	fleetEnv := []string{audit.HMACKeyEnv + "=" + base64.StdEncoding.EncodeToString(hmacKey)}
-	for _, d := range []string{backendDir, dirA, dirB} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, "identity.secret"), []byte(base64.StdEncoding.EncodeToString(secret)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, _, err := authn.LoadOrCreateDevKey(dirA, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		t.Fatal(err)
-	}
-	devKey, err := os.ReadFile(authn.DevKeyPath(dirA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(authn.DevKeyPath(dirB), devKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	backendURL := "http://" + freeAddr(t)
-	be := startProcess(t, "backend", nil, "backend", "serve", "--data-dir", backendDir, "--listen", strings.TrimPrefix(backendURL, "http://"))
-	be.waitUp(t, backendURL+"/healthz")
 
 	cfgPath := filepath.Join(root, "portcullis.yaml")
 	cfg := fmt.Sprintf(`policy:
