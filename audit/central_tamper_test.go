@@ -11,6 +11,28 @@ import (
 	"time"
 )
 
+// closedLog writes n rows into a new log (a checkpoint every `every` rows; 0: the
+// default) and closes it.
+func closedLog(t *testing.T, n, every int) Config {
+	t.Helper()
+	cfg := testConfig(t)
+	if every > 0 {
+		cfg.CheckpointEvery = every
+	}
+	appendClosed(t, cfg, n)
+	return cfg
+}
+
+// appendClosed opens cfg's log, appends n rows and closes it again.
+func appendClosed(t *testing.T, cfg Config, n int) {
+	t.Helper()
+	l := openTest(t, cfg)
+	appendN(t, l, n)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // shipOnce ships what cfg's log holds with a new shipper.
 func shipOnce(t *testing.T, c *Central, cfg Config) *Shipper {
 	t.Helper()
@@ -72,13 +94,7 @@ func TestCentralVerifyFailsOnRowsUnderALogIDNoShipperRegistered(t *testing.T) {
 // acknowledged, and for the witness check, not rows to copy again in silence.
 func TestRowsRemovedCentrallyAreAFaultNotCopiedAgain(t *testing.T) {
 	c := openCentralTest(t, centralURL(t))
-	cfg := testConfig(t)
-	cfg.CheckpointEvery = 10
-	l := openTest(t, cfg)
-	appendN(t, l, 50)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := closedLog(t, 50, 10)
 	shipOnce(t, c, cfg).Close(context.Background())
 	id := logIDOf(t, cfg.Path)
 	for _, tb := range []string{"audit_central_events", "audit_central_checkpoints", "audit_central_logs"} {
@@ -112,13 +128,7 @@ func TestRowsRemovedCentrallyAreAFaultNotCopiedAgain(t *testing.T) {
 // Both verify and the shipper call it a fault.
 func TestACheckpointCopiedUnderAnotherIDIsAFault(t *testing.T) {
 	c := openCentralTest(t, centralURL(t))
-	cfg := testConfig(t)
-	cfg.CheckpointEvery = 10
-	l := openTest(t, cfg)
-	appendN(t, l, 50)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := closedLog(t, 50, 10)
 	s := shipOnce(t, c, cfg)
 	id := logIDOf(t, cfg.Path)
 	if _, err := c.db.Exec(`INSERT INTO audit_central_checkpoints (log_id, ` + centralCheckpointColumns + `)
@@ -133,11 +143,7 @@ func TestACheckpointCopiedUnderAnotherIDIsAFault(t *testing.T) {
 	if rep.OK || !strings.Contains(strings.Join(rep.Problems, "\n"), "checkpoint id 1000000000 is a copy of checkpoint id") {
 		t.Fatalf("a copied checkpoint verified: OK=%v %q", rep.OK, rep.Problems)
 	}
-	l = openTest(t, cfg)
-	appendN(t, l, 20)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	appendClosed(t, cfg, 20)
 	if _, err := s.Ship(context.Background()); !errors.Is(err, ErrCentralFault) || !strings.Contains(err.Error(), "id 1000000000, which this database never wrote") {
 		t.Fatalf("ship past a copied checkpoint: %v", err)
 	}
@@ -147,12 +153,7 @@ func TestACheckpointCopiedUnderAnotherIDIsAFault(t *testing.T) {
 // shipped: the lag (and so readiness) still sees the rows that are not there.
 func TestAForgedRowPastTheHeadLeavesTheLagVisible(t *testing.T) {
 	c := openCentralTest(t, centralURL(t))
-	cfg := testConfig(t)
-	l := openTest(t, cfg)
-	appendN(t, l, 20)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := closedLog(t, 20, 0)
 	s := shipOnce(t, c, cfg)
 	id := logIDOf(t, cfg.Path)
 	if _, err := c.db.Exec(`INSERT INTO audit_central_events (` + centralRowColumns + `) SELECT log_id, 1000000, ts, kind, request_id,
@@ -161,11 +162,7 @@ func TestAForgedRowPastTheHeadLeavesTheLagVisible(t *testing.T) {
 		FROM audit_central_events WHERE log_id = '` + id + `' AND seq = 20`); err != nil {
 		t.Fatal(err)
 	}
-	l = openTest(t, cfg)
-	appendN(t, l, 5)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	appendClosed(t, cfg, 5)
 	if _, err := s.Ship(context.Background()); !errors.Is(err, ErrCentralFault) {
 		t.Fatalf("ship past a forged row: %v", err)
 	}
@@ -220,12 +217,7 @@ func TestAShippingFaultLeavesTheReplicaReadyPastTheLagBound(t *testing.T) {
 // they are back to ordinary, or their function was replaced to let edits through.
 func TestCentralGuardsHoldUnderReplicationRoleAndVerifyWarnsWhenLifted(t *testing.T) {
 	c := openCentralTest(t, centralURL(t))
-	cfg := testConfig(t)
-	l := openTest(t, cfg)
-	appendN(t, l, 12)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := closedLog(t, 12, 0)
 	shipOnce(t, c, cfg)
 	id := logIDOf(t, cfg.Path)
 	ctx := context.Background()
@@ -302,12 +294,7 @@ func TestAShipperNeedsOnlySelectAndInsertAndCannotLiftTheGuards(t *testing.T) {
 	parsed.User = url.User(role)
 	c := openCentralTest(t, parsed.String())
 
-	cfg := testConfig(t)
-	l := openTest(t, cfg)
-	appendN(t, l, 30)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := closedLog(t, 30, 0)
 	shipOnce(t, c, cfg)
 	rep, err := owner.Verify(context.Background(), []ed25519.PublicKey{pubKey(t, cfg)})
 	if err != nil || !rep.OK || rep.Logs[0].Rows != 30 {
@@ -326,12 +313,7 @@ func TestAShipperNeedsOnlySelectAndInsertAndCannotLiftTheGuards(t *testing.T) {
 // advisory lock) makes the pass fail at once, naming the lock, instead of stalling it.
 func TestAShippingLockHeldElsewhereFailsThePassAtOnceAndSaysSo(t *testing.T) {
 	c := openCentralTest(t, centralURL(t))
-	cfg := testConfig(t)
-	l := openTest(t, cfg)
-	appendN(t, l, 5)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := closedLog(t, 5, 0)
 	id := logIDOf(t, cfg.Path)
 	ctx := context.Background()
 	holder, err := c.db.Conn(ctx)
