@@ -78,6 +78,12 @@ func startServeIn(t *testing.T, o overrides, mutate func(*Config)) (string, *syn
 // waits until it has (it also runs when the test ends; a second call does nothing).
 func startServeStoppable(t *testing.T, o overrides, mutate func(*Config)) (string, *syncBuffer, func()) {
 	t.Helper()
+	return startServeOut(t, o, mutate, io.Discard)
+}
+
+// startServeOut is startServeStoppable with serve's stdout going to stdout.
+func startServeOut(t *testing.T, o overrides, mutate func(*Config), stdout io.Writer) (string, *syncBuffer, func()) {
+	t.Helper()
 	listen := freeAddr(t)
 	o.listen, o.backendListen = listen, freeAddr(t)
 	cfg, err := loadConfig(o)
@@ -93,7 +99,7 @@ func startServeStoppable(t *testing.T, o overrides, mutate func(*Config)) (strin
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), io.Discard) }()
+	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), stdout) }()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -17,45 +15,16 @@ import (
 // and stdout show where it listens and what it forwards to without either.
 func TestServeLogsNoURLCredentials(t *testing.T) {
 	const canary = "CANARY"
-	listen, backendListen := freeAddr(t), freeAddr(t)
-	cfg, err := loadConfig(overrides{listen: listen, backendListen: backendListen, dataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Policy.Timeout = 2 * time.Second
-	// Set after validation (which refuses a query on an upstream): the log line must not
-	// depend on validation to keep a token out.
-	cfg.Proxy.MCP.Upstream.URL = "http://svc:" + canary + "MCPPW@" + backendListen + "/mcp?token=" + canary + "MCPTOK#" + canary + "FRAG"
-	cfg.Proxy.REST.Upstream.URL = "http://svc:" + canary + "RESTPW@" + backendListen + "?token=" + canary + "RESTTOK"
-	cfg.Proxy.PublicURL = "http://u:" + canary + "PUBPW@" + listen + "?token=" + canary + "PUBTOK"
-	logs, stdout := &syncBuffer{}, &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), stdout) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Error("serve did not stop")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	up := false
-	for i := 0; i < 100 && !up; i++ {
-		if resp, err := http.Get("http://" + listen + "/healthz"); err == nil {
-			resp.Body.Close()
-			up = true
-		} else {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if !up {
-		t.Fatalf("serve did not come up; log:\n%s", logs.String())
-	}
+	var backendListen string
+	stdout := &syncBuffer{}
+	_, logs, stop := startServeOut(t, overrides{dataDir: t.TempDir()}, func(cfg *Config) {
+		backendListen = cfg.Backend.Listen
+		// Set after validation (which refuses a query on an upstream): the log line must
+		// not depend on validation to keep a token out.
+		cfg.Proxy.MCP.Upstream.URL = "http://svc:" + canary + "MCPPW@" + backendListen + "/mcp?token=" + canary + "MCPTOK#" + canary + "FRAG"
+		cfg.Proxy.REST.Upstream.URL = "http://svc:" + canary + "RESTPW@" + backendListen + "?token=" + canary + "RESTTOK"
+		cfg.Proxy.PublicURL = "http://u:" + canary + "PUBPW@" + cfg.Proxy.Listen + "?token=" + canary + "PUBTOK"
+	}, stdout)
 	// Let tool discovery (which calls the upstream) run and log.
 	time.Sleep(500 * time.Millisecond)
 	stop()
