@@ -105,8 +105,8 @@ func (s *pgStore) createSession(ctx context.Context, key [32]byte, se *session) 
 		// The subject's own: all but its maxPerSubject-1 most recently used live
 		// sessions end, so this one fits. Nobody else's.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM console_sessions WHERE key IN
-			(SELECT key FROM console_sessions WHERE caller_org = $3 AND caller_sub = $4 AND NOT `+deadCond+`
-			ORDER BY last_seen DESC, key OFFSET $5)`, nowMs, idleMs, c.Org, c.Sub, s.lim.maxPerSubject-1); err != nil {
+			(SELECT key FROM console_sessions WHERE caller_org = $3 AND caller_sub = $4 AND method = $6 AND NOT `+deadCond+`
+			ORDER BY last_seen DESC, key OFFSET $5)`, nowMs, idleMs, c.Org, c.Sub, s.lim.maxPerSubject-1, se.method); err != nil {
 			return fmt.Errorf("console: ending the subject's least recently used session: %w", err)
 		}
 	}

@@ -63,10 +63,12 @@ func (m *memoryStore) takeLogin(_ context.Context, key [32]byte) (*pendingLogin,
 
 func (m *memoryStore) close() error { return nil }
 
-// subjectKey names one person: the per-subject cap counts sessions by sub and org.
-type subjectKey struct{ sub, org string }
+// subjectKey names one person: the per-subject cap counts sessions by sub and org, and
+// by how they signed in, so a token whose sub happens to equal a person's OIDC subject
+// (two issuers, one namespace) cannot end that person's sessions.
+type subjectKey struct{ sub, org, method string }
 
-func subjectOf(s *session) subjectKey { return subjectKey{s.caller.Sub, s.caller.Org} }
+func subjectOf(s *session) subjectKey { return subjectKey{s.caller.Sub, s.caller.Org, s.method} }
 
 type sessionStore struct {
 	mu         sync.Mutex

@@ -264,8 +264,16 @@ func TestStoreSubjectCapEndsOnlyTheSubjectsOwnOldestSession(t *testing.T) {
 			clock.advance(time.Second)
 			return id
 		}
-		// The oldest sessions of all: sam in acme, and a namesake of the attacker in acme.
+		// The oldest sessions of all: sam in acme, a namesake of the attacker in acme, and
+		// the attacker's sub signed in by OIDC (a person the token issuer's sub collides with).
 		sam, namesake := create(a, "sam", "acme"), create(b, "evil", "acme")
+		person := randomToken()
+		viaOIDC := newTestSessionIn(clock, "evil", "evil", 2*time.Hour)
+		viaOIDC.method = "oidc"
+		if err := a.createSession(ctx, hashKey(person), viaOIDC); err != nil {
+			t.Fatal(err)
+		}
+		clock.advance(time.Second)
 		evil := []string{create(a, "evil", "evil"), create(b, "evil", "evil"), create(a, "evil", "evil")}
 		clock.advance(maxTouchInterval) // PostgreSQL writes a use this much after the last
 		if !live(t, b, evil[0], true) { // evil[0] used: evil[1] is now evil's least recently used
@@ -288,7 +296,7 @@ func TestStoreSubjectCapEndsOnlyTheSubjectsOwnOldestSession(t *testing.T) {
 				t.Errorf("after the flood, evil's sign-in %d live = %v, want %v", i, got, want)
 			}
 		}
-		for name, id := range map[string]string{"sam@acme": sam, "evil@acme": namesake} {
+		for name, id := range map[string]string{"sam@acme": sam, "evil@acme": namesake, "evil@evil by OIDC": person} {
 			if !live(t, b, id, false) {
 				t.Errorf("%s was signed out by another subject's sign-ins", name)
 			}
