@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" driver
 
 	"github.com/portcullis/portcullis/audit/sqldb"
@@ -219,14 +220,18 @@ func (c *Central) store(ctx context.Context, logID string, rows []row, cps []che
 			return err
 		}
 		// One shipper of this log at a time (a lock needing no privilege on the tables).
-		// Not waited for: only this log's shipper takes it, so a holder is someone else
-		// (any login can take an advisory lock), and the pass fails at once, saying so.
-		var locked bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext('portcullis:ship:' || $1))`, logID).Scan(&locked); err != nil {
+		// Waited for briefly: the session of a shipper that just died may hold it until
+		// PostgreSQL notices; a holder past that is someone else (any login can take an
+		// advisory lock), and the pass fails, saying so, rather than stall.
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+shipLockWait+`'`); err != nil {
 			return err
 		}
-		if !locked {
-			return fmt.Errorf("log %s: another database session holds its shipping lock (advisory lock on hashtext('portcullis:ship:%s'))", logID, logID)
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('portcullis:ship:' || $1))`, logID); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "55P03" { // lock_not_available
+				return fmt.Errorf("log %s: another database session has held its shipping lock for over %s (advisory lock on hashtext('portcullis:ship:%s'))", logID, shipLockWait, logID)
+			}
+			return err
 		}
 		var head int64
 		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_central_events WHERE log_id = $1`, logID).Scan(&head); err != nil {
@@ -280,6 +285,9 @@ func (c *Central) store(ctx context.Context, logID string, rows []row, cps []che
 		return tx.Commit(ctx)
 	})
 }
+
+// shipLockWait is how long a pass waits for its log's shipping lock.
+const shipLockWait = "3s"
 
 // centralRowColumnList is centralRowColumns as COPY takes them.
 var centralRowColumnList = func() []string {
