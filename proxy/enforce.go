@@ -490,3 +490,12 @@ func (s *Server) shadow(ctx context.Context, sd ShadowDecider, cl *call) {
 	ev.Reason = "shadow policy " + sh.Revision + " would " + string(sh.Action) + " (live: " + string(cl.dec.Action) + "): " + sh.Reason
 	s.d.Audit.AppendAsync(ev)
 }
+
+// holdContext bounds a held call's wait for its approval: the wait budget, or until the
+// server starts to shut down, when the call answers as pending (with the approval id
+// to retry with) instead of holding the stop up.
+func (s *Server) holdContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, s.d.Approvals.WaitBudget())
+	stop := context.AfterFunc(s.draining, cancel)
+	return ctx, func() { stop(); cancel() }
+}

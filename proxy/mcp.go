@@ -541,7 +541,7 @@ func (s *Server) holdMCP(c *fiber.Ctx, cl *call, m *rpcMessage) error {
 		}
 	}
 	if !strings.Contains(string(c.Request().Header.Peek(fiber.HeaderAccept)), "text/event-stream") {
-		ctx, cancel := context.WithTimeout(c.UserContext(), s.d.Approvals.WaitBudget())
+		ctx, cancel := s.holdContext(c.UserContext())
 		outcome, r = s.awaitApproval(ctx, cl)
 		cancel()
 		switch outcome {
@@ -577,7 +577,7 @@ func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, o *out
 	step := 0
 	for {
 		wait := min(s.cfg.ApprovalKeepAlive, time.Until(deadline))
-		ctx, cancel := context.WithTimeout(context.Background(), max(wait, time.Millisecond))
+		ctx, cancel := context.WithTimeout(s.draining, max(wait, time.Millisecond))
 		outcome, r := s.awaitApproval(ctx, cl)
 		cancel()
 		switch outcome {
@@ -592,7 +592,7 @@ func (s *Server) streamHeldCall(w *bufio.Writer, cl *call, m *rpcMessage, o *out
 			s.relayHeld(w, cl, m, o)
 			return
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || s.draining.Err() != nil {
 			writeEvent(refusalMessage(m, s.settle(context.Background(), cl, s.pendingRefusal(cl)), cl.rid))
 			return
 		}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"iter"
 	"net/url"
 	"slices"
@@ -65,7 +64,7 @@ func (s *Server) handleREST(c *fiber.Ctx) error {
 func (s *Server) holdREST(c *fiber.Ctx, cl *call) *refusal {
 	outcome, r := s.requestApproval(c.UserContext(), cl)
 	if outcome == approvalStillPending {
-		ctx, cancel := context.WithTimeout(c.UserContext(), s.d.Approvals.WaitBudget())
+		ctx, cancel := s.holdContext(c.UserContext())
 		outcome, r = s.awaitApproval(ctx, cl)
 		cancel()
 	}

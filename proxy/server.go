@@ -125,6 +125,11 @@ type Server struct {
 	metricsSrv     atomic.Pointer[http.Server] // serving metrics.listen, when configured
 	// authFails aggregates auth_failure rows: one per address and reason per interval.
 	authFails *authFailures
+	// draining is cancelled when Shutdown begins: calls held for an approval answer
+	// then as if their wait budget had run out (pending, with the approval id), so a
+	// stop is not held up by callers waiting on people.
+	draining context.Context
+	drain    context.CancelFunc
 }
 
 type upstream struct {
@@ -205,6 +210,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.metrics = m
 	s.authFails = newAuthFailures(cfg.AuthFailures, d.Audit, m.authFailureRows, m.authFailuresFolded)
+	s.draining, s.drain = context.WithCancel(context.Background())
 	if s.resources, err = newResolver(cfg.Resources, s.restUp, d.Identity, d.Redactor.Value, reg); err != nil {
 		return nil, err
 	}
@@ -297,6 +303,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 // Shutdown stops accepting and waits for in-flight requests until ctx is done, on the
 // console's own listener too, then writes the auth failures still being counted.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.drain()
 	var cerr error
 	if app := s.consoleApp.Load(); app != nil {
 		cerr = app.ShutdownWithContext(ctx)

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -209,6 +210,42 @@ func TestApprovalHeldAndReleased(t *testing.T) {
 	resp, b := g.do("DELETE", "/v1/integrations/prod", agent, "", "")
 	if resp.StatusCode != 202 || resp.Header.Get("Location") == "" || g.up.hits.Load() != 1 {
 		t.Fatalf("replay: %d %s hits %d", resp.StatusCode, b, g.up.hits.Load())
+	}
+}
+
+// A stop does not wait on people: a call held for an approval answers at once as
+// pending (202 with the approval id to retry with), and Shutdown returns well inside its
+// deadline instead of running it out.
+func TestShutdownAnswersHeldCallsAsPending(t *testing.T) {
+	g := newGateway(t, gwOptions{approvalWait: 30 * time.Second})
+	agent := token(t, "agent-1", "acme", "operator")
+	security := token(t, "sec-1", "acme", "security", "approver")
+	type result struct {
+		status int
+		body   string
+	}
+	held := make(chan result, 1)
+	go func() {
+		resp, body := g.do("DELETE", "/v1/integrations/prod", agent, "", "")
+		held <- result{resp.StatusCode, body}
+	}()
+	waitPending(t, g, security)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with a held call: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("shutdown waited %s on a held call", took)
+	}
+	select {
+	case r := <-held:
+		if r.status != 202 || !strings.Contains(r.body, "approval_id") || g.up.hits.Load() != 0 {
+			t.Fatalf("the held call at shutdown: %d %s (upstream hits %d)", r.status, r.body, g.up.hits.Load())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held call got no answer at shutdown")
 	}
 }
 
