@@ -109,8 +109,18 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.
 // at start alone would miss the row cleared and another key recorded while this
 // replica runs. Two small statements a check.
 func (s *Service) fleetKeyLoop(pg *pgStore) {
-	defer close(s.fleetDone)
-	t := time.NewTicker(s.cfg.FleetKeyInterval)
+	s.every(s.cfg.FleetKeyInterval, s.fleetDone, func(ctx context.Context) {
+		if err := pg.checkFleetKey(ctx, FleetKeyRedaction, s.cfg.RedactionKeyID, s.now()); s.ctx.Err() == nil {
+			s.fleetKeyChecked(err)
+		}
+	})
+}
+
+// every runs fn (with a 10 s deadline) every interval until the service closes, then
+// closes done.
+func (s *Service) every(interval time.Duration, done chan struct{}, fn func(ctx context.Context)) {
+	defer close(done)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -119,12 +129,8 @@ func (s *Service) fleetKeyLoop(pg *pgStore) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		err := pg.checkFleetKey(ctx, FleetKeyRedaction, s.cfg.RedactionKeyID, s.now())
+		fn(ctx)
 		cancel()
-		if s.ctx.Err() != nil {
-			return
-		}
-		s.fleetKeyChecked(err)
 	}
 }
 
@@ -478,21 +484,11 @@ func (s *Service) reportExpired(ctx context.Context, ids []string) {
 }
 
 func (s *Service) sweep() {
-	defer close(s.sweepDone)
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-			if err := s.expireDue(ctx); err != nil && s.ctx.Err() == nil {
-				s.log.Error("approvals: sweeping expired approvals", "err", err)
-			}
-			cancel()
+	s.every(s.cfg.SweepInterval, s.sweepDone, func(ctx context.Context) {
+		if err := s.expireDue(ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Error("approvals: sweeping expired approvals", "err", err)
 		}
-	}
+	})
 }
 
 // Consume uses the newest approved, unexpired approval for hash: it moves it to used in
