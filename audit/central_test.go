@@ -12,11 +12,9 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -503,53 +501,8 @@ func TestKilledReplicaLosesNoAcknowledgedRowCentrally(t *testing.T) {
 	}()
 
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledReplicaLosesNoAcknowledgedRowCentrally$")
-	cmd.Env = append(os.Environ(), shipChildEnv+"="+dir, shipChildEnv+"_URL="+u)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acked := map[string]int64{}
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	killed := false
-	deadline := time.After(30 * time.Second)
-read:
-	for {
-		select {
-		case ln, ok := <-lines:
-			if !ok {
-				break read
-			}
-			f := strings.Fields(ln)
-			if len(f) != 3 || f[0] != "ACK" {
-				continue
-			}
-			seq, _ := strconv.ParseInt(f[2], 10, 64)
-			acked[f[1]] = seq
-			if len(acked) == 3000 && !killed {
-				cmd.Process.Signal(syscall.SIGKILL)
-				killed = true
-			}
-		case <-deadline:
-			cmd.Process.Kill()
-			t.Fatalf("child too slow: %d acks", len(acked))
-		}
-	}
-	cmd.Wait()
-	if !killed {
-		t.Fatalf("child exited before being killed (%d acks)", len(acked))
-	}
+	acked := killAfterAcks(t, "^TestKilledReplicaLosesNoAcknowledgedRowCentrally$", 3000, 30*time.Second,
+		shipChildEnv+"="+dir, shipChildEnv+"_URL="+u)
 	acfg := crashConfig(dir)
 	idA := logIDOf(t, acfg.Path)
 	shippedBefore, _ := centralCount(t, c, idA)

@@ -28,54 +28,7 @@ func TestCrashSafety(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashSafety$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acked := map[string]int64{}
-	sc := bufio.NewScanner(out)
-	killed := false
-	deadline := time.After(20 * time.Second)
-	lines := make(chan string)
-	go func() {
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-read:
-	for {
-		select {
-		case ln, ok := <-lines:
-			if !ok {
-				break read
-			}
-			f := strings.Fields(ln)
-			if len(f) != 3 || f[0] != "ACK" {
-				continue
-			}
-			seq, _ := strconv.ParseInt(f[2], 10, 64)
-			acked[f[1]] = seq
-			if len(acked) == 3000 && !killed {
-				// Kill while appends are in flight.
-				cmd.Process.Signal(syscall.SIGKILL)
-				killed = true
-			}
-		case <-deadline:
-			cmd.Process.Kill()
-			t.Fatalf("child too slow: %d acks", len(acked))
-		}
-	}
-	cmd.Wait()
-	if !killed {
-		t.Fatalf("child exited before being killed (%d acks)", len(acked))
-	}
+	acked := killAfterAcks(t, "^TestCrashSafety$", 3000, 20*time.Second, crashChildEnv+"="+dir)
 
 	cfg := crashConfig(dir)
 	pub := pubKey(t, cfg)
@@ -386,4 +339,60 @@ func tailChild(dir string) {
 		}()
 	}
 	select {}
+}
+
+// killAfterAcks re-runs this test binary on the test named by run, with env added; the
+// child prints "ACK <request id> <seq>" for every append it saw acknowledged. After n
+// acknowledgements it is killed with SIGKILL while appends are in flight. It returns
+// the acknowledged seq of each request id.
+func killAfterAcks(t *testing.T, run string, n int, within time.Duration, env ...string) map[string]int64 {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run="+run)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]int64{}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	killed := false
+	deadline := time.After(within)
+read:
+	for {
+		select {
+		case ln, ok := <-lines:
+			if !ok {
+				break read
+			}
+			f := strings.Fields(ln)
+			if len(f) != 3 || f[0] != "ACK" {
+				continue
+			}
+			seq, _ := strconv.ParseInt(f[2], 10, 64)
+			acked[f[1]] = seq
+			if len(acked) == n && !killed {
+				cmd.Process.Signal(syscall.SIGKILL)
+				killed = true
+			}
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("child too slow: %d acks", len(acked))
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatalf("child exited before being killed (%d acks)", len(acked))
+	}
+	return acked
 }
