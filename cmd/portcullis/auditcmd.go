@@ -170,14 +170,7 @@ func auditVerify(ctx context.Context, rest []string, stdout, stderr io.Writer) i
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "central witness: checked against the rows and checkpoints of log %s in the central store\n", rep.LogID)
-		for _, w := range rep.Warnings {
-			fmt.Fprintf(stdout, "warning: %s\n", w)
-		}
-		fmt.Fprintln(stdout, rep.String())
-		if !rep.OK {
-			return 1
-		}
-		return 0
+		return printReport(stdout, rep)
 	}
 	if archive != "" && witnessPath != "" {
 		return fail(fmt.Errorf("--archive and --witness: give one (a witness is checked against the database)"))
@@ -217,6 +210,11 @@ func auditVerify(ctx context.Context, rest []string, stdout, stderr io.Writer) i
 			"the newest one left cut off or rewritten, go unseen; check against the witness serve writes with --witness "+
 			filepath.Join(filepath.Dir(dbPath), "witness.log"))
 	}
+	return printReport(stdout, rep)
+}
+
+// printReport prints a verify report's warnings and verdict; it returns the exit code.
+func printReport(stdout io.Writer, rep audit.Report) int {
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
